@@ -1,0 +1,91 @@
+"""Turning errors into the contract's JSON error responses (one place for the REST doors)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import (
+    InternalError,
+    InvalidRequest,
+    LMScoreError,
+    MalformedRequest,
+    NotFound,
+    http_status,
+)
+
+log = logging.getLogger(__name__)
+
+
+def error_response(error: LMScoreError) -> JSONResponse:
+    """The contract's error body with its status (and Retry-After when there is one)."""
+    headers = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    return JSONResponse(error.to_dict(), status_code=http_status(error), headers=headers)
+
+
+def param_from_loc(loc: Sequence[Any]) -> str | None:
+    """``("body", "texts", 3)`` -> ``"texts[3]"``; ``("body", "a", 0, "role")`` -> ``"a[0].role"``."""
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def validation_error(exc: RequestValidationError) -> LMScoreError:
+    """The first validation problem as an InvalidRequest (MalformedRequest for bad JSON)."""
+    errors = exc.errors()
+    if not errors:
+        return InvalidRequest("invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return MalformedRequest(f"the body is not valid JSON: {first.get('msg', '')}")
+    param = param_from_loc(first.get("loc", ()))
+    message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing" and param:
+        message = "field required"
+    return InvalidRequest(f"{param}: {message}" if param else message, param=param)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves the REST app in the contract's shape."""
+
+    @app.exception_handler(LMScoreError)
+    async def _ours(_: Request, exc: LMScoreError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error: LMScoreError
+        if isinstance(exc.__cause__, LMScoreError):  # e.g. the body limit, hit mid-parse
+            return error_response(exc.__cause__)
+        if exc.status_code == 404:
+            error = NotFound(str(exc.detail))
+        elif exc.status_code < 500:
+            error = InvalidRequest(str(exc.detail))
+        else:
+            error = InternalError(str(exc.detail))
+        response = error_response(error)
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return error_response(InternalError(f"internal error: {type(exc).__name__}"))

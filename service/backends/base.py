@@ -1,0 +1,72 @@
+"""The narrow interface every inference backend offers the engine.
+
+A backend scores windows of token ids: for each window it returns the float32 logprob
+(natural log) of every token from ``score_from`` on, given all tokens before it in the
+window, with ranks and top-k alternatives. Tokenization, chat rendering, aggregation and
+batching policy live outside backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class ForwardItem:
+    """One window to run: ``input_ids`` fed to the model, tokens at positions
+    ``[score_from, len(input_ids))`` scored (``score_from >= 1``)."""
+
+    input_ids: tuple[int, ...]
+    score_from: int
+    top_k: int = 0
+
+    @property
+    def num_scored(self) -> int:
+        return len(self.input_ids) - self.score_from
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """Scores of one window's scored positions, in order.
+
+    ``logprobs`` float32 [n] (nats); ``ranks`` int64 [n] (1 = argmax);
+    ``top_ids`` int64 [n, k] and ``top_logprobs`` float32 [n, k], best first.
+    """
+
+    logprobs: npt.NDArray[np.float32]
+    ranks: npt.NDArray[np.int64]
+    top_ids: npt.NDArray[np.int64]
+    top_logprobs: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What /v1/models reports about a loaded model."""
+
+    backend: str
+    dtype: str
+    device: str
+    max_context: int
+
+
+class Backend(Protocol):
+    """A loaded model that can score windows. ``forward`` blocks; call it off the event loop."""
+
+    info: BackendInfo
+    tokenizer: Any
+
+    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        """Score every item; results in the same order. May be called with one batch at a time."""
+        ...
+
+    def warmup(self) -> None:
+        """Run a small forward so the first request does not pay for lazy initialisation."""
+        ...
+
+    def bos_id(self) -> int:
+        """Token id to prepend for ``prepend_bos``: BOS, or EOS if the model has none."""
+        ...

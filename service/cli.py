@@ -1,0 +1,93 @@
+"""The ``lmscore`` command: ``lmscore serve [flags]``.
+
+Flags are generated from ``Settings`` (one per field, same docstring), so a flag, its
+``LMSCORE_*`` env var and its default never drift apart. Flags win over env vars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any, get_args, get_origin
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+REPEATABLE = {"model": "NAME=SPEC", "api_keys": "KEY"}
+FLAG_NAMES = {"model": "--model", "api_keys": "--api-key"}
+
+
+def _flag(name: str) -> str:
+    return FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def _add_field(parser: argparse.ArgumentParser, name: str, info: Any) -> None:
+    help_text = (info.description or "").replace("%", "%%")
+    annotation = info.annotation
+    if name in REPEATABLE:
+        parser.add_argument(
+            _flag(name), dest=name, action="append", metavar=REPEATABLE[name], help=help_text
+        )
+    elif annotation is bool:
+        parser.add_argument(
+            _flag(name),
+            dest=name,
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=help_text,
+        )
+    else:
+        choices = get_args(annotation) if "Literal" in str(get_origin(annotation)) else None
+        parser.add_argument(_flag(name), dest=name, choices=choices, default=None, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``lmscore`` with its ``serve`` subcommand."""
+    parser = argparse.ArgumentParser(prog="lmscore", description="Language-model scoring service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="Serve models over REST and gRPC.",
+        description="Flags override LMSCORE_* environment variables.",
+    )
+    for name, info in Settings.model_fields.items():
+        _add_field(serve, name, info)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from env vars, overridden by the flags that were given."""
+    given = {
+        name: value
+        for name, value in vars(args).items()
+        if name in Settings.model_fields and value is not None
+    }
+    return Settings(**given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lmscore`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"lmscore: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from service.server import serve
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(serve(settings))
+    return uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The core every door calls: admit, validate, tokenize, submit, await, assemble.
+
+A request's journey, top to bottom: find the model; check the request's size; tokenize
+(or render the chat template) on the model's preparation thread; fit each sequence into
+the context; hand the windows to the model's scheduler; stitch the scores back and build
+the response. Doors convert their wire format to ``schemas`` and back, nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from service.backends import load_backend
+from service.backends.base import Backend
+from service.batching.serial import SerialScheduler
+from service.errors import InvalidRequest, NotFound, Timeout, TooLarge, Unavailable
+from service.models import ModelSpec, resolve
+from service.results import aggregate, build_result
+from service.schemas import (
+    ChatScoreRequest,
+    ModelCard,
+    ModelList,
+    ScoreResponse,
+    TextResult,
+    TextScoreRequest,
+    Usage,
+)
+from service.scoring.chat import ChatTemplateError
+from service.sequences import (
+    ScoredSequence,
+    chat_error,
+    chat_sequence,
+    encode,
+    fit_to_context,
+    forward_items,
+    stitch,
+    text_sequence,
+)
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+@dataclass
+class ServedModel:
+    """A resident model with its scheduler and its preparation (tokenizer) thread."""
+
+    name: str
+    revision: str
+    backend: Backend
+    scheduler: SerialScheduler
+    prep: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+    )
+
+    def __post_init__(self) -> None:
+        self.token_text: Callable[[int], str] = functools.lru_cache(maxsize=65536)(self._decode_one)
+
+    def _decode_one(self, token_id: int) -> str:
+        return str(self.backend.tokenizer.decode([token_id]))
+
+    @property
+    def context(self) -> int:
+        return self.backend.info.max_context
+
+    async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run tokenizer work off the event loop, one call at a time per model."""
+        return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
+
+    def card(self) -> ModelCard:
+        info = self.backend.info
+        return ModelCard(
+            id=self.name,
+            backend=info.backend,
+            dtype=info.dtype,
+            device=info.device,
+            max_context=info.max_context,
+            revision=self.revision,
+            has_chat_template=bool(getattr(self.backend.tokenizer, "chat_template", None)),
+        )
+
+
+class Engine:
+    """Holds the served models and scores requests against them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models: dict[str, ServedModel] = {}
+        self.expected: set[str] = set()
+        self.ready = False
+
+    # ---- lifecycle -------------------------------------------------------------------
+    async def load(self, specs: list[ModelSpec]) -> None:
+        """Resolve, load and warm up every model (off the event loop), then mark ready."""
+        self.expected = {spec.name for spec in specs}
+        for spec in specs:
+            started = time.perf_counter()
+            resolved = await asyncio.to_thread(resolve, spec, self.settings.cache_dir)
+            backend = await asyncio.to_thread(load_backend, resolved, self.settings)
+            await asyncio.to_thread(backend.warmup)
+            self.add_model(spec.name, resolved.revision, backend)
+            log.info(
+                "model %s loaded from %s (%s, %s, %s, context %d) in %.1f s",
+                spec.name,
+                resolved.path,
+                backend.info.backend,
+                backend.info.dtype,
+                backend.info.device,
+                backend.info.max_context,
+                time.perf_counter() - started,
+            )
+        self.ready = True
+
+    def add_model(self, name: str, revision: str, backend: Backend) -> ServedModel:
+        """Make a loaded backend servable under ``name``."""
+        scheduler = SerialScheduler(
+            backend, self.settings.max_batch_tokens, self.settings.max_batch_size
+        )
+        served = ServedModel(name, revision, backend, scheduler)
+        self.models[name] = served
+        return served
+
+    def close(self) -> None:
+        """Release worker threads."""
+        for model in self.models.values():
+            model.scheduler.close()
+            model.prep.shutdown(wait=False, cancel_futures=True)
+
+    def list_models(self) -> ModelList:
+        return ModelList(data=[m.card() for m in self.models.values()])
+
+    # ---- requests --------------------------------------------------------------------
+    async def score_text(self, req: TextScoreRequest) -> ScoreResponse:
+        """Score plain texts: every token given all tokens before it."""
+        model = self._model(req.model)
+        self._check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
+        return await self._with_deadline(self._score_texts(model, req))
+
+    async def score_chat(self, req: ChatScoreRequest) -> ScoreResponse:
+        """Score conversations rendered with the model's chat template."""
+        model = self._model(req.model)
+        self._check_count(
+            len(req.conversations), self.settings.max_texts_per_request, "conversations"
+        )
+        self._validate_chat(req, model)
+        return await self._with_deadline(self._score_chats(model, req))
+
+    async def _score_texts(self, model: ServedModel, req: TextScoreRequest) -> ScoreResponse:
+        bos = model.backend.bos_id() if req.prepend_bos else None
+        encoded = await model.prepare(encode, model.backend.tokenizer, list(req.texts))
+        seqs = [
+            text_sequence(text, ids, offsets, bos)
+            for text, (ids, offsets) in zip(req.texts, encoded, strict=True)
+        ]
+        params = [f"texts[{i}]" for i in range(len(seqs))]
+        results = await self._score(
+            model,
+            seqs,
+            params,
+            req,
+            lambda seq, scores, i: build_result(
+                seq,
+                scores,
+                return_tokens=req.return_tokens,
+                top_k=self._top_k(req),
+                token_text=model.token_text,
+            ),
+        )
+        return self._response(model, seqs, results)
+
+    async def _score_chats(self, model: ServedModel, req: ChatScoreRequest) -> ScoreResponse:
+        conversations = [[m.model_dump() for m in conv] for conv in req.conversations]
+        seqs = await model.prepare(self._render_all, model, conversations, req)
+        params = [f"conversations[{i}]" for i in range(len(seqs))]
+        roles = [[m.role for m in conv] for conv in req.conversations]
+        results = await self._score(
+            model,
+            seqs,
+            params,
+            req,
+            lambda seq, scores, i: build_result(
+                seq,
+                scores,
+                return_tokens=req.return_tokens,
+                top_k=self._top_k(req),
+                token_text=model.token_text,
+                roles=roles[i],
+                score_roles=req.score_roles,
+            ),
+        )
+        return self._response(model, seqs, results)
+
+    @staticmethod
+    def _render_all(
+        model: ServedModel, conversations: list[list[dict[str, str]]], req: ChatScoreRequest
+    ) -> list[ScoredSequence]:
+        seqs = []
+        for i, conv in enumerate(conversations):
+            try:
+                seqs.append(
+                    chat_sequence(
+                        model.backend.tokenizer, conv, req.score_roles, req.include_end_of_turn
+                    )
+                )
+            except ChatTemplateError as exc:
+                raise chat_error(exc, i) from exc
+        return seqs
+
+    async def _score(
+        self,
+        model: ServedModel,
+        seqs: list[ScoredSequence],
+        params: list[str],
+        req: TextScoreRequest | ChatScoreRequest,
+        build: Callable[[ScoredSequence, Any, int], TextResult],
+    ) -> list[TextResult]:
+        top_k = self._top_k(req)
+        plans = [
+            fit_to_context(seq, model.context, req.overflow, req.stride, param)
+            for seq, param in zip(seqs, params, strict=True)
+        ]
+        items = [
+            forward_items(seq, windows, top_k) for seq, windows in zip(seqs, plans, strict=True)
+        ]
+        outputs = await model.scheduler.submit([item for group in items for item in group])
+        results: list[TextResult] = []
+        offset = 0
+        for i, (seq, windows, group) in enumerate(zip(seqs, plans, items, strict=True)):
+            scores = stitch(seq, windows, outputs[offset : offset + len(group)], top_k)
+            offset += len(group)
+            results.append(build(seq, scores, i))
+        return results
+
+    def _response(
+        self, model: ServedModel, seqs: Sequence[ScoredSequence], results: list[TextResult]
+    ) -> ScoreResponse:
+        return ScoreResponse(
+            model=model.name,
+            model_revision=model.revision,
+            results=results,
+            aggregate=aggregate(results),
+            usage=Usage(prompt_tokens=sum(len(s.input_ids) for s in seqs)),
+        )
+
+    # ---- validation ------------------------------------------------------------------
+    def _model(self, name: str) -> ServedModel:
+        model = self.models.get(name)
+        if model is not None and self.ready:
+            return model
+        if model is not None or name in self.expected:
+            raise Unavailable(f"model {name!r} is still loading", param="model")
+        raise NotFound(
+            f"unknown model {name!r}; served: {', '.join(sorted(self.models)) or 'none'}",
+            param="model",
+        )
+
+    @staticmethod
+    def _check_count(count: int, limit: int, param: str) -> None:
+        if count > limit:
+            raise TooLarge(f"{count} {param} exceed the limit of {limit} per request", param=param)
+
+    def _validate_chat(self, req: ChatScoreRequest, model: ServedModel) -> None:
+        if not getattr(model.backend.tokenizer, "chat_template", None):
+            raise InvalidRequest(f"model {model.name!r} has no chat template", param="model")
+        for k, role in enumerate(req.score_roles):
+            if role not in KNOWN_ROLES:
+                raise InvalidRequest(f"unknown role {role!r}", param=f"score_roles[{k}]")
+        limit = self.settings.max_messages_per_conversation
+        for i, conv in enumerate(req.conversations):
+            self._check_count(len(conv), limit, f"conversations[{i}]")
+            for j, message in enumerate(conv):
+                if message.role not in KNOWN_ROLES:
+                    raise InvalidRequest(
+                        f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",
+                        param=f"conversations[{i}][{j}].role",
+                    )
+            if not any(m.role in req.score_roles for m in conv):
+                raise InvalidRequest(
+                    f"no message has a role in score_roles {req.score_roles}",
+                    param=f"conversations[{i}]",
+                )
+
+    @staticmethod
+    def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:
+        return req.top_k if req.return_tokens else 0
+
+    async def _with_deadline(self, work: Awaitable[T]) -> T:
+        try:
+            return await asyncio.wait_for(work, self.settings.request_timeout_s)
+        except TimeoutError as exc:
+            raise Timeout(
+                f"the request took longer than {self.settings.request_timeout_s:g} s"
+            ) from exc

@@ -1,0 +1,131 @@
+"""One error hierarchy for every door, with its HTTP-status and gRPC-code tables.
+
+The engine raises these; each door converts them with the tables below, so a new door
+never invents its own mapping.
+"""
+
+from __future__ import annotations
+
+
+class LMScoreError(Exception):
+    """Base of every error the service reports to a caller.
+
+    ``type`` is the contract's error type string; ``param`` names the offending request
+    field (``texts[3]``) when there is one.
+    """
+
+    type = "internal"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after_s = retry_after_s
+
+    def to_dict(self) -> dict[str, object]:
+        """The contract's error body: ``{"error": {"type", "message", "param"}}``."""
+        return {"error": {"type": self.type, "message": self.message, "param": self.param}}
+
+
+class InvalidRequest(LMScoreError):
+    """The request is well-formed JSON but breaks a rule (422)."""
+
+    type = "invalid_request"
+
+
+class MalformedRequest(InvalidRequest):
+    """The body could not be parsed at all (400 on REST)."""
+
+
+class NotFound(LMScoreError):
+    """An unknown model (404)."""
+
+    type = "not_found"
+
+
+class TooLarge(LMScoreError):
+    """Body, number of texts or messages over the configured limits (413)."""
+
+    type = "too_large"
+
+
+class Unauthorized(LMScoreError):
+    """Missing or wrong API key (401)."""
+
+    type = "unauthorized"
+
+
+class Overloaded(LMScoreError):
+    """The model's queue is full (429 with Retry-After)."""
+
+    type = "overloaded"
+
+
+class Timeout(LMScoreError):
+    """The request did not finish within its deadline (504)."""
+
+    type = "timeout"
+
+
+class Unavailable(LMScoreError):
+    """Models still loading, or the server is draining (503)."""
+
+    type = "unavailable"
+
+
+class InternalError(LMScoreError):
+    """A fault of ours (500). Bad input must never end here."""
+
+    type = "internal"
+
+
+HTTP_STATUS: dict[type[LMScoreError], int] = {
+    MalformedRequest: 400,
+    InvalidRequest: 422,
+    NotFound: 404,
+    TooLarge: 413,
+    Unauthorized: 401,
+    Overloaded: 429,
+    Timeout: 504,
+    Unavailable: 503,
+    InternalError: 500,
+    LMScoreError: 500,
+}
+
+# gRPC status code names (grpc.StatusCode members), kept as strings so this module
+# does not import grpc.
+GRPC_CODE: dict[type[LMScoreError], str] = {
+    MalformedRequest: "INVALID_ARGUMENT",
+    InvalidRequest: "INVALID_ARGUMENT",
+    NotFound: "NOT_FOUND",
+    TooLarge: "INVALID_ARGUMENT",
+    Unauthorized: "UNAUTHENTICATED",
+    Overloaded: "RESOURCE_EXHAUSTED",
+    Timeout: "DEADLINE_EXCEEDED",
+    Unavailable: "UNAVAILABLE",
+    InternalError: "INTERNAL",
+    LMScoreError: "INTERNAL",
+}
+
+
+def _lookup(table: dict[type[LMScoreError], object], error: LMScoreError) -> object:
+    for cls in type(error).__mro__:
+        if cls in table:
+            return table[cls]
+    raise KeyError(type(error))
+
+
+def http_status(error: LMScoreError) -> int:
+    """HTTP status for an error, by the most specific class in the table."""
+    status = _lookup(HTTP_STATUS, error)  # type: ignore[arg-type]
+    assert isinstance(status, int)
+    return status
+
+
+def grpc_code_name(error: LMScoreError) -> str:
+    """gRPC status code name (``"INVALID_ARGUMENT"``) for an error."""
+    code = _lookup(GRPC_CODE, error)  # type: ignore[arg-type]
+    assert isinstance(code, str)
+    return code

@@ -1,0 +1,120 @@
+"""Building response objects from a sequence and its per-position scores.
+
+All sums are taken in float64 from the float32 logprobs; units are nats unless a name
+says bits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from service.schemas import Aggregate, MessageScore, TextResult, TokenScore, TopToken
+from service.scoring.aggregates import summarize, token_weighted
+from service.scoring.offsets import utf8_length
+from service.sequences import ScoredSequence, SequenceScores
+
+TokenText = Callable[[int], str]
+
+
+def build_result(
+    seq: ScoredSequence,
+    scores: SequenceScores,
+    *,
+    return_tokens: bool,
+    top_k: int,
+    token_text: TokenText,
+    roles: Sequence[str] | None = None,
+    score_roles: Sequence[str] = (),
+) -> TextResult:
+    """The result of one text or conversation."""
+    logprobs: list[float] = []
+    chars = 0
+    nbytes = 0
+    for j, counted in enumerate(seq.scored):
+        if counted:
+            start, end = seq.offsets[j]
+            logprobs.append(float(scores.logprobs[j + seq.shift]))
+            chars += end - start
+            nbytes += utf8_length(seq.text[start:end])
+    agg = summarize(logprobs, chars, nbytes)
+    result = TextResult(
+        num_tokens=len(seq.token_ids),
+        num_scored_tokens=agg.num_scored_tokens,
+        sum_logprob=agg.sum_logprob,
+        mean_nll=agg.mean_nll,
+        ppl=agg.ppl,
+        bits_per_byte=agg.bits_per_byte,
+        bits_per_char=agg.bits_per_char,
+        truncated=seq.truncated,
+    )
+    if return_tokens:
+        result.tokens = _tokens(seq, scores, top_k, token_text)
+    if roles is not None:
+        result.messages = _messages(seq, scores, roles, score_roles)
+    return result
+
+
+def _tokens(
+    seq: ScoredSequence, scores: SequenceScores, top_k: int, token_text: TokenText
+) -> list[TokenScore]:
+    tokens: list[TokenScore] = []
+    is_chat = seq.message_index is not None
+    for j, token_id in enumerate(seq.token_ids):
+        p = j + seq.shift
+        start, end = seq.offsets[j]
+        has_context = p > 0
+        top = None
+        if top_k > 0:
+            top = (
+                [
+                    TopToken(id=int(t), text=token_text(int(t)), logprob=float(lp))
+                    for t, lp in zip(scores.top_ids[p], scores.top_logprobs[p], strict=True)
+                ]
+                if has_context
+                else None
+            )
+        tokens.append(
+            TokenScore(
+                id=int(token_id),
+                text=seq.text[start:end],
+                start=start,
+                end=end,
+                logprob=float(scores.logprobs[p]) if has_context else None,
+                rank=int(scores.ranks[p]) if has_context else None,
+                top=top,
+                message_index=seq.message_index[j] if seq.message_index is not None else None,
+                scored=seq.scored[j] if is_chat else None,
+            )
+        )
+    return tokens
+
+
+def _messages(
+    seq: ScoredSequence, scores: SequenceScores, roles: Sequence[str], score_roles: Sequence[str]
+) -> list[MessageScore]:
+    assert seq.message_index is not None
+    per_message: list[list[float]] = [[] for _ in roles]
+    for j, owner in enumerate(seq.message_index):
+        if owner is not None and seq.scored[j]:
+            per_message[owner].append(float(scores.logprobs[j + seq.shift]))
+    out: list[MessageScore] = []
+    for index, (role, lps) in enumerate(zip(roles, per_message, strict=True)):
+        agg = summarize(lps, 0, 0)
+        out.append(
+            MessageScore(
+                index=index,
+                role=role,
+                scored=role in score_roles,
+                num_scored_tokens=agg.num_scored_tokens,
+                sum_logprob=agg.sum_logprob,
+                mean_nll=agg.mean_nll,
+                ppl=agg.ppl,
+            )
+        )
+    return out
+
+
+def aggregate(results: Sequence[TextResult]) -> Aggregate:
+    """Token-weighted aggregate over all results."""
+    n, total, mean_nll, ppl = token_weighted((r.num_scored_tokens, r.sum_logprob) for r in results)
+    return Aggregate(num_scored_tokens=n, sum_logprob=total, mean_nll=mean_nll, ppl=ppl)

@@ -1,0 +1,173 @@
+"""Request and response models shared by every door (REST, gRPC, OpenAI-compatible).
+
+Units: every logprob is a natural log (nats); ``mean_nll`` is nats per scored token;
+``bits_per_byte``/``bits_per_char`` are base-2 bits per UTF-8 byte / Unicode code point
+of the scored tokens' text.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictStr,
+    model_serializer,
+)
+
+MAX_TOP_K = 20
+
+Overflow = Literal["error", "truncate", "sliding_window"]
+NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("default", description="Name of a served model (see /v1/models).")
+    return_tokens: bool = Field(False, description="Return per-token detail.")
+    top_k: int = Field(
+        0, ge=0, le=MAX_TOP_K, description="Alternatives per token (0 to 20); needs return_tokens."
+    )
+    overflow: Overflow = Field(
+        "error",
+        description="Text longer than the context: 'error' (422), 'truncate' (keep the first "
+        "tokens) or 'sliding_window' (score every token with up to a context of history).",
+    )
+    stride: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens a sliding window advances by; default half the context. "
+        "Must be below the model's context.",
+    )
+
+
+class TextScoreRequest(_Request):
+    """``POST /v1/score/text``."""
+
+    texts: list[NonEmptyText] = Field(..., min_length=1, description="Texts to score.")
+    prepend_bos: bool = Field(
+        False,
+        description="Condition the first token on the model's BOS (EOS if none) so it is scored.",
+    )
+
+
+class ChatMessage(BaseModel):
+    """One conversation turn."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: StrictStr
+    content: StrictStr
+
+
+class ChatScoreRequest(_Request):
+    """``POST /v1/score/chat``."""
+
+    conversations: list[Annotated[list[ChatMessage], Field(min_length=1)]] = Field(
+        ..., min_length=1, description="Conversations, each a list of messages."
+    )
+    score_roles: list[StrictStr] = Field(
+        default_factory=lambda: ["assistant"],
+        min_length=1,
+        description="Roles whose message content is scored.",
+    )
+    include_end_of_turn: bool = Field(
+        False, description="Also score the template's end-of-turn tokens after scored messages."
+    )
+
+
+class TopToken(BaseModel):
+    id: int
+    text: str
+    logprob: float = Field(description="Natural log probability.")
+
+
+class TokenScore(BaseModel):
+    """One token. ``message_index`` and ``scored`` appear for chat tokens only (the index is
+    null for template text outside any message)."""
+
+    id: int
+    text: str
+    start: int = Field(description="Character offset (code points) where the token starts.")
+    end: int
+    logprob: float | None = Field(description="log p(token | all before it), nats; null first.")
+    rank: int | None = Field(description="1 for the argmax token.")
+    top: list[TopToken] | None = Field(None, exclude_if=_is_none)
+    message_index: int | None = None
+    scored: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_chat_fields_for_texts(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if self.scored is None and isinstance(data, dict):
+            data.pop("message_index", None)
+            data.pop("scored", None)
+        return data
+
+
+class MessageScore(BaseModel):
+    index: int
+    role: str
+    scored: bool
+    num_scored_tokens: int
+    sum_logprob: float
+    mean_nll: float | None
+    ppl: float | None
+
+
+class TextResult(BaseModel):
+    num_tokens: int
+    num_scored_tokens: int
+    sum_logprob: float = Field(description="Sum of scored token logprobs, nats.")
+    mean_nll: float | None = Field(description="-sum_logprob / num_scored_tokens, nats.")
+    ppl: float | None = Field(description="exp(mean_nll).")
+    bits_per_byte: float | None
+    bits_per_char: float | None
+    truncated: bool = False
+    tokens: list[TokenScore] | None = Field(None, exclude_if=_is_none)
+    messages: list[MessageScore] | None = Field(None, exclude_if=_is_none)
+
+
+class Aggregate(BaseModel):
+    """Token-weighted over all results: exp(total NLL / total scored tokens)."""
+
+    num_scored_tokens: int
+    sum_logprob: float
+    mean_nll: float | None
+    ppl: float | None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    model_revision: str
+    results: list[TextResult]
+    aggregate: Aggregate
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    backend: str
+    dtype: str
+    device: str
+    max_context: int
+    revision: str
+    has_chat_template: bool = True
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,78 @@
+"""Log-probabilities of target tokens from hidden states or logits, always in float32.
+
+Natural log throughout. The vocabulary projection is applied to bounded chunks of
+positions so a float32 [positions, vocab] tensor never exists for a whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Projection = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PositionScores:
+    """Scores of N target tokens, one per scored position.
+
+    ``logprobs``: float32 [N], log p(target | prefix) in nats. ``ranks``: int64 [N], 1 for
+    the argmax (1 + the number of vocabulary entries with a strictly higher logit).
+    ``top_ids``/``top_logprobs``: [N, k] most likely tokens, best first (k may be 0).
+    """
+
+    logprobs: torch.Tensor
+    ranks: torch.Tensor
+    top_ids: torch.Tensor
+    top_logprobs: torch.Tensor
+
+
+def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> PositionScores:
+    """Score ``targets`` [N] under ``logits`` [N, V] (any float dtype), in float32.
+
+    The target's logprob and the top-k values are read from the same float32 log-softmax
+    tensor, so a greedy target's logprob equals its top-1 entry exactly.
+    """
+    logits32 = logits.float()
+    log_probs = logits32 - torch.logsumexp(logits32, dim=-1, keepdim=True)
+    target_lp = log_probs.gather(-1, targets[:, None]).squeeze(-1)
+    ranks = (log_probs > target_lp[:, None]).sum(dim=-1) + 1
+    if top_k > 0:
+        top_lp, top_ids = torch.topk(log_probs, k=min(top_k, log_probs.shape[-1]), dim=-1)
+    else:
+        top_lp = log_probs.new_empty((log_probs.shape[0], 0))
+        top_ids = torch.empty((log_probs.shape[0], 0), dtype=torch.long, device=logits.device)
+    return PositionScores(target_lp, ranks, top_ids, top_lp)
+
+
+def score_hidden_states(
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    project: Projection,
+    top_k: int,
+    chunk_size: int = 256,
+) -> PositionScores:
+    """Score ``targets`` [N] from final hidden states [N, H] through ``project`` (to logits).
+
+    Works over ``chunk_size`` positions at a time; peak extra memory is about
+    ``chunk_size x vocab`` float32 values, whatever N is.
+    """
+    if hidden.shape[0] != targets.shape[0]:
+        raise ValueError("hidden and targets disagree on the number of positions")
+    parts = [
+        logprobs_from_logits(
+            project(hidden[i : i + chunk_size]), targets[i : i + chunk_size], top_k
+        )
+        for i in range(0, hidden.shape[0], chunk_size)
+    ]
+    if not parts:
+        empty = logprobs_from_logits(project(hidden[:0]), targets[:0], top_k)
+        return empty
+    return PositionScores(
+        torch.cat([p.logprobs for p in parts]),
+        torch.cat([p.ranks for p in parts]),
+        torch.cat([p.top_ids for p in parts]),
+        torch.cat([p.top_logprobs for p in parts]),
+    )

@@ -1,0 +1,189 @@
+"""From texts and conversations to token sequences, forward windows, and back.
+
+A ``ScoredSequence`` is one text (or rendered conversation) as token ids with tiled
+character offsets and a mask of the tokens that count in its aggregates. ``windows_for``
+fits it into the model's context; ``stitch`` puts the windows' scores back in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from service.backends.base import ForwardItem, ForwardResult
+from service.errors import InvalidRequest
+from service.scoring.chat import ChatTemplateError, RenderedChat, render_with_spans
+from service.scoring.offsets import tile_offsets
+from service.scoring.windows import Window, plan_windows
+
+
+@dataclass
+class ScoredSequence:
+    """One text's tokens. Positions count from the prepended BOS when there is one.
+
+    ``offsets`` are tiled character offsets of ``token_ids`` into ``text``; ``scored[j]``
+    says whether token j counts in the aggregates; ``message_index[j]`` (chats only) is
+    the message token j belongs to, or None for template text.
+    """
+
+    text: str
+    token_ids: list[int]
+    offsets: list[tuple[int, int]]
+    scored: list[bool]
+    bos_id: int | None = None
+    message_index: list[int | None] | None = None
+    truncated: bool = False
+
+    @property
+    def input_ids(self) -> list[int]:
+        """Token ids as fed to the model (BOS first when prepended)."""
+        return [self.bos_id, *self.token_ids] if self.bos_id is not None else self.token_ids
+
+    @property
+    def shift(self) -> int:
+        """Position of text token 0 in ``input_ids``."""
+        return 1 if self.bos_id is not None else 0
+
+
+@dataclass(frozen=True)
+class SequenceScores:
+    """Scores of every position of ``input_ids`` (position 0 is NaN / rank 0: no context)."""
+
+    logprobs: npt.NDArray[np.float32]
+    ranks: npt.NDArray[np.int64]
+    top_ids: npt.NDArray[np.int64]
+    top_logprobs: npt.NDArray[np.float32]
+
+
+def encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Token ids (no special tokens added) and tiled character offsets of each text."""
+    batch = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        (list(ids), tile_offsets([tuple(o) for o in offsets], len(text)))
+        for text, ids, offsets in zip(
+            texts, batch["input_ids"], batch["offset_mapping"], strict=True
+        )
+    ]
+
+
+def text_sequence(
+    text: str, ids: list[int], offsets: list[tuple[int, int]], bos_id: int | None
+) -> ScoredSequence:
+    """A plain text: every token with context is scored (all of them after a BOS)."""
+    scored = [bos_id is not None or j > 0 for j in range(len(ids))]
+    return ScoredSequence(text, ids, offsets, scored, bos_id)
+
+
+def chat_sequence(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    score_roles: Collection[str],
+    include_end_of_turn: bool,
+) -> ScoredSequence:
+    """A conversation rendered by the model's chat template, scoring the content tokens of
+    messages whose role is in ``score_roles`` (and their end-of-turn tokens if asked)."""
+
+    def render(msgs: list[dict[str, str]]) -> str:
+        return str(tokenizer.apply_chat_template(msgs, tokenize=False))
+
+    chat: RenderedChat = render_with_spans(messages, render)
+    ((ids, offsets),) = encode(tokenizer, [chat.text])
+    owner: list[int | None] = []
+    scored: list[bool] = []
+    for start, _ in offsets:
+        index, in_content = _owner(chat, start)
+        owner.append(index)
+        counts = index is not None and messages[index]["role"] in score_roles
+        scored.append(counts and (in_content or include_end_of_turn) and len(owner) > 1)
+    return ScoredSequence(chat.text, ids, offsets, scored, None, owner)
+
+
+def _owner(chat: RenderedChat, start: int) -> tuple[int | None, bool]:
+    """(message index, in its content) for a token starting at ``start``."""
+    for index, span in enumerate(chat.spans):
+        if span.start <= start < span.end:
+            return index, True
+        if span.end <= start < span.turn_end:
+            return index, False
+    return None, False
+
+
+def fit_to_context(
+    seq: ScoredSequence, context: int, overflow: str, stride: int | None, param: str
+) -> list[Window]:
+    """Windows for ``seq`` under ``context`` tokens; truncates ``seq`` in place for 'truncate'.
+
+    Raises InvalidRequest (naming ``param``) for an over-long sequence with 'error'.
+    """
+    n = len(seq.input_ids)
+    if n > context:
+        if overflow == "error":
+            raise InvalidRequest(
+                f"{n} tokens exceed the model's context of {context}; "
+                "use overflow='truncate' or 'sliding_window'",
+                param=param,
+            )
+        if overflow == "truncate":
+            keep = context - seq.shift
+            seq.token_ids = seq.token_ids[:keep]
+            seq.offsets = seq.offsets[:keep]
+            seq.scored = seq.scored[:keep]
+            if seq.message_index is not None:
+                seq.message_index = seq.message_index[:keep]
+            seq.truncated = True
+            n = context
+        else:
+            return plan_windows(n, context, _stride(stride, context))
+    return [Window(0, n, 1)] if n > 0 else []
+
+
+def _stride(stride: int | None, context: int) -> int:
+    if stride is None:
+        return max(1, context // 2)
+    if stride >= context:
+        raise InvalidRequest(
+            f"stride {stride} must be below the model's context of {context}", param="stride"
+        )
+    return stride
+
+
+def forward_items(seq: ScoredSequence, windows: list[Window], top_k: int) -> list[ForwardItem]:
+    """One forward item per window."""
+    ids = seq.input_ids
+    return [
+        ForwardItem(tuple(ids[w.begin : w.end]), w.score_from - w.begin, top_k)
+        for w in windows
+        if w.end > w.score_from
+    ]
+
+
+def stitch(
+    seq: ScoredSequence, windows: list[Window], results: list[ForwardResult], top_k: int
+) -> SequenceScores:
+    """Per-position scores of ``seq`` from its windows' results."""
+    n = len(seq.input_ids)
+    logprobs = np.full(n, np.nan, dtype=np.float32)
+    ranks = np.zeros(n, dtype=np.int64)
+    top_ids = np.zeros((n, top_k), dtype=np.int64)
+    top_lps = np.zeros((n, top_k), dtype=np.float32)
+    active = [w for w in windows if w.end > w.score_from]
+    for window, result in zip(active, results, strict=True):
+        span = slice(window.score_from, window.end)
+        logprobs[span] = result.logprobs
+        ranks[span] = result.ranks
+        if top_k:
+            top_ids[span] = result.top_ids
+            top_lps[span] = result.top_logprobs
+    return SequenceScores(logprobs, ranks, top_ids, top_lps)
+
+
+def chat_error(exc: ChatTemplateError, conversation: int) -> InvalidRequest:
+    """The InvalidRequest for a template failure, naming the conversation or message."""
+    param = f"conversations[{conversation}]"
+    if exc.index is not None:
+        param += f"[{exc.index}]"
+    return InvalidRequest(str(exc), param=param)

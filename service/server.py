@@ -1,0 +1,91 @@
+"""Process lifecycle: bind the ports, start the REST server, load models, handle signals.
+
+REST listens before models are loaded so probes see /healthz 200 and /readyz 503 while
+loading. The ``ready http=HOST:PORT grpc=HOST:PORT`` log line is written once every model
+is loaded and warmed up. The gRPC port is reserved (bound) from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from service.api.rest import create_app
+from service.engine import Engine
+from service.models import ModelSpecError, parse_model_args
+from service.settings import Settings
+
+log = logging.getLogger("service.server")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (port 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service handles signals itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    try:
+        specs = parse_model_args(settings.model)
+    except ModelSpecError as exc:
+        log.error("%s", exc)
+        return 2
+    engine = Engine(settings)
+    http_sock = bind_socket(settings.host, settings.http_port)
+    grpc_sock = bind_socket(settings.host, settings.grpc_port)
+    config = uvicorn.Config(
+        create_app(engine), log_level=settings.log_level, access_log=False, lifespan="off"
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _request_exit, server, sig)
+
+    server_task = asyncio.create_task(server.serve(sockets=[http_sock]))
+    load_task = asyncio.create_task(engine.load(specs))
+    try:
+        await asyncio.wait({server_task, load_task}, return_when=asyncio.FIRST_COMPLETED)
+        if load_task.done():
+            if load_task.exception() is not None:
+                log.error("loading models failed: %s", load_task.exception())
+                server.should_exit = True
+                await server_task
+                return 1
+            log.info("ready http=%s grpc=%s", _address(http_sock), _address(grpc_sock))
+        await server_task
+        if not load_task.done():
+            load_task.cancel()
+        return 0
+    finally:
+        engine.close()
+        grpc_sock.close()
+        http_sock.close()
+
+
+def _request_exit(server: uvicorn.Server, sig: signal.Signals) -> None:
+    log.info("received %s, shutting down", sig.name)
+    server.should_exit = True

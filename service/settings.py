@@ -1,0 +1,100 @@
+"""Server configuration: one pydantic-settings model, read from flags and ``LMSCORE_*`` env vars.
+
+Every field has a default and a description; the CLI flags are generated from these fields
+(``max_batch_tokens`` <-> ``--max-batch-tokens`` <-> ``LMSCORE_MAX_BATCH_TOKENS``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lmscore"
+
+
+class Settings(BaseSettings):
+    """Everything ``lmscore serve`` can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="LMSCORE_", extra="ignore")
+
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="NAME=SPEC, repeatable. SPEC is 'default' (the embedded model), a local "
+        "directory, a local .gguf file or a hub id (optionally @revision). "
+        "Env: comma-separated. With none, the embedded model is served as 'default'.",
+    )
+    backend: Literal["transformers"] = Field("transformers", description="Inference backend.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Model weights dtype. 'auto' picks bfloat16 on CUDA and on CPUs with AMX or "
+        "AVX512-BF16, float32 elsewhere. Log-softmax is always float32.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where models run; 'auto' is CUDA when available, else CPU."
+    )
+    host: str = Field("127.0.0.1", description="Address the REST and gRPC servers bind to.")
+    http_port: int = Field(8000, ge=0, le=65535, description="REST port; 0 picks a free one.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    max_context: int | None = Field(
+        None, ge=2, description="Cap on tokens per forward window, below the model's own context."
+    )
+    max_batch_tokens: int = Field(
+        16384,
+        ge=1,
+        description="Padded tokens (longest x count) one forward pass may hold.",
+    )
+    max_batch_size: int = Field(64, ge=1, description="Sequences one forward pass may hold.")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Seconds a request may take before it fails with 504."
+    )
+    max_texts_per_request: int = Field(
+        1024, ge=1, description="Texts (or conversations) one request may carry; more is 413."
+    )
+    max_messages_per_conversation: int = Field(
+        512, ge=1, description="Messages one conversation may carry; more is 413."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body in bytes; more is 413."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys (env: comma-separated). When set, scoring endpoints "
+        "need 'Authorization: Bearer KEY'.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one API key per line (blank lines and # comments ignored)."
+    )
+    protect_metrics: bool = Field(
+        False, description="Require an API key for /metrics too (health probes stay open)."
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="Where dequantized GGUF weights and file hashes are cached.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+
+    @field_validator("model", "api_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def all_api_keys(self) -> list[str]:
+        """Keys from ``api_keys`` and ``api_keys_file`` together."""
+        keys = list(self.api_keys)
+        if self.api_keys_file is not None:
+            for line in self.api_keys_file.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        return keys
