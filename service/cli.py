@@ -53,8 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Serve models over REST and gRPC.",
         description="Flags override LMSCORE_* environment variables.",
     )
+    prepare = sub.add_parser(
+        "prepare",
+        help="Resolve and cache the models (dequantize GGUF files) without serving.",
+        description="Useful in image builds: a later `serve` then loads in seconds.",
+    )
     for name, info in Settings.model_fields.items():
         _add_field(serve, name, info)
+        if name in ("model", "cache_dir", "log_level"):
+            _add_field(prepare, name, info)
     return parser
 
 
@@ -66,6 +73,20 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if name in Settings.model_fields and value is not None
     }
     return Settings(**given)
+
+
+def prepare(settings: Settings) -> int:
+    """Resolve every model into the cache and print where it lives."""
+    from service.models import ModelSpecError, parse_model_args, resolve
+
+    try:
+        for spec in parse_model_args(settings.model):
+            resolved = resolve(spec, settings.cache_dir)
+            print(f"{resolved.name}\t{resolved.revision}\t{resolved.path}")
+    except ModelSpecError as exc:
+        print(f"lmscore: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.command == "prepare":
+        return prepare(settings)
     from service.server import serve
 
     try:

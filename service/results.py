@@ -82,6 +82,7 @@ def _tokens(
                 logprob=float(scores.logprobs[p]) if has_context else None,
                 rank=int(scores.ranks[p]) if has_context else None,
                 top=top,
+                with_top=top_k > 0,
                 message_index=seq.message_index[j] if seq.message_index is not None else None,
                 scored=seq.scored[j] if is_chat else None,
             )

@@ -100,16 +100,22 @@ class TokenScore(BaseModel):
     end: int
     logprob: float | None = Field(description="log p(token | all before it), nats; null first.")
     rank: int | None = Field(description="1 for the argmax token.")
-    top: list[TopToken] | None = Field(None, exclude_if=_is_none)
+    top: list[TopToken] | None = None
     message_index: int | None = None
     scored: bool | None = None
+    # Whether alternatives were asked for (top_k > 0): then ``top`` is shown, null for the
+    # first token; otherwise it is left out.
+    with_top: bool = Field(False, exclude=True)
 
     @model_serializer(mode="wrap")
-    def _drop_chat_fields_for_texts(self, handler: SerializerFunctionWrapHandler) -> Any:
+    def _drop_fields_not_asked_for(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if self.scored is None and isinstance(data, dict):
-            data.pop("message_index", None)
-            data.pop("scored", None)
+        if isinstance(data, dict):
+            if not self.with_top:
+                data.pop("top", None)
+            if self.scored is None:
+                data.pop("message_index", None)
+                data.pop("scored", None)
         return data
 
 

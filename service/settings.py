@@ -71,9 +71,6 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="File with one API key per line (blank lines and # comments ignored)."
     )
-    protect_metrics: bool = Field(
-        False, description="Require an API key for /metrics too (health probes stay open)."
-    )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         description="Where dequantized GGUF weights and file hashes are cached.",

@@ -1,4 +1,4 @@
-"""ASGI middleware for the REST door: the request body size limit."""
+"""ASGI middleware for the REST door: JSON bodies by default, and the body size limit."""
 
 from __future__ import annotations
 
@@ -42,3 +42,22 @@ class BodyLimitMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(TooLarge(self._message(), param="body"))
         await response(scope, receive, send)
+
+
+class JsonByDefaultMiddleware:
+    """Read bodies sent without a JSON content type (``curl -d``) as JSON anyway.
+
+    Every endpoint of this API takes JSON; without this, such a body would be rejected
+    as "not an object" instead of being parsed.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            current = dict(scope.get("headers") or []).get(b"content-type", b"")
+            if not current or current.startswith(b"application/x-www-form-urlencoded"):
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)

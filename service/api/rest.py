@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from service.api.auth import KeyChecker
 from service.api.errors_http import error_response, install_error_handlers
-from service.api.middleware import BodyLimitMiddleware
+from service.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware
 from service.engine import Engine
 from service.errors import Unavailable
 from service.schemas import ChatScoreRequest, ModelList, ScoreResponse, TextScoreRequest
@@ -30,6 +30,7 @@ def create_app(engine: Engine) -> FastAPI:
         "(natural log), perplexity, bits per byte/char.",
     )
     app.state.engine = engine
+    app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     guarded = [Depends(authorized)]

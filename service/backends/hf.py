@@ -67,6 +67,9 @@ class HFBackend:
         logits_chunk: int = 256,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)

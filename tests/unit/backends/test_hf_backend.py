@@ -1,0 +1,158 @@
+"""HFBackend.forward against a float64 reference of the same tiny model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from service.backends import hf
+from service.backends.base import ForwardItem
+from service.backends.hf import HFBackend, pick_device, pick_dtype
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. Grüße aus München!",
+    "Привет мир, как дела? 😀 hello world",
+    "a short one",
+    "日本語 🚀 123 4567",
+]
+TIE_EPS = 1e-5  # float64 logprobs this close are treated as tied when checking ranks
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir: Path) -> HFBackend:
+    return HFBackend(tiny_model_dir, dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def token_ids(tokenizer: Any) -> list[list[int]]:
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in TEXTS]
+    assert len({len(i) for i in ids}) == len(ids), "the texts should differ in length"
+    return ids
+
+
+def _check_against_reference(
+    result: Any, ids: list[int], score_from: int, rows: np.ndarray
+) -> None:
+    targets = np.array(ids[score_from:])
+    ref_rows = rows[score_from - 1 :]
+    ref = ref_rows[np.arange(len(targets)), targets]
+    assert result.logprobs.dtype == np.float32
+    assert result.logprobs.shape == (len(targets),)
+    assert np.max(np.abs(result.logprobs - ref)) <= 1e-4
+    # Rank: 1 + entries strictly above the target, up to float64 near-ties.
+    above_surely = (ref_rows > ref[:, None] + TIE_EPS).sum(axis=1) + 1
+    above_maybe = (ref_rows > ref[:, None] - TIE_EPS).sum(axis=1)  # excludes the target itself
+    assert np.all(result.ranks >= above_surely)
+    assert np.all(result.ranks <= np.maximum(above_maybe, 1))
+    k = result.top_ids.shape[1]
+    if k:
+        ref_top = -np.sort(-ref_rows, axis=1)[:, :k]
+        assert np.max(np.abs(result.top_logprobs - ref_top)) <= 1e-4
+        # Each returned alternative carries its own logprob.
+        own = np.take_along_axis(ref_rows, result.top_ids, axis=1)
+        assert np.max(np.abs(result.top_logprobs - own)) <= 1e-4
+        assert np.all(np.diff(result.top_logprobs, axis=1) <= 0)
+
+
+def test_forward_matches_float64_reference(
+    backend: HFBackend, token_ids: list[list[int]], reference_logprobs: Callable[..., np.ndarray]
+) -> None:
+    for ids in token_ids:
+        (result,) = backend.forward([ForwardItem(tuple(ids), 1, 5)])
+        _check_against_reference(result, ids, 1, reference_logprobs(ids))
+    # Ranks are informative: the random model is not uniform.
+    assert len({int(r) for r in result.ranks}) > 3
+
+
+def test_rank_one_is_the_top_entry(backend: HFBackend, token_ids: list[list[int]]) -> None:
+    ids = token_ids[0]
+    (first,) = backend.forward([ForwardItem(tuple(ids), 1, 3)])
+    greedy = [*ids[:6], int(first.top_ids[5, 0])]  # row 5 holds the alternatives at position 6
+    (result,) = backend.forward([ForwardItem(tuple(greedy), 1, 3)])
+    assert result.ranks[-1] == 1
+    assert result.top_ids[-1, 0] == greedy[-1]
+    assert result.logprobs[-1] == result.top_logprobs[-1, 0]
+
+
+def test_top_k_zero_returns_empty_alternatives(
+    backend: HFBackend, token_ids: list[list[int]]
+) -> None:
+    (result,) = backend.forward([ForwardItem(tuple(token_ids[2]), 1, 0)])
+    assert result.top_ids.shape == (len(token_ids[2]) - 1, 0)
+    assert result.top_logprobs.shape == (len(token_ids[2]) - 1, 0)
+    assert result.ranks.dtype == np.int64 and np.all(result.ranks >= 1)
+
+
+def test_batch_of_different_lengths_equals_one_by_one(
+    backend: HFBackend, token_ids: list[list[int]]
+) -> None:
+    items = [ForwardItem(tuple(ids), 1, 4) for ids in token_ids]
+    batched = backend.forward(items)
+    assert len(batched) == len(items)
+    for item, got in zip(items, batched, strict=True):
+        (alone,) = backend.forward([item])
+        assert got.logprobs.shape == (item.num_scored,)
+        assert np.max(np.abs(got.logprobs - alone.logprobs)) <= 1e-5
+        assert np.max(np.abs(got.top_logprobs - alone.top_logprobs)) <= 1e-5
+        np.testing.assert_array_equal(got.ranks, alone.ranks)
+
+
+def test_mixed_top_k_in_one_batch(backend: HFBackend, token_ids: list[list[int]]) -> None:
+    items = [ForwardItem(tuple(token_ids[0]), 1, 0), ForwardItem(tuple(token_ids[1]), 1, 7)]
+    plain, with_top = backend.forward(items)
+    assert plain.top_ids.shape[1] == 0
+    assert with_top.top_ids.shape == (len(token_ids[1]) - 1, 7)
+
+
+def test_score_from_later_position(
+    backend: HFBackend, token_ids: list[list[int]], reference_logprobs: Callable[..., np.ndarray]
+) -> None:
+    ids = token_ids[0]
+    full = backend.forward([ForwardItem(tuple(ids), 1, 2)])[0]
+    for score_from in (2, 5, len(ids) - 1):
+        (part,) = backend.forward([ForwardItem(tuple(ids), score_from, 2)])
+        assert part.logprobs.shape == (len(ids) - score_from,)
+        np.testing.assert_allclose(part.logprobs, full.logprobs[score_from - 1 :], atol=1e-5)
+        _check_against_reference(part, ids, score_from, reference_logprobs(ids))
+
+
+def test_backend_info_and_special_ids(tiny_model_dir: Path, backend: HFBackend) -> None:
+    assert backend.info.backend == "transformers"
+    assert backend.info.dtype == "float32"
+    assert backend.info.device == "cpu"
+    assert backend.info.max_context == 64
+    assert backend.bos_id() == 1
+    capped = HFBackend(tiny_model_dir, dtype="float32", device="cpu", max_context=16)
+    assert capped.info.max_context == 16
+    capped.warmup()
+
+
+def test_empty_batch(backend: HFBackend) -> None:
+    assert backend.forward([]) == []
+
+
+def test_pick_device() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert pick_device("auto").type == expected
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            pick_device("cuda")
+
+
+def test_pick_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert pick_dtype("float32", cpu) is torch.float32
+    assert pick_dtype("bfloat16", cpu) is torch.bfloat16
+    assert pick_dtype("float16", cpu) is torch.float16
+    monkeypatch.setattr(hf, "cpu_has_fast_bf16", lambda: False)
+    assert pick_dtype("auto", cpu) is torch.float32
+    monkeypatch.setattr(hf, "cpu_has_fast_bf16", lambda: True)
+    assert pick_dtype("auto", cpu) is torch.bfloat16
+    with pytest.raises(KeyError):
+        pick_dtype("float8", cpu)

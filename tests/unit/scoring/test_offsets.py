@@ -1,0 +1,121 @@
+"""tile_offsets and utf8_length."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.scoring.offsets import tile_offsets, utf8_length
+
+
+def _assert_tiles(tiled: list[tuple[int, int]], text_length: int) -> None:
+    assert tiled, "non-empty input gives non-empty tiling"
+    assert tiled[0][0] == 0
+    assert tiled[-1][1] == text_length
+    for (_, prev_end), (start, end) in zip(tiled, tiled[1:], strict=False):
+        assert start == prev_end
+    for start, end in tiled:
+        assert 0 <= start <= end <= text_length
+
+
+def test_overlapping_offsets_give_chars_to_the_first_token() -> None:
+    offsets = [(0, 5), (5, 7), (12, 14), (13, 14)]
+    tiled = tile_offsets(offsets, 14)
+    assert tiled == [(0, 5), (5, 7), (7, 14), (14, 14)]
+    _assert_tiles(tiled, 14)
+
+
+def test_byte_level_split_character() -> None:
+    # "a€b": the euro sign is split across two byte-level tokens that both report it.
+    text = "a€b"
+    tiled = tile_offsets([(0, 1), (1, 2), (1, 2), (2, 3)], len(text))
+    assert tiled == [(0, 1), (1, 2), (2, 2), (2, 3)]
+    assert "".join(text[s:e] for s, e in tiled) == text
+
+
+def test_gaps_go_to_the_following_token() -> None:
+    text = "hello   world"
+    # A tokenizer that strips spaces reports (0,5) and (8,13).
+    tiled = tile_offsets([(0, 5), (8, 13)], len(text))
+    assert tiled == [(0, 5), (5, 13)]
+    assert "".join(text[s:e] for s, e in tiled) == text
+
+
+def test_leading_gap_goes_to_the_first_token() -> None:
+    assert tile_offsets([(2, 4), (4, 6)], 6) == [(0, 4), (4, 6)]
+
+
+def test_last_token_is_extended_to_text_end() -> None:
+    assert tile_offsets([(0, 3), (3, 5)], 9) == [(0, 3), (3, 9)]
+
+
+def test_ends_past_the_text_are_clipped() -> None:
+    tiled = tile_offsets([(0, 4), (4, 12), (12, 20)], 10)
+    assert tiled == [(0, 4), (4, 10), (10, 10)]
+    _assert_tiles(tiled, 10)
+
+
+def test_end_never_goes_back() -> None:
+    tiled = tile_offsets([(0, 6), (2, 3), (6, 8)], 8)
+    assert tiled == [(0, 6), (6, 6), (6, 8)]
+
+
+def test_special_tokens_with_zero_offsets() -> None:
+    tiled = tile_offsets([(0, 0), (0, 3), (0, 0), (3, 5)], 5)
+    assert tiled == [(0, 0), (0, 3), (3, 3), (3, 5)]
+    _assert_tiles(tiled, 5)
+
+
+def test_empty_offsets() -> None:
+    assert tile_offsets([], 0) == []
+    assert tile_offsets([], 7) == []
+
+
+def test_single_token_covers_everything() -> None:
+    assert tile_offsets([(1, 2)], 5) == [(0, 5)]
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        [(0, 1)],
+        [(0, 2), (1, 3), (3, 3), (2, 9), (10, 11)],
+        [(5, 6), (0, 1), (3, 4)],
+        [(0, 0)] * 4,
+        [(0, 100)] * 3,
+        [(i, i + 2) for i in range(0, 20, 1)],
+    ],
+)
+@pytest.mark.parametrize("text_length", [0, 1, 11, 40])
+def test_always_contiguous_from_zero_to_length(
+    offsets: list[tuple[int, int]], text_length: int
+) -> None:
+    tiled = tile_offsets(offsets, text_length)
+    assert len(tiled) == len(offsets)
+    _assert_tiles(tiled, text_length)
+    assert sum(e - s for s, e in tiled) == text_length
+
+
+def test_input_is_not_modified() -> None:
+    offsets = [(0, 5), (3, 4)]
+    tile_offsets(offsets, 9)
+    assert offsets == [(0, 5), (3, 4)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", 0),
+        ("abc", 3),
+        ("é", 2),
+        ("€", 3),
+        ("😀", 4),
+        ("привет", 12),
+        ("a\u0301", 3),  # combining accent: 2 code points, 3 bytes
+    ],
+)
+def test_utf8_length(text: str, expected: int) -> None:
+    assert utf8_length(text) == expected
+
+
+def test_utf8_length_of_lone_surrogate_does_not_raise() -> None:
+    assert utf8_length("\ud800") == 3
