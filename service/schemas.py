@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     StrictStr,
+    field_validator,
     model_serializer,
 )
 
@@ -66,6 +67,16 @@ class ChatMessage(BaseModel):
 
     role: StrictStr
     content: StrictStr
+
+    @field_validator("role", "content")
+    @classmethod
+    def _encodable(cls, value: str) -> str:
+        # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them (422, not 500).
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("not valid Unicode text (lone surrogate)") from exc
+        return value
 
 
 class ChatScoreRequest(_Request):

@@ -120,6 +120,8 @@ def fit_to_context(
     Raises InvalidRequest (naming ``param``) for an over-long sequence with 'error'.
     """
     n = len(seq.input_ids)
+    if overflow == "sliding_window":
+        stride = _stride(stride, context)  # refuse a bad stride even when this text fits
     if n > context:
         if overflow == "error":
             raise InvalidRequest(

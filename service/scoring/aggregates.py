@@ -28,6 +28,8 @@ class Aggregates:
 
 def safe_exp(x: float) -> float:
     """exp(x), saturating at the largest float instead of overflowing to inf."""
+    if math.isnan(x):
+        return x
     return math.exp(x) if x < 709.0 else math.exp(709.0)
 
 

@@ -36,7 +36,8 @@ def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, top_k: int
     tensor, so a greedy target's logprob equals its top-1 entry exactly.
     """
     logits32 = logits.float()
-    # log_softmax shifts by the row max first: exact for large common offsets in the logits.
+    # log_softmax shifts by the row max first, so a large common offset in the logits costs
+    # no precision (logits - logsumexp loses up to half an ulp of the largest logit).
     log_probs = torch.log_softmax(logits32, dim=-1)
     target_lp = log_probs.gather(-1, targets[:, None]).squeeze(-1)
     ranks = (log_probs > target_lp[:, None]).sum(dim=-1) + 1

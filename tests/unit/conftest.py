@@ -34,12 +34,13 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-WORDS = (
+WORD_TEXT = (
     "the quick brown fox jumps over a lazy dog while the model scores every token "
     "hello world assistant user system text language perplexity bits per byte char "
     "Grüße aus München café naïve façade Привет мир как дела спасибо хорошо "
     "日本語 テキスト 😀 🚀 🎉 123 4567 89 ! ? , . : ; ( ) - 'quoted' \"double\""
-).split()
+)
+WORDS = WORD_TEXT.split()
 
 
 def _corpus(lines: int = 400) -> Iterator[str]:
@@ -57,7 +58,7 @@ def _build_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=500,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,

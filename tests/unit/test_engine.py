@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -20,9 +21,10 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog. Grüße aus München!",
     "Привет мир, как дела? 😀 hello world",
     "日本語 🚀 123 4567 café naïve",
+    "Ωμέγα ñandú 😎 ℝ²",  # unseen characters: byte-level pieces, overlapping offsets
 ]
 LONG_TEXT = " ".join(
-    ["the quick brown fox jumps over a lazy dog while the model scores every token"] * 6
+    ["the quick brown fox jumps over a lazy dog while the model scores every token"] * 12
 )
 RefFn = Callable[[list[int]], np.ndarray]
 
@@ -69,7 +71,7 @@ async def test_tokens_sum_and_tile_the_text(tiny_engine: Engine, tokenizer: Any)
         assert [t.id for t in tokens] == encode(tokenizer, text)[0]
         assert "".join(t.text for t in tokens) == text
         assert tokens[0].start == 0 and tokens[-1].end == len(text)
-        for prev, cur in zip(tokens, tokens[1:], strict=False):
+        for prev, cur in itertools.pairwise(tokens):
             assert prev.end == cur.start
         assert all(text[t.start : t.end] == t.text for t in tokens)
         assert tokens[0].logprob is None and tokens[0].rank is None and tokens[0].top is None
@@ -86,8 +88,8 @@ async def test_rank_and_top_are_consistent(
     greedy = None
     for p in range(2, len(ids)):
         best = int(np.argmax(rows[p - 1]))
-        candidate = tokenizer.decode(ids[:p] + [best])
-        if best > 2 and encode(tokenizer, candidate)[0] == ids[:p] + [best]:
+        candidate = tokenizer.decode([*ids[:p], best])
+        if best > 2 and encode(tokenizer, candidate)[0] == [*ids[:p], best]:
             greedy = candidate
             break
     assert greedy is not None
@@ -97,7 +99,7 @@ async def test_rank_and_top_are_consistent(
         for token in result.tokens[1:]:
             top_ids = [alt.id for alt in token.top]
             assert len(top_ids) == 5
-            assert all(a.logprob >= b.logprob for a, b in zip(token.top, token.top[1:], strict=False))
+            assert all(a.logprob >= b.logprob for a, b in itertools.pairwise(token.top))
             assert token.rank >= 1 and token.logprob <= token.top[0].logprob
             if token.id in top_ids:
                 assert token.rank == top_ids.index(token.id) + 1
@@ -174,7 +176,9 @@ async def test_overflow_truncate(
     assert [t.id for t in result.tokens] == ids[:64]
     ref = reference_token_logprobs(ids[:64])
     assert np.max(np.abs(token_logprobs(result)[1:] - ref)) <= 1e-4
-    with_bos = (await score(tiny_engine, [LONG_TEXT], overflow="truncate", prepend_bos=True)).results
+    with_bos = (
+        await score(tiny_engine, [LONG_TEXT], overflow="truncate", prepend_bos=True)
+    ).results
     assert (with_bos[0].num_tokens, with_bos[0].num_scored_tokens) == (63, 63)
 
 
@@ -222,7 +226,9 @@ async def test_more_history_approaches_the_full_context(
 ) -> None:
     # A text that fits the model (64) scored under a 16-token cap: stride 1 gives every
     # token 15 tokens of history, stride 15 as little as 1, so stride 1 is closer to full.
-    text = LONG_TEXT[:140]
+    varied = " ".join(TEXTS * 3)
+    offsets = encode(tokenizer, varied)[1]
+    text = varied[: offsets[59][1]]
     ids = encode(tokenizer, text)[0]
     assert 40 < len(ids) <= 64
     engine = engine_factory(max_context=16)
@@ -230,7 +236,9 @@ async def test_more_history_approaches_the_full_context(
     errors = {}
     for stride in (1, 15):
         (result,) = (
-            await score(engine, [text], overflow="sliding_window", stride=stride, return_tokens=True)
+            await score(
+                engine, [text], overflow="sliding_window", stride=stride, return_tokens=True
+            )
         ).results
         got = token_logprobs(result)[1:]
         np.testing.assert_allclose(got[:15], full[:15], atol=1e-4)  # the first window

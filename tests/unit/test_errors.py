@@ -161,7 +161,9 @@ def test_validation_error_missing_field() -> None:
     error = validation_error(exc)
     assert error.param == "conversations[0][2].role"
     assert error.message == "conversations[0][2].role: field required"
-    assert error.to_dict()["error"]["type"] == "invalid_request"
+    assert error.to_dict() == {
+        "error": {"type": "invalid_request", "message": error.message, "param": error.param}
+    }
 
 
 def test_validation_error_without_location() -> None:

@@ -93,7 +93,8 @@ def test_truncate_cuts_and_flags(bos: int | None) -> None:
 
 def test_truncate_cuts_message_index() -> None:
     seq = _seq(10)
-    seq.message_index = [0] * 5 + [1] * 5
+    owners: list[int | None] = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]
+    seq.message_index = owners
     fit_to_context(seq, 6, "truncate", None, "conversations[0]")
     assert seq.message_index == [0] * 5 + [1]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from service.scoring.offsets import tile_offsets, utf8_length
@@ -11,7 +13,7 @@ def _assert_tiles(tiled: list[tuple[int, int]], text_length: int) -> None:
     assert tiled, "non-empty input gives non-empty tiling"
     assert tiled[0][0] == 0
     assert tiled[-1][1] == text_length
-    for (_, prev_end), (start, end) in zip(tiled, tiled[1:], strict=False):
+    for (_, prev_end), (start, _) in itertools.pairwise(tiled):
         assert start == prev_end
     for start, end in tiled:
         assert 0 <= start <= end <= text_length

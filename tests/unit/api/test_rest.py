@@ -1,0 +1,265 @@
+"""The REST door over ASGI: probes, model list, and the contract's error JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+TEXT_URL = "/v1/score/text"
+CHAT_URL = "/v1/score/chat"
+LONG_TEXT = " ".join(["the quick brown fox jumps over a lazy dog"] * 20)
+CHAT = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hello world"}]
+ClientFactory = Callable[..., httpx.AsyncClient]
+
+
+def assert_error(response: httpx.Response, status: int, type_: str, param: str | None) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"type", "message", "param"}
+    assert body["error"]["type"] == type_
+    assert body["error"]["param"] == param
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+async def assert_healthy(client: httpx.AsyncClient) -> None:
+    response = await client.post(TEXT_URL, json={"texts": ["hello world", "a dog"]})
+    assert response.status_code == 200, response.text
+    assert [r["num_scored_tokens"] > 0 for r in response.json()["results"]] == [True, True]
+
+
+async def test_probes_and_docs(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).status_code == 200
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    openapi = await client.get("/openapi.json")
+    assert openapi.status_code == 200
+    assert {TEXT_URL, CHAT_URL, "/v1/models"} <= set(openapi.json()["paths"])
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_readyz_503_while_loading(engine_factory: Callable[..., Any]) -> None:
+    from service.api.rest import create_app
+
+    engine = engine_factory()
+    engine.ready = False
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert_error(await client.get("/readyz"), 503, "unavailable", None)
+        loading = await client.post(TEXT_URL, json={"texts": ["hello"]})
+        assert_error(loading, 503, "unavailable", "model")
+        engine.ready = True
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_models_shape(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/models")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "list"
+    (card,) = body["data"]
+    assert card["id"] == "default" and card["object"] == "model"
+    assert card["backend"] == "transformers"
+    assert card["dtype"] == "float32" and card["device"] == "cpu"
+    assert card["max_context"] == 64
+    assert card["revision"] == "sha256:test"
+    assert card["has_chat_template"] is True
+
+
+async def test_score_text_response_shape(client: httpx.AsyncClient) -> None:
+    response = await client.post(TEXT_URL, json={"texts": ["hello world"]})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"model", "model_revision", "results", "aggregate", "usage"}
+    (result,) = body["results"]
+    assert "tokens" not in result and "messages" not in result
+    with_tokens = await client.post(
+        TEXT_URL, json={"texts": ["hello world"], "return_tokens": True}
+    )
+    token = with_tokens.json()["results"][0]["tokens"][1]
+    assert set(token) == {"id", "text", "start", "end", "logprob", "rank"}
+    chat = await client.post(CHAT_URL, json={"conversations": [CHAT], "return_tokens": True})
+    assert chat.status_code == 200
+    chat_token = chat.json()["results"][0]["tokens"][0]
+    assert {"message_index", "scored"} <= set(chat_token)
+    with_top = await client.post(
+        TEXT_URL, json={"texts": ["hello world"], "return_tokens": True, "top_k": 2}
+    )
+    first, second = with_top.json()["results"][0]["tokens"][:2]
+    assert first["top"] is None and first["logprob"] is None
+    assert [set(alt) for alt in second["top"]] == [{"id", "text", "logprob"}] * 2
+
+
+BAD_TEXT_REQUESTS = [
+    ({}, "texts"),
+    ({"texts": []}, "texts"),
+    ({"texts": ["fine", ""]}, "texts[1]"),
+    ({"texts": [5]}, "texts[0]"),
+    ({"texts": "not a list"}, "texts"),
+    ({"texts": ["x"], "top_k": 21}, "top_k"),
+    ({"texts": ["x"], "top_k": -1}, "top_k"),
+    ({"texts": ["x"], "overflow": "wrap"}, "overflow"),
+    ({"texts": ["x"], "stride": 0}, "stride"),
+    ({"texts": ["x"], "temperature": 1.0}, "temperature"),
+    ({"texts": ["x"], "return_tokens": "maybe"}, "return_tokens"),
+    ({"texts": [LONG_TEXT]}, "texts[0]"),
+    ({"texts": ["ok", LONG_TEXT], "overflow": "error"}, "texts[1]"),
+    ({"texts": [LONG_TEXT], "overflow": "sliding_window", "stride": 64}, "stride"),
+]
+BAD_CHAT_REQUESTS = [
+    ({"conversations": []}, "conversations"),
+    ({"conversations": [[]]}, "conversations[0]"),
+    ({"conversations": [[{"role": "user"}]]}, "conversations[0][0].content"),
+    (
+        {"conversations": [[CHAT[0], {"role": "wizard", "content": "hi"}]]},
+        "conversations[0][1].role",
+    ),
+    ({"conversations": [CHAT], "score_roles": ["wizard"]}, "score_roles[0]"),
+    ({"conversations": [CHAT], "score_roles": []}, "score_roles"),
+    ({"conversations": [CHAT, [CHAT[0]]]}, "conversations[1]"),
+    ({"conversations": [[{"role": "user", "content": LONG_TEXT}, CHAT[1]]]}, "conversations[0]"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_TEXT_REQUESTS)
+async def test_bad_text_requests(
+    client: httpx.AsyncClient, body: dict[str, Any], param: str
+) -> None:
+    assert_error(await client.post(TEXT_URL, json=body), 422, "invalid_request", param)
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_CHAT_REQUESTS)
+async def test_bad_chat_requests(
+    client: httpx.AsyncClient, body: dict[str, Any], param: str
+) -> None:
+    assert_error(await client.post(CHAT_URL, json=body), 422, "invalid_request", param)
+
+
+async def test_unknown_model(client: httpx.AsyncClient) -> None:
+    for url, body in ((TEXT_URL, {"texts": ["x"]}), (CHAT_URL, {"conversations": [CHAT]})):
+        response = await client.post(url, json={**body, "model": "nope"})
+        assert_error(response, 404, "not_found", "model")
+        assert "default" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"texts": ["a"]', b"\xff\xfe", b"{'texts': []}"])
+async def test_unparseable_json(client: httpx.AsyncClient, raw: bytes) -> None:
+    response = await client.post(
+        TEXT_URL, content=raw, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "invalid_request", None)
+
+
+async def test_empty_body(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        TEXT_URL, content=b"", headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["error"]["type"] == "invalid_request"
+
+
+@pytest.mark.parametrize(
+    ("url", "raw", "param"),
+    [
+        (TEXT_URL, b'{"texts": ["ok", "a\\ud800b"]}', "texts[1]"),
+        (
+            CHAT_URL,
+            b'{"conversations": [[{"role": "user", "content": "hi"}, '
+            b'{"role": "assistant", "content": "\\udc00"}]]}',
+            "conversations[0][1].content",
+        ),
+    ],
+)
+async def test_lone_surrogates_are_invalid(
+    client: httpx.AsyncClient, url: str, raw: bytes, param: str
+) -> None:
+    response = await client.post(url, content=raw, headers={"content-type": "application/json"})
+    assert_error(response, 422, "invalid_request", param)
+
+
+async def test_json_of_the_wrong_shape(client: httpx.AsyncClient) -> None:
+    for payload in ([1, 2], "texts", None):
+        response = await client.post(TEXT_URL, content=json.dumps(payload))
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["type"] == "invalid_request"
+
+
+async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
+    assert_error(await client.get("/v1/nothing"), 404, "not_found", None)
+    wrong_method = await client.get(TEXT_URL)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["type"] == "invalid_request"
+
+
+async def test_too_many_texts(client_factory: ClientFactory) -> None:
+    client = client_factory(max_texts_per_request=2)
+    assert_error(
+        await client.post(TEXT_URL, json={"texts": ["a", "b", "c"]}), 413, "too_large", "texts"
+    )
+    response = await client.post(CHAT_URL, json={"conversations": [CHAT] * 3})
+    assert_error(response, 413, "too_large", "conversations")
+    assert (await client.post(TEXT_URL, json={"texts": ["a b", "c d"]})).status_code == 200
+
+
+async def test_body_too_large(client_factory: ClientFactory) -> None:
+    client = client_factory(max_body_bytes=2048)
+    big = {"texts": ["word " * 500]}
+    assert_error(await client.post(TEXT_URL, json=big), 413, "too_large", "body")
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while streaming
+        yield b'{"texts": ["'
+        for _ in range(10):
+            yield b"word " * 100
+        yield b'"]}'
+
+    streamed = await client.post(
+        TEXT_URL, content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert_error(streamed, 413, "too_large", "body")
+    await assert_healthy(client)
+
+
+async def test_api_keys(client_factory: ClientFactory) -> None:
+    client = client_factory(api_keys=["secret-1", "secret-2"])
+    body = {"texts": ["hello world"]}
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "secret-1"},
+        {"Authorization": "Basic secret-1"},
+    ):
+        assert_error(
+            await client.post(TEXT_URL, json=body, headers=headers), 401, "unauthorized", None
+        )
+    assert_error(await client.get("/v1/models"), 401, "unauthorized", None)
+    for key in ("secret-1", "secret-2"):
+        ok = await client.post(TEXT_URL, json=body, headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+    assert (await client.get("/healthz")).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_request_timeout(client_factory: ClientFactory) -> None:
+    client = client_factory(request_timeout_s=1e-6)
+    response = await client.post(TEXT_URL, json={"texts": ["hello world"] * 4})
+    assert_error(response, 504, "timeout", None)
+    chat = await client.post(CHAT_URL, json={"conversations": [CHAT]})
+    assert_error(chat, 504, "timeout", None)
+
+
+async def test_still_healthy_after_bad_requests(client: httpx.AsyncClient) -> None:
+    for body, _ in BAD_TEXT_REQUESTS:
+        assert (await client.post(TEXT_URL, json=body)).status_code < 500
+    for body, _ in BAD_CHAT_REQUESTS:
+        assert (await client.post(CHAT_URL, json=body)).status_code < 500
+    await assert_healthy(client)
+    chat = await client.post(CHAT_URL, json={"conversations": [CHAT]})
+    assert chat.status_code == 200 and chat.json()["results"][0]["num_scored_tokens"] > 0

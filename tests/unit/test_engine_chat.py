@@ -1,0 +1,181 @@
+"""Engine.score_chat against a labels-masked float64 reference on the tiny model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from service.engine import Engine
+from service.schemas import ChatScoreRequest, TextResult
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+END_OF_TURN = "<|im_end|>"
+CONVERSATION = [
+    {"role": "system", "content": "Be terse."},
+    {"role": "user", "content": "hello world?"},
+    {"role": "assistant", "content": "the quick dog. Grüße!"},
+    {"role": "user", "content": "и мир?"},
+    {"role": "assistant", "content": "the lazy fox 🚀"},
+]
+
+
+async def score_chat(engine: Engine, conversation: list[dict[str, str]], **kw: Any) -> TextResult:
+    response = await engine.score_chat(ChatScoreRequest(conversations=[conversation], **kw))
+    (result,) = response.results
+    assert response.aggregate.num_scored_tokens == result.num_scored_tokens
+    return result
+
+
+def content_spans(tokenizer: Any, conversation: list[dict[str, str]]) -> list[tuple[int, int]]:
+    """Each message's content span in the rendering, found by rendering prefixes."""
+    spans = []
+    for i, message in enumerate(conversation):
+        prefix = tokenizer.apply_chat_template(conversation[: i + 1], tokenize=False)
+        assert prefix.endswith(END_OF_TURN + "\n")
+        end = len(prefix) - len(END_OF_TURN + "\n")
+        spans.append((end - len(message["content"]), end))
+    return spans
+
+
+def masked_reference(
+    tokenizer: Any, model: Any, conversation: list[dict[str, str]], roles: set[str]
+) -> tuple[list[int], np.ndarray, list[int | None]]:
+    """(ids, float64 logprob per position with NaN where unscored, owning message)."""
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    spans = content_spans(tokenizer, conversation)
+    owner: list[int | None] = [None] * len(ids)
+    labels = torch.full((len(ids),), -100, dtype=torch.long)
+    for j, (start, _) in enumerate(enc["offset_mapping"]):
+        for i, (s, e) in enumerate(spans):
+            if s <= start < e + len(END_OF_TURN):  # a message owns its end-of-turn token
+                owner[j] = i
+                if start < e and conversation[i]["role"] in roles and j > 0:
+                    labels[j] = ids[j]
+    with torch.inference_mode():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+        nll = torch.nn.functional.cross_entropy(
+            logits, labels[1:], ignore_index=-100, reduction="none"
+        )
+    per_position = np.full(len(ids), np.nan)
+    mask = (labels[1:] != -100).numpy()
+    per_position[1:][mask] = -nll.numpy()[mask]
+    return ids, per_position, owner
+
+
+async def test_assistant_only_matches_masked_reference(
+    tiny_engine: Engine, tokenizer: Any, reference_model: Any
+) -> None:
+    ids, ref, owner = masked_reference(tokenizer, reference_model, CONVERSATION, {"assistant"})
+    result = await score_chat(tiny_engine, CONVERSATION, return_tokens=True)
+    scored = ~np.isnan(ref)
+    assert result.num_tokens == len(ids)
+    assert [t.id for t in result.tokens] == ids
+    assert [t.scored for t in result.tokens] == scored.tolist()
+    assert [t.message_index for t in result.tokens] == owner
+    assert result.num_scored_tokens == int(scored.sum())
+    assert result.sum_logprob == pytest.approx(float(np.nansum(ref)), abs=1e-3)
+    got = np.array([t.logprob for t in result.tokens[1:]])
+    assert np.max(np.abs(got[scored[1:]] - ref[scored])) <= 1e-4
+    # Per message: only assistants are scored; their sums match the reference.
+    assert [m.role for m in result.messages] == [m["role"] for m in CONVERSATION]
+    for i, message in enumerate(result.messages):
+        mine = [j for j in range(len(ids)) if owner[j] == i and scored[j]]
+        assert message.index == i
+        assert message.scored is (CONVERSATION[i]["role"] == "assistant")
+        assert message.num_scored_tokens == len(mine)
+        assert message.sum_logprob == pytest.approx(float(ref[mine].sum()), abs=1e-4 * 32)
+        if mine:
+            assert message.ppl == pytest.approx(np.exp(-ref[mine].mean()), rel=1e-4)
+        else:
+            assert message.mean_nll is None and message.ppl is None
+    # The scored text is exactly the assistant contents.
+    scored_text = "".join(t.text for t in result.tokens if t.scored)
+    assert scored_text == "the quick dog. Grüße!the lazy fox 🚀"
+
+
+async def test_include_end_of_turn_adds_one_token_per_scored_message(
+    tiny_engine: Engine,
+) -> None:
+    plain = await score_chat(tiny_engine, CONVERSATION, return_tokens=True)
+    with_eot = await score_chat(
+        tiny_engine, CONVERSATION, return_tokens=True, include_end_of_turn=True
+    )
+    added = [
+        (j, t)
+        for j, (t, u) in enumerate(zip(with_eot.tokens, plain.tokens, strict=True))
+        if t.scored and not u.scored
+    ]
+    assert [t.id for _, t in added] == [2, 2]
+    assert [t.text for _, t in added] == [END_OF_TURN] * 2
+    assert [t.message_index for _, t in added] == [2, 4]
+    for j, _ in added:  # right after the message's last content token
+        assert with_eot.tokens[j - 1].scored and with_eot.tokens[j - 1].message_index in (2, 4)
+    assert with_eot.num_scored_tokens == plain.num_scored_tokens + 2
+    extra = sum(t.logprob for _, t in added)
+    assert with_eot.sum_logprob == pytest.approx(plain.sum_logprob + extra, abs=1e-6)
+    assert [m.num_scored_tokens for m in with_eot.messages] == [
+        m.num_scored_tokens + (1 if m.scored else 0) for m in plain.messages
+    ]
+
+
+async def test_score_roles_user_and_assistant(
+    tiny_engine: Engine, tokenizer: Any, reference_model: Any
+) -> None:
+    roles = {"user", "assistant"}
+    _, ref, _ = masked_reference(tokenizer, reference_model, CONVERSATION, roles)
+    result = await score_chat(tiny_engine, CONVERSATION, score_roles=["user", "assistant"])
+    assert result.num_scored_tokens == int((~np.isnan(ref)).sum())
+    assert result.sum_logprob == pytest.approx(float(np.nansum(ref)), abs=1e-3)
+    assert [m.scored for m in result.messages] == [False, True, True, True, True]
+    assert result.messages[0].num_scored_tokens == 0
+    assert all(m.num_scored_tokens > 0 for m in result.messages[1:])
+    assert sum(m.num_scored_tokens for m in result.messages) == result.num_scored_tokens
+
+
+@pytest.mark.parametrize("role", ["assistant", "user"])
+async def test_content_equal_to_a_role_name(tiny_engine: Engine, tokenizer: Any, role: str) -> None:
+    conversation = [
+        {"role": "user", "content": "assistant"},
+        {"role": "assistant", "content": "assistant"},
+    ]
+    index = 0 if role == "user" else 1
+    start, end = content_spans(tokenizer, conversation)[index]
+    result = await score_chat(tiny_engine, conversation, score_roles=[role], return_tokens=True)
+    scored = [t for t in result.tokens if t.scored]
+    assert "".join(t.text for t in scored) == "assistant"
+    assert {t.message_index for t in scored} == {index}
+    assert scored[0].start == start and scored[-1].end == end
+    assert result.messages[index].num_scored_tokens == len(scored)
+    assert result.messages[1 - index].num_scored_tokens == 0
+
+
+async def test_default_system_prompt_is_context_not_scored(
+    tiny_engine: Engine, tokenizer: Any
+) -> None:
+    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    result = await score_chat(tiny_engine, conversation, return_tokens=True)
+    text = "".join(t.text for t in result.tokens)
+    assert text == tokenizer.apply_chat_template(conversation, tokenize=False)
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.")
+    system_tokens = [t for t in result.tokens if t.end <= len("<|im_start|>system\nYou are")]
+    assert all(t.message_index is None and not t.scored for t in system_tokens)
+    assert "".join(t.text for t in result.tokens if t.scored) == "hello"
+
+
+async def test_chat_aggregate_is_token_weighted(tiny_engine: Engine) -> None:
+    short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    response = await tiny_engine.score_chat(ChatScoreRequest(conversations=[CONVERSATION, short]))
+    a, b = response.results
+    agg = response.aggregate
+    assert agg.num_scored_tokens == a.num_scored_tokens + b.num_scored_tokens
+    assert agg.mean_nll == pytest.approx(
+        -(a.sum_logprob + b.sum_logprob) / agg.num_scored_tokens, rel=1e-12
+    )
+    alone = await score_chat(tiny_engine, short)
+    assert b.sum_logprob == pytest.approx(alone.sum_logprob, rel=1e-4)
