@@ -22,8 +22,8 @@ serve: install
 	$(BIN)/lmscore serve --host $(HOST) $(ARGS)
 
 lint: install
-	$(BIN)/ruff check service tests
-	$(BIN)/ruff format --check service tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: install
 	$(BIN)/mypy
@@ -36,6 +36,9 @@ integration: install
 
 test: install lint typecheck
 	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

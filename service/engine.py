@@ -9,6 +9,7 @@ the response. Doors convert their wire format to ``schemas`` and back, nothing m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -17,9 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from service import metrics
 from service.backends import load_backend
 from service.backends.base import Backend
-from service.batching.serial import SerialScheduler
+from service.batching.batcher import DynamicBatcher
+from service.batching.pending import ScoredItem
 from service.errors import InvalidRequest, NotFound, Timeout, TooLarge, Unavailable
 from service.models import ModelSpec, resolve
 from service.results import aggregate, build_result
@@ -51,14 +54,37 @@ T = TypeVar("T")
 KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
+@dataclass(frozen=True)
+class RequestTiming:
+    """Where a request's time went, in seconds: the longest queue wait of its items, and
+    the forward passes it took part in (each counted once)."""
+
+    queue_s: float
+    inference_s: float
+
+    @classmethod
+    def of(cls, items: Sequence[ScoredItem]) -> RequestTiming:
+        batches = {item.timing.batch: item.timing.inference_s for item in items}
+        queue_s = max((item.timing.queue_s for item in items), default=0.0)
+        return cls(queue_s, sum(batches.values()))
+
+
+@dataclass(frozen=True)
+class ScoreOutcome:
+    """A response and the timing behind it (the doors report it in headers)."""
+
+    response: ScoreResponse
+    timing: RequestTiming
+
+
 @dataclass
 class ServedModel:
-    """A resident model with its scheduler and its preparation (tokenizer) thread."""
+    """A resident model with its batcher and its preparation (tokenizer) thread."""
 
     name: str
     revision: str
     backend: Backend
-    scheduler: SerialScheduler
+    batcher: DynamicBatcher
     prep: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenize")
     )
@@ -98,6 +124,9 @@ class Engine:
         self.models: dict[str, ServedModel] = {}
         self.expected: set[str] = set()
         self.ready = False
+        self.draining = False
+        self.inflight = 0
+        self._idle = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------
     async def load(self, specs: list[ModelSpec]) -> None:
@@ -123,39 +152,78 @@ class Engine:
 
     def add_model(self, name: str, revision: str, backend: Backend) -> ServedModel:
         """Make a loaded backend servable under ``name``."""
-        scheduler = SerialScheduler(
-            backend, self.settings.max_batch_tokens, self.settings.max_batch_size
+        settings = self.settings
+        batcher = DynamicBatcher(
+            backend,
+            name,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_wait_ms,
+            max_queue=settings.max_queue,
         )
-        served = ServedModel(name, revision, backend, scheduler)
+        served = ServedModel(name, revision, backend, batcher)
         self.models[name] = served
+        info = backend.info
+        metrics.MODEL_INFO.labels(name, info.backend, info.dtype, info.device, revision).set(1)
         return served
 
-    def close(self) -> None:
-        """Release worker threads."""
+    async def drain(self, grace_s: float) -> bool:
+        """Refuse new work (503) and wait up to ``grace_s`` for admitted work to finish.
+
+        Returns whether everything admitted finished in time.
+        """
+        self.draining = True
+        if self.inflight:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_s)
+        return self.inflight == 0
+
+    async def close(self) -> None:
+        """Fail whatever still waits and release worker threads."""
         for model in self.models.values():
-            model.scheduler.close()
+            await model.batcher.close()
             model.prep.shutdown(wait=False, cancel_futures=True)
 
     def list_models(self) -> ModelList:
         return ModelList(data=[m.card() for m in self.models.values()])
 
     # ---- requests --------------------------------------------------------------------
-    async def score_text(self, req: TextScoreRequest) -> ScoreResponse:
+    async def score_text(self, req: TextScoreRequest) -> ScoreOutcome:
         """Score plain texts: every token given all tokens before it."""
         model = self._model(req.model)
         self._check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
-        return await self._with_deadline(self._score_texts(model, req))
+        return await self._admitted(self._score_texts(model, req), model, "score_text")
 
-    async def score_chat(self, req: ChatScoreRequest) -> ScoreResponse:
+    async def score_chat(self, req: ChatScoreRequest) -> ScoreOutcome:
         """Score conversations rendered with the model's chat template."""
         model = self._model(req.model)
         self._check_count(
             len(req.conversations), self.settings.max_texts_per_request, "conversations"
         )
         self._validate_chat(req, model)
-        return await self._with_deadline(self._score_chats(model, req))
+        return await self._admitted(self._score_chats(model, req), model, "score_chat")
 
-    async def _score_texts(self, model: ServedModel, req: TextScoreRequest) -> ScoreResponse:
+    async def _admitted(
+        self, work: Awaitable[ScoreOutcome], model: ServedModel, endpoint: str
+    ) -> ScoreOutcome:
+        """Run admitted work under the request deadline, counted as in flight."""
+        self.inflight += 1
+        self._idle.clear()
+        metrics.INFLIGHT.inc()
+        try:
+            outcome = await self._with_deadline(work)
+        finally:
+            self.inflight -= 1
+            metrics.INFLIGHT.dec()
+            if self.inflight == 0:
+                self._idle.set()
+        ppl = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
+        for result in outcome.response.results:
+            if result.ppl is not None:
+                ppl.observe(result.ppl)
+        return outcome
+
+    async def _score_texts(self, model: ServedModel, req: TextScoreRequest) -> ScoreOutcome:
         bos = model.backend.bos_id() if req.prepend_bos else None
         encoded = await model.prepare(encode, model.backend.tokenizer, list(req.texts))
         seqs = [
@@ -178,7 +246,7 @@ class Engine:
         )
         return self._response(model, seqs, results)
 
-    async def _score_chats(self, model: ServedModel, req: ChatScoreRequest) -> ScoreResponse:
+    async def _score_chats(self, model: ServedModel, req: ChatScoreRequest) -> ScoreOutcome:
         conversations = [[m.model_dump() for m in conv] for conv in req.conversations]
         seqs = await model.prepare(self._render_all, model, conversations, req)
         params = [f"conversations[{i}]" for i in range(len(seqs))]
@@ -223,37 +291,47 @@ class Engine:
         params: list[str],
         req: TextScoreRequest | ChatScoreRequest,
         build: Callable[[ScoredSequence, Any, int], TextResult],
-    ) -> list[TextResult]:
+    ) -> tuple[list[TextResult], RequestTiming]:
         top_k = self._top_k(req)
         plans = [
             fit_to_context(seq, model.context, req.overflow, req.stride, param)
             for seq, param in zip(seqs, params, strict=True)
         ]
         items = [
-            forward_items(seq, windows, top_k) for seq, windows in zip(seqs, plans, strict=True)
+            forward_items(seq, windows, top_k, req.return_tokens)
+            for seq, windows in zip(seqs, plans, strict=True)
         ]
-        outputs = await model.scheduler.submit([item for group in items for item in group])
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        scored = await model.batcher.submit([i for group in items for i in group], deadline)
+        outputs = [s.result for s in scored]
         results: list[TextResult] = []
         offset = 0
         for i, (seq, windows, group) in enumerate(zip(seqs, plans, items, strict=True)):
             scores = stitch(seq, windows, outputs[offset : offset + len(group)], top_k)
             offset += len(group)
             results.append(build(seq, scores, i))
-        return results
+        return results, RequestTiming.of(scored)
 
     def _response(
-        self, model: ServedModel, seqs: Sequence[ScoredSequence], results: list[TextResult]
-    ) -> ScoreResponse:
-        return ScoreResponse(
+        self,
+        model: ServedModel,
+        seqs: Sequence[ScoredSequence],
+        scored: tuple[list[TextResult], RequestTiming],
+    ) -> ScoreOutcome:
+        results, timing = scored
+        response = ScoreResponse(
             model=model.name,
             model_revision=model.revision,
             results=results,
             aggregate=aggregate(results),
             usage=Usage(prompt_tokens=sum(len(s.input_ids) for s in seqs)),
         )
+        return ScoreOutcome(response, timing)
 
     # ---- validation ------------------------------------------------------------------
     def _model(self, name: str) -> ServedModel:
+        if self.draining:
+            raise Unavailable("the server is shutting down")
         model = self.models.get(name)
         if model is not None and self.ready:
             return model

@@ -153,11 +153,13 @@ def _stride(stride: int | None, context: int) -> int:
     return stride
 
 
-def forward_items(seq: ScoredSequence, windows: list[Window], top_k: int) -> list[ForwardItem]:
+def forward_items(
+    seq: ScoredSequence, windows: list[Window], top_k: int, with_ranks: bool = True
+) -> list[ForwardItem]:
     """One forward item per window."""
     ids = seq.input_ids
     return [
-        ForwardItem(tuple(ids[w.begin : w.end]), w.score_from - w.begin, top_k)
+        ForwardItem(tuple(ids[w.begin : w.end]), w.score_from - w.begin, top_k, with_ranks)
         for w in windows
         if w.end > w.score_from
     ]

@@ -58,34 +58,62 @@ async def serve(settings: Settings) -> int:
     http_sock = bind_socket(settings.host, settings.http_port)
     grpc_sock = bind_socket(settings.host, settings.grpc_port)
     config = uvicorn.Config(
-        create_app(engine), log_level=settings.log_level, access_log=False, lifespan="off"
+        create_app(engine),
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
     )
     server = _Server(config)
+    shutdown = _Shutdown(engine, server, settings.shutdown_grace_s)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _request_exit, server, sig)
+        loop.add_signal_handler(sig, shutdown.on_signal, sig)
 
     server_task = asyncio.create_task(server.serve(sockets=[http_sock]))
     load_task = asyncio.create_task(engine.load(specs))
     try:
         await asyncio.wait({server_task, load_task}, return_when=asyncio.FIRST_COMPLETED)
-        if load_task.done():
-            if load_task.exception() is not None:
-                log.error("loading models failed: %s", load_task.exception())
-                server.should_exit = True
-                await server_task
-                return 1
+        if load_task.done() and load_task.exception() is not None:
+            log.error("loading models failed: %s", load_task.exception())
+            server.should_exit = True
+            await server_task
+            return 1
+        if load_task.done() and not shutdown.requested:
             log.info("ready http=%s grpc=%s", _address(http_sock), _address(grpc_sock))
         await server_task
-        if not load_task.done():
-            load_task.cancel()
+        load_task.cancel()
         return 0
     finally:
-        engine.close()
+        await engine.close()
         grpc_sock.close()
         http_sock.close()
+        log.info("stopped")
 
 
-def _request_exit(server: uvicorn.Server, sig: signal.Signals) -> None:
-    log.info("received %s, shutting down", sig.name)
-    server.should_exit = True
+class _Shutdown:
+    """SIGTERM/SIGINT: stop admitting (503, /readyz 503), let admitted work finish within
+    the grace period, then stop the servers. A second signal stops at once."""
+
+    def __init__(self, engine: Engine, server: uvicorn.Server, grace_s: float) -> None:
+        self.engine = engine
+        self.server = server
+        self.grace_s = grace_s
+        self.requested = False
+        self._task: asyncio.Task[None] | None = None
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        if self.requested:
+            log.warning("received %s again, stopping now", sig.name)
+            self.server.force_exit = True
+            self.server.should_exit = True
+            return
+        self.requested = True
+        log.info("received %s, draining (up to %.0f s)", sig.name, self.grace_s)
+        self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        finished = await self.engine.drain(self.grace_s)
+        if not finished:
+            log.warning("%d requests still running after the grace period", self.engine.inflight)
+        self.server.should_exit = True

@@ -51,6 +51,17 @@ class Settings(BaseSettings):
         description="Padded tokens (longest x count) one forward pass may hold.",
     )
     max_batch_size: int = Field(64, ge=1, description="Sequences one forward pass may hold.")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Milliseconds a batch waits for company after its first item arrives.",
+    )
+    max_queue: int = Field(
+        1024, ge=1, description="Items (texts, windows) that may wait per model; more is 429."
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="Seconds queued and running work may take to finish on SIGTERM."
+    )
     request_timeout_s: float = Field(
         60.0, gt=0, description="Seconds a request may take before it fails with 504."
     )
@@ -70,6 +81,9 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(
         None, description="File with one API key per line (blank lines and # comments ignored)."
+    )
+    protect_metrics: bool = Field(
+        False, description="Require an API key for /metrics too (health probes stay open)."
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,

@@ -18,11 +18,13 @@ import numpy.typing as npt
 @dataclass(frozen=True)
 class ForwardItem:
     """One window to run: ``input_ids`` fed to the model, tokens at positions
-    ``[score_from, len(input_ids))`` scored (``score_from >= 1``)."""
+    ``[score_from, len(input_ids))`` scored (``score_from >= 1``). Ranks are computed only
+    with ``with_ranks`` (they cost a pass over the vocabulary); otherwise they are 0."""
 
     input_ids: tuple[int, ...]
     score_from: int
     top_k: int = 0
+    with_ranks: bool = False
 
     @property
     def num_scored(self) -> int:

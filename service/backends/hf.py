@@ -110,7 +110,9 @@ class HFBackend:
         ids = tuple(
             self.tokenizer.encode("Warm-up: the quick brown fox.", add_special_tokens=False)
         )
-        self.forward([ForwardItem(ids, 1, 2), ForwardItem(ids[: max(2, len(ids) // 2)], 1, 0)])
+        self.forward(
+            [ForwardItem(ids, 1, 2, True), ForwardItem(ids[: max(2, len(ids) // 2)], 1, 0)]
+        )
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self._head(hidden)
@@ -145,6 +147,7 @@ class HFBackend:
             self._project,
             max(item.top_k for item in items),
             self._chunk,
+            with_ranks=any(item.with_ranks for item in items),
         )
         return _split(scores, items)
 

@@ -29,18 +29,24 @@ class PositionScores:
     top_logprobs: torch.Tensor
 
 
-def logprobs_from_logits(logits: torch.Tensor, targets: torch.Tensor, top_k: int) -> PositionScores:
+def logprobs_from_logits(
+    logits: torch.Tensor, targets: torch.Tensor, top_k: int, with_ranks: bool = True
+) -> PositionScores:
     """Score ``targets`` [N] under ``logits`` [N, V] (any float dtype), in float32.
 
     The target's logprob and the top-k values are read from the same float32 log-softmax
-    tensor, so a greedy target's logprob equals its top-1 entry exactly.
+    tensor, so a greedy target's logprob equals its top-1 entry exactly. Ranks cost a
+    full pass over the vocabulary; without ``with_ranks`` they are left at 0.
     """
     logits32 = logits.float()
     # log_softmax shifts by the row max first, so a large common offset in the logits costs
     # no precision (logits - logsumexp loses up to half an ulp of the largest logit).
     log_probs = torch.log_softmax(logits32, dim=-1)
     target_lp = log_probs.gather(-1, targets[:, None]).squeeze(-1)
-    ranks = (log_probs > target_lp[:, None]).sum(dim=-1) + 1
+    if with_ranks:
+        ranks = (log_probs > target_lp[:, None]).sum(dim=-1) + 1
+    else:
+        ranks = torch.zeros_like(targets)
     if top_k > 0:
         top_lp, top_ids = torch.topk(log_probs, k=min(top_k, log_probs.shape[-1]), dim=-1)
     else:
@@ -55,6 +61,7 @@ def score_hidden_states(
     project: Projection,
     top_k: int,
     chunk_size: int = 256,
+    with_ranks: bool = True,
 ) -> PositionScores:
     """Score ``targets`` [N] from final hidden states [N, H] through ``project`` (to logits).
 
@@ -65,12 +72,12 @@ def score_hidden_states(
         raise ValueError("hidden and targets disagree on the number of positions")
     parts = [
         logprobs_from_logits(
-            project(hidden[i : i + chunk_size]), targets[i : i + chunk_size], top_k
+            project(hidden[i : i + chunk_size]), targets[i : i + chunk_size], top_k, with_ranks
         )
         for i in range(0, hidden.shape[0], chunk_size)
     ]
     if not parts:
-        empty = logprobs_from_logits(project(hidden[:0]), targets[:0], top_k)
+        empty = logprobs_from_logits(project(hidden[:0]), targets[:0], top_k, with_ranks)
         return empty
     return PositionScores(
         torch.cat([p.logprobs for p in parts]),

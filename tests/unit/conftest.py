@@ -157,8 +157,8 @@ def make_engine(model_dir: Path, **overrides: Any) -> Engine:
     return engine
 
 
-@pytest.fixture
-def engine_factory(tiny_model_dir: Path) -> Iterator[Callable[..., Engine]]:
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine_factory(tiny_model_dir: Path) -> AsyncIterator[Callable[..., Engine]]:
     """Builds engines with Settings overrides; closes them after the test."""
     engines: list[Engine] = []
 
@@ -169,14 +169,14 @@ def engine_factory(tiny_model_dir: Path) -> Iterator[Callable[..., Engine]]:
 
     yield factory
     for engine in engines:
-        engine.close()
+        await engine.close()
 
 
-@pytest.fixture(scope="session")
-def tiny_engine(tiny_model_dir: Path) -> Iterator[Engine]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def tiny_engine(tiny_model_dir: Path) -> AsyncIterator[Engine]:
     engine = make_engine(tiny_model_dir)
     yield engine
-    engine.close()
+    await engine.close()
 
 
 def asgi_client(engine: Engine) -> httpx.AsyncClient:

@@ -30,7 +30,7 @@ RefFn = Callable[[list[int]], np.ndarray]
 
 
 async def score(engine: Engine, texts: list[str], **kwargs: Any) -> ScoreResponse:
-    return await engine.score_text(TextScoreRequest(texts=texts, **kwargs))
+    return (await engine.score_text(TextScoreRequest(texts=texts, **kwargs))).response
 
 
 def encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:

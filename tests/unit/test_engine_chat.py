@@ -24,7 +24,9 @@ CONVERSATION = [
 
 
 async def score_chat(engine: Engine, conversation: list[dict[str, str]], **kw: Any) -> TextResult:
-    response = await engine.score_chat(ChatScoreRequest(conversations=[conversation], **kw))
+    response = (
+        await engine.score_chat(ChatScoreRequest(conversations=[conversation], **kw))
+    ).response
     (result,) = response.results
     assert response.aggregate.num_scored_tokens == result.num_scored_tokens
     return result
@@ -170,7 +172,9 @@ async def test_default_system_prompt_is_context_not_scored(
 
 async def test_chat_aggregate_is_token_weighted(tiny_engine: Engine) -> None:
     short = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
-    response = await tiny_engine.score_chat(ChatScoreRequest(conversations=[CONVERSATION, short]))
+    response = (
+        await tiny_engine.score_chat(ChatScoreRequest(conversations=[CONVERSATION, short]))
+    ).response
     a, b = response.results
     agg = response.aggregate
     assert agg.num_scored_tokens == a.num_scored_tokens + b.num_scored_tokens

@@ -64,7 +64,7 @@ def test_forward_matches_float64_reference(
 ) -> None:
     ranks: set[int] = set()
     for ids in token_ids:
-        (result,) = backend.forward([ForwardItem(tuple(ids), 1, 5)])
+        (result,) = backend.forward([ForwardItem(tuple(ids), 1, 5, True)])
         _check_against_reference(result, ids, 1, reference_logprobs(ids))
         ranks.update(int(r) for r in result.ranks)
     # Ranks are informative: the random model is not uniform.
@@ -73,9 +73,9 @@ def test_forward_matches_float64_reference(
 
 def test_rank_one_is_the_top_entry(backend: HFBackend, token_ids: list[list[int]]) -> None:
     ids = token_ids[0]
-    (first,) = backend.forward([ForwardItem(tuple(ids), 1, 3)])
+    (first,) = backend.forward([ForwardItem(tuple(ids), 1, 3, True)])
     greedy = [*ids[:6], int(first.top_ids[5, 0])]  # row 5 holds the alternatives at position 6
-    (result,) = backend.forward([ForwardItem(tuple(greedy), 1, 3)])
+    (result,) = backend.forward([ForwardItem(tuple(greedy), 1, 3, True)])
     assert result.ranks[-1] == 1
     assert result.top_ids[-1, 0] == greedy[-1]
     assert result.logprobs[-1] == result.top_logprobs[-1, 0]
@@ -84,7 +84,7 @@ def test_rank_one_is_the_top_entry(backend: HFBackend, token_ids: list[list[int]
 def test_top_k_zero_returns_empty_alternatives(
     backend: HFBackend, token_ids: list[list[int]]
 ) -> None:
-    (result,) = backend.forward([ForwardItem(tuple(token_ids[2]), 1, 0)])
+    (result,) = backend.forward([ForwardItem(tuple(token_ids[2]), 1, 0, True)])
     assert result.top_ids.shape == (len(token_ids[2]) - 1, 0)
     assert result.top_logprobs.shape == (len(token_ids[2]) - 1, 0)
     assert result.ranks.dtype == np.int64 and np.all(result.ranks >= 1)
@@ -93,7 +93,7 @@ def test_top_k_zero_returns_empty_alternatives(
 def test_batch_of_different_lengths_equals_one_by_one(
     backend: HFBackend, token_ids: list[list[int]]
 ) -> None:
-    items = [ForwardItem(tuple(ids), 1, 4) for ids in token_ids]
+    items = [ForwardItem(tuple(ids), 1, 4, True) for ids in token_ids]
     batched = backend.forward(items)
     assert len(batched) == len(items)
     for item, got in zip(items, batched, strict=True):
@@ -105,7 +105,7 @@ def test_batch_of_different_lengths_equals_one_by_one(
 
 
 def test_mixed_top_k_in_one_batch(backend: HFBackend, token_ids: list[list[int]]) -> None:
-    items = [ForwardItem(tuple(token_ids[0]), 1, 0), ForwardItem(tuple(token_ids[1]), 1, 7)]
+    items = [ForwardItem(tuple(token_ids[0]), 1, 0, True), ForwardItem(tuple(token_ids[1]), 1, 7, True)]
     plain, with_top = backend.forward(items)
     assert plain.top_ids.shape[1] == 0
     assert with_top.top_ids.shape == (len(token_ids[1]) - 1, 7)
@@ -115,9 +115,9 @@ def test_score_from_later_position(
     backend: HFBackend, token_ids: list[list[int]], reference_logprobs: Callable[..., np.ndarray]
 ) -> None:
     ids = token_ids[0]
-    full = backend.forward([ForwardItem(tuple(ids), 1, 2)])[0]
+    full = backend.forward([ForwardItem(tuple(ids), 1, 2, True)])[0]
     for score_from in (2, 5, len(ids) - 1):
-        (part,) = backend.forward([ForwardItem(tuple(ids), score_from, 2)])
+        (part,) = backend.forward([ForwardItem(tuple(ids), score_from, 2, True)])
         assert part.logprobs.shape == (len(ids) - score_from,)
         np.testing.assert_allclose(part.logprobs, full.logprobs[score_from - 1 :], atol=1e-5)
         _check_against_reference(part, ids, score_from, reference_logprobs(ids))
@@ -158,3 +158,12 @@ def test_pick_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_dtype("auto", cpu) is torch.bfloat16
     with pytest.raises(KeyError):
         pick_dtype("float8", cpu)
+
+
+def test_ranks_are_skipped_unless_asked(backend: HFBackend, token_ids: list[list[int]]) -> None:
+    ids = tuple(token_ids[0])
+    (with_ranks,) = backend.forward([ForwardItem(ids, 1, 0, True)])
+    (without,) = backend.forward([ForwardItem(ids, 1, 0, False)])
+    np.testing.assert_array_equal(with_ranks.logprobs, without.logprobs)
+    assert (with_ranks.ranks >= 1).all()
+    assert (without.ranks == 0).all()

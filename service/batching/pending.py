@@ -1,0 +1,51 @@
+"""What waits in a batch queue: one forward window, the caller's future, and its clock."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from service.backends.base import ForwardItem, ForwardResult
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Where an item's time went, in seconds: waiting in the queue, and its batch's forward
+    (``batch`` numbers the forward pass, so a request can add up distinct batches)."""
+
+    queue_s: float
+    inference_s: float
+    batch: int
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """A finished item: its scores and its timing."""
+
+    result: ForwardResult
+    timing: Timing
+
+
+@dataclass(eq=False)
+class PendingItem:
+    """A window waiting for a forward pass.
+
+    ``deadline`` is a ``time.monotonic()`` instant after which nobody waits for the result.
+    """
+
+    item: ForwardItem
+    future: asyncio.Future[ScoredItem]
+    enqueued_at: float
+    deadline: float | None = None
+    sequence: int = field(default=0)
+
+    @property
+    def length(self) -> int:
+        return len(self.item.input_ids)
+
+    def abandoned(self) -> bool:
+        """The caller is gone: its future was cancelled (disconnect, timeout) or completed."""
+        return self.future.done()
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline

@@ -1,0 +1,124 @@
+"""Dynamic batching, overload and graceful shutdown of the real server (embedded model)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from corpus import ENGLISH, GIBBERISH, OTHER
+from prometheus_client.parser import text_string_to_metric_families
+from server_process import RunningServer, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ENGLISH + OTHER + GIBBERISH
+
+
+def metric_sum(url: str, name: str, sample: str) -> float:
+    """Sum of a metric's samples named ``sample`` over all label sets."""
+    text = httpx.get(f"{url}/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            total += sum(s.value for s in family.samples if s.name == sample)
+    return total
+
+
+async def burst(url: str, texts: list[str]) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=len(texts))
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+        return await asyncio.gather(
+            *(client.post("/v1/score/text", json={"texts": [t]}) for t in texts)
+        )
+
+
+@pytest.fixture
+def bf16_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    extra = getattr(request, "param", [])
+    server = start_server(["--dtype", "bfloat16", "--max-wait-ms", "20", *extra], tmp_path / "log")
+    yield server
+    stop_server(server)
+
+
+def test_concurrent_requests_batch_and_match_one_by_one(http: httpx.Client) -> None:
+    """float32: 32 concurrent one-text requests equal the same requests one by one."""
+    url = str(http.base_url).rstrip("/")
+    texts = (TEXTS * 3)[:32]
+    sequential = [
+        http.post("/v1/score/text", json={"texts": [t]}).json()["results"][0]["sum_logprob"]
+        for t in texts
+    ]
+    batches_before = metric_sum(url, "lmscore_batch_size", "lmscore_batch_size_count")
+    responses = asyncio.run(burst(url, texts))
+    batches = metric_sum(url, "lmscore_batch_size", "lmscore_batch_size_count") - batches_before
+    assert all(r.status_code == 200 for r in responses)
+    assert batches < len(texts)  # they were merged
+    for alone, response in zip(sequential, responses, strict=True):
+        together = response.json()["results"][0]["sum_logprob"]
+        assert math.isclose(alone, together, rel_tol=1e-4)
+    for response in responses:
+        assert float(response.headers["x-queue-time-ms"]) >= 0
+        assert float(response.headers["x-inference-time-ms"]) > 0
+
+
+def test_bf16_burst_forms_batches(bf16_server: RunningServer) -> None:
+    texts = (TEXTS * 6)[:64]
+    responses = asyncio.run(burst(bf16_server.url, texts))
+    assert [r.status_code for r in responses] == [200] * 64
+    count = metric_sum(bf16_server.url, "lmscore_batch_size", "lmscore_batch_size_count")
+    total = metric_sum(bf16_server.url, "lmscore_batch_size", "lmscore_batch_size_sum")
+    assert total == 64  # the warm-up forward bypasses the batcher
+    assert total / count > 1.5
+
+
+@pytest.mark.parametrize(
+    "bf16_server", [["--max-queue", "2", "--max-batch-size", "2"]], indirect=True
+)
+def test_overload_gets_429_with_retry_after_and_no_5xx(bf16_server: RunningServer) -> None:
+    texts = (TEXTS * 6)[:64]
+    responses = asyncio.run(burst(bf16_server.url, texts))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 429}
+    assert codes.count(429) > 0 and codes.count(200) > 0
+    for text, response in zip(texts, responses, strict=True):
+        if response.status_code == 429:
+            assert int(response.headers["retry-after"]) >= 1
+            assert response.json()["error"]["type"] == "overloaded"
+        else:
+            assert response.json()["results"][0]["num_tokens"] > 0, text
+    rejected = httpx.get(f"{bf16_server.url}/metrics").text
+    assert 'lmscore_requests_rejected_total{reason="overloaded"}' in rejected
+
+
+async def burst_then_sigterm(server: RunningServer) -> tuple[list[int], list[int]]:
+    """64 requests, SIGTERM once they are in flight, then 16 more during the drain."""
+    limits = httpx.Limits(max_connections=100)
+    async with httpx.AsyncClient(base_url=server.url, timeout=300, limits=limits) as client:
+
+        async def post(text: str) -> int:
+            try:
+                response = await client.post("/v1/score/text", json={"texts": [text]})
+            except httpx.TransportError:
+                return -1  # the listener was already closed
+            return response.status_code
+
+        first = [asyncio.ensure_future(post(t)) for t in (TEXTS * 12)[:64]]
+        await asyncio.sleep(1.0)
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        late = [asyncio.ensure_future(post(t)) for t in TEXTS[:16]]
+        return list(await asyncio.gather(*first)), list(await asyncio.gather(*late))
+
+
+def test_sigterm_drains_admitted_work_and_exits_zero(bf16_server: RunningServer) -> None:
+    admitted, late = asyncio.run(burst_then_sigterm(bf16_server))
+    assert admitted == [200] * len(admitted)
+    assert set(late) <= {503, -1}
+    assert bf16_server.process.wait(timeout=60) == 0
+    log = bf16_server.log.read_text()
+    assert "draining" in log and "Traceback" not in log

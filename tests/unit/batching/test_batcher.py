@@ -1,0 +1,371 @@
+"""DynamicBatcher over a fake backend: batch formation, routing, drops, failures, metrics.
+
+The fake backend scores every token ``t`` as ``-t / 1000`` and records each batch it was
+given. Its forward can be held (``hold``/``release``) so that items pile up behind a busy
+worker deterministically, without relying on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from service import metrics
+from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.batching.batcher import DynamicBatcher
+from service.batching.pending import ScoredItem
+from service.engine import Engine
+from service.errors import InternalError, Overloaded, Timeout, Unavailable
+from service.schemas import TextScoreRequest
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def item(length: int, tag: int, score_from: int = 1) -> ForwardItem:
+    """A window of ``length`` copies of token ``tag`` (tags tell items apart)."""
+    return ForwardItem((tag,) * length, score_from)
+
+
+def expected(it: ForwardItem) -> np.ndarray:
+    return np.asarray([-t / 1000 for t in it.input_ids[it.score_from :]], dtype=np.float32)
+
+
+class FakeBackend:
+    """Deterministic scores; records batches; optionally held, slow or failing."""
+
+    def __init__(self, *, fail_on: int | None = None) -> None:
+        self.info = BackendInfo("fake", "float32", "cpu", 4096)
+        self.tokenizer: Any = None
+        self.batches: list[list[ForwardItem]] = []
+        self.fail_on = fail_on
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        self.batches.append(list(items))
+        self._gate.wait(timeout=10)
+        if self.fail_on is not None and any(self.fail_on in it.input_ids for it in items):
+            raise RuntimeError("marker token")
+        out = []
+        for it in items:
+            n = it.num_scored
+            out.append(
+                ForwardResult(
+                    expected(it),
+                    np.ones(n, dtype=np.int64),
+                    np.zeros((n, it.top_k), dtype=np.int64),
+                    np.zeros((n, it.top_k), dtype=np.float32),
+                )
+            )
+        return out
+
+    def warmup(self) -> None:
+        pass
+
+    def bos_id(self) -> int:
+        return 1
+
+    def tags(self) -> set[int]:
+        return {it.input_ids[0] for batch in self.batches for it in batch}
+
+
+Make = Callable[..., tuple[DynamicBatcher, FakeBackend]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make() -> AsyncIterator[Make]:
+    made: list[tuple[DynamicBatcher, FakeBackend]] = []
+
+    def factory(
+        backend: FakeBackend | None = None, model: str = "fake", **limits: Any
+    ) -> tuple[DynamicBatcher, FakeBackend]:
+        backend = backend or FakeBackend()
+        options = {
+            "max_batch_tokens": 100_000,
+            "max_batch_size": 64,
+            "max_wait_ms": 0,
+            "max_queue": 1000,
+        } | limits
+        batcher = DynamicBatcher(backend, model, **options)
+        made.append((batcher, backend))
+        return batcher, backend
+
+    yield factory
+    for batcher, backend in made:
+        backend.release()
+        await batcher.close()
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (at most 10 s) until ``condition()`` holds."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def occupy(batcher: DynamicBatcher, backend: FakeBackend) -> asyncio.Task[Any]:
+    """Hold the worker on a one-item batch (tag 1) so later submits wait in the queue."""
+    backend.hold()
+    task = asyncio.create_task(batcher.submit([item(3, 1)]))
+    await until(lambda: len(backend.batches) == 1)
+    return task
+
+
+def submit_later(batcher: DynamicBatcher, items: list[ForwardItem], **kw: Any) -> asyncio.Task[Any]:
+    return asyncio.create_task(batcher.submit(items, **kw))
+
+
+def assert_scored(items: list[ForwardItem], scored: list[ScoredItem]) -> None:
+    assert len(scored) == len(items)
+    for it, out in zip(items, scored, strict=True):
+        np.testing.assert_array_equal(out.result.logprobs, expected(it))
+
+
+async def test_max_batch_size(make: Make) -> None:
+    batcher, backend = make(max_batch_size=4, max_wait_ms=50)
+    items = [item(3, tag) for tag in range(10, 20)]
+    results = await asyncio.gather(*(batcher.submit([it]) for it in items))
+    for it, scored in zip(items, results, strict=True):
+        assert_scored([it], scored)
+    assert sorted(map(len, backend.batches), reverse=True) == [4, 4, 2]
+
+
+async def test_max_batch_tokens(make: Make) -> None:
+    batcher, backend = make(max_batch_tokens=64, max_wait_ms=50)
+    await asyncio.gather(*(batcher.submit([item(20, tag)]) for tag in range(10, 20)))
+    assert sum(map(len, backend.batches)) == 10
+    for batch in backend.batches:
+        assert max(len(it.input_ids) for it in batch) * len(batch) <= 64
+    assert max(map(len, backend.batches)) == 3
+
+
+async def test_oversized_item_runs_alone(make: Make) -> None:
+    batcher, backend = make(max_batch_tokens=64, max_wait_ms=50)
+    long_item, short = item(100, 50), [item(5, 51), item(5, 52)]
+    got_long, got_short = await asyncio.gather(batcher.submit([long_item]), batcher.submit(short))
+    assert_scored([long_item], got_long)
+    assert_scored(short, got_short)
+    assert [batch for batch in backend.batches if batch[0].input_ids[0] == 50] == [[long_item]]
+
+
+async def test_max_wait_gathers_items_arriving_together(make: Make) -> None:
+    batcher, backend = make(max_wait_ms=300)
+    tasks = []
+    for tag in range(10, 15):
+        tasks.append(submit_later(batcher, [item(4, tag)]))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*tasks)
+    assert [len(b) for b in backend.batches] == [5]
+    [alone] = await batcher.submit([item(4, 20)])
+    assert alone.timing.queue_s >= 0.2  # a lone item waits for company
+
+
+async def test_zero_wait_still_batches_behind_a_busy_worker(make: Make) -> None:
+    batcher, backend = make(max_wait_ms=0)
+    blocker = await occupy(batcher, backend)
+    tasks = []
+    for tag in range(20, 25):
+        tasks.append(submit_later(batcher, [item(4, tag)]))
+        await asyncio.sleep(0.01)
+    await until(lambda: batcher.queue_depth == 5)
+    backend.release()
+    await asyncio.gather(blocker, *tasks)
+    assert [len(b) for b in backend.batches] == [1, 5]
+
+
+async def test_length_grouping(make: Make) -> None:
+    batcher, backend = make(model="grouping", max_batch_size=8)
+    blocker = await occupy(batcher, backend)
+    tasks = [submit_later(batcher, [item(5 if k % 2 == 0 else 100, 100 + k)]) for k in range(16)]
+    await until(lambda: batcher.queue_depth == 16)
+    backend.release()
+    await asyncio.gather(blocker, *tasks)
+    later = backend.batches[1:]
+    assert [len(b) for b in later] == [8, 8]
+    assert [{len(it.input_ids) for it in b} for b in later] == [{5}, {100}]
+    assert sample("lmscore_padding_ratio_sum", model="grouping") == 0.0
+
+
+async def test_results_routed_to_their_callers_in_order(make: Make) -> None:
+    batcher, backend = make(max_batch_size=5)
+    blocker = await occupy(batcher, backend)
+    requests = [
+        [item(3 + (7 * c + j) % 11, 200 + 10 * c + j) for j in range(1 + c % 4)] for c in range(8)
+    ]
+    tasks = [submit_later(batcher, items) for items in requests]
+    await until(lambda: batcher.queue_depth == sum(map(len, requests)))
+    backend.release()
+    await blocker
+    for items, scored in zip(requests, await asyncio.gather(*tasks), strict=True):
+        assert_scored(items, scored)
+    assert len(backend.batches) > 3
+
+
+async def test_cancelled_caller_items_are_dropped(make: Make) -> None:
+    batcher, backend = make(model="cancel")
+    before = sample("lmscore_batch_items_dropped_total", model="cancel", reason="cancelled")
+    blocker = await occupy(batcher, backend)
+    victim = submit_later(batcher, [item(4, 555), item(6, 556)])
+    bystander = submit_later(batcher, [item(4, 557)])
+    await until(lambda: batcher.queue_depth == 3)
+    victim.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await victim
+    backend.release()
+    await blocker
+    assert_scored([item(4, 557)], await bystander)
+    assert backend.tags().isdisjoint({555, 556}) and 557 in backend.tags()
+    assert (
+        sample("lmscore_batch_items_dropped_total", model="cancel", reason="cancelled")
+        >= before + 2
+    )
+    assert batcher.queue_depth == 0
+    assert sample("lmscore_queue_depth", model="cancel") == 0
+
+
+async def test_deadline_passed_while_queued(make: Make) -> None:
+    batcher, backend = make()
+    blocker = await occupy(batcher, backend)
+    doomed = submit_later(batcher, [item(4, 666)], deadline=time.monotonic() + 0.05)
+    fine = submit_later(batcher, [item(4, 667)], deadline=time.monotonic() + 60)
+    await until(lambda: batcher.queue_depth == 2)
+    await asyncio.sleep(0.2)
+    backend.release()
+    with pytest.raises(Timeout):
+        await doomed
+    assert_scored([item(4, 667)], await fine)
+    await blocker
+    with pytest.raises(Timeout):
+        await batcher.submit([item(4, 668)], deadline=time.monotonic() - 1)
+    assert backend.tags().isdisjoint({666, 668})
+
+
+async def test_failing_batch_fails_only_its_items(make: Make) -> None:
+    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=2)
+    blocker = await occupy(batcher, backend)
+    bad = submit_later(batcher, [item(4, 999)])
+    await until(lambda: batcher.queue_depth == 1)
+    partner = submit_later(batcher, [item(4, 11)])  # shares the failing batch
+    other = submit_later(batcher, [item(4, 12), item(4, 13)])
+    await until(lambda: batcher.queue_depth == 4)
+    backend.release()
+    await blocker
+    for task in (bad, partner):
+        with pytest.raises(InternalError, match="RuntimeError"):
+            await task
+    assert_scored([item(4, 12), item(4, 13)], await other)
+    assert_scored([item(4, 14)], await batcher.submit([item(4, 14)]))  # the loop survived
+
+
+class ShortBackend(FakeBackend):
+    """Returns one result too few: a backend bug must fail the batch, not hang it."""
+
+    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        return super().forward(items)[:-1]
+
+
+async def test_backend_returning_too_few_results_fails_the_batch(make: Make) -> None:
+    batcher, _ = make(ShortBackend())
+    with pytest.raises(InternalError):
+        await asyncio.wait_for(batcher.submit([item(4, 15), item(4, 16)]), 5)
+
+
+async def test_overloaded_queue(make: Make) -> None:
+    batcher, backend = make(max_queue=2)
+    blocker = await occupy(batcher, backend)
+    burst = [submit_later(batcher, [item(4, 30 + k)]) for k in range(5)]
+    await until(lambda: sum(t.done() for t in burst) == 3)
+    with pytest.raises(Overloaded):  # too large for a non-empty queue
+        await batcher.submit([item(4, 40 + k) for k in range(5)])
+    backend.release()
+    outcomes = await asyncio.gather(blocker, *burst, return_exceptions=True)
+    refused = [o for o in outcomes if isinstance(o, Overloaded)]
+    assert len(refused) == 3
+    assert all(e.retry_after_s is not None and e.retry_after_s >= 1 for e in refused)
+    assert all(isinstance(o, list) for o in outcomes if o not in refused)
+    big = [item(4, 50 + k) for k in range(5)]  # larger than max_queue, into an empty queue
+    assert_scored(big, await batcher.submit(big))
+
+
+async def test_close_fails_waiting_and_refuses_new(make: Make) -> None:
+    batcher, backend = make(model="closing")
+    blocker = await occupy(batcher, backend)
+    waiting = submit_later(batcher, [item(4, 70)])
+    await until(lambda: batcher.queue_depth == 1)
+    await batcher.close()
+    with pytest.raises(Unavailable):
+        await waiting
+    with pytest.raises(Unavailable):  # the batch in the forward pass is not left hanging
+        await asyncio.wait_for(blocker, 5)
+    with pytest.raises(Unavailable):
+        await batcher.submit([item(4, 71)])
+    backend.release()
+    assert backend.tags().isdisjoint({70, 71})
+    assert sample("lmscore_queue_depth", model="closing") == 0
+
+
+async def test_batch_metrics(make: Make) -> None:
+    model = "batch-metrics"
+    names = ("batch_size", "batch_tokens", "padding_ratio", "inference_duration_seconds")
+    before = {n: sample(f"lmscore_{n}_count", model=model) for n in names}
+    queued = sample("lmscore_queue_duration_seconds_count", model=model)
+    scored = sample("lmscore_tokens_scored_total", model=model)
+    batcher, backend = make(model=model, max_batch_size=3, max_wait_ms=20)
+    items = [item(6, 80 + k, score_from=2) for k in range(7)]
+    await asyncio.gather(*(batcher.submit([it]) for it in items))
+    batches = len(backend.batches)
+    assert batches >= 3
+    for n in names:
+        assert sample(f"lmscore_{n}_count", model=model) - before[n] == batches
+    assert sample("lmscore_queue_duration_seconds_count", model=model) - queued == 7
+    assert sample("lmscore_tokens_scored_total", model=model) - scored == 7 * 4
+    assert sample("lmscore_batch_size_sum", model=model) >= 7
+    assert sample("lmscore_queue_depth", model=model) == 0
+
+
+TEXTS = [
+    "hello world",
+    "the quick brown fox jumps over a lazy dog",
+    "Grüße aus München café naïve façade",
+    "Привет мир как дела спасибо хорошо",
+    "日本語 テキスト 😀 🚀 🎉 123 4567 89",
+    "a",
+    "the model scores every token hello world assistant user system text",
+    "bits per byte char 'quoted' \"double\" ! ? , . : ;",
+]
+
+
+async def test_batching_does_not_change_scores(
+    tiny_engine: Engine, engine_factory: Callable[..., Engine]
+) -> None:
+    async def sums(engine: Engine, text: str) -> float:
+        outcome = await engine.score_text(TextScoreRequest(texts=[text], prepend_bos=True))
+        return outcome.response.results[0].sum_logprob
+
+    alone = [await sums(tiny_engine, text) for text in TEXTS]
+    engine = engine_factory(max_wait_ms=300)
+    count = sample("lmscore_batch_size_count", model="default")
+    total = sample("lmscore_batch_size_sum", model="default")
+    together = await asyncio.gather(*(sums(engine, text) for text in TEXTS))
+    assert sample("lmscore_batch_size_sum", model="default") - total == len(TEXTS)
+    assert sample("lmscore_batch_size_count", model="default") - count < len(TEXTS)
+    for a, b in zip(alone, together, strict=True):
+        assert a != 0 and abs(a - b) <= 1e-4 * abs(a)

@@ -1,0 +1,155 @@
+"""Engine.drain: admitted work finishes, new work and /readyz get 503, the grace is honoured.
+
+The engine serves a fake backend (real tokenizer, fake scores) whose forward pass can be
+held open, so "work still running" is a state the test controls, not a race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from service.api.rest import create_app
+from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.engine import Engine
+from service.errors import Unavailable
+from service.schemas import TextScoreRequest
+from service.settings import Settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+class HeldBackend:
+    """Scores every token ``t`` as ``-t / 1000``; ``hold`` keeps forward passes waiting."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.info = BackendInfo("fake", "float32", "cpu", 64)
+        self.tokenizer = tokenizer
+        self.calls = 0
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        self.calls += 1
+        self._gate.wait(timeout=10)
+        out = []
+        for it in items:
+            n = it.num_scored
+            out.append(
+                ForwardResult(
+                    np.asarray(
+                        [-t / 1000 for t in it.input_ids[it.score_from :]], dtype=np.float32
+                    ),
+                    np.ones(n, dtype=np.int64),
+                    np.zeros((n, it.top_k), dtype=np.int64),
+                    np.zeros((n, it.top_k), dtype=np.float32),
+                )
+            )
+        return out
+
+    def warmup(self) -> None:
+        pass
+
+    def bos_id(self) -> int:
+        return int(self.tokenizer.bos_token_id)
+
+
+Setup = tuple[Engine, HeldBackend]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def held(tokenizer: Any) -> AsyncIterator[Callable[[], Setup]]:
+    made: list[Setup] = []
+
+    def factory() -> Setup:
+        engine = Engine(Settings(max_wait_ms=0, request_timeout_s=30))
+        backend = HeldBackend(tokenizer)
+        engine.add_model("default", "sha256:x", backend)
+        engine.ready = True
+        made.append((engine, backend))
+        return engine, backend
+
+    yield factory
+    for engine, backend in made:
+        backend.release()
+        await engine.close()
+
+
+def request(text: str) -> TextScoreRequest:
+    return TextScoreRequest(texts=[text])
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (at most 10 s) until ``condition()`` holds."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+TEXTS = ["hello world", "the quick brown fox", "a lazy dog", "Grüße aus München"]
+
+
+async def test_drain_lets_admitted_work_finish(held: Callable[[], Setup]) -> None:
+    engine, backend = held()
+    backend.hold()
+    calls = [asyncio.create_task(engine.score_text(request(text))) for text in TEXTS]
+    await until(lambda: engine.inflight == len(TEXTS) and backend.calls >= 1)
+    drain = asyncio.create_task(engine.drain(30))
+    await until(lambda: engine.draining)
+
+    with pytest.raises(Unavailable):
+        await engine.score_text(request("too late"))
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"]["type"] == "unavailable"
+        late = await client.post("/v1/score/text", json={"texts": ["too late"]})
+        assert late.status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+    assert not drain.done() and not any(c.done() for c in calls)
+
+    backend.release()
+    assert await asyncio.wait_for(drain, 10) is True
+    assert engine.inflight == 0
+    for text, call in zip(TEXTS, calls, strict=True):
+        [result] = call.result().response.results
+        ids = backend.tokenizer.encode(text, add_special_tokens=False)
+        assert result.num_scored_tokens == len(ids) - 1
+        assert result.sum_logprob == pytest.approx(-sum(ids[1:]) / 1000, rel=1e-5)
+
+
+async def test_drain_returns_false_when_work_outlasts_grace(held: Callable[[], Setup]) -> None:
+    engine, backend = held()
+    backend.hold()
+    call = asyncio.create_task(engine.score_text(request("hello world")))
+    await until(lambda: backend.calls >= 1)
+    assert await engine.drain(0.2) is False
+    assert engine.inflight == 1 and not call.done()
+    backend.release()  # the admitted request still completes after the grace
+    outcome = await asyncio.wait_for(call, 10)
+    assert outcome.response.results[0].num_scored_tokens > 0
+    assert engine.inflight == 0
+
+
+async def test_drain_when_idle_returns_at_once(held: Callable[[], Setup]) -> None:
+    engine, _ = held()
+    await engine.score_text(request("hello world"))
+    assert await asyncio.wait_for(engine.drain(30), 1) is True
+    with pytest.raises(Unavailable):
+        await engine.score_text(request("hello world"))
