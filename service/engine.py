@@ -116,6 +116,12 @@ class ServedModel:
         )
 
 
+def default_batch_tokens(backend: Backend) -> int:
+    """The padded-token budget per forward when none is configured: small batches are
+    fastest on CPU (measured: 2048 beat 16384 by 10-40% on this project's benchmark)."""
+    return 16384 if backend.info.device.startswith("cuda") else 2048
+
+
 class Engine:
     """Holds the served models and scores requests against them."""
 
@@ -156,7 +162,7 @@ class Engine:
         batcher = DynamicBatcher(
             backend,
             name,
-            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_tokens=settings.max_batch_tokens or default_batch_tokens(backend),
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_wait_ms,
             max_queue=settings.max_queue,

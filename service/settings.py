@@ -45,10 +45,11 @@ class Settings(BaseSettings):
     max_context: int | None = Field(
         None, ge=2, description="Cap on tokens per forward window, below the model's own context."
     )
-    max_batch_tokens: int = Field(
-        16384,
+    max_batch_tokens: int | None = Field(
+        None,
         ge=1,
-        description="Padded tokens (longest x count) one forward pass may hold.",
+        description="Padded tokens (longest x count) one forward pass may hold. Default: "
+        "2048 on CPU (measured fastest there: less padding, cache-sized matmuls), 16384 on CUDA.",
     )
     max_batch_size: int = Field(64, ge=1, description="Sequences one forward pass may hold.")
     max_wait_ms: float = Field(
