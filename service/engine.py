@@ -14,21 +14,17 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from service import metrics
 from service.backends import load_backend
 from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
-from service.batching.pending import ScoredItem
-from service.errors import InvalidRequest, NotFound, Timeout, TooLarge, Unavailable
+from service.errors import NotFound, Timeout, Unavailable
 from service.models import ModelSpec, resolve
 from service.results import aggregate, build_result
 from service.schemas import (
     ChatScoreRequest,
-    ModelCard,
     ModelList,
     ScoreResponse,
     TextResult,
@@ -46,80 +42,12 @@ from service.sequences import (
     stitch,
     text_sequence,
 )
+from service.served import RequestTiming, ScoreOutcome, ServedModel, default_batch_tokens
 from service.settings import Settings
+from service.validation import check_count, validate_chat
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
-
-@dataclass(frozen=True)
-class RequestTiming:
-    """Where a request's time went, in seconds: the longest queue wait of its items, and
-    the forward passes it took part in (each counted once)."""
-
-    queue_s: float
-    inference_s: float
-
-    @classmethod
-    def of(cls, items: Sequence[ScoredItem]) -> RequestTiming:
-        batches = {item.timing.batch: item.timing.inference_s for item in items}
-        queue_s = max((item.timing.queue_s for item in items), default=0.0)
-        return cls(queue_s, sum(batches.values()))
-
-
-@dataclass(frozen=True)
-class ScoreOutcome:
-    """A response and the timing behind it (the doors report it in headers)."""
-
-    response: ScoreResponse
-    timing: RequestTiming
-
-
-@dataclass
-class ServedModel:
-    """A resident model with its batcher and its preparation (tokenizer) thread."""
-
-    name: str
-    revision: str
-    backend: Backend
-    batcher: DynamicBatcher
-    prep: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenize")
-    )
-
-    def __post_init__(self) -> None:
-        self.token_text: Callable[[int], str] = functools.lru_cache(maxsize=65536)(self._decode_one)
-
-    def _decode_one(self, token_id: int) -> str:
-        return str(self.backend.tokenizer.decode([token_id]))
-
-    @property
-    def context(self) -> int:
-        return self.backend.info.max_context
-
-    async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run tokenizer work off the event loop, one call at a time per model."""
-        return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
-
-    def card(self) -> ModelCard:
-        info = self.backend.info
-        return ModelCard(
-            id=self.name,
-            backend=info.backend,
-            dtype=info.dtype,
-            device=info.device,
-            max_context=info.max_context,
-            revision=self.revision,
-            has_chat_template=bool(getattr(self.backend.tokenizer, "chat_template", None)),
-        )
-
-
-def default_batch_tokens(backend: Backend) -> int:
-    """The padded-token budget per forward when none is configured: small batches are
-    fastest on CPU (measured: 2048 beat 16384 by 10-40% on this project's benchmark)."""
-    return 16384 if backend.info.device.startswith("cuda") else 2048
 
 
 class Engine:
@@ -194,30 +122,45 @@ class Engine:
         return ModelList(data=[m.card() for m in self.models.values()])
 
     # ---- requests --------------------------------------------------------------------
-    async def score_text(self, req: TextScoreRequest) -> ScoreOutcome:
-        """Score plain texts: every token given all tokens before it."""
-        model = self._model(req.model)
-        self._check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
-        return await self._admitted(self._score_texts(model, req), model, "score_text")
+    async def score_text(
+        self, req: TextScoreRequest, timeout_s: float | None = None
+    ) -> ScoreOutcome:
+        """Score plain texts: every token given all tokens before it.
 
-    async def score_chat(self, req: ChatScoreRequest) -> ScoreOutcome:
+        ``timeout_s`` (e.g. a gRPC deadline) shortens ``--request-timeout-s``, never extends it.
+        """
+        model = self._model(req.model)
+        check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
+        work = functools.partial(self._score_texts, model, req)
+        return await self._admitted(work, model, "score_text", timeout_s)
+
+    async def score_chat(
+        self, req: ChatScoreRequest, timeout_s: float | None = None
+    ) -> ScoreOutcome:
         """Score conversations rendered with the model's chat template."""
         model = self._model(req.model)
-        self._check_count(
-            len(req.conversations), self.settings.max_texts_per_request, "conversations"
-        )
-        self._validate_chat(req, model)
-        return await self._admitted(self._score_chats(model, req), model, "score_chat")
+        validate_chat(req, model.backend.tokenizer, model.name, self.settings)
+        work = functools.partial(self._score_chats, model, req)
+        return await self._admitted(work, model, "score_chat", timeout_s)
 
     async def _admitted(
-        self, work: Awaitable[ScoreOutcome], model: ServedModel, endpoint: str
+        self,
+        work: Callable[[float], Awaitable[ScoreOutcome]],
+        model: ServedModel,
+        endpoint: str,
+        timeout_s: float | None,
     ) -> ScoreOutcome:
         """Run admitted work under the request deadline, counted as in flight."""
+        timeout = self.settings.request_timeout_s
+        if timeout_s is not None:
+            timeout = max(0.0, min(timeout, timeout_s))
         self.inflight += 1
         self._idle.clear()
         metrics.INFLIGHT.inc()
         try:
-            outcome = await self._with_deadline(work)
+            outcome = await asyncio.wait_for(work(time.monotonic() + timeout), timeout)
+        except TimeoutError as exc:
+            raise Timeout(f"the request took longer than {timeout:g} s") from exc
         finally:
             self.inflight -= 1
             metrics.INFLIGHT.dec()
@@ -229,7 +172,9 @@ class Engine:
                 ppl.observe(result.ppl)
         return outcome
 
-    async def _score_texts(self, model: ServedModel, req: TextScoreRequest) -> ScoreOutcome:
+    async def _score_texts(
+        self, model: ServedModel, req: TextScoreRequest, deadline: float
+    ) -> ScoreOutcome:
         bos = model.backend.bos_id() if req.prepend_bos else None
         encoded = await model.prepare(encode, model.backend.tokenizer, list(req.texts))
         seqs = [
@@ -242,6 +187,7 @@ class Engine:
             seqs,
             params,
             req,
+            deadline,
             lambda seq, scores, i: build_result(
                 seq,
                 scores,
@@ -252,7 +198,9 @@ class Engine:
         )
         return self._response(model, seqs, results)
 
-    async def _score_chats(self, model: ServedModel, req: ChatScoreRequest) -> ScoreOutcome:
+    async def _score_chats(
+        self, model: ServedModel, req: ChatScoreRequest, deadline: float
+    ) -> ScoreOutcome:
         conversations = [[m.model_dump() for m in conv] for conv in req.conversations]
         seqs = await model.prepare(self._render_all, model, conversations, req)
         params = [f"conversations[{i}]" for i in range(len(seqs))]
@@ -262,6 +210,7 @@ class Engine:
             seqs,
             params,
             req,
+            deadline,
             lambda seq, scores, i: build_result(
                 seq,
                 scores,
@@ -296,6 +245,7 @@ class Engine:
         seqs: list[ScoredSequence],
         params: list[str],
         req: TextScoreRequest | ChatScoreRequest,
+        deadline: float,
         build: Callable[[ScoredSequence, Any, int], TextResult],
     ) -> tuple[list[TextResult], RequestTiming]:
         top_k = self._top_k(req)
@@ -307,7 +257,6 @@ class Engine:
             forward_items(seq, windows, top_k, req.return_tokens)
             for seq, windows in zip(seqs, plans, strict=True)
         ]
-        deadline = time.monotonic() + self.settings.request_timeout_s
         scored = await model.batcher.submit([i for group in items for i in group], deadline)
         outputs = [s.result for s in scored]
         results: list[TextResult] = []
@@ -349,39 +298,5 @@ class Engine:
         )
 
     @staticmethod
-    def _check_count(count: int, limit: int, param: str) -> None:
-        if count > limit:
-            raise TooLarge(f"{count} {param} exceed the limit of {limit} per request", param=param)
-
-    def _validate_chat(self, req: ChatScoreRequest, model: ServedModel) -> None:
-        if not getattr(model.backend.tokenizer, "chat_template", None):
-            raise InvalidRequest(f"model {model.name!r} has no chat template", param="model")
-        for k, role in enumerate(req.score_roles):
-            if role not in KNOWN_ROLES:
-                raise InvalidRequest(f"unknown role {role!r}", param=f"score_roles[{k}]")
-        limit = self.settings.max_messages_per_conversation
-        for i, conv in enumerate(req.conversations):
-            self._check_count(len(conv), limit, f"conversations[{i}]")
-            for j, message in enumerate(conv):
-                if message.role not in KNOWN_ROLES:
-                    raise InvalidRequest(
-                        f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",
-                        param=f"conversations[{i}][{j}].role",
-                    )
-            if not any(m.role in req.score_roles for m in conv):
-                raise InvalidRequest(
-                    f"no message has a role in score_roles {req.score_roles}",
-                    param=f"conversations[{i}]",
-                )
-
-    @staticmethod
     def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:
         return req.top_k if req.return_tokens else 0
-
-    async def _with_deadline(self, work: Awaitable[T]) -> T:
-        try:
-            return await asyncio.wait_for(work, self.settings.request_timeout_s)
-        except TimeoutError as exc:
-            raise Timeout(
-                f"the request took longer than {self.settings.request_timeout_s:g} s"
-            ) from exc

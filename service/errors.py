@@ -6,6 +6,9 @@ never invents its own mapping.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 
 class LMScoreError(Exception):
     """Base of every error the service reports to a caller.
@@ -129,3 +132,31 @@ def grpc_code_name(error: LMScoreError) -> str:
     code = _lookup(GRPC_CODE, error)  # type: ignore[arg-type]
     assert isinstance(code, str)
     return code
+
+
+def param_from_loc(loc: Sequence[Any]) -> str | None:
+    """A pydantic error location as a field path: ``("body", "texts", 3)`` -> ``"texts[3]"``,
+    ``("conversations", 0, 2, "role")`` -> ``"conversations[0][2].role"``."""
+    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
+    """The first pydantic validation problem as an InvalidRequest naming its field
+    (MalformedRequest when the body was not JSON at all)."""
+    if not errors:
+        return InvalidRequest("invalid request")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return MalformedRequest(f"the body is not valid JSON: {first.get('msg', '')}")
+    param = param_from_loc(first.get("loc", ()))
+    message = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing" and param:
+        message = "field required"
+    return InvalidRequest(f"{param}: {message}" if param else message, param=param)

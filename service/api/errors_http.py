@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,8 +14,8 @@ from service.errors import (
     InternalError,
     InvalidRequest,
     LMScoreError,
-    MalformedRequest,
     NotFound,
+    from_validation_errors,
     http_status,
 )
 
@@ -32,31 +30,9 @@ def error_response(error: LMScoreError) -> JSONResponse:
     return JSONResponse(error.to_dict(), status_code=http_status(error), headers=headers)
 
 
-def param_from_loc(loc: Sequence[Any]) -> str | None:
-    """``("body", "texts", 3)`` -> ``"texts[3]"``; ``("body", "a", 0, "role")`` -> ``"a[0].role"``."""
-    parts = list(loc[1:] if loc and loc[0] == "body" else loc)
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or None
-
-
 def validation_error(exc: RequestValidationError) -> LMScoreError:
-    """The first validation problem as an InvalidRequest (MalformedRequest for bad JSON)."""
-    errors = exc.errors()
-    if not errors:
-        return InvalidRequest("invalid request")
-    first = errors[0]
-    if first.get("type") == "json_invalid":
-        return MalformedRequest(f"the body is not valid JSON: {first.get('msg', '')}")
-    param = param_from_loc(first.get("loc", ()))
-    message = str(first.get("msg", "invalid value"))
-    if first.get("type") == "missing" and param:
-        message = "field required"
-    return InvalidRequest(f"{param}: {message}" if param else message, param=param)
+    """The first validation problem of a REST body as an InvalidRequest."""
+    return from_validation_errors(exc.errors())
 
 
 def install_error_handlers(app: FastAPI) -> None:

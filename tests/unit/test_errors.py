@@ -7,7 +7,7 @@ import json
 import pytest
 from fastapi.exceptions import RequestValidationError
 
-from service.api.errors_http import error_response, param_from_loc, validation_error
+from service.api.errors_http import error_response, validation_error
 from service.errors import (
     GRPC_CODE,
     HTTP_STATUS,
@@ -23,6 +23,7 @@ from service.errors import (
     Unavailable,
     grpc_code_name,
     http_status,
+    param_from_loc,
 )
 
 # (class, type string, HTTP status, gRPC code name), straight from the contract's table.

@@ -1,0 +1,40 @@
+"""Request checks that need the settings or the model (shapes are checked by ``schemas``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.errors import InvalidRequest, TooLarge
+from service.schemas import ChatScoreRequest
+from service.settings import Settings
+
+KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def check_count(count: int, limit: int, param: str) -> None:
+    """TooLarge when a request carries more than ``limit`` of something."""
+    if count > limit:
+        raise TooLarge(f"{count} {param} exceed the limit of {limit} per request", param=param)
+
+
+def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: Settings) -> None:
+    """Sizes, roles and a scored message in every conversation; the model needs a template."""
+    check_count(len(req.conversations), settings.max_texts_per_request, "conversations")
+    if not getattr(tokenizer, "chat_template", None):
+        raise InvalidRequest(f"model {model!r} has no chat template", param="model")
+    for k, role in enumerate(req.score_roles):
+        if role not in KNOWN_ROLES:
+            raise InvalidRequest(f"unknown role {role!r}", param=f"score_roles[{k}]")
+    for i, conv in enumerate(req.conversations):
+        check_count(len(conv), settings.max_messages_per_conversation, f"conversations[{i}]")
+        for j, message in enumerate(conv):
+            if message.role not in KNOWN_ROLES:
+                raise InvalidRequest(
+                    f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",
+                    param=f"conversations[{i}][{j}].role",
+                )
+        if not any(m.role in req.score_roles for m in conv):
+            raise InvalidRequest(
+                f"no message has a role in score_roles {req.score_roles}",
+                param=f"conversations[{i}]",
+            )
