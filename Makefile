@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lmscore-installed
 HOST ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: install serve test lint typecheck unit integration bench clean
+.PHONY: install serve test lint typecheck unit integration bench proto clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ integration: install
 
 test: install lint typecheck
 	$(BIN)/pytest -q
+
+# Regenerate service/api/pb from protos/ (the output is committed; a test checks it is fresh).
+proto: install
+	$(BIN)/python protos/generate.py
 
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)

@@ -1,8 +1,8 @@
-"""Process lifecycle: bind the ports, start the REST server, load models, handle signals.
+"""Process lifecycle: bind the ports, start REST and gRPC, load models, handle signals.
 
-REST listens before models are loaded so probes see /healthz 200 and /readyz 503 while
-loading. The ``ready http=HOST:PORT grpc=HOST:PORT`` log line is written once every model
-is loaded and warmed up. The gRPC port is reserved (bound) from the start.
+Both servers listen before models are loaded, so probes see /healthz 200, /readyz 503 and
+gRPC health NOT_SERVING while loading. The ``ready http=HOST:PORT grpc=HOST:PORT`` log line
+is written once every model is loaded and warmed up.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from service.api.grpc_server import GrpcDoor
 from service.api.rest import create_app
 from service.engine import Engine
 from service.models import ModelSpecError, parse_model_args
@@ -34,8 +35,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
+def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
@@ -56,7 +56,9 @@ async def serve(settings: Settings) -> int:
         return 2
     engine = Engine(settings)
     http_sock = bind_socket(settings.host, settings.http_port)
-    grpc_sock = bind_socket(settings.host, settings.grpc_port)
+    grpc_door = GrpcDoor(engine)
+    grpc_port = grpc_door.bind(settings.host, settings.grpc_port)
+    await grpc_door.start()
     config = uvicorn.Config(
         create_app(engine),
         log_level=settings.log_level,
@@ -65,7 +67,7 @@ async def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
     )
     server = _Server(config)
-    shutdown = _Shutdown(engine, server, settings.shutdown_grace_s)
+    shutdown = _Shutdown(engine, server, grpc_door, settings.shutdown_grace_s)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.on_signal, sig)
@@ -80,13 +82,15 @@ async def serve(settings: Settings) -> int:
             await server_task
             return 1
         if load_task.done() and not shutdown.requested:
-            log.info("ready http=%s grpc=%s", _address(http_sock), _address(grpc_sock))
+            await grpc_door.set_serving(True)
+            http_address = _address(*http_sock.getsockname()[:2])
+            log.info("ready http=%s grpc=%s", http_address, _address(settings.host, grpc_port))
         await server_task
         load_task.cancel()
         return 0
     finally:
+        await grpc_door.stop(grace_s=1.0)
         await engine.close()
-        grpc_sock.close()
         http_sock.close()
         log.info("stopped")
 
@@ -95,9 +99,12 @@ class _Shutdown:
     """SIGTERM/SIGINT: stop admitting (503, /readyz 503), let admitted work finish within
     the grace period, then stop the servers. A second signal stops at once."""
 
-    def __init__(self, engine: Engine, server: uvicorn.Server, grace_s: float) -> None:
+    def __init__(
+        self, engine: Engine, server: uvicorn.Server, grpc_door: GrpcDoor, grace_s: float
+    ) -> None:
         self.engine = engine
         self.server = server
+        self.grpc_door = grpc_door
         self.grace_s = grace_s
         self.requested = False
         self._task: asyncio.Task[None] | None = None
@@ -113,6 +120,7 @@ class _Shutdown:
         self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
+        await self.grpc_door.set_serving(False)
         finished = await self.engine.drain(self.grace_s)
         if not finished:
             log.warning("%d requests still running after the grace period", self.engine.inflight)

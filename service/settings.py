@@ -73,7 +73,15 @@ class Settings(BaseSettings):
         512, ge=1, description="Messages one conversation may carry; more is 413."
     )
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body in bytes; more is 413."
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (REST) or message (gRPC) in bytes; more is 413 / "
+        "RESOURCE_EXHAUSTED.",
+    )
+    grpc_max_send_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest gRPC response in bytes (requests are capped by --max-body-bytes).",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

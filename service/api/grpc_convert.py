@@ -1,0 +1,91 @@
+"""All conversion between protobuf messages and the shared ``schemas`` (gRPC door only).
+
+Requests become the same pydantic models REST validates, so both doors apply one set of
+rules; responses are the same pydantic results written into protobuf messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from pydantic import BaseModel, ValidationError
+
+from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+from service.errors import from_validation_errors
+from service.schemas import ChatScoreRequest, ModelList, ScoreResponse, TextScoreRequest
+
+OVERFLOW = {
+    pb.OVERFLOW_UNSPECIFIED: "error",
+    pb.OVERFLOW_ERROR: "error",
+    pb.OVERFLOW_TRUNCATE: "truncate",
+    pb.OVERFLOW_SLIDING_WINDOW: "sliding_window",
+}
+
+
+def _common(message: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "model": message.model or "default",
+        "return_tokens": message.return_tokens,
+        "top_k": message.top_k,
+        "overflow": OVERFLOW.get(message.overflow, f"unknown enum value {message.overflow}"),
+    }
+    if message.HasField("stride"):
+        fields["stride"] = message.stride
+    return fields
+
+
+def _validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise from_validation_errors(exc.errors()) from exc
+
+
+def text_request(message: pb.ScoreTextRequest) -> TextScoreRequest:
+    """A ScoreTextRequest as the shared, validated request model."""
+    fields = {**_common(message), "texts": list(message.texts), "prepend_bos": message.prepend_bos}
+    result: TextScoreRequest = _validated(TextScoreRequest, fields)
+    return result
+
+
+def chat_request(message: pb.ScoreChatRequest) -> ChatScoreRequest:
+    """A ScoreChatRequest as the shared, validated request model."""
+    conversations = [
+        [{"role": m.role, "content": m.content} for m in conv.messages]
+        for conv in message.conversations
+    ]
+    fields = {
+        **_common(message),
+        "conversations": conversations,
+        "include_end_of_turn": message.include_end_of_turn,
+    }
+    if message.score_roles:
+        fields["score_roles"] = list(message.score_roles)
+    result: ChatScoreRequest = _validated(ChatScoreRequest, fields)
+    return result
+
+
+def _fill(model: BaseModel, target: Message) -> Message:
+    # Nulls are skipped by ParseDict, which leaves proto3 optional fields unset.
+    json_format.ParseDict(model.model_dump(mode="json"), target)
+    return target
+
+
+def text_response(response: ScoreResponse) -> pb.ScoreTextResponse:
+    message = pb.ScoreTextResponse()
+    _fill(response, message)
+    return message
+
+
+def chat_response(response: ScoreResponse) -> pb.ScoreChatResponse:
+    message = pb.ScoreChatResponse()
+    _fill(response, message)
+    return message
+
+
+def models_response(models: ModelList) -> pb.ListModelsResponse:
+    message = pb.ListModelsResponse()
+    _fill(models, message)
+    return message

@@ -1,0 +1,226 @@
+"""The gRPC door: a ``grpc.aio`` server in the REST server's event loop, over the same engine.
+
+Servicer methods are thin: check the key, convert (``grpc_convert``), call the engine with
+the call's deadline, convert back. Errors leave through the shared code table; standard
+health checking and server reflection are on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service import metrics
+from service.api import grpc_convert as convert
+from service.api.auth import KeyChecker
+from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
+from service.engine import Engine
+from service.errors import InternalError, LMScoreError, grpc_code_name
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Scorer"].full_name
+REJECTION_BY_CODE = {
+    "INVALID_ARGUMENT": "invalid",
+    "NOT_FOUND": "invalid",
+    "UNAUTHENTICATED": "unauthorized",
+    "RESOURCE_EXHAUSTED": "overloaded",
+    "DEADLINE_EXCEEDED": "timeout",
+    "CANCELLED": "cancelled",
+}
+ENDPOINTS = {
+    "ScoreText": "score_text",
+    "ScoreChat": "score_chat",
+    "ListModels": "list_models",
+    "ScoreTextStream": "score_text_stream",
+}
+
+
+class _Aborted(Exception):
+    """The call already ended with a status; nothing more to send."""
+
+
+class ScorerServicer(pb_grpc.ScorerServicer):
+    """``lmscore.v1.Scorer`` over the engine."""
+
+    def __init__(self, engine: Engine, keys: KeyChecker) -> None:
+        self.engine = engine
+        self.keys = keys
+
+    async def ScoreText(
+        self, request: pb.ScoreTextRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreTextResponse:
+        return await _observe("ScoreText", context, self._text(request, context))
+
+    async def ScoreChat(
+        self, request: pb.ScoreChatRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreChatResponse:
+        async def call() -> pb.ScoreChatResponse:
+            self._authorize(context)
+            req = convert.chat_request(request)
+            outcome = await self.engine.score_chat(req, context.time_remaining())
+            return convert.chat_response(outcome.response)
+
+        return await _observe("ScoreChat", context, call())
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        async def call() -> pb.ListModelsResponse:
+            self._authorize(context)
+            return convert.models_response(self.engine.list_models())
+
+        return await _observe("ListModels", context, call())
+
+    async def ScoreTextStream(
+        self,
+        request_iterator: AsyncIterator[pb.ScoreTextRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ScoreTextResponse]:
+        """Requests are scored concurrently; responses go out in request order."""
+        started = time.perf_counter()
+        in_order: asyncio.Queue[asyncio.Task[pb.ScoreTextResponse] | None] = asyncio.Queue()
+
+        async def read_requests() -> None:
+            try:
+                async for request in request_iterator:
+                    in_order.put_nowait(asyncio.ensure_future(self._text(request, context)))
+            finally:
+                in_order.put_nowait(None)
+
+        reader = asyncio.ensure_future(read_requests())
+        code = "OK"
+        try:
+            self._authorize(context)
+            while (task := await in_order.get()) is not None:
+                yield await task
+            await reader
+        except LMScoreError as error:
+            code = grpc_code_name(error)
+            await _abort(context, error)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            reader.cancel()
+            while not in_order.empty():
+                if (task := in_order.get_nowait()) is not None:
+                    task.cancel()
+            _record("ScoreTextStream", code, started)
+
+    async def _text(
+        self, request: pb.ScoreTextRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreTextResponse:
+        self._authorize(context)
+        req = convert.text_request(request)
+        outcome = await self.engine.score_text(req, context.time_remaining())
+        return convert.text_response(outcome.response)
+
+    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if self.keys.enabled:
+            metadata = dict(context.invocation_metadata() or ())
+            self.keys.check(metadata.get("authorization"))
+
+
+async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
+    """Await ``call``; turn our errors into statuses; record the request's metrics."""
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        return await call
+    except LMScoreError as error:
+        code = grpc_code_name(error)
+        await _abort(context, error)
+        raise  # not reached: abort raises
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except Exception as exc:
+        if isinstance(exc, grpc.aio.AbortError):
+            raise
+        log.exception("internal error in %s", method)
+        code = "INTERNAL"
+        await _abort(context, InternalError(f"internal error: {type(exc).__name__}"))
+        raise
+    finally:
+        _record(method, code, started)
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: LMScoreError) -> None:
+    if error.retry_after_s is not None:
+        context.set_trailing_metadata(
+            (("retry-after", str(max(1, math.ceil(error.retry_after_s)))),)
+        )
+    message = (
+        f"{error.param}: {error.message}"
+        if error.param and error.param not in error.message
+        else error.message
+    )
+    await context.abort(grpc.StatusCode[grpc_code_name(error)], message)
+
+
+def _record(method: str, code: str, started: float) -> None:
+    labels = {"endpoint": ENDPOINTS[method], "protocol": "grpc"}
+    metrics.REQUEST_DURATION.labels(**labels).observe(time.perf_counter() - started)
+    metrics.REQUESTS.labels(code=code, **labels).inc()
+    if (reason := REJECTION_BY_CODE.get(code)) is not None:
+        metrics.REJECTED.labels(reason=reason).inc()
+
+
+class GrpcDoor:
+    """The gRPC server: Scorer, health and reflection, on one port."""
+
+    def __init__(self, engine: Engine) -> None:
+        settings = engine.settings
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                ("grpc.max_send_message_length", settings.grpc_max_send_bytes),
+            ]
+        )
+        pb_grpc.add_ScorerServicer_to_server(
+            ScorerServicer(engine, KeyChecker(settings.all_api_keys())), self.server
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+
+    def bind(self, host: str, port: int) -> int:
+        """Listen on ``host:port``; returns the port (chosen by the OS when 0)."""
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        bound = self.server.add_insecure_port(address)
+        if bound == 0:
+            raise OSError(f"gRPC cannot listen on {address}")
+        return bound
+
+    async def start(self) -> None:
+        await self.set_serving(False)
+        await self.server.start()
+
+    async def set_serving(self, serving: bool) -> None:
+        """Health status of the whole server and of lmscore.v1.Scorer."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float) -> None:
+        with contextlib.suppress(Exception):
+            await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
