@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -25,10 +26,12 @@ from service.api.auth import KeyChecker
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from service.engine import Engine
-from service.errors import InternalError, LMScoreError, grpc_code_name
+from service.errors import InternalError, LMScoreError, TooLarge, grpc_code_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+STREAM_WINDOW = 64  # requests of one stream in flight ahead of the client's reading
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Scorer"].full_name
 REJECTION_BY_CODE = {
@@ -68,6 +71,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     ) -> pb.ScoreChatResponse:
         async def call() -> pb.ScoreChatResponse:
             self._authorize(context)
+            self._check_size(request)
             req = convert.chat_request(request)
             outcome = await self.engine.score_chat(req, context.time_remaining())
             return convert.chat_response(outcome.response)
@@ -88,13 +92,16 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         request_iterator: AsyncIterator[pb.ScoreTextRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ScoreTextResponse]:
-        """Requests are scored concurrently; responses go out in request order."""
+        """Requests are scored concurrently (at most STREAM_WINDOW ahead of the client's
+        reading); responses go out in request order."""
         started = time.perf_counter()
         in_order: asyncio.Queue[asyncio.Task[pb.ScoreTextResponse] | None] = asyncio.Queue()
+        window = asyncio.Semaphore(STREAM_WINDOW)
 
         async def read_requests() -> None:
             try:
                 async for request in request_iterator:
+                    await window.acquire()
                     in_order.put_nowait(asyncio.ensure_future(self._text(request, context)))
             finally:
                 in_order.put_nowait(None)
@@ -104,7 +111,9 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         try:
             self._authorize(context)
             while (task := await in_order.get()) is not None:
-                yield await task
+                response = await task
+                window.release()
+                yield response
             await reader
         except LMScoreError as error:
             code = grpc_code_name(error)
@@ -116,16 +125,24 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             reader.cancel()
             while not in_order.empty():
                 if (task := in_order.get_nowait()) is not None:
-                    task.cancel()
+                    _discard(task)
             _record("ScoreTextStream", code, started)
 
     async def _text(
         self, request: pb.ScoreTextRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreTextResponse:
         self._authorize(context)
+        self._check_size(request)
         req = convert.text_request(request)
         outcome = await self.engine.score_text(req, context.time_remaining())
         return convert.text_response(outcome.response)
+
+    def _check_size(self, request: Message) -> None:
+        # The transport refuses far larger messages itself (RESOURCE_EXHAUSTED); up to
+        # there, the contract's too_large answer applies, as on REST.
+        limit = self.engine.settings.max_body_bytes
+        if request.ByteSize() > limit:
+            raise TooLarge(f"request message exceeds {limit} bytes", param="body")
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if self.keys.enabled:
@@ -170,6 +187,14 @@ async def _abort(context: grpc.aio.ServicerContext, error: LMScoreError) -> None
     await context.abort(grpc.StatusCode[grpc_code_name(error)], message)
 
 
+def _discard(task: asyncio.Task[pb.ScoreTextResponse]) -> None:
+    """Cancel a stream's unsent work; read a finished task's error so none goes unseen."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
 def _record(method: str, code: str, started: float) -> None:
     labels = {"endpoint": ENDPOINTS[method], "protocol": "grpc"}
     metrics.REQUEST_DURATION.labels(**labels).observe(time.perf_counter() - started)
@@ -185,7 +210,8 @@ class GrpcDoor:
         settings = engine.settings
         self.server = grpc.aio.server(
             options=[
-                ("grpc.max_receive_message_length", settings.max_body_bytes),
+                # Twice the body limit: in between, the servicer answers too_large itself.
+                ("grpc.max_receive_message_length", 2 * settings.max_body_bytes),
                 ("grpc.max_send_message_length", settings.grpc_max_send_bytes),
             ]
         )

@@ -1,0 +1,372 @@
+"""The gRPC door in-process: parity with REST, errors, auth, health, reflection, streams, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import descriptor_pb2
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+from service.metrics import REGISTRY
+
+if TYPE_CHECKING:  # fixtures and their types live in tests/unit/api/conftest.py
+    from conftest import Served
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+T = 30.0  # deadline of every call that is not about deadlines: a hang fails, not stalls
+Code = grpc.StatusCode
+Factory = Callable[..., Awaitable["Served"]]
+TEXTS = ["hello world", "the quick brown fox jumps over a lazy dog", "Grüße aus München 😀"]
+CHAT = [
+    ("system", "You are terse."),
+    ("user", "hello"),
+    ("assistant", "hello world"),
+    ("user", "Привет мир как дела"),
+    ("assistant", "спасибо хорошо 😀"),
+]
+LONG = " ".join(["the quick brown fox jumps over a lazy dog"] * 20)
+
+
+def normal(value: Any) -> Any:
+    """Nulls and empty lists dropped: REST omits or nulls what protobuf leaves unset or empty."""
+    if isinstance(value, dict):
+        return {k: normal(v) for k, v in value.items() if v is not None and v != []}
+    if isinstance(value, list):
+        return [normal(v) for v in value]
+    return value
+
+
+def as_dict(message: Message) -> Any:
+    flags = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
+    return normal(MessageToDict(message, **flags))
+
+
+def assert_close(got: Any, want: Any, tol: float = 1e-6, path: str = "") -> None:
+    """Same structure and values; floats to ``tol`` relative (and absolute near zero)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (path, got, want)
+        for key in want:
+            assert_close(got[key], want[key], tol, f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (path, got, want)
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_close(g, w, tol, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(got, bool):
+        assert got == pytest.approx(want, rel=tol, abs=tol), path
+    else:
+        assert got == want and type(got) is type(want), (path, got, want)
+
+
+def conversation(turns: list[tuple[str, str]]) -> pb.Conversation:
+    return pb.Conversation(messages=[pb.ChatMessage(role=r, content=c) for r, c in turns])
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    """Polls ``check``: server-side bookkeeping may finish just after the client sees a status."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def assert_code(call: Awaitable[Any], code: grpc.StatusCode, detail: str | None) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    assert info.value.code() == code, info.value.details()
+    if detail is not None:
+        assert detail in (info.value.details() or "")
+
+
+async def assert_answers(served: Served) -> None:
+    response = await served.stub.ScoreText(pb.ScoreTextRequest(texts=TEXTS[:2]), timeout=T)
+    assert [r.num_scored_tokens > 0 for r in response.results] == [True, True]
+
+
+async def test_score_text_parity_with_rest(grpc_served: Served, client: httpx.AsyncClient) -> None:
+    for extra in ({}, {"return_tokens": True, "top_k": 3}, {"prepend_bos": True}):
+        rest = await client.post("/v1/score/text", json={"texts": TEXTS, **extra})
+        assert rest.status_code == 200, rest.text
+        got = await grpc_served.stub.ScoreText(pb.ScoreTextRequest(texts=TEXTS, **extra), timeout=T)
+        assert_close(as_dict(got), normal(rest.json()))
+        assert got.model == "default" and got.model_revision == "sha256:test"
+        assert all(r.HasField("ppl") and r.HasField("bits_per_char") for r in got.results)
+
+
+async def test_score_chat_parity_with_rest(grpc_served: Served, client: httpx.AsyncClient) -> None:
+    body: dict[str, Any] = {"conversations": [[{"role": r, "content": c} for r, c in CHAT]]}
+    body |= {"return_tokens": True, "top_k": 2, "score_roles": ["user", "assistant"]}
+    rest = await client.post("/v1/score/chat", json=body)
+    assert rest.status_code == 200, rest.text
+    roles = ["user", "assistant"]
+    request = pb.ScoreChatRequest(conversations=[conversation(CHAT)], score_roles=roles)
+    request.return_tokens, request.top_k = True, 2
+    got = await grpc_served.stub.ScoreChat(request, timeout=T)
+    assert_close(as_dict(got), normal(rest.json()))
+    (result,) = got.results
+    assert [(m.index, m.role, m.scored) for m in result.messages] == [
+        (i, role, role != "system") for i, (role, _) in enumerate(CHAT)
+    ]
+    assert all(t.HasField("scored") for t in result.tokens)
+    with_index = [t for t in result.tokens if t.HasField("message_index")]
+    assert 0 < len(with_index) < len(result.tokens)  # template text has no message
+    assert {t.message_index for t in with_index} == set(range(len(CHAT)))
+    assert sum(t.logprob for t in result.tokens if t.scored) == pytest.approx(result.sum_logprob)
+
+
+async def test_text_tokens(grpc_served: Served, tokenizer: Any) -> None:
+    text = TEXTS[2]
+    request = pb.ScoreTextRequest(texts=[text], return_tokens=True, top_k=3)
+    (result,) = (await grpc_served.stub.ScoreText(request, timeout=T)).results
+    tokens = result.tokens
+    assert [t.id for t in tokens] == tokenizer(text, add_special_tokens=False).input_ids
+    assert tokens[0].start == 0 and tokens[-1].end == len(text)
+    assert all(a.end == b.start for a, b in itertools.pairwise(tokens))
+    assert all(text[t.start : t.end] == t.text for t in tokens)
+    first, rest = tokens[0], tokens[1:]
+    assert not first.HasField("logprob") and not first.HasField("rank") and not first.top
+    for token in rest:
+        assert token.HasField("logprob") and token.rank >= 1 and len(token.top) == 3
+        alternatives = [a.logprob for a in token.top]
+        assert alternatives == sorted(alternatives, reverse=True)
+        assert (token.rank == 1) == (token.top[0].id == token.id)
+    for token in tokens:  # chat-only fields stay unset on plain texts
+        assert not token.HasField("message_index") and not token.HasField("scored")
+    assert sum(t.logprob for t in rest) == pytest.approx(result.sum_logprob)
+    assert result.num_tokens == len(tokens) and result.num_scored_tokens == len(rest)
+
+
+async def test_one_token_text_leaves_optionals_unset(
+    grpc_served: Served, client: httpx.AsyncClient, tokenizer: Any
+) -> None:
+    word = next(w for w in ("the", "a", "hello", "dog") if len(tokenizer(w).input_ids) == 1)
+    got = await grpc_served.stub.ScoreText(pb.ScoreTextRequest(texts=[word]), timeout=T)
+    (result,) = got.results
+    assert result.num_tokens == 1 and result.num_scored_tokens == 0 and result.sum_logprob == 0
+    for field in ("mean_nll", "ppl", "bits_per_byte", "bits_per_char"):
+        assert not result.HasField(field), field
+    assert not got.aggregate.HasField("ppl") and not got.aggregate.HasField("mean_nll")
+    rest = await client.post("/v1/score/text", json={"texts": [word]})
+    assert rest.json()["results"][0]["ppl"] is None
+    assert_close(as_dict(got), normal(rest.json()))
+
+
+async def test_list_models_mirrors_rest(grpc_served: Served, client: httpx.AsyncClient) -> None:
+    got = await grpc_served.stub.ListModels(pb.ListModelsRequest(), timeout=T)
+    rest = (await client.get("/v1/models")).json()
+    assert_close(as_dict(got), normal(rest))
+    assert got.object == "list" and [m.id for m in got.data] == ["default"]
+    assert got.data[0].has_chat_template and got.data[0].max_context == 64
+
+
+Text, Invalid = pb.ScoreTextRequest, Code.INVALID_ARGUMENT
+ERRORS: dict[str, tuple[Message, grpc.StatusCode, str | None]] = {
+    "empty": (Text(), Invalid, "texts"),
+    "empty_text": (Text(texts=["ok", ""]), Invalid, "texts[1]"),
+    "unknown_model": (Text(model="nope", texts=["hi"]), Code.NOT_FOUND, "nope"),
+    "top_k_21": (Text(texts=["hi"], return_tokens=True, top_k=21), Invalid, "top_k"),
+    "unknown_overflow": (Text(texts=["hi"], overflow=7), Invalid, "overflow"),  # type: ignore[arg-type]
+    "too_long": (Text(texts=[LONG]), Invalid, "texts[0]"),
+    "unknown_role": (
+        pb.ScoreChatRequest(conversations=[conversation([("wizard", "hi"), ("assistant", "x")])]),
+        Invalid,
+        "wizard",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+async def test_errors(grpc_served: Served, case: str) -> None:
+    request, code, detail = ERRORS[case]
+    method = grpc_served.stub.ScoreChat if isinstance(request, pb.ScoreChatRequest) else None
+    call = (method or grpc_served.stub.ScoreText)(request, timeout=T)
+    await assert_code(call, code, detail)
+    await assert_answers(grpc_served)
+
+
+async def test_tiny_deadline(grpc_served: Served) -> None:
+    call = grpc_served.stub.ScoreText(pb.ScoreTextRequest(texts=[LONG[:200]] * 8), timeout=0.001)
+    await assert_code(call, Code.DEADLINE_EXCEEDED, None)
+    await assert_answers(grpc_served)
+
+
+async def test_too_many_texts_is_invalid_argument(grpc_factory: Factory) -> None:
+    served = await grpc_factory(max_texts_per_request=2)
+    call = served.stub.ScoreText(pb.ScoreTextRequest(texts=["a", "b", "c"]), timeout=T)
+    await assert_code(call, Code.INVALID_ARGUMENT, "texts")
+    await assert_answers(served)
+
+
+async def test_message_over_max_body_bytes_is_too_large(grpc_factory: Factory) -> None:
+    # Over max_body_bytes: the contract's too_large (INVALID_ARGUMENT, naming the body).
+    served = await grpc_factory(max_body_bytes=2048)
+    call = served.stub.ScoreText(pb.ScoreTextRequest(texts=["ab " * 1000]), timeout=T)
+    await assert_code(call, Code.INVALID_ARGUMENT, "body")
+    await assert_answers(served)
+
+
+async def test_message_far_over_the_limit_is_refused_by_the_transport(
+    grpc_factory: Factory,
+) -> None:
+    # Over twice max_body_bytes gRPC itself refuses the message, before the handler runs.
+    served = await grpc_factory(max_body_bytes=2048)
+    call = served.stub.ScoreText(pb.ScoreTextRequest(texts=["ab " * 2000]), timeout=T)
+    await assert_code(call, Code.RESOURCE_EXHAUSTED, None)
+    await assert_answers(served)
+
+
+async def test_auth(grpc_factory: Factory) -> None:
+    served = await grpc_factory(api_keys=["secret"])
+    request, key = pb.ScoreTextRequest(texts=["hello world"]), (("authorization", "Bearer secret"),)
+    for call in (
+        served.stub.ScoreText(request, timeout=T),
+        served.stub.ScoreText(request, timeout=T, metadata=(("authorization", "Bearer nope"),)),
+        served.stub.ListModels(pb.ListModelsRequest(), timeout=T),
+        served.stub.ScoreTextStream(iter([request]), timeout=T).read(),
+    ):
+        await assert_code(call, Code.UNAUTHENTICATED, "API key")
+    response = await served.stub.ScoreText(request, timeout=T, metadata=key)
+    assert response.results[0].num_scored_tokens > 0
+    health = health_pb2_grpc.HealthStub(served.channel)
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=T)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_health(grpc_factory: Factory) -> None:
+    served = await grpc_factory()
+    health, status = health_pb2_grpc.HealthStub(served.channel), health_pb2.HealthCheckResponse
+    for serving, want in ((True, status.SERVING), (False, status.NOT_SERVING)):
+        await served.door.set_serving(serving)
+        for name in ("", "lmscore.v1.Scorer"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=T)
+            assert reply.status == want, (name, serving)
+    unknown = health.Check(health_pb2.HealthCheckRequest(service="nope.v1.X"), timeout=T)
+    await assert_code(unknown, Code.NOT_FOUND, None)
+
+
+async def test_reflection(grpc_served: Served) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(grpc_served.channel)
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="lmscore.v1.Scorer"),
+    ]
+    listed, files = [r async for r in stub.ServerReflectionInfo(iter(requests), timeout=T)]
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"lmscore.v1.Scorer", "grpc.health.v1.Health"} <= names
+    (raw, *_) = files.file_descriptor_response.file_descriptor_proto
+    descriptor = descriptor_pb2.FileDescriptorProto.FromString(raw)
+    assert descriptor.package == "lmscore.v1" and "Scorer" in {s.name for s in descriptor.service}
+
+
+def stream_requests() -> list[pb.ScoreTextRequest]:
+    words = LONG.split()
+    return [
+        pb.ScoreTextRequest(
+            texts=[" ".join(words[: 2 + 5 * i])] * (1 + i % 2), return_tokens=i == 3
+        )
+        for i in range(8)
+    ]
+
+
+async def test_stream_in_order_and_same_as_unary(grpc_served: Served) -> None:
+    labels = {"endpoint": "score_text_stream", "protocol": "grpc", "code": "OK"}
+    before = sample("lmscore_requests_total", **labels)
+    requests = stream_requests()
+    call = grpc_served.stub.ScoreTextStream(iter(requests), timeout=T)
+    streamed = [response async for response in call]
+    assert await call.code() == Code.OK
+    assert len(streamed) == len(requests)
+    for request, response in zip(requests, streamed, strict=True):
+        unary = await grpc_served.stub.ScoreText(request, timeout=T)
+        assert [r.num_tokens for r in response.results] == [r.num_tokens for r in unary.results]
+        # Batched with its neighbours, not alone: float32 rounding differs a little.
+        assert_close(as_dict(response), as_dict(unary), tol=1e-4)
+    await eventually(lambda: sample("lmscore_requests_total", **labels) == before + 1)
+
+
+async def test_stream_ends_at_bad_request(grpc_served: Served) -> None:
+    requests = stream_requests()
+    requests[3] = pb.ScoreTextRequest(texts=["hi"], return_tokens=True, top_k=21)
+    call = grpc_served.stub.ScoreTextStream(iter(requests), timeout=T)
+    received: list[pb.ScoreTextResponse] = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in call:
+            received.append(response)
+    assert info.value.code() == Code.INVALID_ARGUMENT and "top_k" in (info.value.details() or "")
+    assert len(received) == 3  # the responses before the bad request, in order
+    for request, response in zip(requests, received, strict=False):
+        unary = await grpc_served.stub.ScoreText(request, timeout=T)
+        assert_close(as_dict(response), as_dict(unary), tol=1e-4)
+    await assert_answers(grpc_served)
+
+
+async def test_abandoned_stream_is_cleaned_up(
+    grpc_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = await grpc_factory(max_batch_size=1)
+    model = served.engine.models["default"]
+    real_forward = model.backend.forward
+    forwarded: list[int] = []
+
+    def slow_forward(items: Any) -> Any:
+        time.sleep(0.4)  # on the batcher's worker thread
+        forwarded.append(len(items))
+        return real_forward(items)
+
+    monkeypatch.setattr(model.backend, "forward", slow_forward)
+    cancelled = {"endpoint": "score_text_stream", "protocol": "grpc", "code": "CANCELLED"}
+    before = sample("lmscore_requests_total", **cancelled)
+    dropped = {"model": "default", "reason": "cancelled"}
+    dropped_before = sample("lmscore_batch_items_dropped_total", **dropped)
+    rejected = sample("lmscore_requests_rejected_total", reason="cancelled")
+    call = served.stub.ScoreTextStream(timeout=T)
+    requests = stream_requests()
+    for request in requests:
+        await call.write(request)
+    first = await call.read()
+    assert first.results[0].num_tokens > 0
+    call.cancel()
+    assert await call.code() == Code.CANCELLED
+    await eventually(
+        lambda: (
+            model.batcher.queue_depth == 0
+            and served.engine.inflight == 0
+            and sample("lmscore_requests_total", **cancelled) == before + 1
+        )
+    )
+    sent = sum(len(r.texts) for r in requests)
+    assert sum(forwarded) < sent  # abandoned windows were dropped, not computed
+    assert sample("lmscore_batch_items_dropped_total", **dropped) > dropped_before
+    assert sample("lmscore_requests_rejected_total", reason="cancelled") == rejected + 1
+    monkeypatch.setattr(model.backend, "forward", real_forward)
+    await assert_answers(served)
+
+
+async def test_requests_total(grpc_served: Served) -> None:
+    def value(code: str) -> float:
+        labels = {"endpoint": "score_text", "protocol": "grpc", "code": code}
+        return sample("lmscore_requests_total", **labels)
+
+    ok, invalid = value("OK"), value("INVALID_ARGUMENT")
+    rejected = sample("lmscore_requests_rejected_total", reason="invalid")
+    await assert_answers(grpc_served)
+    await assert_answers(grpc_served)
+    await assert_code(grpc_served.stub.ScoreText(Text(), timeout=T), Invalid, None)
+    await eventually(lambda: (value("OK"), value("INVALID_ARGUMENT")) == (ok + 2, invalid + 1))
+    assert sample("lmscore_requests_rejected_total", reason="invalid") == rejected + 1
+    assert value("UNKNOWN") == 0 and value("INTERNAL") == 0
