@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -31,20 +32,30 @@ from service.schemas import (
     TextScoreRequest,
     Usage,
 )
+from service.scoring.aggregates import safe_exp
 from service.scoring.chat import ChatTemplateError
 from service.sequences import (
+    RunOptions,
     ScoredSequence,
+    SequenceScores,
     chat_error,
     chat_sequence,
     encode,
     fit_to_context,
     forward_items,
+    prompt_sequences,
     stitch,
     text_sequence,
 )
-from service.served import RequestTiming, ScoreOutcome, ServedModel, default_batch_tokens
+from service.served import (
+    PromptOutcome,
+    RequestTiming,
+    ScoreOutcome,
+    ServedModel,
+    default_batch_tokens,
+)
 from service.settings import Settings
-from service.validation import check_count, validate_chat
+from service.validation import check_count, check_token_ids, validate_chat
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -145,12 +156,13 @@ class Engine:
 
     async def _admitted(
         self,
-        work: Callable[[float], Awaitable[ScoreOutcome]],
+        work: Callable[[float], Awaitable[T]],
         model: ServedModel,
         endpoint: str,
         timeout_s: float | None,
-    ) -> ScoreOutcome:
-        """Run admitted work under the request deadline, counted as in flight."""
+    ) -> T:
+        """Run admitted work under the request deadline, counted as in flight; record the
+        PPL of every scored text for the drift histogram."""
         timeout = self.settings.request_timeout_s
         if timeout_s is not None:
             timeout = max(0.0, min(timeout, timeout_s))
@@ -166,10 +178,9 @@ class Engine:
             metrics.INFLIGHT.dec()
             if self.inflight == 0:
                 self._idle.set()
-        ppl = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
-        for result in outcome.response.results:
-            if result.ppl is not None:
-                ppl.observe(result.ppl)
+        histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
+        for ppl in _ppls(outcome):
+            histogram.observe(ppl)
         return outcome
 
     async def _score_texts(
@@ -223,6 +234,28 @@ class Engine:
         )
         return self._response(model, seqs, results)
 
+    async def score_prompts(
+        self,
+        model_name: str,
+        prompts: Sequence[str | Sequence[int]],
+        options: RunOptions,
+        timeout_s: float | None = None,
+    ) -> PromptOutcome:
+        """Score raw prompts (texts or token ids) for the OpenAI-compatible door: every
+        token given the ones before it, plus the distribution after the last token when
+        ``options.next_token``. Prompts must fit the context (``prompt[i]`` otherwise)."""
+        model = self._model(model_name)
+        check_count(len(prompts), self.settings.max_texts_per_request, "prompt")
+        check_token_ids(prompts, len(model.backend.tokenizer))
+
+        async def work(deadline: float) -> PromptOutcome:
+            seqs = await model.prepare(prompt_sequences, model.backend.tokenizer, prompts)
+            params = [f"prompt[{i}]" for i in range(len(seqs))]
+            scores, timing = await self._run(model, seqs, params, options, deadline)
+            return PromptOutcome(model, seqs, scores, timing)
+
+        return await self._admitted(work, model, "completions", timeout_s)
+
     @staticmethod
     def _render_all(
         model: ServedModel, conversations: list[list[dict[str, str]]], req: ChatScoreRequest
@@ -239,6 +272,32 @@ class Engine:
                 raise chat_error(exc, i) from exc
         return seqs
 
+    async def _run(
+        self,
+        model: ServedModel,
+        seqs: list[ScoredSequence],
+        params: list[str],
+        options: RunOptions,
+        deadline: float,
+    ) -> tuple[list[SequenceScores], RequestTiming]:
+        """Fit every sequence into the context, run its windows through the batcher, and
+        stitch each sequence's scores back together."""
+        plans = [
+            fit_to_context(seq, model.context, options.overflow, options.stride, param)
+            for seq, param in zip(seqs, params, strict=True)
+        ]
+        items = [
+            forward_items(seq, windows, options) for seq, windows in zip(seqs, plans, strict=True)
+        ]
+        scored = await model.batcher.submit([i for group in items for i in group], deadline)
+        outputs = [s.result for s in scored]
+        stitched: list[SequenceScores] = []
+        offset = 0
+        for seq, windows, group in zip(seqs, plans, items, strict=True):
+            stitched.append(stitch(seq, windows, outputs[offset : offset + len(group)], options))
+            offset += len(group)
+        return stitched, RequestTiming.of(scored)
+
     async def _score(
         self,
         model: ServedModel,
@@ -248,24 +307,13 @@ class Engine:
         deadline: float,
         build: Callable[[ScoredSequence, Any, int], TextResult],
     ) -> tuple[list[TextResult], RequestTiming]:
-        top_k = self._top_k(req)
-        plans = [
-            fit_to_context(seq, model.context, req.overflow, req.stride, param)
-            for seq, param in zip(seqs, params, strict=True)
+        options = RunOptions(req.overflow, req.stride, self._top_k(req), req.return_tokens)
+        stitched, timing = await self._run(model, seqs, params, options, deadline)
+        results = [
+            build(seq, scores, i)
+            for i, (seq, scores) in enumerate(zip(seqs, stitched, strict=True))
         ]
-        items = [
-            forward_items(seq, windows, top_k, req.return_tokens)
-            for seq, windows in zip(seqs, plans, strict=True)
-        ]
-        scored = await model.batcher.submit([i for group in items for i in group], deadline)
-        outputs = [s.result for s in scored]
-        results: list[TextResult] = []
-        offset = 0
-        for i, (seq, windows, group) in enumerate(zip(seqs, plans, items, strict=True)):
-            scores = stitch(seq, windows, outputs[offset : offset + len(group)], top_k)
-            offset += len(group)
-            results.append(build(seq, scores, i))
-        return results, RequestTiming.of(scored)
+        return results, timing
 
     def _response(
         self,
@@ -284,6 +332,10 @@ class Engine:
         return ScoreOutcome(response, timing)
 
     # ---- validation ------------------------------------------------------------------
+    def get_model(self, name: str) -> ServedModel:
+        """A served, ready model (NotFound, or Unavailable while loading or draining)."""
+        return self._model(name)
+
     def _model(self, name: str) -> ServedModel:
         if self.draining:
             raise Unavailable("the server is shutting down")
@@ -300,3 +352,17 @@ class Engine:
     @staticmethod
     def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:
         return req.top_k if req.return_tokens else 0
+
+
+def _ppls(outcome: object) -> list[float]:
+    """Per-text PPL of a finished request (texts with no scored token have none)."""
+    if isinstance(outcome, ScoreOutcome):
+        return [r.ppl for r in outcome.response.results if r.ppl is not None]
+    if isinstance(outcome, PromptOutcome):
+        ppls = []
+        for seq, scores in zip(outcome.sequences, outcome.scores, strict=True):
+            lps = [float(scores.logprobs[j + seq.shift]) for j, s in enumerate(seq.scored) if s]
+            if lps:
+                ppls.append(safe_exp(-math.fsum(lps) / len(lps)))
+        return ppls
+    return []

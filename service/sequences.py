@@ -7,7 +7,7 @@ fits it into the model's context; ``stitch`` puts the windows' scores back in pl
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,20 @@ class SequenceScores:
     ranks: npt.NDArray[np.int64]
     top_ids: npt.NDArray[np.int64]
     top_logprobs: npt.NDArray[np.float32]
+    # The top_k tokens after the last position, when asked for (best first).
+    next_top_ids: npt.NDArray[np.int64] | None = None
+    next_top_logprobs: npt.NDArray[np.float32] | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to fit and score sequences: overflow handling, detail, and the next token."""
+
+    overflow: str = "error"
+    stride: int | None = None
+    top_k: int = 0
+    with_ranks: bool = False
+    next_token: bool = False
 
 
 def encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -153,36 +167,59 @@ def _stride(stride: int | None, context: int) -> int:
     return stride
 
 
+def active_windows(windows: list[Window], options: RunOptions) -> list[Window]:
+    """The windows that need a forward pass: those that score something, and the last one
+    when the next token is asked for (a one-token prompt scores nothing but has a next)."""
+    active = [w for w in windows if w.end > w.score_from]
+    if options.next_token and windows and (not active or active[-1] is not windows[-1]):
+        active.append(windows[-1])
+    return active
+
+
 def forward_items(
-    seq: ScoredSequence, windows: list[Window], top_k: int, with_ranks: bool = True
+    seq: ScoredSequence, windows: list[Window], options: RunOptions
 ) -> list[ForwardItem]:
-    """One forward item per window."""
+    """One forward item per active window (the last one may also ask for the next token)."""
     ids = seq.input_ids
+    active = active_windows(windows, options)
     return [
-        ForwardItem(tuple(ids[w.begin : w.end]), w.score_from - w.begin, top_k, with_ranks)
-        for w in windows
-        if w.end > w.score_from
+        ForwardItem(
+            tuple(ids[w.begin : w.end]),
+            min(w.score_from, w.end) - w.begin,
+            options.top_k,
+            options.with_ranks,
+            options.next_token and i == len(active) - 1,
+        )
+        for i, w in enumerate(active)
     ]
 
 
 def stitch(
-    seq: ScoredSequence, windows: list[Window], results: list[ForwardResult], top_k: int
+    seq: ScoredSequence, windows: list[Window], results: list[ForwardResult], options: RunOptions
 ) -> SequenceScores:
-    """Per-position scores of ``seq`` from its windows' results."""
+    """Per-position scores of ``seq`` from its active windows' results."""
+    top_k = options.top_k
     n = len(seq.input_ids)
     logprobs = np.full(n, np.nan, dtype=np.float32)
     ranks = np.zeros(n, dtype=np.int64)
     top_ids = np.zeros((n, top_k), dtype=np.int64)
     top_lps = np.zeros((n, top_k), dtype=np.float32)
-    active = [w for w in windows if w.end > w.score_from]
-    for window, result in zip(active, results, strict=True):
+    for window, result in zip(active_windows(windows, options), results, strict=True):
         span = slice(window.score_from, window.end)
         logprobs[span] = result.logprobs
         ranks[span] = result.ranks
         if top_k:
             top_ids[span] = result.top_ids
             top_lps[span] = result.top_logprobs
-    return SequenceScores(logprobs, ranks, top_ids, top_lps)
+    last = results[-1] if results else None
+    return SequenceScores(
+        logprobs,
+        ranks,
+        top_ids,
+        top_lps,
+        last.next_top_ids if last is not None else None,
+        last.next_top_logprobs if last is not None else None,
+    )
 
 
 def chat_error(exc: ChatTemplateError, conversation: int) -> InvalidRequest:
@@ -191,3 +228,62 @@ def chat_error(exc: ChatTemplateError, conversation: int) -> InvalidRequest:
     if exc.index is not None:
         param += f"[{exc.index}]"
     return InvalidRequest(str(exc), param=param)
+
+
+def ids_sequence(tokenizer: Any, ids: list[int]) -> ScoredSequence:
+    """A prompt given as token ids: its text is the ids decoded, cut into one piece per
+    token so the pieces concatenate back to that text."""
+    text = str(tokenizer.decode(ids, clean_up_tokenization_spaces=False))
+    ((again, offsets),) = encode(tokenizer, [text])
+    if again != ids:  # the text does not re-tokenize to these ids: cut it by decoding
+        pieces = token_pieces(tokenizer, ids)
+        text = "".join(pieces)
+        offsets = []
+        cursor = 0
+        for piece in pieces:
+            offsets.append((cursor, cursor + len(piece)))
+            cursor += len(piece)
+    return text_sequence(text, list(ids), offsets, None)
+
+
+def token_pieces(tokenizer: Any, ids: list[int], context: int = 6) -> list[str]:
+    """The text each token adds after the ones before it (decoding a few tokens of
+    context, as incremental detokenizers do). A token that ends inside a multi-byte
+    character adds nothing; the token completing the character adds all of it."""
+    pieces: list[str] = []
+    pending_from = 0  # first token whose text is not emitted yet
+    for i in range(len(ids)):
+        start = max(0, pending_from - context)
+        before = str(tokenizer.decode(ids[start:pending_from], clean_up_tokenization_spaces=False))
+        after = str(tokenizer.decode(ids[start : i + 1], clean_up_tokenization_spaces=False))
+        if after.endswith("\ufffd") and i + 1 < len(ids):
+            pieces.append("")
+            continue
+        pieces.append(after[len(before) :] if after.startswith(before) else after)
+        pending_from = i + 1
+    return pieces
+
+
+def next_piece(tokenizer: Any, ids: list[int], token: int, context: int = 6) -> str:
+    """The text ``token`` adds after ``ids``."""
+    tail = ids[-context:]
+    before = str(tokenizer.decode(tail, clean_up_tokenization_spaces=False))
+    after = str(tokenizer.decode([*tail, token], clean_up_tokenization_spaces=False))
+    return after[len(before) :] if after.startswith(before) else after
+
+
+def prompt_sequences(
+    tokenizer: Any, prompts: Sequence[str | Sequence[int]]
+) -> list[ScoredSequence]:
+    """Raw prompts as sequences: texts are tokenized (no special tokens added), token ids
+    are taken as they are."""
+    texts = [p for p in prompts if isinstance(p, str)]
+    encoded = iter(encode(tokenizer, texts)) if texts else iter(())
+    seqs = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            ids, offsets = next(encoded)
+            seqs.append(text_sequence(prompt, ids, offsets, None))
+        else:
+            seqs.append(ids_sequence(tokenizer, list(prompt)))
+    return seqs

@@ -13,6 +13,7 @@ from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
 from service.batching.pending import ScoredItem
 from service.schemas import ModelCard, ScoreResponse
+from service.sequences import ScoredSequence, SequenceScores
 
 T = TypeVar("T")
 
@@ -83,3 +84,13 @@ def default_batch_tokens(backend: Backend) -> int:
     """The padded-token budget per forward when none is configured: small batches are
     fastest on CPU (measured: 2048 beat 16384 by 10-40% on this project's benchmark)."""
     return 16384 if backend.info.device.startswith("cuda") else 2048
+
+
+@dataclass(frozen=True)
+class PromptOutcome:
+    """Raw prompts scored: each prompt's sequence and per-position scores."""
+
+    model: ServedModel
+    sequences: list[ScoredSequence]
+    scores: list[SequenceScores]
+    timing: RequestTiming

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from service.errors import InvalidRequest, TooLarge
@@ -38,3 +39,22 @@ def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: S
                 f"no message has a role in score_roles {req.score_roles}",
                 param=f"conversations[{i}]",
             )
+
+
+def check_token_ids(
+    prompts: Sequence[str | Sequence[int]],
+    vocab_size: int,
+    params: Sequence[str] | None = None,
+) -> None:
+    """Token-id prompts may only hold ids the tokenizer knows. ``params[i]`` names prompt i
+    in the error (``prompt[i]`` by default); the offending id's index is appended."""
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, str):
+            continue
+        name = params[i] if params is not None else f"prompt[{i}]"
+        for j, token in enumerate(prompt):
+            if not 0 <= token < vocab_size:
+                raise InvalidRequest(
+                    f"token id {token} is outside the vocabulary (0..{vocab_size - 1})",
+                    param=f"{name}[{j}]",
+                )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Annotated
 
@@ -15,9 +14,12 @@ from service.api.auth import KeyChecker
 from service.api.errors_http import error_response, install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware
 from service.api.observe import CLIENT_CLOSED, RequestMetricsMiddleware
-from service.engine import Engine, ScoreOutcome
+from service.api.openai_compat import install_openai_routes
+from service.api.responses import timing_headers, unless_disconnected
+from service.engine import Engine
 from service.errors import Unavailable
 from service.schemas import ChatScoreRequest, ModelList, ScoreResponse, TextScoreRequest
+from service.served import ScoreOutcome
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -40,6 +42,7 @@ def create_app(engine: Engine) -> FastAPI:
     app.add_middleware(RequestMetricsMiddleware)
     install_error_handlers(app)
     guarded = [Depends(authorized)]
+    install_openai_routes(app, engine, guarded)
 
     @app.post("/v1/score/text", response_model=ScoreResponse, dependencies=guarded)
     async def score_text(body: TextScoreRequest, request: Request) -> Response:
@@ -80,43 +83,10 @@ def create_app(engine: Engine) -> FastAPI:
 
 
 async def _respond(request: Request, work: Awaitable[ScoreOutcome]) -> Response:
-    """Run ``work`` until done or until the client disconnects (then it is cancelled, and
-    its queued windows are dropped before they cost a forward pass)."""
-    outcome = await _cancel_on_disconnect(request, work)
+    """The outcome as JSON with timing headers (499 if the client left meanwhile)."""
+    outcome = await unless_disconnected(request, work)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)
-    timing = outcome.timing
     return JSONResponse(
-        outcome.response.model_dump(mode="json"),
-        headers={
-            "x-queue-time-ms": f"{timing.queue_s * 1000:.1f}",
-            "x-inference-time-ms": f"{timing.inference_s * 1000:.1f}",
-        },
+        outcome.response.model_dump(mode="json"), headers=timing_headers(outcome.timing)
     )
-
-
-async def _cancel_on_disconnect(
-    request: Request, work: Awaitable[ScoreOutcome]
-) -> ScoreOutcome | None:
-    """The outcome of ``work``, or None when the client left first (``work`` is cancelled)."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, watcher):
-            if not pending.done():
-                pending.cancel()
-        # Cancellation is only requested above; wait until both have really stopped.
-        await asyncio.wait({task, watcher})
-    if task.cancelled():
-        return None
-    return task.result()
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    # The body was already read, so the next message can only be the disconnect.
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

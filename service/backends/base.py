@@ -25,6 +25,8 @@ class ForwardItem:
     score_from: int
     top_k: int = 0
     with_ranks: bool = False
+    # Also return the top_k tokens after the last position (for one greedy token).
+    next_token: bool = False
 
     @property
     def num_scored(self) -> int:
@@ -43,6 +45,9 @@ class ForwardResult:
     ranks: npt.NDArray[np.int64]
     top_ids: npt.NDArray[np.int64]
     top_logprobs: npt.NDArray[np.float32]
+    # With ``next_token``: the top_k tokens after the last position [k], best first.
+    next_top_ids: npt.NDArray[np.int64] | None = None
+    next_top_logprobs: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ bounded chunk at a time (see ``scoring.logprobs``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -130,20 +131,24 @@ class HFBackend:
         width = max(len(item.input_ids) for item in items)
         ids = torch.full((len(items), width), self._pad_id, dtype=torch.long)
         rows: list[int] = []
-        cols: list[int] = []
+        cols: list[int] = []  # the hidden state at position p-1 predicts the token at p
+        targets: list[int] = []
         for b, item in enumerate(items):
-            ids[b, : len(item.input_ids)] = torch.tensor(item.input_ids, dtype=torch.long)
-            positions = range(item.score_from, len(item.input_ids))
-            rows.extend([b] * len(positions))
-            cols.extend(positions)
-        ids = ids.to(self.device)
-        hidden = self._body(input_ids=ids, use_cache=False).last_hidden_state
+            length = len(item.input_ids)
+            ids[b, :length] = torch.tensor(item.input_ids, dtype=torch.long)
+            rows.extend([b] * item.num_scored)
+            cols.extend(range(item.score_from - 1, length - 1))
+            targets.extend(item.input_ids[item.score_from :])
+            if item.next_token:  # the distribution after the last token; no target
+                rows.append(b)
+                cols.append(length - 1)
+                targets.append(0)
+        hidden = self._body(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
         row_t = torch.tensor(rows, dtype=torch.long, device=self.device)
         col_t = torch.tensor(cols, dtype=torch.long, device=self.device)
-        # The hidden state at p-1 predicts the token at p.
         scores = score_hidden_states(
-            hidden[row_t, col_t - 1],
-            ids[row_t, col_t],
+            hidden[row_t, col_t],
+            torch.tensor(targets, dtype=torch.long, device=self.device),
             self._project,
             max(item.top_k for item in items),
             self._chunk,
@@ -160,17 +165,23 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
     results: list[ForwardResult] = []
     offset = 0
     for item in items:
-        n = item.num_scored
-        k = item.top_k
-        results.append(
-            ForwardResult(
-                logprobs[offset : offset + n],
-                ranks[offset : offset + n].astype(np.int64),
-                top_ids[offset : offset + n, :k].astype(np.int64),
-                top_lps[offset : offset + n, :k],
-            )
+        n, k = item.num_scored, item.top_k
+        span = slice(offset, offset + n)
+        result = ForwardResult(
+            logprobs[span],
+            ranks[span].astype(np.int64),
+            top_ids[span, :k].astype(np.int64),
+            top_lps[span, :k],
         )
         offset += n
+        if item.next_token:
+            result = dataclasses.replace(
+                result,
+                next_top_ids=top_ids[offset, :k].astype(np.int64),
+                next_top_logprobs=top_lps[offset, :k],
+            )
+            offset += 1
+        results.append(result)
     return results
 
 

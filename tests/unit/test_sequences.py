@@ -12,6 +12,7 @@ from service.errors import InvalidRequest
 from service.scoring.chat import ChatTemplateError
 from service.scoring.windows import Window
 from service.sequences import (
+    RunOptions,
     ScoredSequence,
     chat_error,
     chat_sequence,
@@ -134,11 +135,12 @@ def test_forward_items_and_stitch_round_trip(
 ) -> None:
     seq = _seq(n, bos)
     windows = fit_to_context(seq, context, "sliding_window", stride, "texts[0]")
-    items = forward_items(seq, windows, top_k)
+    options = RunOptions(top_k=top_k, with_ranks=True)
+    items = forward_items(seq, windows, options)
     assert all(len(it.input_ids) <= context and it.score_from >= 1 for it in items)
     assert all(it.num_scored >= 1 and it.top_k == top_k for it in items)
     assert sum(it.num_scored for it in items) == len(seq.input_ids) - 1
-    scores = stitch(seq, windows, [_fake_forward(it) for it in items], top_k)
+    scores = stitch(seq, windows, [_fake_forward(it) for it in items], options)
     ids = np.array(seq.input_ids)
     assert np.isnan(scores.logprobs[0]) and scores.ranks[0] == 0
     np.testing.assert_allclose(scores.logprobs[1:], -0.01 * ids[1:], rtol=1e-6, atol=0)
@@ -154,7 +156,7 @@ def test_forward_items_and_stitch_round_trip(
 def test_forward_items_feed_history_before_scored_tokens() -> None:
     seq = _seq(10)
     windows = [Window(0, 4, 1), Window(2, 6, 4)]
-    items = forward_items(seq, windows, 0)
+    items = forward_items(seq, windows, RunOptions())
     assert items[1].input_ids == (102, 103, 104, 105)
     assert items[1].score_from == 2
 
@@ -162,9 +164,9 @@ def test_forward_items_feed_history_before_scored_tokens() -> None:
 def test_stitch_rejects_missing_results() -> None:
     seq = _seq(10)
     windows = fit_to_context(seq, 4, "sliding_window", 2, "texts[0]")
-    items = forward_items(seq, windows, 0)
+    items = forward_items(seq, windows, RunOptions())
     with pytest.raises(ValueError):
-        stitch(seq, windows, [_fake_forward(it) for it in items[:-1]], 0)
+        stitch(seq, windows, [_fake_forward(it) for it in items[:-1]], RunOptions())
 
 
 class CharTokenizer:
@@ -220,3 +222,18 @@ def test_chat_error_param() -> None:
     assert chat_error(ChatTemplateError("bad", 2), 1).param == "conversations[1][2]"
     error = chat_error(ChatTemplateError("bad"), 0)
     assert error.param == "conversations[0]" and error.message == "bad"
+
+
+def test_next_token_runs_the_last_window_even_when_it_scores_nothing() -> None:
+    seq = _seq(1)
+    windows = fit_to_context(seq, 8, "error", None, "prompt[0]")
+    assert forward_items(seq, windows, RunOptions()) == []
+    (item,) = forward_items(seq, windows, RunOptions(top_k=1, next_token=True))
+    assert item.next_token and item.num_scored == 0 and item.input_ids == tuple(seq.input_ids)
+
+
+def test_only_the_last_window_asks_for_the_next_token() -> None:
+    seq = _seq(20)
+    windows = fit_to_context(seq, 8, "sliding_window", 4, "prompt[0]")
+    items = forward_items(seq, windows, RunOptions(top_k=1, next_token=True))
+    assert [it.next_token for it in items] == [False] * (len(items) - 1) + [True]

@@ -105,7 +105,10 @@ def test_batch_of_different_lengths_equals_one_by_one(
 
 
 def test_mixed_top_k_in_one_batch(backend: HFBackend, token_ids: list[list[int]]) -> None:
-    items = [ForwardItem(tuple(token_ids[0]), 1, 0, True), ForwardItem(tuple(token_ids[1]), 1, 7, True)]
+    items = [
+        ForwardItem(tuple(token_ids[0]), 1, 0, True),
+        ForwardItem(tuple(token_ids[1]), 1, 7, True),
+    ]
     plain, with_top = backend.forward(items)
     assert plain.top_ids.shape[1] == 0
     assert with_top.top_ids.shape == (len(token_ids[1]) - 1, 7)

@@ -1,0 +1,232 @@
+"""The OpenAI-compatible door: legacy ``/v1/completions`` with echo and logprobs (what
+lm-evaluation-harness ``local-completions`` and the ``openai`` client speak), and vLLM's
+``/tokenize``, ``/detokenize`` and ``/tokenizer_info``.
+
+Completions go through the same engine, batcher, limits, auth and metrics as
+``/v1/score/*``. At most one token is generated, greedily; its top-logprobs entry is the
+very float reported as its logprob, since harnesses test greediness by equality.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.params import Depends
+from fastapi.responses import JSONResponse, Response
+
+from service.api.observe import CLIENT_CLOSED
+from service.api.openai_schemas import (
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionUsage,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    LegacyLogprobs,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from service.api.responses import timing_headers, unless_disconnected
+from service.engine import Engine
+from service.errors import InvalidRequest
+from service.sequences import RunOptions, ScoredSequence, SequenceScores, next_piece
+from service.served import PromptOutcome, ServedModel
+from service.validation import check_token_ids
+
+
+def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depends]) -> None:
+    """Register the OpenAI-compatible routes on ``app``."""
+
+    @app.post("/v1/completions", response_model=CompletionResponse, dependencies=list(guarded))
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        """Legacy completions: echo + logprobs scoring, and at most one greedy token."""
+        options = completion_options(body)
+        work = engine.score_prompts(body.model, prompt_list(body.prompt), options)
+        outcome = await unless_disconnected(request, work)
+        if outcome is None:
+            return Response(status_code=CLIENT_CLOSED)
+        response = completion_response(body, outcome)
+        return JSONResponse(
+            response.model_dump(mode="json"), headers=timing_headers(outcome.timing)
+        )
+
+    @app.post("/tokenize", response_model=TokenizeResponse, dependencies=list(guarded))
+    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
+        """Token ids of a prompt, or of chat messages rendered with the model's template."""
+        model = engine.get_model(body.model)
+        return await model.prepare(_tokenize, model, body)
+
+    @app.post("/detokenize", response_model=DetokenizeResponse, dependencies=list(guarded))
+    async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
+        """The text of token ids (special tokens kept)."""
+        model = engine.get_model(body.model)
+        tokenizer = model.backend.tokenizer
+        check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
+        text = await model.prepare(tokenizer.decode, body.tokens)
+        return DetokenizeResponse(prompt=str(text))
+
+    @app.get("/tokenizer_info", dependencies=list(guarded))
+    async def tokenizer_info(model: str = "default") -> dict[str, Any]:
+        """The tokenizer's special tokens and chat template, as vLLM reports them."""
+        return _tokenizer_info(engine.get_model(model))
+
+
+def prompt_list(prompt: Any) -> list[str | list[int]]:
+    """OpenAI's four prompt shapes as a list of prompts (texts or token-id lists)."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and all(isinstance(t, int) for t in prompt):
+        return [list(prompt)]
+    return list(prompt)
+
+
+def completion_options(body: CompletionRequest) -> RunOptions:
+    """What to compute; refuses sampling, which a scoring server does not do."""
+    generate = (1 if body.max_tokens is None else body.max_tokens) > 0
+    if generate and body.temperature not in (None, 0):
+        raise InvalidRequest(
+            "only greedy decoding is served: use temperature 0 (or max_tokens 0 to only score)",
+            param="temperature",
+        )
+    if generate and body.top_p not in (None, 1):
+        raise InvalidRequest("only greedy decoding is served: top_p must be 1", param="top_p")
+    want = body.logprobs if body.logprobs is not None else 0
+    return RunOptions(top_k=max(want, 1 if generate else 0), next_token=generate)
+
+
+def completion_response(body: CompletionRequest, outcome: PromptOutcome) -> CompletionResponse:
+    choices = [
+        _choice(i, body, outcome.model, seq, scores)
+        for i, (seq, scores) in enumerate(zip(outcome.sequences, outcome.scores, strict=True))
+    ]
+    prompt_tokens = sum(len(seq.token_ids) for seq in outcome.sequences)
+    generated = sum(1 for _ in choices) if _generates(body) else 0
+    return CompletionResponse(
+        id=f"cmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=outcome.model.name,
+        choices=choices,
+        usage=CompletionUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=generated,
+            total_tokens=prompt_tokens + generated,
+        ),
+    )
+
+
+def _generates(body: CompletionRequest) -> bool:
+    return (1 if body.max_tokens is None else body.max_tokens) > 0
+
+
+class _LogprobsBuilder:
+    """Accumulates the legacy logprobs lists and the choice text, token by token."""
+
+    def __init__(self, model: ServedModel, k: int) -> None:
+        self.model = model
+        self.k = k
+        self.text = ""
+        self.lists = LegacyLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+
+    def add(self, piece: str, logprob: float | None, top_ids: Any, top_lps: Any) -> None:
+        self.lists.tokens.append(piece)
+        self.lists.text_offset.append(len(self.text))
+        self.text += piece
+        self.lists.token_logprobs.append(logprob)
+        self.lists.top_logprobs.append(
+            None if logprob is None else self._top(piece, logprob, top_ids, top_lps)
+        )
+
+    def _top(self, piece: str, logprob: float, top_ids: Any, top_lps: Any) -> dict[str, float]:
+        top: dict[str, float] = {}
+        for token, lp in zip(top_ids[: self.k], top_lps[: self.k], strict=True):
+            key = self.model.token_text(int(token))
+            top[key] = max(top.get(key, float("-inf")), float(lp))
+        # The chosen token's own entry, with the very float of token_logprobs (a different
+        # token decoding to the same text keeps the larger value).
+        top[piece] = max(top.get(piece, float("-inf")), logprob)
+        return top
+
+
+def _choice(
+    index: int,
+    body: CompletionRequest,
+    model: ServedModel,
+    seq: ScoredSequence,
+    scores: SequenceScores,
+) -> CompletionChoice:
+    builder = _LogprobsBuilder(model, body.logprobs or 0)
+    if body.echo:
+        for j, (start, end) in enumerate(seq.offsets):
+            p = j + seq.shift
+            logprob = float(scores.logprobs[p]) if p > 0 else None
+            builder.add(seq.text[start:end], logprob, scores.top_ids[p], scores.top_logprobs[p])
+    if _generates(body):
+        assert scores.next_top_ids is not None and scores.next_top_logprobs is not None
+        token = int(scores.next_top_ids[0])
+        piece = next_piece(model.backend.tokenizer, seq.token_ids, token)
+        builder.add(
+            piece, float(scores.next_top_logprobs[0]), scores.next_top_ids, scores.next_top_logprobs
+        )
+    return CompletionChoice(
+        index=index,
+        text=builder.text,
+        logprobs=builder.lists if body.logprobs is not None else None,
+        finish_reason="length",
+    )
+
+
+def _tokenize(model: ServedModel, body: TokenizeRequest) -> TokenizeResponse:
+    tokenizer = model.backend.tokenizer
+    if (body.prompt is None) == (body.messages is None):
+        raise InvalidRequest("give exactly one of prompt or messages", param="prompt")
+    if body.messages is not None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InvalidRequest(f"model {model.name!r} has no chat template", param="messages")
+        try:
+            text = tokenizer.apply_chat_template(
+                body.messages, tokenize=False, add_generation_prompt=body.add_generation_prompt
+            )
+        except Exception as exc:
+            raise InvalidRequest(
+                f"the chat template rejected the messages: {exc}", param="messages"
+            ) from exc
+        special = bool(body.add_special_tokens)
+    else:
+        text = body.prompt
+        special = True if body.add_special_tokens is None else body.add_special_tokens
+    try:  # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            "not valid Unicode text (lone surrogate)",
+            param="prompt" if body.messages is None else "messages",
+        ) from exc
+    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    return TokenizeResponse(
+        count=len(ids),
+        max_model_len=model.context,
+        tokens=ids,
+        token_strs=tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None,
+    )
+
+
+def _tokenizer_info(model: ServedModel) -> dict[str, Any]:
+    tokenizer = model.backend.tokenizer
+    return {
+        "tokenizer_class": type(tokenizer).__name__,
+        "model": model.name,
+        "bos_token": tokenizer.bos_token,
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+        "unk_token": tokenizer.unk_token,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "model_max_length": model.context,
+        "vocab_size": len(tokenizer),
+    }

@@ -1,0 +1,145 @@
+"""Request and response models of the OpenAI-compatible endpoints (legacy completions,
+and vLLM's tokenizer endpoints), in the shapes those clients send and parse."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic_core import PydanticCustomError
+
+from service.schemas import MAX_TOP_K
+
+TokenIds = Annotated[list[StrictInt], Field(min_length=1)]
+Text = Annotated[StrictStr, Field(min_length=1)]
+Prompt = Text | TokenIds | Annotated[list[Text | TokenIds], Field(min_length=1)]
+
+
+def _is_token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+
+def _prompt_problem(value: Any) -> str | None:
+    """Why one prompt (a text or a token-id list) is invalid, or None."""
+    if isinstance(value, str):
+        if not value:
+            return "is an empty string"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode text (lone surrogate)"
+        return None
+    if _is_token_ids(value):
+        return None
+    return "must be a non-empty string or a non-empty list of integer token ids"
+
+
+def check_prompt(value: Any) -> Any:
+    """The prompt's shape, checked before the union so an error names ``prompt[i]`` rather
+    than one of pydantic's union members (``prompt.constrained-str``)."""
+    if isinstance(value, str) or _is_token_ids(value):
+        problem = _prompt_problem(value)
+        where = "prompt"
+    elif isinstance(value, list) and value:
+        found = ((i, _prompt_problem(p)) for i, p in enumerate(value))
+        index, problem = next(((i, p) for i, p in found if p), (0, None))
+        where = f"prompt[{index}]"
+    else:
+        problem = (
+            "must be a string, a list of strings, a list of token ids or a list of token-id lists"
+            if value != []
+            else "must not be an empty list"
+        )
+        where = "prompt"
+    if problem:
+        raise PydanticCustomError(
+            "prompt", "{where} {problem}", {"where": where, "problem": problem}
+        )
+    return value
+
+
+class CompletionRequest(BaseModel):
+    """``POST /v1/completions``. Sampling is greedy only: this server scores text, and
+    generates at most one token."""
+
+    # Clients send many optional OpenAI fields; the ones that change nothing here are accepted.
+    model_config = ConfigDict(extra="allow")
+
+    model: str = "default"
+    prompt: Prompt
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_K)
+    max_tokens: int | None = Field(
+        None, ge=0, le=1, description="0 (score only) or 1 (one greedy token); default 1."
+    )
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    n: int = Field(1, ge=1, le=1)
+    best_of: int | None = Field(None, ge=1, le=1)
+    stream: Literal[False] = False
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, value: Any) -> Any:
+        return check_prompt(value)
+
+
+class LegacyLogprobs(BaseModel):
+    """The legacy completions ``logprobs`` object."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: LegacyLogprobs | None
+    finish_reason: Literal["length", "stop"]
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize``: a prompt, or chat messages rendered with the model's template."""
+
+    model: str = "default"
+    prompt: StrictStr | None = None
+    messages: list[dict[str, Any]] | None = None
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool = True
+    return_token_strs: bool = False
+
+
+class TokenizeResponse(BaseModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(BaseModel):
+    model: str = "default"
+    tokens: list[StrictInt]
+
+
+class DetokenizeResponse(BaseModel):
+    prompt: str

@@ -1,0 +1,121 @@
+"""Real OpenAI-dialect clients against the real server: the ``openai`` package, and
+lm-evaluation-harness ``local-completions`` compared with its own in-process ``hf`` model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from corpus import ENGLISH, OTHER
+from server_process import RunningServer
+
+pytestmark = pytest.mark.integration
+
+HARNESS = """
+import json, sys
+import lm_eval
+from lm_eval.tasks import TaskManager
+
+model, model_args, include = sys.argv[1], sys.argv[2], sys.argv[3]
+results = lm_eval.simple_evaluate(
+    model=model, model_args=model_args, tasks=["lmscore_rolling"],
+    task_manager=TaskManager(include_path=include), batch_size=1,
+)
+print("RESULT " + json.dumps(results["results"]["lmscore_rolling"]))
+"""
+
+TASK = """task: lmscore_rolling
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+should_decontaminate: false
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+"""
+
+
+def test_openai_client_echo_logprobs_equal_score_text(
+    server: RunningServer, http: httpx.Client
+) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    text = ENGLISH[0]
+    completion = client.completions.create(
+        model="default", prompt=text, echo=True, logprobs=2, max_tokens=0
+    )
+    choice = completion.choices[0]
+    assert choice.text == text
+    assert choice.logprobs is not None
+    assert "".join(choice.logprobs.tokens) == text
+    scored = http.post("/v1/score/text", json={"texts": [text], "return_tokens": True}).json()
+    expected = [t["logprob"] for t in scored["results"][0]["tokens"]]
+    assert choice.logprobs.token_logprobs[0] is None
+    for got, want in zip(choice.logprobs.token_logprobs[1:], expected[1:], strict=True):
+        assert math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6)
+    greedy = client.completions.create(
+        model="default", prompt="The capital of France is", max_tokens=1, temperature=0, logprobs=1
+    )
+    generated = greedy.choices[0].logprobs
+    assert generated is not None and len(generated.tokens) == 1
+    assert generated.token_logprobs[0] == max(generated.top_logprobs[0].values())
+    assert greedy.usage is not None and greedy.usage.completion_tokens == 1
+
+
+def run_harness(model: str, model_args: str, include: Path) -> dict[str, Any]:
+    script = include / "harness.py"
+    script.write_text(HARNESS)
+    env = {
+        **os.environ,
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    out = subprocess.run(
+        [sys.executable, str(script), model, model_args, str(include)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    return result
+
+
+def test_lm_eval_rolling_perplexity_matches_its_hf_model(
+    server: RunningServer, reference: Any, tmp_path: Path
+) -> None:
+    """Rolling loglikelihood through local-completions equals lm-eval's own hf model on the
+    same weights; max_length 128 makes the longer document span several windows."""
+    docs = [*ENGLISH, " ".join(ENGLISH), OTHER[1]]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    (tmp_path / "task.yaml").write_text(TASK.format(data=data))
+    weights = reference[1].name_or_path
+    served = run_harness(
+        "local-completions",
+        f"base_url={server.url}/v1/completions,model=default,tokenizer_backend=remote,max_length=128",
+        tmp_path,
+    )
+    local = run_harness(
+        "hf", f"pretrained={weights},dtype=float32,device=cpu,max_length=128", tmp_path
+    )
+    for metric in ("word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"):
+        assert math.isclose(served[metric], local[metric], rel_tol=5e-3), metric
