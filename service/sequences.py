@@ -269,7 +269,12 @@ def next_piece(tokenizer: Any, ids: list[int], token: int, context: int = 6) -> 
     tail = ids[-context:]
     before = str(tokenizer.decode(tail, clean_up_tokenization_spaces=False))
     after = str(tokenizer.decode([*tail, token], clean_up_tokenization_spaces=False))
-    return after[len(before) :] if after.startswith(before) else after
+    if after.startswith(before):
+        return after[len(before) :]
+    # ``ids`` end inside a character that ``token`` completes: their text already shows it
+    # as U+FFFD, so the piece is what follows the text before that character.
+    stem = before.rstrip("\ufffd")
+    return after[len(stem) :] if after.startswith(stem) else after
 
 
 def prompt_sequences(

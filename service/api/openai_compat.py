@@ -9,6 +9,7 @@ very float reported as its logprob, since harnesses test greediness by equality.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -66,7 +67,8 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         model = engine.get_model(body.model)
         tokenizer = model.backend.tokenizer
         check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
-        text = await model.prepare(tokenizer.decode, body.tokens)
+        decode = functools.partial(tokenizer.decode, clean_up_tokenization_spaces=False)
+        text = await model.prepare(decode, body.tokens)
         return DetokenizeResponse(prompt=str(text))
 
     @app.get("/tokenizer_info", dependencies=list(guarded))
@@ -164,6 +166,7 @@ def _choice(
             p = j + seq.shift
             logprob = float(scores.logprobs[p]) if p > 0 else None
             builder.add(seq.text[start:end], logprob, scores.top_ids[p], scores.top_logprobs[p])
+    finish_reason = "length"
     if _generates(body):
         assert scores.next_top_ids is not None and scores.next_top_logprobs is not None
         token = int(scores.next_top_ids[0])
@@ -171,12 +174,27 @@ def _choice(
         builder.add(
             piece, float(scores.next_top_logprobs[0]), scores.next_top_ids, scores.next_top_logprobs
         )
+        if token == model.backend.tokenizer.eos_token_id:
+            finish_reason = "stop"
+    text = builder.text
+    for stop in _stops(body):
+        # A stop string in the generated text ends it there (OpenAI: finish_reason "stop").
+        start = len(text) - len(builder.lists.tokens[-1]) if _generates(body) else len(text)
+        cut = text.find(stop, start)
+        if _generates(body) and cut >= 0:
+            text, finish_reason = text[:cut], "stop"
     return CompletionChoice(
         index=index,
-        text=builder.text,
+        text=text,
         logprobs=builder.lists if body.logprobs is not None else None,
-        finish_reason="length",
+        finish_reason=finish_reason,
     )
+
+
+def _stops(body: CompletionRequest) -> list[str]:
+    if body.stop is None:
+        return []
+    return [body.stop] if isinstance(body.stop, str) else [s for s in body.stop if s]
 
 
 def _tokenize(model: ServedModel, body: TokenizeRequest) -> TokenizeResponse:

@@ -1,0 +1,234 @@
+"""POST /v1/completions: refusals in the contract's error JSON (never a 500), the limits,
+what OpenAI clients send that is accepted, auth, and the metrics it moves."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+URL = "/v1/completions"
+LONG_TEXT = " ".join(["the quick brown fox jumps over a lazy dog"] * 20)
+OVER_CONTEXT_IDS = [5] * 65  # the tiny model's context is 64
+PROMPT_PARAM = re.compile(r"prompt(\[\d+\])*")  # the prompt, or one of its items
+ClientFactory = Callable[..., httpx.AsyncClient]
+
+
+def assert_error(
+    response: httpx.Response, status: int, type_: str, param: str | re.Pattern[str] | None
+) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"type", "message", "param"}
+    assert body["error"]["type"] == type_
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if isinstance(param, re.Pattern):
+        assert param.fullmatch(body["error"]["param"] or ""), body["error"]
+    else:
+        assert body["error"]["param"] == param
+
+
+BAD_REQUESTS: list[tuple[dict[str, Any], str | re.Pattern[str]]] = [
+    ({"prompt": "x", "logprobs": 21}, "logprobs"),
+    ({"prompt": "x", "logprobs": -1}, "logprobs"),
+    ({"prompt": "x", "max_tokens": 2}, "max_tokens"),
+    ({"prompt": "x", "max_tokens": 16}, "max_tokens"),
+    ({"prompt": "x", "max_tokens": -1}, "max_tokens"),
+    ({"prompt": "x", "temperature": 0.7, "max_tokens": 1}, "temperature"),
+    ({"prompt": "x", "temperature": 0.7}, "temperature"),  # max_tokens defaults to 1
+    ({"prompt": "x", "temperature": -1, "max_tokens": 0}, "temperature"),
+    ({"prompt": "x", "top_p": 0.5, "max_tokens": 1}, "top_p"),
+    ({"prompt": "x", "n": 2}, "n"),
+    ({"prompt": "x", "best_of": 3}, "best_of"),
+    ({"prompt": "x", "stream": True}, "stream"),
+    ({"prompt": "x", "echo": "maybe"}, "echo"),
+    ({}, "prompt"),
+    ({"prompt": ""}, PROMPT_PARAM),
+    ({"prompt": []}, PROMPT_PARAM),
+    ({"prompt": [[]]}, PROMPT_PARAM),
+    ({"prompt": [""]}, PROMPT_PARAM),
+    ({"prompt": ["fine", ""]}, PROMPT_PARAM),
+    ({"prompt": [[1, 2], []]}, PROMPT_PARAM),
+    ({"prompt": [[1, True]]}, PROMPT_PARAM),
+    ({"prompt": [1.5, 2]}, PROMPT_PARAM),
+    ({"prompt": 5}, PROMPT_PARAM),
+    ({"prompt": None}, PROMPT_PARAM),
+    ({"prompt": {"text": "x"}}, PROMPT_PARAM),
+    ({"prompt": [[5, 500]]}, "prompt[0][1]"),
+    ({"prompt": [5, 6, -1]}, "prompt[0][2]"),
+    ({"prompt": ["fine", [5, 10**6]]}, "prompt[1][1]"),
+    ({"prompt": [5, 2**70]}, "prompt[0][1]"),
+    ({"prompt": LONG_TEXT, "max_tokens": 0}, "prompt[0]"),
+    ({"prompt": ["fine", LONG_TEXT]}, "prompt[1]"),
+    ({"prompt": OVER_CONTEXT_IDS}, "prompt[0]"),
+    ({"prompt": [[5, 6], OVER_CONTEXT_IDS], "echo": True, "logprobs": 1}, "prompt[1]"),
+]
+
+
+@pytest.mark.parametrize(("body", "param"), BAD_REQUESTS)
+async def test_bad_requests(
+    client: httpx.AsyncClient, body: dict[str, Any], param: str | re.Pattern[str]
+) -> None:
+    assert_error(await client.post(URL, json=body), 422, "invalid_request", param)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"prompt": "a\\ud800b", "max_tokens": 0}', b'{"prompt": ["ok", "\\udc00"], "echo": true}'],
+)
+async def test_lone_surrogates(client: httpx.AsyncClient, raw: bytes) -> None:
+    response = await client.post(URL, content=raw, headers={"content-type": "application/json"})
+    assert_error(response, 422, "invalid_request", PROMPT_PARAM)
+
+
+async def test_unparseable_json(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        URL, content=b'{"prompt": "x"', headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "invalid_request", None)
+
+
+async def test_unknown_model(client: httpx.AsyncClient) -> None:
+    response = await client.post(URL, json={"prompt": "hello", "model": "gpt-3.5-turbo-instruct"})
+    assert_error(response, 404, "not_found", "model")
+    assert "default" in response.json()["error"]["message"]
+
+
+ACCEPTED = [
+    {"temperature": 0.7, "max_tokens": 0, "echo": True, "logprobs": 1},  # only scoring
+    {"top_p": 0.5, "max_tokens": 0, "echo": True},
+    {"temperature": 0, "top_p": 1, "max_tokens": 1, "logprobs": 0},
+    {"temperature": 0.0, "max_tokens": None, "logprobs": None, "top_p": None},
+    {"n": 1, "best_of": 1, "stream": False, "seed": 1234, "user": "me", "stop": ["\n\n"]},
+    {
+        "frequency_penalty": 0,
+        "presence_penalty": 0,
+        "logit_bias": {},
+        "suffix": None,
+        "stop": "\n",
+        "stream_options": None,
+    },
+]
+
+
+@pytest.mark.parametrize("extra", ACCEPTED)
+async def test_accepted_openai_fields(client: httpx.AsyncClient, extra: dict[str, Any]) -> None:
+    response = await client.post(URL, json={"model": "default", "prompt": "hello world", **extra})
+    assert response.status_code == 200, response.text
+    (choice,) = response.json()["choices"]
+    assert choice["text"]
+
+
+async def test_prompt_at_the_context_limit(client: httpx.AsyncClient) -> None:
+    ids = OVER_CONTEXT_IDS[:64]
+    response = await client.post(
+        URL, json={"prompt": ids, "echo": True, "logprobs": 1, "max_tokens": 1}
+    )
+    assert response.status_code == 200, response.text
+    lp = response.json()["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == 65 and lp["token_logprobs"][-1] is not None
+
+
+async def test_max_context_setting(client_factory: ClientFactory) -> None:
+    client = client_factory(max_context=8)
+    fits = await client.post(URL, json={"prompt": [5] * 8, "max_tokens": 1})
+    assert fits.status_code == 200, fits.text
+    over = await client.post(URL, json={"prompt": [[5] * 3, [5] * 9], "max_tokens": 0})
+    assert_error(over, 422, "invalid_request", "prompt[1]")
+
+
+async def test_too_many_prompts(client_factory: ClientFactory) -> None:
+    client = client_factory(max_texts_per_request=2)
+    too_many: list[Any] = [["a", "b", "c"], [[5], [6], [7]], ["a", [6], "c"]]
+    for prompt in too_many:
+        response = await client.post(URL, json={"prompt": prompt, "max_tokens": 0})
+        assert_error(response, 413, "too_large", "prompt")
+    fine: list[Any] = [["a b", "c d"], [5, 6, 7, 8]]  # a flat id list is one prompt
+    for prompt in fine:
+        response = await client.post(URL, json={"prompt": prompt, "max_tokens": 0})
+        assert response.status_code == 200, response.text
+
+
+async def test_api_keys(client_factory: ClientFactory) -> None:
+    client = client_factory(api_keys=["secret"])
+    body = {"prompt": "hello world", "echo": True, "logprobs": 1, "max_tokens": 1}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}):
+        assert_error(await client.post(URL, json=body, headers=headers), 401, "unauthorized", None)
+    ok = await client.post(URL, json=body, headers={"Authorization": "Bearer secret"})
+    assert ok.status_code == 200, ok.text
+
+
+async def test_still_healthy_after_bad_requests(client: httpx.AsyncClient) -> None:
+    for body, _ in BAD_REQUESTS:
+        assert (await client.post(URL, json=body)).status_code < 500
+    response = await client.post(URL, json={"prompt": ["hello world", [5, 6, 7]], "echo": True})
+    assert response.status_code == 200, response.text
+    assert [c["index"] for c in response.json()["choices"]] == [0, 1]
+
+
+class Scrape:
+    def __init__(self, text: str) -> None:
+        self.samples = {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(client: httpx.AsyncClient) -> Scrape:
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return Scrape(response.text)
+
+
+async def test_metrics(client: httpx.AsyncClient) -> None:
+    requests = {"endpoint": "completions", "protocol": "http"}
+    ppl = {"model": "default", "endpoint": "completions"}
+    before = await scrape(client)
+    scored = await client.post(
+        URL,
+        json={
+            "prompt": ["hello world, the quick brown fox", "Grüße aus München", "hello"],
+            "echo": True,
+            "logprobs": 0,
+            "max_tokens": 0,
+        },
+    )
+    assert scored.status_code == 200, scored.text
+    generated = await client.post(URL, json={"prompt": "a lazy dog", "max_tokens": 1})
+    assert generated.status_code == 200, generated.text
+    refused = await client.post(URL, json={"prompt": "x", "max_tokens": 5})
+    assert refused.status_code == 422
+    after = await scrape(client)
+
+    total = "lmscore_requests_total"
+    assert after.value(total, code="200", **requests) == (
+        before.value(total, code="200", **requests) + 2
+    )
+    assert after.value(total, code="422", **requests) == (
+        before.value(total, code="422", **requests) + 1
+    )
+    # One PPL per prompt with a scored token: "hello" is a single token, "a lazy dog" counts.
+    ppls = []
+    for choice in scored.json()["choices"]:
+        lps = choice["logprobs"]["token_logprobs"][1:]
+        if lps:
+            ppls.append(math.exp(-sum(lps) / len(lps)))
+    assert len(ppls) == 2
+    count, total_ppl = "lmscore_text_ppl_count", "lmscore_text_ppl_sum"
+    assert after.value(count, **ppl) == before.value(count, **ppl) + 3
+    dog = await client.post("/v1/score/text", json={"texts": ["a lazy dog"]})
+    ppls.append(dog.json()["results"][0]["ppl"])
+    grown = after.value(total_ppl, **ppl) - before.value(total_ppl, **ppl)
+    assert grown == pytest.approx(sum(ppls), rel=1e-5)
