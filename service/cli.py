@@ -31,7 +31,7 @@ def _add_field(parser: argparse.ArgumentParser, name: str, info: Any) -> None:
         parser.add_argument(
             _flag(name), dest=name, action="append", metavar=REPEATABLE[name], help=help_text
         )
-    elif annotation is bool:
+    elif annotation is bool or annotation == (bool | None):
         parser.add_argument(
             _flag(name),
             dest=name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from service import metrics
 from service.backends import load_backend
 from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
+from service.batching.passthrough import PassThroughScheduler
 from service.errors import NotFound, Timeout, Unavailable
 from service.models import ModelSpec, resolve
 from service.results import aggregate, build_result
@@ -50,6 +52,7 @@ from service.sequences import (
 from service.served import (
     PromptOutcome,
     RequestTiming,
+    Scheduler,
     ScoreOutcome,
     ServedModel,
     default_batch_tokens,
@@ -81,7 +84,10 @@ class Engine:
             started = time.perf_counter()
             resolved = await asyncio.to_thread(resolve, spec, self.settings.cache_dir)
             backend = await asyncio.to_thread(load_backend, resolved, self.settings)
-            await asyncio.to_thread(backend.warmup)
+            if inspect.iscoroutinefunction(backend.warmup):
+                await backend.warmup()
+            else:
+                await asyncio.to_thread(backend.warmup)
             self.add_model(spec.name, resolved.revision, backend)
             log.info(
                 "model %s loaded from %s (%s, %s, %s, context %d) in %.1f s",
@@ -96,16 +102,21 @@ class Engine:
         self.ready = True
 
     def add_model(self, name: str, revision: str, backend: Backend) -> ServedModel:
-        """Make a loaded backend servable under ``name``."""
+        """Make a loaded backend servable under ``name`` (behind our dynamic batcher, or
+        straight through for a backend that batches by itself)."""
         settings = self.settings
-        batcher = DynamicBatcher(
-            backend,
-            name,
-            max_batch_tokens=settings.max_batch_tokens or default_batch_tokens(backend),
-            max_batch_size=settings.max_batch_size,
-            max_wait_ms=settings.max_wait_ms,
-            max_queue=settings.max_queue,
-        )
+        batcher: Scheduler
+        if getattr(backend, "batches_itself", False):
+            batcher = PassThroughScheduler(backend, name, max_queue=settings.max_queue)  # type: ignore[arg-type]
+        else:
+            batcher = DynamicBatcher(
+                backend,
+                name,
+                max_batch_tokens=settings.max_batch_tokens or default_batch_tokens(backend),
+                max_batch_size=settings.max_batch_size,
+                max_wait_ms=settings.max_wait_ms,
+                max_queue=settings.max_queue,
+            )
         served = ServedModel(name, revision, backend, batcher)
         self.models[name] = served
         info = backend.info
@@ -128,6 +139,8 @@ class Engine:
         for model in self.models.values():
             await model.batcher.close()
             model.prep.shutdown(wait=False, cancel_futures=True)
+            if callable(close_backend := getattr(model.backend, "close", None)):
+                close_backend()
 
     def list_models(self) -> ModelList:
         return ModelList(data=[m.card() for m in self.models.values()])

@@ -97,6 +97,12 @@ ITEMS_DROPPED = Counter(
     ["model", "reason"],
     registry=REGISTRY,
 )
+BACKEND_ABORTS = Counter(
+    "lmscore_backend_aborts_total",
+    "Requests aborted inside a self-batching backend (vLLM) because their caller left.",
+    ["model"],
+    registry=REGISTRY,
+)
 TEXT_PPL = Histogram(
     "lmscore_text_ppl",
     "Per-text perplexity of scored texts (log-spaced buckets).",

@@ -7,15 +7,27 @@ import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from service.backends.base import Backend
-from service.batching.batcher import DynamicBatcher
+from service.backends.base import Backend, ForwardItem
 from service.batching.pending import ScoredItem
 from service.schemas import ModelCard, ScoreResponse
 from service.sequences import ScoredSequence, SequenceScores
 
 T = TypeVar("T")
+
+
+class Scheduler(Protocol):
+    """What the engine needs from a model's batcher (DynamicBatcher, PassThroughScheduler)."""
+
+    async def submit(
+        self, items: Sequence[ForwardItem], deadline: float | None = None
+    ) -> list[ScoredItem]: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def queue_depth(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +60,7 @@ class ServedModel:
     name: str
     revision: str
     backend: Backend
-    batcher: DynamicBatcher
+    batcher: Scheduler
     prep: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenize")
     )

@@ -30,7 +30,25 @@ class Settings(BaseSettings):
         "directory, a local .gguf file or a hub id (optionally @revision). "
         "Env: comma-separated. With none, the embedded model is served as 'default'.",
     )
-    backend: Literal["transformers"] = Field("transformers", description="Inference backend.")
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="Inference backend: transformers (default), or vllm (from `make install-vllm`).",
+    )
+    gpu_memory_utilization: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="vLLM: share of GPU memory for weights and KV cache. Kept below vLLM's 0.9: "
+        "vLLM does not reserve memory for prompt logprobs when it profiles.",
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs per model.")
+    max_num_batched_tokens: int | None = Field(
+        None, ge=1, description="vLLM: tokens per engine step (vLLM's default when unset)."
+    )
+    enforce_eager: bool | None = Field(
+        None,
+        description="vLLM: no CUDA graphs / compilation. Default: on without CUDA, off with it.",
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",
         description="Model weights dtype. 'auto' picks bfloat16 on CUDA and on CPUs with AMX or "

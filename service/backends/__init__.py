@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from service.backends.base import Backend
 from service.models import ResolvedModel
@@ -17,8 +18,27 @@ def _transformers(model: ResolvedModel, settings: Settings) -> Backend:
     )
 
 
+def _vllm(model: ResolvedModel, settings: Settings) -> Any:
+    try:
+        from service.backends.vllm_engine import VLLMBackend
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RuntimeError("--backend vllm needs vLLM: run `make install-vllm`") from exc
+    return VLLMBackend(
+        model.path,
+        name=model.name,
+        dtype=settings.dtype,
+        device=settings.device,
+        max_context=settings.max_context,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        enforce_eager=settings.enforce_eager,
+    )
+
+
 BACKENDS: dict[str, Callable[[ResolvedModel, Settings], Backend]] = {
     "transformers": _transformers,
+    "vllm": _vllm,
 }
 
 

@@ -1,0 +1,69 @@
+"""The scheduler for backends that batch by themselves (vLLM): windows go straight to the
+backend, while admission control, deadlines, cancellation and metrics stay ours."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from service import metrics
+from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.batching.pending import ScoredItem, Timing
+from service.errors import Overloaded, Timeout, Unavailable
+
+
+class SelfBatchingBackend(Protocol):
+    info: BackendInfo
+
+    async def score(self, items: list[ForwardItem]) -> list[ForwardResult]: ...
+
+
+class PassThroughScheduler:
+    """Admits up to ``max_queue`` windows in flight and awaits the backend directly."""
+
+    def __init__(self, backend: SelfBatchingBackend, model: str, *, max_queue: int) -> None:
+        self._backend = backend
+        self._model = model
+        self._max_queue = max_queue
+        self._inflight = 0
+        self._closed = False
+        self._depth = metrics.QUEUE_DEPTH.labels(model=model)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._inflight
+
+    def retry_after_s(self) -> float:
+        return 1.0
+
+    async def submit(
+        self, items: Sequence[ForwardItem], deadline: float | None = None
+    ) -> list[ScoredItem]:
+        """Score ``items`` in the backend; cancelling the caller cancels (aborts) them."""
+        if self._closed:
+            raise Unavailable("the model is shutting down")
+        if self._inflight and self._inflight + len(items) > self._max_queue:
+            raise Overloaded(
+                f"model {self._model!r} has {self._inflight} windows in flight",
+                retry_after_s=self.retry_after_s(),
+            )
+        self._inflight += len(items)
+        self._depth.set(self._inflight)
+        started = time.monotonic()
+        timeout = None if deadline is None else max(0.0, deadline - started)
+        try:
+            outputs = await asyncio.wait_for(self._backend.score(list(items)), timeout)
+        except TimeoutError as exc:
+            raise Timeout("the request's deadline passed in the backend") from exc
+        finally:
+            self._inflight -= len(items)
+            self._depth.set(self._inflight)
+        elapsed = time.monotonic() - started
+        metrics.INFERENCE_DURATION.labels(model=self._model).observe(elapsed)
+        metrics.TOKENS_SCORED.labels(model=self._model).inc(sum(i.num_scored for i in items))
+        return [ScoredItem(output, Timing(0.0, elapsed, batch=-1)) for output in outputs]
+
+    async def close(self) -> None:
+        self._closed = True
