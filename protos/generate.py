@@ -1,8 +1,10 @@
 """Generate the Python gRPC code for protos/ into service/api/pb/ (``make proto``).
 
-The .proto is mapped to the virtual path ``service/api/pb/`` so the generated modules
-import each other as ``service.api.pb.lmscore.v1``. The output is committed and must
-never be edited by hand; tests/unit/api/test_proto_fresh.py fails when it is stale.
+protoc runs on the canonical path ``lmscore/v1/scoring.proto``, so the descriptor the
+server registers (and reflection serves) has the name every other client generates;
+the one import between the generated modules is then pointed at ``service.api.pb``.
+The output is committed and never edited by hand; tests/unit/api/test_proto_fresh.py
+fails when it is stale.
 
     python protos/generate.py [OUT_DIR]   # OUT_DIR defaults to the repository root
 """
@@ -10,10 +12,11 @@ never be edited by hand; tests/unit/api/test_proto_fresh.py fails when it is sta
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VIRTUAL = "service/api/pb"
+PACKAGE = "service.api.pb"
 PROTOS = ["lmscore/v1/scoring.proto"]
 
 
@@ -21,21 +24,36 @@ def generate(out_dir: Path) -> list[Path]:
     """Run protoc (grpcio-tools) and return the files written under ``out_dir``."""
     from grpc_tools import protoc
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        "grpc_tools.protoc",
-        f"-I{VIRTUAL}={ROOT / 'protos'}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}",
-        *(f"{VIRTUAL}/{proto}" for proto in PROTOS),
-    ]
-    if protoc.main(args) != 0:
-        raise RuntimeError(f"protoc failed: {' '.join(args)}")
-    return sorted((out_dir / VIRTUAL).rglob("*_pb2*.py*"))
+    target = out_dir / PACKAGE.replace(".", "/")
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [
+            "grpc_tools.protoc",
+            f"-I{ROOT / 'protos'}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            *PROTOS,
+        ]
+        if protoc.main(args) != 0:
+            raise RuntimeError(f"protoc failed: {' '.join(args)}")
+        for source in sorted(Path(tmp).rglob("*_pb2*.py*")):
+            relative = source.relative_to(tmp)
+            text = source.read_text()
+            for proto in PROTOS:
+                module = proto.removesuffix(".proto").replace("/", ".")
+                parent, _, name = module.rpartition(".")
+                text = text.replace(
+                    f"from {parent} import {name}_pb2", f"from {PACKAGE}.{parent} import {name}_pb2"
+                )
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_text(text)
+            written.append(destination)
+    return written
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
-    for path in generate(target):
-        print(path.relative_to(target))
+    base = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
+    for path in generate(base):
+        print(path.relative_to(base))

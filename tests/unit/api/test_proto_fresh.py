@@ -33,7 +33,7 @@ def generated_files(base: Path) -> dict[str, bytes]:
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     generator = load_generator()
     written = generator.generate(tmp_path)
-    out = tmp_path / generator.VIRTUAL
+    out = tmp_path / generator.PACKAGE.replace(".", "/")
     fresh = generated_files(out)
     assert {Path(p).name for p in fresh} == EXPECTED
     assert sorted(written) == sorted(out / p for p in fresh)

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.api.pb.lmscore.v1 import scoring_pb2 as service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2
+from service.api.pb.lmscore.v1 import scoring_pb2 as lmscore_dot_v1_dot_scoring__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in service/api/pb/lmscore/v1/scoring_pb2_grpc.py depends on'
+        + ' but the generated code in lmscore/v1/scoring_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,23 +36,23 @@ class ScorerStub:
         """
         self.ScoreText = channel.unary_unary(
                 '/lmscore.v1.Scorer/ScoreText',
-                request_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
-                response_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
                 _registered_method=True)
         self.ScoreChat = channel.unary_unary(
                 '/lmscore.v1.Scorer/ScoreChat',
-                request_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreChatRequest.SerializeToString,
-                response_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreChatResponse.FromString,
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreChatRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreChatResponse.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/lmscore.v1.Scorer/ListModels',
-                request_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
         self.ScoreTextStream = channel.stream_stream(
                 '/lmscore.v1.Scorer/ScoreTextStream',
-                request_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
-                response_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
                 _registered_method=True)
 
 
@@ -94,23 +94,23 @@ def add_ScorerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ScoreText': grpc.unary_unary_rpc_method_handler(
                     servicer.ScoreText,
-                    request_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.FromString,
-                    response_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.SerializeToString,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.SerializeToString,
             ),
             'ScoreChat': grpc.unary_unary_rpc_method_handler(
                     servicer.ScoreChat,
-                    request_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreChatRequest.FromString,
-                    response_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreChatResponse.SerializeToString,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreChatRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreChatResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.FromString,
-                    response_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.SerializeToString,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.SerializeToString,
             ),
             'ScoreTextStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ScoreTextStream,
-                    request_deserializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.FromString,
-                    response_serializer=service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.SerializeToString,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -138,8 +138,8 @@ class Scorer:
             request,
             target,
             '/lmscore.v1.Scorer/ScoreText',
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
+            lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -165,8 +165,8 @@ class Scorer:
             request,
             target,
             '/lmscore.v1.Scorer/ScoreChat',
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreChatRequest.SerializeToString,
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreChatResponse.FromString,
+            lmscore_dot_v1_dot_scoring__pb2.ScoreChatRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.ScoreChatResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -192,8 +192,8 @@ class Scorer:
             request,
             target,
             '/lmscore.v1.Scorer/ListModels',
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
+            lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -219,8 +219,8 @@ class Scorer:
             request_iterator,
             target,
             '/lmscore.v1.Scorer/ScoreTextStream',
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
-            service_dot_api_dot_pb_dot_lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
+            lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
             options,
             channel_credentials,
             insecure,
