@@ -128,6 +128,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--texts-per-request", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
 
@@ -138,7 +139,18 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     # Generous limits: the benchmark measures throughput, not admission control.
     server = start_server(
-        ["--dtype", args.dtype, "--request-timeout-s", "600", "--max-queue", "100000"], log
+        [
+            "--dtype",
+            args.dtype,
+            "--backend",
+            args.backend,
+            "--request-timeout-s",
+            "600",
+            "--max-queue",
+            "100000",
+        ],
+        log,
+        timeout_s=600,
     )
     try:
         url = server.url
@@ -159,6 +171,7 @@ def main() -> int:
         results["concurrent_short"]["tokens_per_s"] / results["sequential_short"]["tokens_per_s"]
     )
     summary = {
+        "backend": args.backend,
         "dtype": dtype,
         "machine": f"{platform.machine()} cpus={os.cpu_count()}",
         "concurrent_vs_sequential_short": speedup,
@@ -177,7 +190,7 @@ def main() -> int:
 
 
 def print_table(summary: dict[str, Any]) -> None:
-    print(f"dtype {summary['dtype']}  ({summary['machine']})")
+    print(f"backend {summary['backend']}, dtype {summary['dtype']}  ({summary['machine']})")
     print(
         f"{'run':<18} {'tok/s':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'pad':>5}"
     )
