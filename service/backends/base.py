@@ -77,3 +77,11 @@ class Backend(Protocol):
     def bos_id(self) -> int:
         """Token id to prepend for ``prepend_bos``: BOS, or EOS if the model has none."""
         ...
+
+
+def bos_or_eos(tokenizer: Any) -> int:
+    """The token id ``prepend_bos`` puts first: BOS, or EOS if the tokenizer has none."""
+    for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    raise ValueError("the model has neither a BOS nor an EOS token")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.backends.base import BackendInfo, ForwardItem, ForwardResult, bos_or_eos
 from service.scoring.logprobs import PositionScores, score_hidden_states
 
 log = logging.getLogger(__name__)
@@ -101,10 +101,7 @@ class HFBackend:
 
     def bos_id(self) -> int:
         """BOS, or EOS if the tokenizer has none."""
-        for candidate in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
-            if candidate is not None:
-                return int(candidate)
-        raise ValueError("the model has neither a BOS nor an EOS token")
+        return bos_or_eos(self.tokenizer)
 
     def warmup(self) -> None:
         """One small forward of two windows."""

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from service import metrics
-from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.backends.base import BackendInfo, ForwardItem, ForwardResult, bos_or_eos
 from service.backends.hf import model_context, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,7 @@ class VLLMBackend:
 
     def bos_id(self) -> int:
         """BOS, or EOS if the tokenizer has none."""
-        for candidate in (self.tokenizer.bos_token_id, self.tokenizer.eos_token_id):
-            if candidate is not None:
-                return int(candidate)
-        raise ValueError("the model has neither a BOS nor an EOS token")
+        return bos_or_eos(self.tokenizer)
 
     async def warmup(self) -> None:
         """One small request, so the first caller does not pay for lazy start-up."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from reference import load_reference
 from server_process import RunningServer, start_server, stop_server
 
 CONTEXT = 1024
@@ -34,13 +35,4 @@ def http(server: RunningServer) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def reference() -> Any:
     """The embedded model loaded by plain transformers in float32 (from the same cache)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from service.models import ModelSpec, resolve
-    from service.settings import Settings
-
-    resolved = resolve(ModelSpec("default", "default"), Settings().cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32).eval()
-    return tokenizer, model
+    return load_reference()

@@ -49,3 +49,16 @@ def chat_ppl(reference: Any, messages: list[dict[str, str]]) -> tuple[float, int
             scored[p] = True
     nll, count = masked_nll(model, full, scored)
     return math.exp(nll / count), count
+
+
+def load_reference() -> tuple[Any, Any]:
+    """The embedded model loaded by plain transformers in float32 (from the same cache)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from service.models import ModelSpec, resolve
+    from service.settings import Settings
+
+    resolved = resolve(ModelSpec("default", "default"), Settings().cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
+    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32).eval()
+    return tokenizer, model

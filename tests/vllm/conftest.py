@@ -16,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
+from reference import load_reference
 from server_process import RunningServer, start_server, stop_server
 
 pytest.importorskip("vllm")
@@ -37,13 +38,5 @@ def http(vllm_server: RunningServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="session")
 def reference() -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from service.models import ModelSpec, resolve
-    from service.settings import Settings
-
-    resolved = resolve(ModelSpec("default", "default"), Settings().cache_dir)
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-    model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32).eval()
-    return tokenizer, model
+    """The embedded model loaded by plain transformers in float32 (from the same cache)."""
+    return load_reference()
