@@ -13,9 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from reference import load_reference
-from server_process import RunningServer, start_server, stop_server
-
-CONTEXT = 1024
+from server_process import CONTEXT, RunningServer, start_server, stop_server
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# The integration server's --max-context: small, so over-context cases are cheap.
+CONTEXT = 1024
 READY = re.compile(r"ready http=(\S+) grpc=(\S+)")
 
 

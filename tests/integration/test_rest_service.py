@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import CONTEXT
 from corpus import ENGLISH
+from server_process import CONTEXT
 
 pytestmark = pytest.mark.integration
 
