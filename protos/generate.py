@@ -17,14 +17,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "service.api.pb"
+# The light client ships its own identical copy (same descriptor, other import path).
+CLIENT_PACKAGE = "lmscore_client._pb"
+CLIENT_ROOT = "clients/python"
 PROTOS = ["lmscore/v1/scoring.proto"]
 
 
-def generate(out_dir: Path) -> list[Path]:
+def generate_all(root: Path) -> list[Path]:
+    """The server's and the client's generated code under ``root`` (a repository layout)."""
+    return generate(root) + generate(root / CLIENT_ROOT, CLIENT_PACKAGE)
+
+
+def generate(out_dir: Path, package: str = PACKAGE) -> list[Path]:
     """Run protoc (grpcio-tools) and return the files written under ``out_dir``."""
     from grpc_tools import protoc
 
-    target = out_dir / PACKAGE.replace(".", "/")
+    target = out_dir / package.replace(".", "/")
     written: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         args = [
@@ -44,7 +52,7 @@ def generate(out_dir: Path) -> list[Path]:
                 module = proto.removesuffix(".proto").replace("/", ".")
                 parent, _, name = module.rpartition(".")
                 text = text.replace(
-                    f"from {parent} import {name}_pb2", f"from {PACKAGE}.{parent} import {name}_pb2"
+                    f"from {parent} import {name}_pb2", f"from {package}.{parent} import {name}_pb2"
                 )
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
@@ -55,5 +63,5 @@ def generate(out_dir: Path) -> list[Path]:
 
 if __name__ == "__main__":
     base = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
-    for path in generate(base):
+    for path in generate_all(base):
         print(path.relative_to(base))

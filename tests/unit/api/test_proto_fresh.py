@@ -43,3 +43,14 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
         f"generated gRPC code in service/api/pb differs from protos/ ({', '.join(stale)}): "
         "run `make proto` and commit the result"
     )
+
+
+def test_client_copy_is_fresh(tmp_path: Path) -> None:
+    generator = load_generator()
+    generator.generate(tmp_path, generator.CLIENT_PACKAGE)
+    package = generator.CLIENT_PACKAGE.replace(".", "/")
+    fresh = generated_files(tmp_path / package)
+    committed = generated_files(ROOT / generator.CLIENT_ROOT / package)
+    assert {Path(p).name for p in fresh} == EXPECTED
+    stale = sorted(p for p in fresh.keys() | committed.keys() if fresh.get(p) != committed.get(p))
+    assert not stale, f"the client's gRPC code is stale ({', '.join(stale)}): run `make proto`"

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lmscore/v1/scoring.proto\x12\nlmscore.v1\"\xb3\x01\n\x10ScoreTextRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x15\n\rreturn_tokens\x18\x03 \x01(\x08\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x13\n\x0bprepend_bos\x18\x05 \x01(\x08\x12&\n\x08overflow\x18\x06 \x01(\x0e\x32\x14.lmscore.v1.Overflow\x12\x13\n\x06stride\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_stride\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\x0c\x43onversation\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.lmscore.v1.ChatMessage\"\xf2\x01\n\x10ScoreChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\rconversations\x18\x02 \x03(\x0b\x32\x18.lmscore.v1.Conversation\x12\x13\n\x0bscore_roles\x18\x03 \x03(\t\x12\x1b\n\x13include_end_of_turn\x18\x04 \x01(\x08\x12\x15\n\rreturn_tokens\x18\x05 \x01(\x08\x12\r\n\x05top_k\x18\x06 \x01(\x05\x12&\n\x08overflow\x18\x07 \x01(\x0e\x32\x14.lmscore.v1.Overflow\x12\x13\n\x06stride\x18\x08 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_stride\"5\n\x08TopToken\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x01\"\xf1\x01\n\nTokenScore\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x14\n\x07logprob\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04rank\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12!\n\x03top\x18\x07 \x03(\x0b\x32\x14.lmscore.v1.TopToken\x12\x1a\n\rmessage_index\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06scored\x18\t \x01(\x08H\x03\x88\x01\x01\x42\n\n\x08_logprobB\x07\n\x05_rankB\x10\n\x0e_message_indexB\t\n\x07_scored\"\xa9\x01\n\x0cMessageScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06scored\x18\x03 \x01(\x08\x12\x19\n\x11num_scored_tokens\x18\x04 \x01(\x05\x12\x13\n\x0bsum_logprob\x18\x05 \x01(\x01\x12\x15\n\x08mean_nll\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03ppl\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\x0b\n\t_mean_nllB\x06\n\x04_ppl\"\xd1\x02\n\nTextResult\x12\x12\n\nnum_tokens\x18\x01 \x01(\x05\x12\x19\n\x11num_scored_tokens\x18\x02 \x01(\x05\x12\x13\n\x0bsum_logprob\x18\x03 \x01(\x01\x12\x15\n\x08mean_nll\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03ppl\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rbits_per_byte\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rbits_per_char\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\ttruncated\x18\x08 \x01(\x08\x12&\n\x06tokens\x18\t \x03(\x0b\x32\x16.lmscore.v1.TokenScore\x12*\n\x08messages\x18\n \x03(\x0b\x32\x18.lmscore.v1.MessageScoreB\x0b\n\t_mean_nllB\x06\n\x04_pplB\x10\n\x0e_bits_per_byteB\x10\n\x0e_bits_per_char\"y\n\tAggregate\x12\x19\n\x11num_scored_tokens\x18\x01 \x01(\x05\x12\x13\n\x0bsum_logprob\x18\x02 \x01(\x01\x12\x15\n\x08mean_nll\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03ppl\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x0b\n\t_mean_nllB\x06\n\x04_ppl\"\x1e\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\"\xaf\x01\n\x11ScoreTextResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.lmscore.v1.TextResult\x12(\n\taggregate\x18\x04 \x01(\x0b\x32\x15.lmscore.v1.Aggregate\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.lmscore.v1.Usage\"\xaf\x01\n\x11ScoreChatResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.lmscore.v1.TextResult\x12(\n\taggregate\x18\x04 \x01(\x0b\x32\x15.lmscore.v1.Aggregate\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.lmscore.v1.Usage\"\x13\n\x11ListModelsRequest\"\x99\x01\n\tModelCard\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x13\n\x0bmax_context\x18\x06 \x01(\x05\x12\x10\n\x08revision\x18\x07 \x01(\t\x12\x19\n\x11has_chat_template\x18\x08 \x01(\x08\"I\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12#\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x15.lmscore.v1.ModelCard*l\n\x08Overflow\x12\x18\n\x14OVERFLOW_UNSPECIFIED\x10\x00\x12\x12\n\x0eOVERFLOW_ERROR\x10\x01\x12\x15\n\x11OVERFLOW_TRUNCATE\x10\x02\x12\x1b\n\x17OVERFLOW_SLIDING_WINDOW\x10\x03\x32\xbd\x02\n\x06Scorer\x12H\n\tScoreText\x12\x1c.lmscore.v1.ScoreTextRequest\x1a\x1d.lmscore.v1.ScoreTextResponse\x12H\n\tScoreChat\x12\x1c.lmscore.v1.ScoreChatRequest\x1a\x1d.lmscore.v1.ScoreChatResponse\x12K\n\nListModels\x12\x1d.lmscore.v1.ListModelsRequest\x1a\x1e.lmscore.v1.ListModelsResponse\x12R\n\x0fScoreTextStream\x12\x1c.lmscore.v1.ScoreTextRequest\x1a\x1d.lmscore.v1.ScoreTextResponse(\x01\x30\x01\x42(\n\x0e\x64\x65v.lmscore.v1P\x01Z\x14lmscore/v1;lmscorev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18lmscore/v1/scoring.proto\x12\nlmscore.v1\"\xd9\x01\n\x10ScoreTextRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x15\n\rreturn_tokens\x18\x03 \x01(\x08\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x13\n\x0bprepend_bos\x18\x05 \x01(\x08\x12&\n\x08overflow\x18\x06 \x01(\x0e\x32\x14.lmscore.v1.Overflow\x12\x13\n\x06stride\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\treference\x18\x08 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_strideB\x0c\n\n_reference\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"9\n\x0c\x43onversation\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.lmscore.v1.ChatMessage\"\x98\x02\n\x10ScoreChatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12/\n\rconversations\x18\x02 \x03(\x0b\x32\x18.lmscore.v1.Conversation\x12\x13\n\x0bscore_roles\x18\x03 \x03(\t\x12\x1b\n\x13include_end_of_turn\x18\x04 \x01(\x08\x12\x15\n\rreturn_tokens\x18\x05 \x01(\x08\x12\r\n\x05top_k\x18\x06 \x01(\x05\x12&\n\x08overflow\x18\x07 \x01(\x0e\x32\x14.lmscore.v1.Overflow\x12\x13\n\x06stride\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\treference\x18\t \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_strideB\x0c\n\n_reference\"5\n\x08TopToken\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x0f\n\x07logprob\x18\x03 \x01(\x01\"\xf1\x01\n\nTokenScore\x12\n\n\x02id\x18\x01 \x01(\x05\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x04 \x01(\x05\x12\x14\n\x07logprob\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04rank\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12!\n\x03top\x18\x07 \x03(\x0b\x32\x14.lmscore.v1.TopToken\x12\x1a\n\rmessage_index\x18\x08 \x01(\x05H\x02\x88\x01\x01\x12\x13\n\x06scored\x18\t \x01(\x08H\x03\x88\x01\x01\x42\n\n\x08_logprobB\x07\n\x05_rankB\x10\n\x0e_message_indexB\t\n\x07_scored\"\xa9\x01\n\x0cMessageScore\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0e\n\x06scored\x18\x03 \x01(\x08\x12\x19\n\x11num_scored_tokens\x18\x04 \x01(\x05\x12\x13\n\x0bsum_logprob\x18\x05 \x01(\x01\x12\x15\n\x08mean_nll\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03ppl\x18\x07 \x01(\x01H\x01\x88\x01\x01\x42\x0b\n\t_mean_nllB\x06\n\x04_ppl\"\xa1\x03\n\nTextResult\x12\x12\n\nnum_tokens\x18\x01 \x01(\x05\x12\x19\n\x11num_scored_tokens\x18\x02 \x01(\x05\x12\x13\n\x0bsum_logprob\x18\x03 \x01(\x01\x12\x15\n\x08mean_nll\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03ppl\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rbits_per_byte\x18\x06 \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rbits_per_char\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\ttruncated\x18\x08 \x01(\x08\x12&\n\x06tokens\x18\t \x03(\x0b\x32\x16.lmscore.v1.TokenScore\x12*\n\x08messages\x18\n \x03(\x0b\x32\x18.lmscore.v1.MessageScore\x12\x17\n\npercentile\x18\x0b \x01(\x01H\x04\x88\x01\x01\x12\x17\n\nis_outlier\x18\x0c \x01(\x08H\x05\x88\x01\x01\x42\x0b\n\t_mean_nllB\x06\n\x04_pplB\x10\n\x0e_bits_per_byteB\x10\n\x0e_bits_per_charB\r\n\x0b_percentileB\r\n\x0b_is_outlier\"y\n\tAggregate\x12\x19\n\x11num_scored_tokens\x18\x01 \x01(\x05\x12\x13\n\x0bsum_logprob\x18\x02 \x01(\x01\x12\x15\n\x08mean_nll\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03ppl\x18\x04 \x01(\x01H\x01\x88\x01\x01\x42\x0b\n\t_mean_nllB\x06\n\x04_ppl\"\x1e\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\"\xaf\x01\n\x11ScoreTextResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.lmscore.v1.TextResult\x12(\n\taggregate\x18\x04 \x01(\x0b\x32\x15.lmscore.v1.Aggregate\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.lmscore.v1.Usage\"\xaf\x01\n\x11ScoreChatResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0emodel_revision\x18\x02 \x01(\t\x12\'\n\x07results\x18\x03 \x03(\x0b\x32\x16.lmscore.v1.TextResult\x12(\n\taggregate\x18\x04 \x01(\x0b\x32\x15.lmscore.v1.Aggregate\x12 \n\x05usage\x18\x05 \x01(\x0b\x32\x11.lmscore.v1.Usage\"\x13\n\x11ListModelsRequest\"\x99\x01\n\tModelCard\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x13\n\x0bmax_context\x18\x06 \x01(\x05\x12\x10\n\x08revision\x18\x07 \x01(\t\x12\x19\n\x11has_chat_template\x18\x08 \x01(\x08\"I\n\x12ListModelsResponse\x12\x0e\n\x06object\x18\x01 \x01(\t\x12#\n\x04\x64\x61ta\x18\x02 \x03(\x0b\x32\x15.lmscore.v1.ModelCard*l\n\x08Overflow\x12\x18\n\x14OVERFLOW_UNSPECIFIED\x10\x00\x12\x12\n\x0eOVERFLOW_ERROR\x10\x01\x12\x15\n\x11OVERFLOW_TRUNCATE\x10\x02\x12\x1b\n\x17OVERFLOW_SLIDING_WINDOW\x10\x03\x32\xbd\x02\n\x06Scorer\x12H\n\tScoreText\x12\x1c.lmscore.v1.ScoreTextRequest\x1a\x1d.lmscore.v1.ScoreTextResponse\x12H\n\tScoreChat\x12\x1c.lmscore.v1.ScoreChatRequest\x1a\x1d.lmscore.v1.ScoreChatResponse\x12K\n\nListModels\x12\x1d.lmscore.v1.ListModelsRequest\x1a\x1e.lmscore.v1.ListModelsResponse\x12R\n\x0fScoreTextStream\x12\x1c.lmscore.v1.ScoreTextRequest\x1a\x1d.lmscore.v1.ScoreTextResponse(\x01\x30\x01\x42(\n\x0e\x64\x65v.lmscore.v1P\x01Z\x14lmscore/v1;lmscorev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,38 +32,38 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lmscore.v1.scoring_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.lmscore.v1P\001Z\024lmscore/v1;lmscorev1'
-  _globals['_OVERFLOW']._serialized_start=2146
-  _globals['_OVERFLOW']._serialized_end=2254
+  _globals['_OVERFLOW']._serialized_start=2302
+  _globals['_OVERFLOW']._serialized_end=2410
   _globals['_SCORETEXTREQUEST']._serialized_start=41
-  _globals['_SCORETEXTREQUEST']._serialized_end=220
-  _globals['_CHATMESSAGE']._serialized_start=222
-  _globals['_CHATMESSAGE']._serialized_end=266
-  _globals['_CONVERSATION']._serialized_start=268
-  _globals['_CONVERSATION']._serialized_end=325
-  _globals['_SCORECHATREQUEST']._serialized_start=328
-  _globals['_SCORECHATREQUEST']._serialized_end=570
-  _globals['_TOPTOKEN']._serialized_start=572
-  _globals['_TOPTOKEN']._serialized_end=625
-  _globals['_TOKENSCORE']._serialized_start=628
-  _globals['_TOKENSCORE']._serialized_end=869
-  _globals['_MESSAGESCORE']._serialized_start=872
-  _globals['_MESSAGESCORE']._serialized_end=1041
-  _globals['_TEXTRESULT']._serialized_start=1044
-  _globals['_TEXTRESULT']._serialized_end=1381
-  _globals['_AGGREGATE']._serialized_start=1383
-  _globals['_AGGREGATE']._serialized_end=1504
-  _globals['_USAGE']._serialized_start=1506
-  _globals['_USAGE']._serialized_end=1536
-  _globals['_SCORETEXTRESPONSE']._serialized_start=1539
-  _globals['_SCORETEXTRESPONSE']._serialized_end=1714
-  _globals['_SCORECHATRESPONSE']._serialized_start=1717
-  _globals['_SCORECHATRESPONSE']._serialized_end=1892
-  _globals['_LISTMODELSREQUEST']._serialized_start=1894
-  _globals['_LISTMODELSREQUEST']._serialized_end=1913
-  _globals['_MODELCARD']._serialized_start=1916
-  _globals['_MODELCARD']._serialized_end=2069
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2071
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2144
-  _globals['_SCORER']._serialized_start=2257
-  _globals['_SCORER']._serialized_end=2574
+  _globals['_SCORETEXTREQUEST']._serialized_end=258
+  _globals['_CHATMESSAGE']._serialized_start=260
+  _globals['_CHATMESSAGE']._serialized_end=304
+  _globals['_CONVERSATION']._serialized_start=306
+  _globals['_CONVERSATION']._serialized_end=363
+  _globals['_SCORECHATREQUEST']._serialized_start=366
+  _globals['_SCORECHATREQUEST']._serialized_end=646
+  _globals['_TOPTOKEN']._serialized_start=648
+  _globals['_TOPTOKEN']._serialized_end=701
+  _globals['_TOKENSCORE']._serialized_start=704
+  _globals['_TOKENSCORE']._serialized_end=945
+  _globals['_MESSAGESCORE']._serialized_start=948
+  _globals['_MESSAGESCORE']._serialized_end=1117
+  _globals['_TEXTRESULT']._serialized_start=1120
+  _globals['_TEXTRESULT']._serialized_end=1537
+  _globals['_AGGREGATE']._serialized_start=1539
+  _globals['_AGGREGATE']._serialized_end=1660
+  _globals['_USAGE']._serialized_start=1662
+  _globals['_USAGE']._serialized_end=1692
+  _globals['_SCORETEXTRESPONSE']._serialized_start=1695
+  _globals['_SCORETEXTRESPONSE']._serialized_end=1870
+  _globals['_SCORECHATRESPONSE']._serialized_start=1873
+  _globals['_SCORECHATRESPONSE']._serialized_end=2048
+  _globals['_LISTMODELSREQUEST']._serialized_start=2050
+  _globals['_LISTMODELSREQUEST']._serialized_end=2069
+  _globals['_MODELCARD']._serialized_start=2072
+  _globals['_MODELCARD']._serialized_end=2225
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2227
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2300
+  _globals['_SCORER']._serialized_start=2413
+  _globals['_SCORER']._serialized_end=2730
 # @@protoc_insertion_point(module_scope)

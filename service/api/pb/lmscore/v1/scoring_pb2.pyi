@@ -19,7 +19,7 @@ OVERFLOW_TRUNCATE: Overflow
 OVERFLOW_SLIDING_WINDOW: Overflow
 
 class ScoreTextRequest(_message.Message):
-    __slots__ = ("model", "texts", "return_tokens", "top_k", "prepend_bos", "overflow", "stride")
+    __slots__ = ("model", "texts", "return_tokens", "top_k", "prepend_bos", "overflow", "stride", "reference")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class ScoreTextRequest(_message.Message):
     PREPEND_BOS_FIELD_NUMBER: _ClassVar[int]
     OVERFLOW_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     return_tokens: bool
@@ -34,7 +35,8 @@ class ScoreTextRequest(_message.Message):
     prepend_bos: bool
     overflow: Overflow
     stride: int
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., prepend_bos: _Optional[bool] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ...) -> None: ...
+    reference: str
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., prepend_bos: _Optional[bool] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -51,7 +53,7 @@ class Conversation(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class ScoreChatRequest(_message.Message):
-    __slots__ = ("model", "conversations", "score_roles", "include_end_of_turn", "return_tokens", "top_k", "overflow", "stride")
+    __slots__ = ("model", "conversations", "score_roles", "include_end_of_turn", "return_tokens", "top_k", "overflow", "stride", "reference")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
     SCORE_ROLES_FIELD_NUMBER: _ClassVar[int]
@@ -60,6 +62,7 @@ class ScoreChatRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     OVERFLOW_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     model: str
     conversations: _containers.RepeatedCompositeFieldContainer[Conversation]
     score_roles: _containers.RepeatedScalarFieldContainer[str]
@@ -68,7 +71,8 @@ class ScoreChatRequest(_message.Message):
     top_k: int
     overflow: Overflow
     stride: int
-    def __init__(self, model: _Optional[str] = ..., conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., score_roles: _Optional[_Iterable[str]] = ..., include_end_of_turn: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ...) -> None: ...
+    reference: str
+    def __init__(self, model: _Optional[str] = ..., conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., score_roles: _Optional[_Iterable[str]] = ..., include_end_of_turn: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class TopToken(_message.Message):
     __slots__ = ("id", "text", "logprob")
@@ -121,7 +125,7 @@ class MessageScore(_message.Message):
     def __init__(self, index: _Optional[int] = ..., role: _Optional[str] = ..., scored: _Optional[bool] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ...) -> None: ...
 
 class TextResult(_message.Message):
-    __slots__ = ("num_tokens", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl", "bits_per_byte", "bits_per_char", "truncated", "tokens", "messages")
+    __slots__ = ("num_tokens", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl", "bits_per_byte", "bits_per_char", "truncated", "tokens", "messages", "percentile", "is_outlier")
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SUM_LOGPROB_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +136,8 @@ class TextResult(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    IS_OUTLIER_FIELD_NUMBER: _ClassVar[int]
     num_tokens: int
     num_scored_tokens: int
     sum_logprob: float
@@ -142,7 +148,9 @@ class TextResult(_message.Message):
     truncated: bool
     tokens: _containers.RepeatedCompositeFieldContainer[TokenScore]
     messages: _containers.RepeatedCompositeFieldContainer[MessageScore]
-    def __init__(self, num_tokens: _Optional[int] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[TokenScore, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[MessageScore, _Mapping]]] = ...) -> None: ...
+    percentile: float
+    is_outlier: bool
+    def __init__(self, num_tokens: _Optional[int] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[TokenScore, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[MessageScore, _Mapping]]] = ..., percentile: _Optional[float] = ..., is_outlier: _Optional[bool] = ...) -> None: ...
 
 class Aggregate(_message.Message):
     __slots__ = ("num_scored_tokens", "sum_logprob", "mean_nll", "ppl")
