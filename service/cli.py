@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from service.settings import Settings
 
-REPEATABLE = {"model": "NAME=SPEC", "api_keys": "KEY"}
+REPEATABLE = {"model": "NAME=SPEC", "api_keys": "KEY", "reference": "NAME=PROFILE.json"}
 FLAG_NAMES = {"model": "--model", "api_keys": "--api-key"}
 
 

@@ -23,8 +23,9 @@ from service.backends import load_backend
 from service.backends.base import Backend
 from service.batching.batcher import DynamicBatcher
 from service.batching.passthrough import PassThroughScheduler
-from service.errors import NotFound, Timeout, Unavailable
+from service.errors import InvalidRequest, NotFound, Timeout, Unavailable
 from service.models import ModelSpec, resolve
+from service.references import check_profile, load_reference_arg, with_reference
 from service.results import aggregate, build_result
 from service.schemas import (
     ChatScoreRequest,
@@ -36,6 +37,7 @@ from service.schemas import (
 )
 from service.scoring.aggregates import safe_exp
 from service.scoring.chat import ChatTemplateError
+from service.scoring.reference import ReferenceProfile
 from service.sequences import (
     RunOptions,
     ScoredSequence,
@@ -72,6 +74,7 @@ class Engine:
         self.models: dict[str, ServedModel] = {}
         self.expected: set[str] = set()
         self.ready = False
+        self.references: dict[str, ReferenceProfile] = {}
         self.draining = False
         self.inflight = 0
         self._idle = asyncio.Event()
@@ -80,6 +83,7 @@ class Engine:
     async def load(self, specs: list[ModelSpec]) -> None:
         """Resolve, load and warm up every model (off the event loop), then mark ready."""
         self.expected = {spec.name for spec in specs}
+        profiles = [load_reference_arg(arg) for arg in self.settings.reference]
         for spec in specs:
             started = time.perf_counter()
             resolved = await asyncio.to_thread(resolve, spec, self.settings.cache_dir)
@@ -99,6 +103,9 @@ class Engine:
                 backend.info.max_context,
                 time.perf_counter() - started,
             )
+        for profile in profiles:
+            check_profile(profile, self.models)
+            self.references[profile.name] = profile
         self.ready = True
 
     def add_model(self, name: str, revision: str, backend: Backend) -> ServedModel:
@@ -156,7 +163,9 @@ class Engine:
         model = self._model(req.model)
         check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
         work = functools.partial(self._score_texts, model, req)
-        return await self._admitted(work, model, "score_text", timeout_s)
+        profile = self._reference(req.reference, model)
+        outcome = await self._admitted(work, model, "score_text", timeout_s)
+        return with_reference(outcome, profile)
 
     async def score_chat(
         self, req: ChatScoreRequest, timeout_s: float | None = None
@@ -165,7 +174,9 @@ class Engine:
         model = self._model(req.model)
         validate_chat(req, model.backend.tokenizer, model.name, self.settings)
         work = functools.partial(self._score_chats, model, req)
-        return await self._admitted(work, model, "score_chat", timeout_s)
+        profile = self._reference(req.reference, model)
+        outcome = await self._admitted(work, model, "score_chat", timeout_s)
+        return with_reference(outcome, profile)
 
     async def _admitted(
         self,
@@ -345,6 +356,20 @@ class Engine:
         return ScoreOutcome(response, timing)
 
     # ---- validation ------------------------------------------------------------------
+    def _reference(self, name: str | None, model: ServedModel) -> ReferenceProfile | None:
+        if name is None:
+            return None
+        profile = self.references.get(name)
+        if profile is None:
+            known = ", ".join(sorted(self.references)) or "none loaded (see --reference)"
+            raise InvalidRequest(f"unknown reference {name!r}; known: {known}", param="reference")
+        if profile.model != model.name:
+            raise InvalidRequest(
+                f"reference {name!r} was made with model {profile.model!r}, not {model.name!r}",
+                param="reference",
+            )
+        return profile
+
     def get_model(self, name: str) -> ServedModel:
         """A served, ready model (NotFound, or Unavailable while loading or draining)."""
         return self._model(name)

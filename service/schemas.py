@@ -58,6 +58,9 @@ class TextScoreRequest(_Request):
         False,
         description="Condition the first token on the model's BOS (EOS if none) so it is scored.",
     )
+    reference: str | None = Field(
+        None, description="A reference profile (see --reference): adds percentile and is_outlier."
+    )
 
 
 class ChatMessage(BaseModel):
@@ -92,6 +95,9 @@ class ChatScoreRequest(_Request):
     )
     include_end_of_turn: bool = Field(
         False, description="Also score the template's end-of-turn tokens after scored messages."
+    )
+    reference: str | None = Field(
+        None, description="A reference profile (see --reference): adds percentile and is_outlier."
     )
 
 
@@ -151,6 +157,12 @@ class TextResult(BaseModel):
     truncated: bool = False
     tokens: list[TokenScore] | None = Field(None, exclude_if=_is_none)
     messages: list[MessageScore] | None = Field(None, exclude_if=_is_none)
+    percentile: float | None = Field(
+        None, exclude_if=_is_none, description="With a reference: 0-100 in its distribution."
+    )
+    is_outlier: bool | None = Field(
+        None, exclude_if=_is_none, description="With a reference: above its threshold."
+    )
 
 
 class Aggregate(BaseModel):

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         description="Largest request body (REST) or message (gRPC) in bytes; more is 413 / "
         "RESOURCE_EXHAUSTED.",
     )
+    reference: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="NAME=PROFILE.json, repeatable: reference profiles (from `lmscore-client "
+        "calibrate`) that requests can name for percentile and is_outlier. A profile made with "
+        "another model or revision is refused at start-up. Env: comma-separated.",
+    )
     grpc_max_send_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,
@@ -120,7 +126,7 @@ class Settings(BaseSettings):
         "info", description="Log level."
     )
 
-    @field_validator("model", "api_keys", mode="before")
+    @field_validator("model", "api_keys", "reference", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

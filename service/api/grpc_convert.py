@@ -33,6 +33,8 @@ def _common(message: Any) -> dict[str, Any]:
     }
     if message.HasField("stride"):
         fields["stride"] = message.stride
+    if message.HasField("reference"):
+        fields["reference"] = message.reference
     return fields
 
 

@@ -1,0 +1,46 @@
+"""Reference profiles in the service: loading ``--reference`` arguments, checking them
+against the served models, and adding percentile / is_outlier to results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from service.scoring.reference import ProfileError, ReferenceProfile, load_profile
+from service.served import ScoreOutcome
+
+
+def load_reference_arg(arg: str) -> ReferenceProfile:
+    """``NAME=PROFILE.json`` (or just the path: the name is the file's stem)."""
+    name, sep, path = arg.partition("=")
+    if not sep:
+        name, path = Path(arg).stem, arg
+    return load_profile(name.strip(), Path(path.strip()).expanduser())
+
+
+def check_profile(profile: ReferenceProfile, models: Mapping[str, Any]) -> None:
+    """Refuse a profile made with a model or revision that is not served."""
+    served = models.get(profile.model)
+    if served is None:
+        raise ProfileError(
+            f"reference {profile.name!r} was made with model {profile.model!r}, which is not served"
+        )
+    if served.revision != profile.revision:
+        raise ProfileError(
+            f"reference {profile.name!r} was made with {profile.model} {profile.revision}, "
+            f"but the served revision is {served.revision}: calibrate it again"
+        )
+
+
+def with_reference(outcome: ScoreOutcome, profile: ReferenceProfile | None) -> ScoreOutcome:
+    """Each result's percentile and outlier flag for the profile's metric (left unset when
+    the metric is null: no scored token)."""
+    if profile is None:
+        return outcome
+    for result in outcome.response.results:
+        value = getattr(result, profile.metric)
+        if value is not None:
+            result.percentile = profile.percentile(value)
+            result.is_outlier = profile.is_outlier(value)
+    return outcome

@@ -1,0 +1,94 @@
+"""Reference profiles: where a score falls in the distribution of a reference corpus.
+
+A profile (made by ``lmscore-client calibrate``) records the model and revision it was
+made with, the metric (``bits_per_char`` by default: higher means more surprising), 101
+quantiles of that metric over the reference rows, and an outlier threshold (by default
+its 99th percentile). The percentile of a score interpolates linearly between quantiles.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+METRICS = ("bits_per_char", "bits_per_byte", "ppl", "mean_nll")
+FORMAT = "lmscore.reference.v1"
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """A loaded profile: ``points`` are the quantile levels (0..1) and ``values`` the
+    metric at each, both ascending."""
+
+    name: str
+    model: str
+    revision: str
+    metric: str
+    points: tuple[float, ...]
+    values: tuple[float, ...]
+    threshold: float
+    count: int
+
+    def percentile(self, value: float) -> float:
+        """Where ``value`` falls in the reference distribution, 0-100 (clamped)."""
+        values = self.values
+        if value <= values[0]:
+            return 100.0 * self.points[0]
+        if value >= values[-1]:
+            return 100.0 * self.points[-1]
+        right = bisect.bisect_right(values, value)
+        left = right - 1
+        while left > 0 and values[left - 1] == values[left] == value:
+            left -= 1  # ties: the middle of the flat stretch
+        lo_v, hi_v = values[left], values[right]
+        lo_p, hi_p = self.points[left], self.points[right]
+        share = 0.0 if hi_v == lo_v else (value - lo_v) / (hi_v - lo_v)
+        return 100.0 * (lo_p + share * (hi_p - lo_p))
+
+    def is_outlier(self, value: float) -> bool:
+        """Above the profile's threshold (more surprising than the reference allows)."""
+        return value > self.threshold
+
+
+def load_profile(name: str, path: Path) -> ReferenceProfile:
+    """Read and check a profile file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ProfileError(f"--reference {name}={path}: cannot read the profile: {exc}") from exc
+    try:
+        if data.get("format", FORMAT) != FORMAT:
+            raise ProfileError(f"unknown format {data.get('format')!r}")
+        metric = str(data["metric"])
+        if metric not in METRICS:
+            raise ProfileError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        pairs = [(float(p), float(v)) for p, v in data["quantiles"]]
+        points = tuple(p for p, _ in pairs)
+        values = tuple(v for _, v in pairs)
+        if len(pairs) < 2 or list(points) != sorted(points) or list(values) != sorted(values):
+            raise ProfileError("quantiles must be at least two ascending [level, value] pairs")
+        return ReferenceProfile(
+            name=name,
+            model=str(data["model"]),
+            revision=str(data["revision"]),
+            metric=metric,
+            points=points,
+            values=values,
+            threshold=float(data.get("threshold", _value_at(points, values, 0.99))),
+            count=int(data.get("count", 0)),
+        )
+    except ProfileError as exc:
+        raise ProfileError(f"--reference {name}={path}: {exc}") from exc
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"--reference {name}={path}: malformed profile ({exc})") from exc
+
+
+def _value_at(points: tuple[float, ...], values: tuple[float, ...], level: float) -> float:
+    right = min(len(points) - 1, bisect.bisect_left(points, level))
+    return values[right]
