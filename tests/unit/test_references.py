@@ -81,3 +81,43 @@ def test_profiles_from_another_model_or_revision_are_refused() -> None:
 def test_no_profile_leaves_results_alone() -> None:
     sentinel: Any = object()
     assert with_reference(sentinel, None) is sentinel
+
+
+def test_grpc_carries_reference_and_results() -> None:
+    from service.api import grpc_convert as convert
+    from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+    from service.schemas import Aggregate, ScoreResponse, TextResult, Usage
+
+    req = convert.text_request(pb.ScoreTextRequest(texts=["a b"], reference="prose"))
+    assert req.reference == "prose"
+    assert convert.text_request(pb.ScoreTextRequest(texts=["a b"])).reference is None
+    chat = convert.chat_request(
+        pb.ScoreChatRequest(
+            conversations=[
+                pb.Conversation(messages=[pb.ChatMessage(role="assistant", content="x")])
+            ],
+            reference="prose",
+        )
+    )
+    assert chat.reference == "prose"
+    result = TextResult(
+        num_tokens=2,
+        num_scored_tokens=1,
+        sum_logprob=-1.0,
+        mean_nll=1.0,
+        ppl=2.7,
+        bits_per_byte=1.0,
+        bits_per_char=1.0,
+        percentile=42.0,
+        is_outlier=False,
+    )
+    response = ScoreResponse(
+        model="default",
+        model_revision="sha256:x",
+        results=[result],
+        aggregate=Aggregate(num_scored_tokens=1, sum_logprob=-1.0, mean_nll=1.0, ppl=2.7),
+        usage=Usage(prompt_tokens=2),
+    )
+    message = convert.text_response(response)
+    assert message.results[0].percentile == 42.0
+    assert message.results[0].HasField("is_outlier") and not message.results[0].is_outlier
