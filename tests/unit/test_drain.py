@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import pytest_asyncio
+from fakes import fake_result
 
 from service.api.rest import create_app
 from service.backends.base import BackendInfo, ForwardItem, ForwardResult
@@ -46,20 +46,7 @@ class HeldBackend:
     def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
         self.calls += 1
         self._gate.wait(timeout=10)
-        out = []
-        for it in items:
-            n = it.num_scored
-            out.append(
-                ForwardResult(
-                    np.asarray(
-                        [-t / 1000 for t in it.input_ids[it.score_from :]], dtype=np.float32
-                    ),
-                    np.ones(n, dtype=np.int64),
-                    np.zeros((n, it.top_k), dtype=np.int64),
-                    np.zeros((n, it.top_k), dtype=np.float32),
-                )
-            )
-        return out
+        return [fake_result(it) for it in items]
 
     def warmup(self) -> None:
         pass

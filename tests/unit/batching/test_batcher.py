@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
+from fakes import fake_result
 
 from service import metrics
 from service.backends.base import BackendInfo, ForwardItem, ForwardResult
@@ -34,7 +35,7 @@ def item(length: int, tag: int, score_from: int = 1) -> ForwardItem:
 
 
 def expected(it: ForwardItem) -> np.ndarray:
-    return np.asarray([-t / 1000 for t in it.input_ids[it.score_from :]], dtype=np.float32)
+    return fake_result(it).logprobs
 
 
 class FakeBackend:
@@ -59,18 +60,7 @@ class FakeBackend:
         self._gate.wait(timeout=10)
         if self.fail_on is not None and any(self.fail_on in it.input_ids for it in items):
             raise RuntimeError("marker token")
-        out = []
-        for it in items:
-            n = it.num_scored
-            out.append(
-                ForwardResult(
-                    expected(it),
-                    np.ones(n, dtype=np.int64),
-                    np.zeros((n, it.top_k), dtype=np.int64),
-                    np.zeros((n, it.top_k), dtype=np.float32),
-                )
-            )
-        return out
+        return [fake_result(it) for it in items]
 
     def warmup(self) -> None:
         pass
