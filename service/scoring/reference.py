@@ -36,20 +36,18 @@ class ReferenceProfile:
     count: int
 
     def percentile(self, value: float) -> float:
-        """Where ``value`` falls in the reference distribution, 0-100 (clamped)."""
-        values = self.values
-        if value <= values[0]:
-            return 100.0 * self.points[0]
-        if value >= values[-1]:
-            return 100.0 * self.points[-1]
-        right = bisect.bisect_right(values, value)
-        left = right - 1
-        while left > 0 and values[left - 1] == values[left] == value:
-            left -= 1  # ties: the middle of the flat stretch
-        lo_v, hi_v = values[left], values[right]
-        lo_p, hi_p = self.points[left], self.points[right]
-        share = 0.0 if hi_v == lo_v else (value - lo_v) / (hi_v - lo_v)
-        return 100.0 * (lo_p + share * (hi_p - lo_p))
+        """Where ``value`` falls in the reference distribution, 0-100 (clamped). A value
+        equal to tied quantiles lands in the middle of their levels."""
+        points, values = self.points, self.values
+        if value < values[0]:
+            return 100.0 * points[0]
+        if value > values[-1]:
+            return 100.0 * points[-1]
+        lo, hi = bisect.bisect_left(values, value), bisect.bisect_right(values, value)
+        if lo < hi:
+            return 100.0 * (points[lo] + points[hi - 1]) / 2.0
+        share = (value - values[lo - 1]) / (values[lo] - values[lo - 1])
+        return 100.0 * (points[lo - 1] + share * (points[lo] - points[lo - 1]))
 
     def is_outlier(self, value: float) -> bool:
         """Above the profile's threshold (more surprising than the reference allows)."""

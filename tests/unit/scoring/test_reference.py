@@ -45,7 +45,9 @@ def test_percentile_clamps_and_is_monotone() -> None:
 
 def test_ties_land_in_the_middle_of_the_flat_stretch() -> None:
     profile = make([1.0, 2.0, 2.0, 2.0, 3.0])
-    assert 25.0 <= profile.percentile(2.0) <= 75.0
+    assert profile.percentile(2.0) == pytest.approx(50.0)
+    ends = make([1.0, 1.0, 1.0, 2.0, 3.0])
+    assert ends.percentile(1.0) == pytest.approx(25.0)
 
 
 def test_outlier_is_strictly_above_the_threshold() -> None:

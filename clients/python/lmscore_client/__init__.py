@@ -1,0 +1,61 @@
+"""Light client of the lmscore scoring service (REST and gRPC; no torch, no transformers).
+
+>>> from lmscore_client import Client
+>>> with Client("http://127.0.0.1:8000") as client:
+...     client.score_text(["The capital of France is Paris."]).results[0].ppl
+"""
+
+from __future__ import annotations
+
+from lmscore_client.client import AsyncClient, Client
+from lmscore_client.errors import (
+    ConnectionFailedError,
+    InternalServerError,
+    InvalidRequestError,
+    LMScoreError,
+    NotFoundError,
+    OverloadedError,
+    RequestTimeoutError,
+    TooLargeError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from lmscore_client.grpc_client import GrpcClient
+from lmscore_client.results import (
+    Aggregate,
+    MessageScore,
+    ModelCard,
+    ScoreResponse,
+    TextResult,
+    TokenScore,
+    TopToken,
+    Usage,
+)
+from lmscore_client.retry import RetryPolicy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Aggregate",
+    "AsyncClient",
+    "Client",
+    "ConnectionFailedError",
+    "GrpcClient",
+    "InternalServerError",
+    "InvalidRequestError",
+    "LMScoreError",
+    "MessageScore",
+    "ModelCard",
+    "NotFoundError",
+    "OverloadedError",
+    "RequestTimeoutError",
+    "RetryPolicy",
+    "ScoreResponse",
+    "TextResult",
+    "TokenScore",
+    "TooLargeError",
+    "TopToken",
+    "UnauthorizedError",
+    "UnavailableError",
+    "Usage",
+]

@@ -1,0 +1,265 @@
+"""gRPC client (``lmscore.v1.Scorer``) returning the same dataclasses as the REST clients.
+
+Unset optional protobuf fields become ``None``; ``tokens``/``top``/``messages`` are ``None``
+where REST would leave them out or null. Every call has a deadline (``timeout`` seconds)
+and is retried on RESOURCE_EXHAUSTED/UNAVAILABLE like the REST client (honouring the
+server's ``retry-after`` trailing metadata).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+from lmscore_client._pb.lmscore.v1 import scoring_pb2 as pb
+from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
+from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError
+from lmscore_client.payloads import Conversation, conversation_list
+from lmscore_client.results import (
+    Aggregate,
+    MessageScore,
+    ModelCard,
+    ScoreResponse,
+    TextResult,
+    TokenScore,
+    TopToken,
+    Usage,
+)
+from lmscore_client.retry import RetryPolicy, parse_retry_after
+
+OVERFLOW = {
+    "error": pb.OVERFLOW_ERROR,
+    "truncate": pb.OVERFLOW_TRUNCATE,
+    "sliding_window": pb.OVERFLOW_SLIDING_WINDOW,
+}
+_PARAM = re.compile(r"^((?:texts|conversations)\[\d+\][\w\[\].]*): ")
+
+
+def _opt(message: Any, field: str) -> Any:
+    return getattr(message, field) if message.HasField(field) else None
+
+
+def _token(t: pb.TokenScore, top_k: int) -> TokenScore:
+    has_logprob = t.HasField("logprob")
+    top = None
+    if top_k > 0 and has_logprob:
+        top = [TopToken(id=a.id, text=a.text, logprob=a.logprob) for a in t.top]
+    return TokenScore(
+        id=t.id,
+        text=t.text,
+        start=t.start,
+        end=t.end,
+        logprob=t.logprob if has_logprob else None,
+        rank=_opt(t, "rank"),
+        top=top,
+        message_index=_opt(t, "message_index"),
+        scored=_opt(t, "scored"),
+    )
+
+
+def _result(r: pb.TextResult, top_k: int, chat: bool) -> TextResult:
+    return TextResult(
+        num_tokens=r.num_tokens,
+        num_scored_tokens=r.num_scored_tokens,
+        sum_logprob=r.sum_logprob,
+        mean_nll=_opt(r, "mean_nll"),
+        ppl=_opt(r, "ppl"),
+        bits_per_byte=_opt(r, "bits_per_byte"),
+        bits_per_char=_opt(r, "bits_per_char"),
+        truncated=r.truncated,
+        tokens=[_token(t, top_k) for t in r.tokens] if r.tokens else None,
+        messages=[
+            MessageScore(
+                index=m.index,
+                role=m.role,
+                scored=m.scored,
+                num_scored_tokens=m.num_scored_tokens,
+                sum_logprob=m.sum_logprob,
+                mean_nll=_opt(m, "mean_nll"),
+                ppl=_opt(m, "ppl"),
+            )
+            for m in r.messages
+        ]
+        if chat
+        else None,
+        percentile=_opt(r, "percentile"),
+        is_outlier=_opt(r, "is_outlier"),
+    )
+
+
+def response_from_pb(
+    message: pb.ScoreTextResponse | pb.ScoreChatResponse, top_k: int = 0, chat: bool = False
+) -> ScoreResponse:
+    """Convert a protobuf response into the REST client's ``ScoreResponse``."""
+    a = message.aggregate
+    return ScoreResponse(
+        model=message.model,
+        model_revision=message.model_revision,
+        results=[_result(r, top_k, chat) for r in message.results],
+        aggregate=Aggregate(
+            num_scored_tokens=a.num_scored_tokens,
+            sum_logprob=a.sum_logprob,
+            mean_nll=_opt(a, "mean_nll"),
+            ppl=_opt(a, "ppl"),
+        ),
+        usage=Usage(prompt_tokens=message.usage.prompt_tokens),
+    )
+
+
+def error_from_rpc(error: grpc.RpcError) -> LMScoreError:
+    """An ``LMScoreError`` subclass for a failed call (``status`` as REST would answer)."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else None) or str(code)
+    retry_after = None
+    if isinstance(error, grpc.Call):
+        for key, value in error.trailing_metadata() or ():
+            if key == "retry-after":
+                retry_after = parse_retry_after(str(value))
+    cls, status = GRPC_CODES.get(code.name, (InternalServerError, 500))
+    match = _PARAM.match(details)
+    return cls(
+        details,
+        status=status,
+        param=match.group(1) if match else None,
+        retry_after_s=retry_after,
+        grpc_code=code.name,
+    )
+
+
+_RETRY_CODES = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE"})
+
+
+class GrpcClient:
+    """Blocking gRPC client. ``target`` is ``host:port``; ``timeout`` is the per-call
+    deadline in seconds; ``api_key`` (default ``$LMSCORE_API_KEY``) is sent as metadata
+    ``authorization: Bearer KEY``."""
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str | None = None,
+        timeout: float = 300.0,
+        *,
+        retry: RetryPolicy | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        api_key = api_key if api_key is not None else os.environ.get("LMSCORE_API_KEY")
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._channel = channel or grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = pb_grpc.ScorerStub(self._channel)
+        self._sleep: Callable[[float], None] = time.sleep
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        started = time.monotonic()
+        failures = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout, metadata=self._metadata)
+            except grpc.RpcError as rpc_error:
+                error = error_from_rpc(rpc_error)
+            failures += 1
+            delay = self.retry.next_delay_s(
+                failures, time.monotonic() - started, error.retry_after_s
+            )
+            if error.grpc_code not in _RETRY_CODES or delay is None:
+                raise error
+            self._sleep(delay)
+
+    def score_text(
+        self,
+        texts: str | Sequence[str],
+        *,
+        model: str = "default",
+        return_tokens: bool = False,
+        top_k: int = 0,
+        prepend_bos: bool = False,
+        overflow: str = "error",
+        stride: int | None = None,
+        reference: str | None = None,
+    ) -> ScoreResponse:
+        """Score plain texts (the options as ``Client.score_text``)."""
+        request = pb.ScoreTextRequest(
+            model=model,
+            texts=[texts] if isinstance(texts, str) else list(texts),
+            return_tokens=return_tokens,
+            top_k=top_k,
+            prepend_bos=prepend_bos,
+            overflow=OVERFLOW[overflow],
+            stride=stride,
+            reference=reference,
+        )
+        return response_from_pb(self._call(self._stub.ScoreText, request), top_k)
+
+    def score_chat(
+        self,
+        conversations: Sequence[Conversation] | Conversation,
+        *,
+        model: str = "default",
+        score_roles: Sequence[str] | None = None,
+        include_end_of_turn: bool = False,
+        return_tokens: bool = False,
+        top_k: int = 0,
+        overflow: str = "error",
+        stride: int | None = None,
+        reference: str | None = None,
+    ) -> ScoreResponse:
+        """Score conversations (the options as ``Client.score_chat``)."""
+        convs = conversation_list(conversations)
+        request = pb.ScoreChatRequest(
+            model=model,
+            conversations=[
+                pb.Conversation(
+                    messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in conv]
+                )
+                for conv in convs
+            ],
+            score_roles=list(score_roles or ()),
+            include_end_of_turn=include_end_of_turn,
+            return_tokens=return_tokens,
+            top_k=top_k,
+            overflow=OVERFLOW[overflow],
+            stride=stride,
+            reference=reference,
+        )
+        return response_from_pb(self._call(self._stub.ScoreChat, request), top_k, chat=True)
+
+    def models(self) -> list[ModelCard]:
+        """The served models."""
+        response = self._call(self._stub.ListModels, pb.ListModelsRequest())
+        return [
+            ModelCard(
+                id=m.id,
+                backend=m.backend,
+                dtype=m.dtype,
+                device=m.device,
+                max_context=m.max_context,
+                revision=m.revision,
+                has_chat_template=m.has_chat_template,
+                object=m.object or "model",
+            )
+            for m in response.data
+        ]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GrpcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,229 @@
+"""Streaming batch scoring of JSONL rows: read lazily, batch, keep N requests in flight,
+hand batches back strictly in input order (used by ``score-file`` and ``calibrate``).
+
+A row the server refuses (4xx, or a 5xx that is not an outage) is marked with its error
+and handed back like any other; a batch refused as a whole is retried without the row
+the error names (``texts[i]``), or row by row when it names none. Outages (429/503/no
+connection after the client's retries) and request-wide refusals (unknown model, bad
+API key, unknown reference) stop the run: ``Fatal`` is raised after every batch before
+the failing one has been handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lmscore_client.client import AsyncClient
+from lmscore_client.errors import (
+    ConnectionFailedError,
+    LMScoreError,
+    OverloadedError,
+    UnavailableError,
+)
+from lmscore_client.results import ScoreResponse, TextResult
+
+Kind = Literal["text", "chat", "reject", "blank"]
+_ROW_PARAM = re.compile(r"^(?:texts|conversations)\[(\d+)\]")
+# Statuses that concern the rows of a request rather than the run.
+_ROW_STATUSES = frozenset({400, 413, 422, 500, 504})
+
+
+class Fatal(Exception):
+    """The run cannot go on (server down, unknown model, refused key...)."""
+
+    def __init__(self, error: LMScoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass
+class Item:
+    """One input line: its parsed row, what to send, and what came back."""
+
+    line_no: int  # 1-based
+    kind: Kind
+    row: Any = None
+    payload: Any = None  # the text, or the list of messages
+    result: TextResult | None = None
+    error: dict[str, Any] | None = None
+
+
+@dataclass
+class Batch:
+    seq: int
+    items: list[Item]
+
+
+@dataclass
+class Options:
+    """What every request carries."""
+
+    model: str = "default"
+    reference: str | None = None
+    score_roles: list[str] | None = None
+
+
+@dataclass
+class RunInfo:
+    """Facts learnt from the responses."""
+
+    model: str | None = None
+    revision: str | None = None
+    revisions: set[str] = field(default_factory=set)
+
+
+def classify(line_no: int, raw: bytes, text_field: str, chat_field: str | None) -> Item:
+    """Parse one JSONL line into an ``Item`` (rows that cannot be sent are rejects)."""
+    if not raw.strip():
+        return Item(line_no, "blank")
+    try:
+        row = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        error = {"status": 0, "type": "invalid_json", "message": str(exc), "param": None}
+        return Item(line_no, "reject", row=raw.decode("utf-8", "replace").rstrip("\n"), error=error)
+    if not isinstance(row, dict):
+        error = {"status": 0, "type": "invalid_row", "message": "not a JSON object", "param": None}
+        return Item(line_no, "reject", row=row, error=error)
+    if chat_field and row.get(chat_field) is not None:
+        if not isinstance(row[chat_field], list):
+            message = f"{chat_field!r} is not a list of messages"
+            error = {"status": 0, "type": "invalid_row", "message": message, "param": chat_field}
+            return Item(line_no, "reject", row=row, error=error)
+        return Item(line_no, "chat", row=row, payload=row[chat_field])
+    if text_field in row:
+        return Item(line_no, "text", row=row, payload=row[text_field])
+    wanted = f"{text_field!r}" + (f" or {chat_field!r}" if chat_field else "")
+    error = {
+        "status": 0,
+        "type": "missing_field",
+        "message": f"the row has no field {wanted}",
+        "param": text_field,
+    }
+    return Item(line_no, "reject", row=row, error=error)
+
+
+def read_batches(
+    lines: Iterator[bytes],
+    *,
+    skip: int,
+    rows_per_request: int,
+    text_field: str,
+    chat_field: str | None,
+) -> Iterator[Batch]:
+    """Batches of up to ``rows_per_request`` consecutive lines, after ``skip`` lines."""
+    seq = 0
+    items: list[Item] = []
+    for line_no, raw in enumerate(lines, start=1):
+        if line_no <= skip:
+            continue
+        items.append(classify(line_no, raw, text_field, chat_field))
+        if len(items) >= rows_per_request:
+            yield Batch(seq, items)
+            seq, items = seq + 1, []
+    if items:
+        yield Batch(seq, items)
+
+
+def _row_error(error: LMScoreError) -> bool:
+    """Whether ``error`` is about the rows sent (else it stops the run)."""
+    if isinstance(error, ConnectionFailedError | OverloadedError | UnavailableError):
+        return False
+    if error.status not in _ROW_STATUSES:
+        return False
+    if error.status == 413:  # too many or too long rows: split the request
+        return True
+    # A named request-wide field ("model", "reference"...) is not about any row.
+    return error.param is None or error.param == "body" or bool(_ROW_PARAM.match(error.param))
+
+
+async def _send(client: AsyncClient, items: list[Item], chat: bool, opts: Options) -> ScoreResponse:
+    payloads = [it.payload for it in items]
+    if chat:
+        return await client.score_chat(
+            payloads, model=opts.model, score_roles=opts.score_roles, reference=opts.reference
+        )
+    return await client.score_text(payloads, model=opts.model, reference=opts.reference)
+
+
+async def score_items(
+    client: AsyncClient, items: list[Item], chat: bool, opts: Options, info: RunInfo
+) -> None:
+    """Fill ``result`` or ``error`` of every item (one kind); raise ``Fatal`` on outages."""
+    pending = list(items)
+    while pending:
+        try:
+            response = await _send(client, pending, chat, opts)
+        except LMScoreError as error:
+            if not _row_error(error):
+                raise Fatal(error) from error
+            match = _ROW_PARAM.match(error.param or "")
+            if len(pending) == 1:
+                pending[0].error = error.to_dict()
+                return
+            if match and int(match.group(1)) < len(pending):
+                pending.pop(int(match.group(1))).error = error.to_dict()
+                continue
+            for item in pending:  # which row is unknown: one by one
+                await score_items(client, [item], chat, opts, info)
+            return
+        info.model = info.model or response.model
+        info.revision = info.revision or response.model_revision
+        info.revisions.add(response.model_revision)
+        for item, result in zip(pending, response.results, strict=True):
+            item.result = result
+        return
+
+
+async def score_batch(client: AsyncClient, batch: Batch, opts: Options, info: RunInfo) -> Batch:
+    for kind in ("text", "chat"):
+        items = [it for it in batch.items if it.kind == kind]
+        if items:
+            await score_items(client, items, kind == "chat", opts, info)
+    return batch
+
+
+async def run(
+    client: AsyncClient,
+    batches: Iterator[Batch],
+    on_batch: Callable[[Batch], None],
+    *,
+    concurrency: int,
+    opts: Options,
+    info: RunInfo,
+) -> None:
+    """Score ``batches`` with up to ``concurrency`` requests in flight; call ``on_batch``
+    for each in input order. Raises ``Fatal`` after handing back every batch before the
+    one that failed (the others are cancelled)."""
+    window: deque[asyncio.Task[Batch]] = deque()
+    max_window = 4 * concurrency  # finished batches waiting for a slow earlier one
+    exhausted = False
+    try:
+        while True:
+            running = sum(not t.done() for t in window)
+            while not exhausted and running < concurrency and len(window) < max_window:
+                batch = next(batches, None)
+                if batch is None:
+                    exhausted = True
+                    break
+                window.append(asyncio.create_task(score_batch(client, batch, opts, info)))
+                running += 1
+            while window and window[0].done():
+                on_batch(window.popleft().result())  # raises the batch's Fatal
+            if not window:
+                if exhausted:
+                    return
+                continue
+            await asyncio.wait(
+                [t for t in window if not t.done()], return_when=asyncio.FIRST_COMPLETED
+            )
+    finally:
+        for task in window:
+            task.cancel()
+        if window:
+            await asyncio.gather(*window, return_exceptions=True)

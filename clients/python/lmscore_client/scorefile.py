@@ -1,0 +1,262 @@
+"""``lmscore-client score-file``: score a JSONL file row by row through the REST API.
+
+Output rows come in input order with the scores added. Progress is kept in the sidecar
+``OUT.progress`` (input lines done and the byte sizes of OUT and the rejects file after
+the last in-order write), so ``--resume`` truncates any half-written tail, skips exactly the
+lines already accounted for (written, rejected or filtered out) and appends without
+duplicates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lmscore_client import pipeline
+from lmscore_client.client import AsyncClient
+from lmscore_client.retry import RetryPolicy
+from lmscore_client.summary import Stats, plot, report
+
+SCORE_FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
+
+
+def _dump(obj: Any) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _complete_lines(path: Path) -> int:
+    """Count the newline-terminated lines of ``path`` and cut off a partial last line."""
+    if not path.exists():
+        return 0
+    count, good = 0, 0
+    with path.open("rb") as f:
+        for line in f:
+            if line.endswith(b"\n"):
+                count += 1
+                good += len(line)
+    os.truncate(path, good)
+    return count
+
+
+class Progress:
+    """The sidecar file: ``lines_done`` input lines are fully reflected in OUT (its first
+    ``out_bytes`` bytes) and the rejects file (its first ``rejects_bytes`` bytes)."""
+
+    def __init__(self, path: Path, state: dict[str, Any]) -> None:
+        self.path = path
+        self.state = state
+
+    def save(self, **changes: Any) -> None:
+        self.state.update(changes)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.path)
+
+
+def prepare(
+    args: argparse.Namespace, out: Path, rejects: Path, warn: Callable[[str], None]
+) -> Progress:
+    """Set up OUT, the rejects file and the progress state for a fresh or resumed run."""
+    progress_path = out.with_name(out.name + ".progress")
+    base = {"input": str(Path(args.input).resolve()), "lines_done": 0}
+    if args.resume and progress_path.exists():
+        state = json.loads(progress_path.read_text())
+        if state.get("input") != base["input"]:
+            warn(f"warning: {progress_path} was written for {state.get('input')}")
+        for path, key in ((out, "out_bytes"), (rejects, "rejects_bytes")):
+            size = path.stat().st_size if path.exists() else 0
+            if size < state.get(key, 0):
+                raise SystemExit(
+                    f"lmscore-client: {path} is shorter than {progress_path} records; "
+                    "cannot resume safely (run without --resume to start over)"
+                )
+            if path.exists():
+                os.truncate(path, state.get(key, 0))
+        state["complete"] = False
+        return Progress(progress_path, state)
+    if args.resume and out.exists():
+        done = _complete_lines(out) + _complete_lines(rejects)
+        warn(
+            f"warning: no {progress_path}; assuming the first {done} input lines are done "
+            "(the rows in OUT and the rejects file)"
+        )
+        state = {**base, "lines_done": done}
+    else:
+        for path in (out, rejects, progress_path):
+            path.unlink(missing_ok=True)
+        out.touch()
+        state = base
+    state["out_bytes"] = out.stat().st_size
+    state["rejects_bytes"] = rejects.stat().st_size if rejects.exists() else 0
+    progress = Progress(progress_path, state)
+    progress.save()
+    return progress
+
+
+class Writer:
+    """Writes each batch handed back in order, then records the progress."""
+
+    def __init__(
+        self, args: argparse.Namespace, out: BinaryIO, rejects: Path, progress: Progress, bar: Any
+    ) -> None:
+        self.args = args
+        self.out = out
+        self.rejects_path = rejects
+        self.rejects: BinaryIO | None = None
+        self.progress = progress
+        self.bar = bar
+        self.stats = Stats()
+        self.started = time.monotonic()
+
+    def _reject(self, item: pipeline.Item) -> None:
+        assert item.error is not None
+        if self.rejects is None:
+            self.rejects = self.rejects_path.open("ab")
+        self.rejects.write(_dump({"line": item.line_no, "error": item.error, "row": item.row}))
+        if item.error.get("status", 0) >= 500:
+            self.stats.errors += 1
+        else:
+            self.stats.rejected += 1
+
+    def _keep(self, ppl: float | None) -> bool:
+        low, high = self.args.min_ppl, self.args.max_ppl
+        if low is None and high is None:
+            return True
+        if ppl is None:
+            return False
+        return (low is None or ppl >= low) and (high is None or ppl <= high)
+
+    def __call__(self, batch: pipeline.Batch) -> None:
+        stats = self.stats
+        for item in batch.items:
+            if item.kind == "blank":
+                continue
+            stats.rows += 1
+            if item.result is None:
+                self._reject(item)
+                continue
+            result = item.result
+            stats.tokens += result.num_scored_tokens
+            value = result.metric(self.args.metric)
+            if value is not None:
+                stats.values.append(value)
+            if not self._keep(result.ppl):
+                stats.dropped += 1
+                continue
+            row = dict(item.row)
+            for name in SCORE_FIELDS:
+                row[name] = getattr(result, name)
+            if self.args.reference:
+                row["percentile"] = result.percentile
+                row["is_outlier"] = result.is_outlier
+            self.out.write(_dump(row))
+            stats.kept += 1
+        self.out.flush()
+        if self.rejects is not None:
+            self.rejects.flush()
+        self.progress.save(
+            lines_done=batch.items[-1].line_no,
+            out_bytes=self.out.tell(),
+            rejects_bytes=self.rejects.tell()
+            if self.rejects
+            else self.progress.state["rejects_bytes"],
+        )
+        if self.bar is not None:
+            elapsed = max(time.monotonic() - self.started, 1e-9)
+            self.bar.update(sum(it.kind != "blank" for it in batch.items))
+            self.bar.set_postfix_str(f"{stats.tokens / elapsed:.0f} tok/s", refresh=False)
+
+    def close(self) -> None:
+        if self.rejects is not None:
+            self.rejects.close()
+
+
+def warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _bar() -> Any:
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    try:
+        width = os.get_terminal_size(sys.stderr.fileno()).columns
+    except OSError:
+        width = 0
+    # A terminal that reports no size (some ptys, CI) would get an empty bar.
+    size: dict[str, Any] = {"dynamic_ncols": True} if width > 0 else {"ncols": 100, "nrows": 20}
+    return tqdm(unit=" rows", file=sys.stderr, smoothing=0.1, **size)
+
+
+def score_file(args: argparse.Namespace) -> int:
+    """Run the subcommand; the exit status (0 done, 1 stopped early)."""
+    out = Path(args.output)
+    rejects = Path(args.rejects or f"{args.output}.rejects.jsonl")
+    if not Path(args.input).is_file():
+        warn(f"lmscore-client: no input file {args.input}")
+        return 2
+    if Path(args.input).resolve() in (out.resolve(), rejects.resolve()):
+        warn("lmscore-client: the output must not be the input file")
+        return 2
+    progress = prepare(args, out, rejects, warn)
+    skip = int(progress.state["lines_done"])
+    if skip:
+        warn(f"resuming after input line {skip}")
+    opts = pipeline.Options(model=args.model, reference=args.reference)
+    info = pipeline.RunInfo()
+    bar = _bar()
+    status = 0
+    with Path(args.input).open("rb") as lines, out.open("ab") as out_file:
+        writer = Writer(args, out_file, rejects, progress, bar)
+        batches = pipeline.read_batches(
+            iter(lines),
+            skip=skip,
+            rows_per_request=args.rows_per_request,
+            text_field=args.field,
+            chat_field=args.chat_field or None,
+        )
+
+        async def main() -> None:
+            retry = RetryPolicy(max_attempts=args.max_attempts)
+            async with AsyncClient(
+                args.url,
+                api_key=args.api_key,
+                timeout=args.timeout,
+                retry=retry,
+                max_connections=args.concurrency,
+            ) as client:
+                await pipeline.run(
+                    client, batches, writer, concurrency=args.concurrency, opts=opts, info=info
+                )
+
+        try:
+            asyncio.run(main())
+            progress.save(complete=True)
+        except pipeline.Fatal as fatal:
+            status = 1
+            message = f"lmscore-client: stopped: {fatal.error}"
+        except KeyboardInterrupt:
+            status = 130
+            message = "lmscore-client: interrupted"
+        finally:
+            writer.close()
+            if bar is not None:
+                bar.close()
+    elapsed = time.monotonic() - writer.started
+    warn(report(writer.stats, args.metric, elapsed))
+    if status:
+        done = progress.state["lines_done"]
+        warn(
+            f"{message}\n  {out} is valid up to input line {done}; rerun with --resume to continue"
+        )
+    if args.plot:
+        warn(plot(writer.stats.values, args.metric, args.plot))
+    return status

@@ -1,0 +1,123 @@
+"""A tiny stand-in for ``lmscore serve`` (threading HTTP on 127.0.0.1:0) with deterministic
+fake scores, random latency (so responses finish out of order) and switchable outages."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def fake_result(text: str) -> dict[str, Any]:
+    """The fake scores of a text: ppl = 1 + len(text); one-word texts score nothing."""
+    num_tokens = len(text.split()) + 1 if " " in text else 1
+    scored = num_tokens - 1
+    if scored == 0:
+        return {
+            "num_tokens": 1, "num_scored_tokens": 0, "sum_logprob": 0.0, "mean_nll": None,
+            "ppl": None, "bits_per_byte": None, "bits_per_char": None, "truncated": False,
+        }  # fmt: skip
+    ppl = 1.0 + len(text)
+    nll = math.log(ppl)
+    bits = nll * scored / math.log(2) / len(text)
+    return {
+        "num_tokens": num_tokens, "num_scored_tokens": scored, "sum_logprob": -nll * scored,
+        "mean_nll": nll, "ppl": ppl, "bits_per_byte": bits * len(text) / len(text.encode()),
+        "bits_per_char": bits, "truncated": False, "extra_field_from_the_future": 1,
+    }  # fmt: skip
+
+
+class FakeServer:
+    """``fail_after``: successful score requests before every request answers 503."""
+
+    def __init__(self, fail_after: int | None = None, max_delay_s: float = 0.02) -> None:
+        self.fail_after = fail_after
+        self.max_delay_s = max_delay_s
+        self.lock = threading.Lock()
+        self.served = 0
+        self.inflight = 0
+        self.max_inflight = 0
+        self.batch_sizes: list[int] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> FakeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            if self.fail_after is not None and self.served >= self.fail_after:
+                return 503, {"error": {"type": "unavailable", "message": "draining", "param": None}}
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            time.sleep(random.uniform(0, self.max_delay_s))
+            if path == "/v1/score/chat":
+                name, inputs = "conversations", []
+                for i, conv in enumerate(body["conversations"]):
+                    if not isinstance(conv, list) or not all(isinstance(m, dict) for m in conv):
+                        error = {
+                            "type": "invalid_request",
+                            "message": "bad",
+                            "param": f"{name}[{i}]",
+                        }
+                        return 422, {"error": error}
+                    inputs.append(" ".join(str(m.get("content")) for m in conv))
+            else:
+                inputs, name = body["texts"], "texts"
+            for i, text in enumerate(inputs):
+                if not isinstance(text, str) or not text:
+                    error = {"type": "invalid_request", "message": "empty", "param": f"{name}[{i}]"}
+                    return 422, {"error": error}
+                if "BOOM" in text:
+                    return 500, {"error": {"type": "internal", "message": "boom", "param": None}}
+            results = [fake_result(t) for t in inputs]
+            with self.lock:
+                self.served += 1
+                self.batch_sizes.append(len(inputs))
+            aggregate = {"num_scored_tokens": 0, "sum_logprob": 0.0, "mean_nll": None, "ppl": None}
+            return 200, {
+                "model": body.get("model", "default"), "model_revision": "sha256:fake",
+                "results": results, "aggregate": aggregate, "usage": {"prompt_tokens": 1},
+            }  # fmt: skip
+        finally:
+            with self.lock:
+                self.inflight -= 1
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length))
+                status, payload = server.answer(self.path, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                if status == 503:
+                    self.send_header("retry-after", "0")
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler

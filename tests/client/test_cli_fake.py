@@ -1,0 +1,245 @@
+"""``lmscore-client score-file`` / ``calibrate`` against a fake server: order under
+concurrency, rejects, filters, outages and resuming (fast; no model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import CLI, read_jsonl, write_jsonl
+from fake_server import FakeServer, fake_result
+
+from lmscore_client.cli import main
+from lmscore_client.profile import quantiles
+
+FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
+
+
+def _rows(n: int) -> list[dict]:
+    return [
+        {"id": i, "text": f"row {i} says " + "la " * (i % 13), "meta": {"k": i}} for i in range(n)
+    ]
+
+
+def _score(url: str, inp: Path, out: Path, *extra: str) -> int:
+    return main(["score-file", str(inp), "-o", str(out), "--url", url, *extra])
+
+
+def _expected(rows: list[dict]) -> list[dict]:
+    return [{**r, **{k: fake_result(r["text"])[k] for k in FIELDS}} for r in rows]
+
+
+def test_rows_come_back_in_order_with_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _rows(500)
+    rows[7] = {"id": 7, "messages": [{"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello you"}]}  # fmt: skip
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        args = ("--concurrency", "8", "--rows-per-request", "7")
+        assert _score(server.url, inp, out, *args) == 0
+    got = read_jsonl(out)
+    assert [r["id"] for r in got] == list(range(500))
+    chat = fake_result("hi there hello you")
+    assert got[7]["ppl"] == chat["ppl"] and got[7]["messages"] == rows[7]["messages"]
+    assert got[:7] == _expected(rows[:7]) and got[8:] == _expected(rows[8:])
+    assert 1 < server.max_inflight <= 8
+    assert max(server.batch_sizes) <= 7
+    assert not (tmp_path / "out.jsonl.rejects.jsonl").exists()
+    err = capsys.readouterr().err
+    assert "rows 500, kept 500, dropped 0, rejected 0, errors 0" in err
+    assert "p1 " in err and "p50 " in err and "p99 " in err
+    assert "histogram of ppl (log-spaced bins)" in err and "█" in err
+
+
+def test_rejects_are_written_with_their_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [json.dumps(r) + "\n" for r in _rows(40)]
+    lines[3] = json.dumps({"id": 3, "text": ""}) + "\n"
+    lines[5] = json.dumps({"id": 5, "body": "no text field"}) + "\n"
+    lines[9] = "{not json\n"
+    lines[11] = "[1, 2]\n"
+    lines[13] = json.dumps({"id": 13, "text": 42}) + "\n"
+    lines[17] = json.dumps({"id": 17, "text": "this goes BOOM on the server"}) + "\n"
+    lines[19] = "\n"
+    lines[21] = json.dumps({"id": 21, "messages": "not a list"}) + "\n"
+    lines[23] = json.dumps({"id": 23, "messages": ["not a message"]}) + "\n"
+    inp = write_jsonl(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        assert _score(server.url, inp, out, "--rows-per-request", "8", "--concurrency", "3") == 0
+    bad = {3, 5, 9, 11, 13, 17, 19, 21, 23}
+    assert [r["id"] for r in read_jsonl(out)] == [i for i in range(40) if i not in bad]
+    rejects = read_jsonl(tmp_path / "out.jsonl.rejects.jsonl")
+    by_line = {r["line"]: r for r in rejects}
+    assert sorted(by_line) == [4, 6, 10, 12, 14, 18, 22, 24]  # 1-based; blank line skipped
+    assert by_line[4]["error"]["status"] == 422 and by_line[4]["row"] == {"id": 3, "text": ""}
+    assert by_line[4]["error"]["param"].startswith("texts[")
+    assert by_line[6]["error"]["type"] == "missing_field"
+    assert by_line[10]["error"]["type"] == "invalid_json" and by_line[10]["row"] == "{not json"
+    assert by_line[12]["error"]["type"] == "invalid_row"
+    assert by_line[14]["error"]["status"] == 422
+    assert by_line[18]["error"]["status"] == 500
+    assert by_line[22]["error"]["type"] == "invalid_row"
+    assert by_line[24]["error"]["param"] == "conversations[0]"
+    err = capsys.readouterr().err
+    assert "rows 39, kept 31, dropped 0, rejected 7, errors 1" in err
+
+
+def test_ppl_band_filter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [{"id": i, "text": "ab " + "x" * i} for i in range(60)] + [{"id": 60, "text": "single"}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        code = _score(server.url, inp, out, "--min-ppl", "20", "--max-ppl", "40.5")
+    assert code == 0
+    kept = read_jsonl(out)
+    # fake ppl = 1 + len(text) = 4 + i; "single" scores no token (ppl null): dropped
+    assert [r["id"] for r in kept] == [i for i in range(60) if 20 <= 4 + i <= 40.5]
+    assert all(20 <= r["ppl"] <= 40.5 for r in kept)
+    assert f"kept {len(kept)}, dropped {61 - len(kept)}, rejected 0" in capsys.readouterr().err
+
+
+def test_outage_stops_then_resume_completes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _rows(300)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ("--rows-per-request", "10", "--concurrency", "3", "--max-attempts", "2")
+    band = ("--max-ppl", "40")  # drops some rows: they must not be scored again
+    with FakeServer(fail_after=8) as down:
+        code = _score(down.url, inp, out, *args, *band)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "stopped: 503 unavailable" in err and "rerun with --resume" in err
+    expected = [r for r in _expected(rows) if r["ppl"] <= 40]
+    partial = read_jsonl(out)
+    assert partial == expected[: len(partial)]  # a valid prefix
+    done = json.loads((tmp_path / "out.jsonl.progress").read_text())["lines_done"]
+    assert 0 < done < 300 and done % 10 == 0
+    with FakeServer() as up:
+        assert _score(up.url, inp, out, *args, *band, "--resume") == 0
+    assert sum(up.batch_sizes) == 300 - done  # only the rows not done before
+    assert read_jsonl(out) == expected
+    assert f"resuming after input line {done}" in capsys.readouterr().err
+
+
+def test_resume_cuts_a_half_written_tail(tmp_path: Path) -> None:
+    rows = _rows(120)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        assert _score(server.url, inp, out, "--rows-per-request", "16") == 0
+        full = out.read_bytes()
+        # as if killed after 50 rows were recorded and while writing the next ones
+        progress = tmp_path / "out.jsonl.progress"
+        offset = sum(len(line) for line in full.splitlines(keepends=True)[:50])
+        state = json.loads(progress.read_text())
+        progress.write_text(
+            json.dumps({**state, "lines_done": 50, "out_bytes": offset, "complete": False})
+        )
+        out.write_bytes(full[: offset + 70])  # a row and a half past the record
+        assert _score(server.url, inp, out, "--rows-per-request", "16", "--resume") == 0
+        assert out.read_bytes() == full
+        # no progress file: OUT's complete lines count as done
+        progress.unlink()
+        out.write_bytes(full[: offset + 70])
+        assert _score(server.url, inp, out, "--resume") == 0
+        assert out.read_bytes() == full
+        # resuming a finished run scores nothing
+        served = server.served
+        assert _score(server.url, inp, out, "--resume") == 0
+        assert server.served == served and out.read_bytes() == full
+
+
+def test_plot_without_matplotlib_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(20))
+    png = tmp_path / "hist.png"
+    with FakeServer() as server:
+        code = _score(
+            server.url, inp, tmp_path / "out.jsonl", "--plot", str(png), "--metric", "bits_per_char"
+        )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "histogram of bits_per_char (linear bins)" in err
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in err and not png.exists()
+    else:
+        assert png.stat().st_size > 0
+
+
+def test_calibrate_on_fake_scores(tmp_path: Path) -> None:
+    rows = [*_rows(50), {"id": 50, "text": "oneword"}, {"id": 51, "text": ""}]
+    inp = write_jsonl(tmp_path / "ref.jsonl", rows)
+    profile_path = tmp_path / "profile.json"
+    with FakeServer() as server:
+        args = ["calibrate", str(inp), "-o", str(profile_path), "--url", server.url]
+        assert main([*args, "--threshold-quantile", "0.9"]) == 0
+    profile = json.loads(profile_path.read_text())
+    values = [fake_result(r["text"])["bits_per_char"] for r in rows[:50]]
+    assert profile["format"] == "lmscore.reference.v1"
+    assert (profile["model"], profile["revision"]) == ("default", "sha256:fake")
+    assert profile["metric"] == "bits_per_char" and profile["count"] == 50
+    assert profile["skipped"] == 1 and profile["rejected"] == 1
+    table = quantiles(values)
+    assert [p for p, _ in profile["quantiles"]] == [p for p, _ in table]
+    assert [v for _, v in profile["quantiles"]] == pytest.approx([v for _, v in table])
+    assert profile["threshold"] == pytest.approx(table[90][1])
+    assert profile["threshold_quantile"] == 0.9 and profile["source"] == "ref.jsonl"
+
+
+def test_unreachable_server_exits_nonzero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(5))
+    out = tmp_path / "out.jsonl"
+    code = _score("http://127.0.0.1:9", inp, out, "--max-attempts", "1")
+    assert code == 1
+    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+    assert out.read_text() == ""
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(200))
+    controller, terminal = pty.openpty()
+    shown = bytearray()
+    with FakeServer(max_delay_s=0.05) as server:
+        process = subprocess.Popen(
+            [CLI, "score-file", str(inp), "-o", str(tmp_path / "out.jsonl"), "--url", server.url,
+             "--rows-per-request", "5", "--concurrency", "2"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal,
+        )  # fmt: skip
+        os.close(terminal)
+        while True:  # read while it runs: a pty drops what is unread when it closes
+            ready, _, _ = select.select([controller], [], [], 60)
+            try:
+                chunk = os.read(controller, 65536) if ready else b""
+            except OSError:  # EIO: the other side is closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=60) == 0
+    os.close(controller)
+    text = shown.decode("utf-8", "replace")
+    assert "200 rows" in text and "rows/s" in text and "tok/s" in text
+
+
+def test_bad_paths_are_refused_before_touching_out(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"keep": "me"}\n')
+    assert _score("http://127.0.0.1:9", tmp_path / "missing.jsonl", out) == 2
+    assert _score("http://127.0.0.1:9", out, out) == 2
+    assert out.read_text() == '{"keep": "me"}\n'

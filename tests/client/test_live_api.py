@@ -1,0 +1,118 @@
+"""``Client``, ``AsyncClient`` and ``GrpcClient`` against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from compare import assert_close
+from server_process import RunningServer
+
+from lmscore_client import (
+    AsyncClient,
+    Client,
+    GrpcClient,
+    InvalidRequestError,
+    NotFoundError,
+    ScoreResponse,
+)
+
+TEXTS = ["The capital of France is Paris.", "Hello", "asdkj qwpoe zmxn ,,,, 1238 !!!"]
+CHAT = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris."},
+]
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer) -> Iterator[Client]:
+    with Client(server.url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def grpc_client(server: RunningServer) -> Iterator[GrpcClient]:
+    with GrpcClient(server.grpc, timeout=120) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"return_tokens": True, "top_k": 3}, {"prepend_bos": True, "return_tokens": True}],
+)
+def test_score_text_equals_a_direct_post(
+    client: Client, http: httpx.Client, options: dict[str, object]
+) -> None:
+    direct = http.post("/v1/score/text", json={"texts": TEXTS, **options})
+    assert direct.status_code == 200
+    got = client.score_text(TEXTS, **options)  # type: ignore[arg-type]
+    assert_close(got, ScoreResponse.from_json(direct.json()), rel=1e-5)
+    assert got.results[1].num_scored_tokens == (1 if options.get("prepend_bos") else 0)
+    if not options.get("prepend_bos"):
+        assert got.results[1].ppl is None and got.results[1].bits_per_char is None
+
+
+def test_score_chat_equals_a_direct_post(client: Client, http: httpx.Client) -> None:
+    body = {"conversations": [CHAT], "return_tokens": True, "include_end_of_turn": True}
+    direct = ScoreResponse.from_json(http.post("/v1/score/chat", json=body).json())
+    got = client.score_chat([CHAT], return_tokens=True, include_end_of_turn=True)
+    assert_close(got, direct, rel=1e-5)
+    messages = got.results[0].messages
+    assert messages is not None and [m.scored for m in messages] == [False, False, True]
+    plain = client.score_chat(CHAT).results[0]  # one conversation; end of turn not scored
+    assert plain.messages is not None
+    assert plain.num_scored_tokens == plain.messages[2].num_scored_tokens
+    assert plain.num_scored_tokens < messages[2].num_scored_tokens
+
+
+def test_models(client: Client, grpc_client: GrpcClient, http: httpx.Client) -> None:
+    cards = client.models()
+    assert [c.id for c in cards] == ["default"]
+    assert cards[0].revision == http.get("/v1/models").json()["data"][0]["revision"]
+    assert cards[0].revision.startswith("sha256:")
+    assert grpc_client.models() == cards
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"return_tokens": True, "top_k": 2}, {"prepend_bos": True}, {"overflow": "truncate"}],
+)
+def test_grpc_equals_rest_for_texts(
+    client: Client, grpc_client: GrpcClient, options: dict[str, object]
+) -> None:
+    assert_close(grpc_client.score_text(TEXTS, **options), client.score_text(TEXTS, **options))  # type: ignore[arg-type]
+
+
+def test_grpc_equals_rest_for_chats(client: Client, grpc_client: GrpcClient) -> None:
+    for options in ({}, {"return_tokens": True, "top_k": 2, "score_roles": ["user", "assistant"]}):
+        rest = client.score_chat([CHAT, CHAT[1:]], **options)  # type: ignore[arg-type]
+        assert_close(grpc_client.score_chat([CHAT, CHAT[1:]], **options), rest)  # type: ignore[arg-type]
+
+
+def test_errors_carry_type_and_param(client: Client, grpc_client: GrpcClient) -> None:
+    with pytest.raises(InvalidRequestError) as rest:
+        client.score_text(["fine", ""])
+    assert (rest.value.status, rest.value.type, rest.value.param) == (
+        422, "invalid_request", "texts[1]",
+    )  # fmt: skip
+    with pytest.raises(InvalidRequestError) as grpc_error:
+        grpc_client.score_text(["fine", ""])
+    assert grpc_error.value.grpc_code == "INVALID_ARGUMENT"
+    assert grpc_error.value.param == "texts[1]"
+    with pytest.raises(NotFoundError) as missing:
+        client.score_text("x y", model="no-such-model")
+    assert missing.value.status == 404 and missing.value.type == "not_found"
+    with pytest.raises(NotFoundError):
+        grpc_client.score_text("x y", model="no-such-model")
+
+
+def test_async_client_matches_the_blocking_one(server: RunningServer, client: Client) -> None:
+    async def score() -> list[ScoreResponse]:
+        async with AsyncClient(server.url, timeout=120) as ac:
+            return list(await asyncio.gather(*(ac.score_text([t]) for t in TEXTS)))
+
+    for text, got in zip(TEXTS, asyncio.run(score()), strict=True):
+        assert_close(got.results, client.score_text([text]).results)
