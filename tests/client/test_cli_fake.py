@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import CLI, read_jsonl, write_jsonl
+from cli_helpers import CLI, read_jsonl, write_jsonl
 from fake_server import FakeServer, fake_result
 
 from lmscore_client.cli import main

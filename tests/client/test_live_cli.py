@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CLI, CONTEXT, read_jsonl, run_cli, write_jsonl
+from cli_helpers import CLI, CONTEXT, read_jsonl, run_cli, write_jsonl
 from server_process import RunningServer
 
 from lmscore_client import Client

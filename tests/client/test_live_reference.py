@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_cli, write_jsonl
+from cli_helpers import read_jsonl, run_cli, write_jsonl
 from server_process import RunningServer, start_server, stop_server
 
 from lmscore_client import Client, GrpcClient, LMScoreError, UnauthorizedError
