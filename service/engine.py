@@ -13,7 +13,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -35,7 +34,6 @@ from service.schemas import (
     TextScoreRequest,
     Usage,
 )
-from service.scoring.aggregates import safe_exp
 from service.scoring.chat import ChatTemplateError
 from service.scoring.reference import ReferenceProfile
 from service.sequences import (
@@ -58,6 +56,7 @@ from service.served import (
     ScoreOutcome,
     ServedModel,
     default_batch_tokens,
+    text_ppls,
 )
 from service.settings import Settings
 from service.validation import check_count, check_token_ids, validate_chat
@@ -203,7 +202,7 @@ class Engine:
             if self.inflight == 0:
                 self._idle.set()
         histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
-        for ppl in _ppls(outcome):
+        for ppl in text_ppls(outcome):
             histogram.observe(ppl)
         return outcome
 
@@ -390,17 +389,3 @@ class Engine:
     @staticmethod
     def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:
         return req.top_k if req.return_tokens else 0
-
-
-def _ppls(outcome: object) -> list[float]:
-    """Per-text PPL of a finished request (texts with no scored token have none)."""
-    if isinstance(outcome, ScoreOutcome):
-        return [r.ppl for r in outcome.response.results if r.ppl is not None]
-    if isinstance(outcome, PromptOutcome):
-        ppls = []
-        for seq, scores in zip(outcome.sequences, outcome.scores, strict=True):
-            lps = [float(scores.logprobs[j + seq.shift]) for j, s in enumerate(seq.scored) if s]
-            if lps:
-                ppls.append(safe_exp(-math.fsum(lps) / len(lps)))
-        return ppls
-    return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 from service.backends.base import Backend, ForwardItem
 from service.batching.pending import ScoredItem
 from service.schemas import ModelCard, ScoreResponse
+from service.scoring.aggregates import safe_exp
 from service.sequences import ScoredSequence, SequenceScores
 
 T = TypeVar("T")
@@ -106,3 +108,17 @@ class PromptOutcome:
     sequences: list[ScoredSequence]
     scores: list[SequenceScores]
     timing: RequestTiming
+
+
+def text_ppls(outcome: object) -> list[float]:
+    """Per-text PPL of a finished request (texts with no scored token have none)."""
+    if isinstance(outcome, ScoreOutcome):
+        return [r.ppl for r in outcome.response.results if r.ppl is not None]
+    if isinstance(outcome, PromptOutcome):
+        ppls = []
+        for seq, scores in zip(outcome.sequences, outcome.scores, strict=True):
+            lps = [float(scores.logprobs[j + seq.shift]) for j, s in enumerate(seq.scored) if s]
+            if lps:
+                ppls.append(safe_exp(-math.fsum(lps) / len(lps)))
+        return ppls
+    return []
