@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lmscore_client import pipeline
-from lmscore_client.client import AsyncClient
 from lmscore_client.profile import build_profile
-from lmscore_client.retry import RetryPolicy
 from lmscore_client.summary import Stats, report
 
 
@@ -58,14 +56,7 @@ def calibrate(args: argparse.Namespace) -> int:
     started = time.monotonic()
 
     async def main(lines: Iterator[bytes]) -> None:
-        retry = RetryPolicy(max_attempts=args.max_attempts)
-        async with AsyncClient(
-            args.url,
-            api_key=args.api_key,
-            timeout=args.timeout,
-            retry=retry,
-            max_connections=args.concurrency,
-        ) as client:
+        async with pipeline.client_from_args(args) as client:
             batches = pipeline.read_batches(
                 lines,
                 skip=0,

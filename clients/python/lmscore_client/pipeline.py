@@ -11,6 +11,7 @@ the failing one has been handed back.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
@@ -27,6 +28,7 @@ from lmscore_client.errors import (
     UnavailableError,
 )
 from lmscore_client.results import ScoreResponse, TextResult
+from lmscore_client.retry import RetryPolicy
 
 Kind = Literal["text", "chat", "reject", "blank"]
 _ROW_PARAM = re.compile(r"^(?:texts|conversations)\[(\d+)\]")
@@ -227,3 +229,14 @@ async def run(
             task.cancel()
         if window:
             await asyncio.gather(*window, return_exceptions=True)
+
+
+def client_from_args(args: argparse.Namespace) -> AsyncClient:
+    """The AsyncClient both file commands use: one connection per request in flight."""
+    return AsyncClient(
+        args.url,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        retry=RetryPolicy(max_attempts=args.max_attempts),
+        max_connections=args.concurrency,
+    )

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lmscore_client import pipeline
-from lmscore_client.client import AsyncClient
-from lmscore_client.retry import RetryPolicy
 from lmscore_client.summary import Stats, plot, report
 
 SCORE_FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
@@ -225,14 +223,7 @@ def score_file(args: argparse.Namespace) -> int:
         )
 
         async def main() -> None:
-            retry = RetryPolicy(max_attempts=args.max_attempts)
-            async with AsyncClient(
-                args.url,
-                api_key=args.api_key,
-                timeout=args.timeout,
-                retry=retry,
-                max_connections=args.concurrency,
-            ) as client:
+            async with pipeline.client_from_args(args) as client:
                 await pipeline.run(
                     client, batches, writer, concurrency=args.concurrency, opts=opts, info=info
                 )
