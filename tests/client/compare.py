@@ -1,4 +1,5 @@
-"""Approximate equality of result dataclasses (floats within a relative tolerance)."""
+"""Approximate equality of result dataclasses (floats within the contract's batch tolerance:
+every use compares two requests, i.e. two forward passes)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import dataclasses
 import math
 from typing import Any
 
+from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL
 
-def assert_close(a: Any, b: Any, rel: float = 1e-4, path: str = "") -> None:
-    """Recursively equal, floats within ``rel`` (relative) or 1e-6 (absolute)."""
+
+def assert_close(a: Any, b: Any, rel: float = BATCH_INVARIANCE_REL, path: str = "") -> None:
+    """Recursively equal, floats within ``rel`` (relative) or ``BATCH_INVARIANCE_ABS``."""
     if dataclasses.is_dataclass(a) and not isinstance(a, type):
         assert type(a) is type(b), f"{path}: {type(a).__name__} != {type(b).__name__}"
         for f in dataclasses.fields(a):
@@ -22,6 +25,6 @@ def assert_close(a: Any, b: Any, rel: float = 1e-4, path: str = "") -> None:
         for key in a:
             assert_close(a[key], b[key], rel, f"{path}.{key}")
     elif isinstance(a, float) and not isinstance(b, bool) and isinstance(b, int | float):
-        assert math.isclose(a, b, rel_tol=rel, abs_tol=1e-6), f"{path}: {a} != {b}"
+        assert math.isclose(a, b, rel_tol=rel, abs_tol=BATCH_INVARIANCE_ABS), f"{path}: {a} != {b}"
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL
 
 from service.scoring.logprobs import PositionScores, logprobs_from_logits, score_hidden_states
 
@@ -125,8 +126,11 @@ def _head(hidden_size: int = 16) -> torch.nn.Linear:
 
 
 def _assert_same(a: PositionScores, b: PositionScores) -> None:
-    torch.testing.assert_close(a.logprobs, b.logprobs, rtol=0, atol=1e-5)
-    torch.testing.assert_close(a.top_logprobs, b.top_logprobs, rtol=0, atol=1e-5)
+    # Chunked vs whole: the head's matmul runs at other shapes and rounds differently (a batch
+    # layout): the contract's batch tolerance.
+    rtol, atol = BATCH_INVARIANCE_REL, BATCH_INVARIANCE_ABS
+    torch.testing.assert_close(a.logprobs, b.logprobs, rtol=rtol, atol=atol)
+    torch.testing.assert_close(a.top_logprobs, b.top_logprobs, rtol=rtol, atol=atol)
     assert torch.equal(a.ranks, b.ranks)
     assert torch.equal(a.top_ids, b.top_ids)
 

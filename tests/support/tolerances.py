@@ -1,0 +1,51 @@
+"""Numeric tolerances the tests assert, taken from the public contract, in one place.
+
+CONTRACT.md and the README promise:
+
+- Scores do not depend on what else is in the batch: in float32 a text's scores alone and in a
+  batch agree to 1e-4 relative, whatever the batch layout (padded, ragged/packed, shared
+  prefix, split across batches or requests). -> ``BATCH_INVARIANCE_REL``
+- The float32 transformers backend's PPL equals plain transformers to 1e-3 relative.
+  -> ``TRANSFORMERS_PPL_REL``
+
+Matmul reductions round differently with the batch shape, the layout and the CPU (Intel AMX
+and AMD Zen 5 differ in the 6th-7th significant digit), so a test that compares two
+different forward passes over the model (batched vs alone, one request vs another, REST vs
+gRPC, one layout, window or code path vs another, or a batched forward vs a lone float64
+reference) asserts these tolerances, never one machine's rounding. The same computed floats
+read twice (a token's logprob and its own top-1 entry, token logprobs summed vs
+``sum_logprob``) stay exact or tight, and so do maths checks of one lone computation against
+float64.
+
+This folder is on ``sys.path`` through ``pythonpath`` in pyproject.toml's pytest settings
+(``from tolerances import ...``). It is its own folder because putting ``tests/`` itself on
+``sys.path`` would make ``tests/vllm`` importable as a namespace package named ``vllm``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+BATCH_INVARIANCE_REL = 1e-4
+"""float32 scores of two different forward passes over the same text agree to this, relative."""
+
+BATCH_INVARIANCE_ABS = 1e-4
+"""Absolute floor (nats) next to ``BATCH_INVARIANCE_REL``, for values near 0.
+
+A logprob is a logit minus a log-sum-exp: its float32 rounding is absolute, on the scale of
+the logits, not relative to the logprob. A confident token (logprob near 0) cannot be held to
+1e-4 of itself; the floor reads the contract's 1e-4 against a 1-nat scale.
+"""
+
+TRANSFORMERS_PPL_REL = 1e-3
+"""float32 PPL served by the transformers backend equals plain transformers to this, relative."""
+
+
+def batch_invariance_atol(reference: Any) -> float:
+    """One absolute tolerance for a whole array of scores compared across forward passes:
+    ``BATCH_INVARIANCE_REL`` of its largest magnitude, at least ``BATCH_INVARIANCE_ABS``.
+    For checks written as ``np.max(np.abs(got - want)) <= ...``."""
+    largest = float(np.max(np.abs(np.asarray(reference, dtype=np.float64)), initial=0.0))
+    return max(BATCH_INVARIANCE_REL * largest, BATCH_INVARIANCE_ABS)
