@@ -11,20 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from service import metrics
-from service.backends import load_backend
-from service.backends.base import Backend
-from service.batching.batcher import DynamicBatcher
-from service.batching.passthrough import PassThroughScheduler
-from service.errors import InvalidRequest, NotFound, Timeout, Unavailable
-from service.models import ModelSpec, resolve
+from service.errors import InvalidRequest, Timeout
+from service.models import ModelSpec
 from service.references import check_profile, load_reference_arg, with_reference
+from service.registry import ModelRegistry
 from service.results import aggregate, build_result
 from service.schemas import (
     ChatScoreRequest,
@@ -52,10 +48,8 @@ from service.sequences import (
 from service.served import (
     PromptOutcome,
     RequestTiming,
-    Scheduler,
     ScoreOutcome,
     ServedModel,
-    default_batch_tokens,
     text_ppls,
 )
 from service.settings import Settings
@@ -66,90 +60,51 @@ T = TypeVar("T")
 
 
 class Engine:
-    """Holds the served models and scores requests against them."""
+    """Scores requests against the registry's models."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.models: dict[str, ServedModel] = {}
-        self.expected: set[str] = set()
-        self.ready = False
+        self.registry = ModelRegistry(settings)
         self.references: dict[str, ReferenceProfile] = {}
-        self.draining = False
         self.inflight = 0
         self._idle = asyncio.Event()
 
     # ---- lifecycle -------------------------------------------------------------------
     async def load(self, specs: list[ModelSpec]) -> None:
-        """Resolve, load and warm up every model (off the event loop), then mark ready."""
-        self.expected = {spec.name for spec in specs}
+        """Load and warm up every model and check the reference profiles against them,
+        then take work."""
         profiles = [load_reference_arg(arg) for arg in self.settings.reference]
-        for spec in specs:
-            started = time.perf_counter()
-            resolved = await asyncio.to_thread(resolve, spec, self.settings.cache_dir)
-            backend = await asyncio.to_thread(load_backend, resolved, self.settings)
-            if inspect.iscoroutinefunction(backend.warmup):
-                await backend.warmup()
-            else:
-                await asyncio.to_thread(backend.warmup)
-            self.add_model(spec.name, resolved.revision, backend)
-            log.info(
-                "model %s loaded from %s (%s, %s, %s, context %d) in %.1f s",
-                spec.name,
-                resolved.path,
-                backend.info.backend,
-                backend.info.dtype,
-                backend.info.device,
-                backend.info.max_context,
-                time.perf_counter() - started,
-            )
+        await self.registry.load(specs)
         for profile in profiles:
-            check_profile(profile, self.models)
+            check_profile(profile, self.registry.models)
             self.references[profile.name] = profile
-        self.ready = True
+        self.registry.ready = True
 
-    def add_model(self, name: str, revision: str, backend: Backend) -> ServedModel:
-        """Make a loaded backend servable under ``name`` (behind our dynamic batcher, or
-        straight through for a backend that batches by itself)."""
-        settings = self.settings
-        batcher: Scheduler
-        if getattr(backend, "batches_itself", False):
-            batcher = PassThroughScheduler(backend, name, max_queue=settings.max_queue)  # type: ignore[arg-type]
-        else:
-            batcher = DynamicBatcher(
-                backend,
-                name,
-                max_batch_tokens=settings.max_batch_tokens or default_batch_tokens(backend),
-                max_batch_size=settings.max_batch_size,
-                max_wait_ms=settings.max_wait_ms,
-                max_queue=settings.max_queue,
-            )
-        served = ServedModel(name, revision, backend, batcher)
-        self.models[name] = served
-        info = backend.info
-        metrics.MODEL_INFO.labels(name, info.backend, info.dtype, info.device, revision).set(1)
-        return served
+    @property
+    def ready(self) -> bool:
+        return self.registry.ready
+
+    @property
+    def draining(self) -> bool:
+        return self.registry.draining
 
     async def drain(self, grace_s: float) -> bool:
         """Refuse new work (503) and wait up to ``grace_s`` for admitted work to finish.
 
         Returns whether everything admitted finished in time.
         """
-        self.draining = True
+        self.registry.draining = True
         if self.inflight:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace_s)
         return self.inflight == 0
 
     async def close(self) -> None:
-        """Fail whatever still waits and release worker threads."""
-        for model in self.models.values():
-            await model.batcher.close()
-            model.prep.shutdown(wait=False, cancel_futures=True)
-            if callable(close_backend := getattr(model.backend, "close", None)):
-                close_backend()
+        """Fail whatever still waits and release the models."""
+        await self.registry.close()
 
     def list_models(self) -> ModelList:
-        return ModelList(data=[m.card() for m in self.models.values()])
+        return self.registry.list_models()
 
     # ---- requests --------------------------------------------------------------------
     async def score_text(
@@ -159,7 +114,7 @@ class Engine:
 
         ``timeout_s`` (e.g. a gRPC deadline) shortens ``--request-timeout-s``, never extends it.
         """
-        model = self._model(req.model)
+        model = self.registry.get(req.model)
         check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
         work = functools.partial(self._score_texts, model, req)
         profile = self._reference(req.reference, model)
@@ -170,7 +125,7 @@ class Engine:
         self, req: ChatScoreRequest, timeout_s: float | None = None
     ) -> ScoreOutcome:
         """Score conversations rendered with the model's chat template."""
-        model = self._model(req.model)
+        model = self.registry.get(req.model)
         validate_chat(req, model.backend.tokenizer, model.name, self.settings)
         work = functools.partial(self._score_chats, model, req)
         profile = self._reference(req.reference, model)
@@ -267,7 +222,7 @@ class Engine:
         """Score raw prompts (texts or token ids) for the OpenAI-compatible door: every
         token given the ones before it, plus the distribution after the last token when
         ``options.next_token``. Prompts must fit the context (``prompt[i]`` otherwise)."""
-        model = self._model(model_name)
+        model = self.registry.get(model_name)
         check_count(len(prompts), self.settings.max_texts_per_request, "prompt")
         check_token_ids(prompts, len(model.backend.tokenizer))
 
@@ -312,7 +267,7 @@ class Engine:
         items = [
             forward_items(seq, windows, options) for seq, windows in zip(seqs, plans, strict=True)
         ]
-        scored = await model.batcher.submit([i for group in items for i in group], deadline)
+        scored = await model.scheduler.submit([i for group in items for i in group], deadline)
         outputs = [s.result for s in scored]
         stitched: list[SequenceScores] = []
         offset = 0
@@ -371,20 +326,7 @@ class Engine:
 
     def get_model(self, name: str) -> ServedModel:
         """A served, ready model (NotFound, or Unavailable while loading or draining)."""
-        return self._model(name)
-
-    def _model(self, name: str) -> ServedModel:
-        if self.draining:
-            raise Unavailable("the server is shutting down")
-        model = self.models.get(name)
-        if model is not None and self.ready:
-            return model
-        if model is not None or name in self.expected:
-            raise Unavailable(f"model {name!r} is still loading", param="model")
-        raise NotFound(
-            f"unknown model {name!r}; served: {', '.join(sorted(self.models)) or 'none'}",
-            param="model",
-        )
+        return self.registry.get(name)
 
     @staticmethod
     def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:

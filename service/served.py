@@ -8,28 +8,16 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from service.backends.base import Backend, ForwardItem
+from service.backends.base import ModelBackend
 from service.batching.pending import ScoredItem
+from service.batching.scheduler import Scheduler
 from service.schemas import ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
 from service.sequences import ScoredSequence, SequenceScores
 
 T = TypeVar("T")
-
-
-class Scheduler(Protocol):
-    """What the engine needs from a model's batcher (DynamicBatcher, PassThroughScheduler)."""
-
-    async def submit(
-        self, items: Sequence[ForwardItem], deadline: float | None = None
-    ) -> list[ScoredItem]: ...
-
-    async def close(self) -> None: ...
-
-    @property
-    def queue_depth(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -57,18 +45,21 @@ class ScoreOutcome:
 
 @dataclass
 class ServedModel:
-    """A resident model with its batcher and its preparation (tokenizer) thread."""
+    """A resident model with its scheduler and its preparation (tokenizer) thread."""
 
     name: str
     revision: str
-    backend: Backend
-    batcher: Scheduler
+    scheduler: Scheduler
     prep: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenize")
     )
 
     def __post_init__(self) -> None:
         self.token_text: Callable[[int], str] = functools.lru_cache(maxsize=65536)(self._decode_one)
+
+    @property
+    def backend(self) -> ModelBackend:
+        return self.scheduler.backend
 
     def _decode_one(self, token_id: int) -> str:
         return str(self.backend.tokenizer.decode([token_id]))
@@ -92,12 +83,6 @@ class ServedModel:
             revision=self.revision,
             has_chat_template=bool(getattr(self.backend.tokenizer, "chat_template", None)),
         )
-
-
-def default_batch_tokens(backend: Backend) -> int:
-    """The padded-token budget per forward when none is configured: small batches are
-    fastest on CPU (measured: 2048 beat 16384 by 10-40% on this project's benchmark)."""
-    return 16384 if backend.info.device.startswith("cuda") else 2048
 
 
 @dataclass(frozen=True)

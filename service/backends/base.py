@@ -1,13 +1,18 @@
-"""The narrow interface every inference backend offers the engine.
+"""The narrow interfaces inference backends offer the engine.
 
 A backend scores windows of token ids: for each window it returns the float32 logprob
 (natural log) of every token from ``score_from`` on, given all tokens before it in the
 window, with ranks and top-k alternatives. Tokenization, chat rendering, aggregation and
 batching policy live outside backends.
+
+Backends declare how they batch: a ``BatchedBackend`` (padded or ragged layout) is put
+behind our dynamic batcher, a ``SelfBatchingBackend`` (vLLM) behind the pass-through; the
+backend registry (``service.backends``) does that wrapping, in one place.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,22 +65,59 @@ class BackendInfo:
     max_context: int
 
 
-class Backend(Protocol):
-    """A loaded model that can score windows. ``forward`` blocks; call it off the event loop."""
+class BatchLayout(enum.Enum):
+    """How a batched backend lays out the windows of one forward pass; the batcher's cost
+    model follows from it (``service.batching.cost``)."""
 
-    info: BackendInfo
-    tokenizer: Any
+    # One row per window, right-padded to the longest: costs longest x count tokens.
+    PADDED = "padded"
+    # All windows as one token stream, attention per window: costs the sum of lengths.
+    RAGGED = "ragged"
+
+
+class ModelBackend(Protocol):
+    """What every loaded model offers the engine, whoever batches it."""
+
+    @property
+    def info(self) -> BackendInfo: ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def bos_id(self) -> int:
+        """Token id to prepend for ``prepend_bos``: BOS, or EOS if the model has none."""
+        ...
+
+    def close(self) -> None:
+        """Release the model's resources (processes, memory)."""
+        ...
+
+
+class BatchedBackend(ModelBackend, Protocol):
+    """A backend that scores one batch at a time, synchronously; our dynamic batcher forms
+    its batches. ``forward`` blocks: call it off the event loop, one batch at a time."""
+
+    @property
+    def layout(self) -> BatchLayout: ...
 
     def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        """Score every item; results in the same order. May be called with one batch at a time."""
+        """Score every item; results in the same order."""
         ...
 
     def warmup(self) -> None:
         """Run a small forward so the first request does not pay for lazy initialisation."""
         ...
 
-    def bos_id(self) -> int:
-        """Token id to prepend for ``prepend_bos``: BOS, or EOS if the model has none."""
+
+class SelfBatchingBackend(ModelBackend, Protocol):
+    """A backend with its own scheduler (vLLM): windows go straight in, concurrently."""
+
+    async def score(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        """Score every item (results in order); cancelling the caller aborts them."""
+        ...
+
+    async def warmup(self) -> None:
+        """One small request, so the first caller does not pay for lazy start-up."""
         ...
 
 

@@ -1,9 +1,12 @@
 """The transformers backend: a causal LM resident on one device.
 
-Sequences of one batch are right-padded with no attention mask: under causal attention
-a real token never attends to the pads after it, and SDPA keeps its fast causal path.
-Only the hidden states of scored positions go through the vocabulary projection, a
-bounded chunk at a time (see ``scoring.logprobs``).
+Batches are ragged where the model allows it (see ``ragged``: one token stream, position
+ids restarting per window, causal attention per window, no pads), chosen at load time by
+checking that a ragged batch scores like the same windows one at a time. Otherwise they
+are right-padded with no attention mask: under causal attention a real token never
+attends to the pads after it, and SDPA keeps its fast causal path. Only the hidden states
+of scored positions go through the vocabulary projection, a bounded chunk at a time (see
+``scoring.logprobs``), with a float32 log-softmax.
 """
 
 from __future__ import annotations
@@ -16,43 +19,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.backends.base import BackendInfo, ForwardItem, ForwardResult, bos_or_eos
+from service.backends import ragged
+from service.backends.base import (
+    BackendInfo,
+    BatchLayout,
+    ForwardItem,
+    ForwardResult,
+    bos_or_eos,
+)
+from service.backends.precision import Precision, model_context, pick_device
+from service.backends.ragged import RaggedBatch
 from service.scoring.logprobs import PositionScores, score_hidden_states
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def pick_device(requested: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but CUDA is not available")
-    return torch.device(requested)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX-BF16 or AVX512-BF16 (where bf16 matmuls beat float32)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """``auto`` -> bfloat16 where it is fast (CUDA with bf16, AMX/AVX512-BF16 CPUs), else float32."""
-    if requested != "auto":
-        return DTYPES[requested]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else torch.float32
 
 
 class HFBackend:
@@ -65,6 +44,7 @@ class HFBackend:
         dtype: str = "auto",
         device: str = "auto",
         max_context: int | None = None,
+        attention: str = "auto",
         logits_chunk: int = 256,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,9 +53,9 @@ class HFBackend:
         hf_logging.disable_progress_bar()
 
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        self.precision = Precision.pick(dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
-        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.weights)
         self.model: Any = model.to(self.device).eval()
         self._body: Any = self.model.base_model
         self._head: Any = self.model.get_output_embeddings()
@@ -88,10 +68,54 @@ class HFBackend:
             context = min(context, max_context)
         self.info = BackendInfo(
             backend="transformers",
-            dtype=str(self.dtype).removeprefix("torch."),
+            dtype=self.precision.name,
             device=str(self.device),
             max_context=context,
         )
+        self.layout = self._pick_layout(attention)
+        log.info("%s: %s batches", path.name, self.layout.value)
+
+    def _pick_layout(self, requested: str) -> BatchLayout:
+        """Ragged when asked for or possible (``auto``), padded otherwise."""
+        if requested == "padded":
+            return BatchLayout.PADDED
+        reason = self._ragged_unsupported()
+        if reason is None:
+            return BatchLayout.RAGGED
+        if requested == "ragged":
+            raise RuntimeError(f"--attention ragged: {reason}")
+        log.warning("ragged batches unavailable (%s); batches are padded", reason)
+        return BatchLayout.PADDED
+
+    @torch.inference_mode()
+    def _ragged_unsupported(self) -> str | None:
+        """Why this model cannot run ragged batches, or None once a probe showed that two
+        windows scored as one stream match them scored one at a time."""
+        if not getattr(self.model, "_supports_attention_backend", False):
+            return f"{type(self.model).__name__} has no pluggable attention"
+        previous = self.model.config._attn_implementation
+        self.model.set_attn_implementation(ragged.register())
+        ids = self.tokenizer.encode(
+            "Probe: a ragged batch must not leak.", add_special_tokens=False
+        )
+        probe = [tuple(ids), tuple(reversed(ids))[: max(2, len(ids) - 3)]]
+        try:
+            together = self._logits(self._ragged_hidden(probe))
+            alone = [self._logits(self._padded_hidden([w])) for w in probe]
+        except Exception as exc:  # any model code that cannot take the stream
+            self.model.set_attn_implementation(previous)
+            return f"the probe failed: {type(exc).__name__}: {exc}"
+        worst = max(
+            float((together[start : start + len(w)] - one[: len(w)]).abs().max())
+            for start, w, one in zip(_starts(probe), probe, alone, strict=True)
+        )
+        if worst > 0.05:  # a leak between windows moves logits by whole units
+            self.model.set_attn_implementation(previous)
+            return f"a ragged probe differed from separate windows by {worst:.3g}"
+        return None
+
+    def _logits(self, hidden_and_origins: tuple[torch.Tensor, list[int]]) -> torch.Tensor:
+        return self._project(hidden_and_origins[0]).float()
 
     def _pick_pad_id(self) -> int:
         for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
@@ -102,6 +126,9 @@ class HFBackend:
     def bos_id(self) -> int:
         """BOS, or EOS if the tokenizer has none."""
         return bos_or_eos(self.tokenizer)
+
+    def close(self) -> None:
+        """Nothing to release beyond memory, which goes with the object."""
 
     def warmup(self) -> None:
         """One small forward of two windows."""
@@ -122,36 +149,64 @@ class HFBackend:
 
     @torch.inference_mode()
     def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        """Score a batch of windows (right-padded, one forward pass)."""
+        """Score a batch of windows in one forward pass (ragged or right-padded)."""
         if not items:
             return []
-        width = max(len(item.input_ids) for item in items)
-        ids = torch.full((len(items), width), self._pad_id, dtype=torch.long)
-        rows: list[int] = []
-        cols: list[int] = []  # the hidden state at position p-1 predicts the token at p
+        windows = [item.input_ids for item in items]
+        with self.precision.context(self.device):
+            if self.layout is BatchLayout.RAGGED:
+                hidden, origins = self._ragged_hidden(windows)
+            else:
+                hidden, origins = self._padded_hidden(windows)
+            return self._score(hidden, origins, items)
+
+    def _score(
+        self, hidden: torch.Tensor, origins: list[int], items: list[ForwardItem]
+    ) -> list[ForwardResult]:
+        """Scores of every item's scored positions from the batch's final hidden states
+        (flattened; item i's positions start at ``origins[i]``)."""
+        flat: list[int] = []  # the hidden state at position p-1 predicts the token at p
         targets: list[int] = []
-        for b, item in enumerate(items):
+        for origin, item in zip(origins, items, strict=True):
             length = len(item.input_ids)
-            ids[b, :length] = torch.tensor(item.input_ids, dtype=torch.long)
-            rows.extend([b] * item.num_scored)
-            cols.extend(range(item.score_from - 1, length - 1))
+            flat.extend(range(origin + item.score_from - 1, origin + length - 1))
             targets.extend(item.input_ids[item.score_from :])
             if item.next_token:  # the distribution after the last token; no target
-                rows.append(b)
-                cols.append(length - 1)
+                flat.append(origin + length - 1)
                 targets.append(0)
-        hidden = self._body(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
-        row_t = torch.tensor(rows, dtype=torch.long, device=self.device)
-        col_t = torch.tensor(cols, dtype=torch.long, device=self.device)
+        index = torch.tensor(flat, dtype=torch.long).to(self.device, non_blocking=True)
         scores = score_hidden_states(
-            hidden[row_t, col_t],
-            torch.tensor(targets, dtype=torch.long, device=self.device),
+            hidden.index_select(0, index),
+            torch.tensor(targets, dtype=torch.long).to(self.device, non_blocking=True),
             self._project,
             max(item.top_k for item in items),
             self._chunk,
             with_ranks=any(item.with_ranks for item in items),
         )
         return _split(scores, items)
+
+    def _ragged_hidden(self, windows: list[tuple[int, ...]]) -> tuple[torch.Tensor, list[int]]:
+        """Final hidden states ``[total, H]`` of the windows as one token stream, and
+        where each window starts in it."""
+        batch = RaggedBatch.of(windows, self.device)
+        out = self._body(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **batch.attention_kwargs(),
+        )
+        return out.last_hidden_state[0], list(batch.starts)
+
+    def _padded_hidden(self, windows: list[tuple[int, ...]]) -> tuple[torch.Tensor, list[int]]:
+        """Final hidden states ``[count x longest, H]`` of the right-padded windows, and
+        where each window's row starts. No attention mask: under causal attention a real
+        token never attends to the pads after it."""
+        width = max(len(w) for w in windows)
+        ids = torch.full((len(windows), width), self._pad_id, dtype=torch.long)
+        for b, window in enumerate(windows):
+            ids[b, : len(window)] = torch.tensor(window, dtype=torch.long)
+        hidden = self._body(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
+        return hidden.reshape(-1, hidden.shape[-1]), [b * width for b in range(len(windows))]
 
 
 def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResult]:
@@ -182,10 +237,9 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
     return results
 
 
-def model_context(config: Any) -> int:
-    """The model's own context length from its config."""
-    for attr in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 1:
-            return value
-    return 2048
+def _starts(windows: list[tuple[int, ...]]) -> list[int]:
+    starts, at = [], 0
+    for window in windows:
+        starts.append(at)
+        at += len(window)
+    return starts

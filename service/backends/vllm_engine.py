@@ -1,7 +1,7 @@
 """The vLLM backend: the same scoring contract served by vLLM's async engine.
 
 vLLM batches by itself (continuous batching, paged attention), so this backend takes
-windows one request each and the engine hands them straight through (``batches_itself``);
+windows one request each behind the pass-through scheduler (a ``SelfBatchingBackend``);
 admission control, deadlines, validation, chat rendering and aggregates stay ours.
 Each window is one vLLM request with ``prompt_logprobs`` (k = top_k; 0 still returns the
 token's own logprob and rank) and ``max_tokens=1``; a cancelled caller aborts it.
@@ -26,15 +26,13 @@ import torch
 
 from service import metrics
 from service.backends.base import BackendInfo, ForwardItem, ForwardResult, bos_or_eos
-from service.backends.hf import model_context, pick_device, pick_dtype
+from service.backends.precision import MIXED, model_context, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 
 
 class VLLMBackend:
     """Windows scored by ``vllm.v1.engine.async_llm.AsyncLLM``."""
-
-    batches_itself = True
 
     def __init__(
         self,
@@ -53,6 +51,8 @@ class VLLMBackend:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if dtype == MIXED:
+            raise RuntimeError(f"--dtype {MIXED} is for the transformers backend")
         on_cuda = pick_device(device).type == "cuda"
         torch_dtype = pick_dtype(dtype, torch.device("cuda" if on_cuda else "cpu"))
         if not on_cuda:

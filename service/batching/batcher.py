@@ -1,38 +1,42 @@
 """The dynamic batcher: merges windows from any number of callers into forward passes.
 
-One per model. Callers ``submit`` windows and await their futures; a single task takes
-batches from the queue and runs each forward on the model's worker thread, so the event
-loop keeps accepting. A batch closes when it is full (``max_batch_tokens`` counted as
-longest x count, or ``max_batch_size``) or ``max_wait_ms`` after its oldest item arrived.
-Batches are built around the oldest item from the items nearest to it in length (less
-padding, no starvation). Items whose caller is gone or whose deadline passed are dropped
-before they cost a forward pass. A failing batch fails only its own items.
+One per model. Callers ``submit`` windows and await their futures. A worker thread takes
+its own batches from the queue and runs them, so it never waits for the event loop while
+work is queued: tokenizing, assembling results and encoding responses on the loop overlap
+the next forward pass. A batch closes when it is full (``max_batch_tokens`` counted by the
+backend's layout, see ``cost``; or ``max_batch_size``) or ``max_wait_ms`` after its oldest
+item arrived. Padded batches are built around the oldest item from the items nearest to it
+in length (less padding, no starvation); ragged batches in arrival order. Items whose caller
+is gone or whose deadline passed are dropped before they cost a forward pass. A failing
+batch fails only its own items.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from service import metrics
-from service.backends.base import Backend, ForwardItem
+from service.backends.base import BatchedBackend, ForwardItem, ForwardResult
+from service.batching.cost import BatchCost
 from service.batching.pending import PendingItem, ScoredItem, Timing
 from service.errors import InternalError, Overloaded, Timeout, Unavailable
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 
 class DynamicBatcher:
-    """Queue + batching loop in front of one backend."""
+    """Queue + batching worker thread in front of one batched backend."""
 
     def __init__(
         self,
-        backend: Backend,
+        backend: BatchedBackend,
         model: str,
         *,
         max_batch_tokens: int,
@@ -42,41 +46,48 @@ class DynamicBatcher:
     ) -> None:
         self._backend = backend
         self._model = model
+        self._cost = BatchCost(backend.layout)
         self._max_tokens = max_batch_tokens
         self._max_size = max_batch_size
         self._max_wait_s = max_wait_ms / 1000.0
         self._max_queue = max_queue
         self._pending: list[PendingItem] = []
-        self._wakeup = asyncio.Event()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"forward-{model}")
+        self._changed = threading.Condition()  # guards _pending and _closed
+        self._forwarding = threading.Lock()  # one forward (or warm-up) at a time
         self._counter = itertools.count()
         self._batches = itertools.count()
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._running: list[PendingItem] = []  # the batch in the forward pass now
         self._closed = False
         self._recent_batch_s = 0.05
         self._depth = metrics.QUEUE_DEPTH.labels(model=model)
 
-    # ---- callers ---------------------------------------------------------------------
+    @property
+    def backend(self) -> BatchedBackend:
+        return self._backend
+
+    # ---- callers (event loop) --------------------------------------------------------
     async def submit(
         self, items: Sequence[ForwardItem], deadline: float | None = None
     ) -> list[ScoredItem]:
         """Score ``items`` (results in order). Raises Overloaded when the queue is full.
 
-        Cancelling the awaiting task cancels its items, which the batcher then drops.
+        Cancelling the awaiting task cancels its items, which the worker then drops.
         """
-        if self._closed:
-            raise Unavailable("the model is shutting down")
-        self._admit(len(items))
-        self._ensure_running()
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         pending = [
             PendingItem(item, loop.create_future(), now, deadline, next(self._counter))
             for item in items
         ]
-        self._pending.extend(pending)
-        self._depth.set(len(self._pending))
-        self._wakeup.set()
+        with self._changed:
+            if self._closed:
+                raise Unavailable("the model is shutting down")
+            self._admit(len(items))
+            self._pending.extend(pending)
+            self._depth.set(len(self._pending))
+            self._ensure_worker()
+            self._changed.notify()
         try:
             return list(await asyncio.gather(*(p.future for p in pending)))
         finally:
@@ -103,84 +114,88 @@ class DynamicBatcher:
         return len(self._pending)
 
     # ---- lifecycle -------------------------------------------------------------------
-    def _ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"batcher-{self._model}"
+    def _ensure_worker(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._work, name=f"forward-{self._model}", daemon=True
             )
+            self._thread.start()
+
+    async def warmup(self) -> None:
+        """The backend's warm-up forward, on a thread, never beside a real batch."""
+
+        def run() -> None:
+            with self._forwarding:
+                self._backend.warmup()
+
+        await asyncio.to_thread(run)
 
     async def close(self) -> None:
-        """Stop taking batches; fail what still waits; release the worker thread."""
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for p in self._pending:
-            if not p.future.done():
-                p.future.set_exception(Unavailable("the model is shutting down"))
-        self._pending.clear()
-        self._depth.set(0)
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        """Stop taking batches; fail what still waits (and the batch in flight); release
+        the backend once the worker is out of it."""
+        with self._changed:
+            self._closed = True
+            waiting, self._pending = self._pending + self._running, []
+            self._depth.set(0)
+            self._changed.notify_all()
+        # The batch in flight cannot be interrupted; its callers are told now, and its
+        # results are dropped when it ends.
+        _fail(waiting, Unavailable("the model is shutting down"))
+        thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 30.0)
+        self._backend.close()
 
-    # ---- the loop --------------------------------------------------------------------
-    async def _run(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            try:
-                await self._execute(batch)
-            except asyncio.CancelledError:  # close(): the batch in flight must not hang
-                self._fail(batch, Unavailable("the model is shutting down"))
-                raise
-            except Exception as exc:  # never let one batch kill the loop
-                log.exception("batch of %d items failed", len(batch))
-                self._fail(batch, InternalError(f"inference failed: {type(exc).__name__}"))
+    # ---- the worker thread -----------------------------------------------------------
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._execute(batch)
+            with self._changed:
+                self._running = []
 
-    @staticmethod
-    def _fail(batch: list[PendingItem], error: Exception) -> None:
-        for p in batch:
-            if not p.future.done():
-                p.future.set_exception(error)
-
-    async def _next_batch(self) -> list[PendingItem]:
-        while True:
-            self._drop_gone()
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            oldest = min(p.enqueued_at for p in self._pending)
-            remaining = oldest + self._max_wait_s - time.monotonic()
-            if remaining > 0 and not self._full():
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                continue
-            return self._take()
+    def _next_batch(self) -> list[PendingItem] | None:
+        """Block until a batch is due (full, or its oldest item waited ``max_wait_ms``);
+        None once closed."""
+        with self._changed:
+            while not self._closed:
+                self._drop_gone()
+                if not self._pending:
+                    self._changed.wait()
+                    continue
+                oldest = min(p.enqueued_at for p in self._pending)
+                remaining = oldest + self._max_wait_s - time.monotonic()
+                if remaining > 0 and not self._full():
+                    self._changed.wait(remaining)
+                    continue
+                self._running = self._take()
+                return self._running
+        return None
 
     def _full(self) -> bool:
         """Whether the waiting items already fill a batch."""
         if len(self._pending) >= self._max_size:
             return True
-        longest = max(p.length for p in self._pending)
-        return longest * len(self._pending) >= self._max_tokens
+        return self._cost.tokens([p.length for p in self._pending]) >= self._max_tokens
 
     def _take(self) -> list[PendingItem]:
-        """The oldest item plus its nearest neighbours in length, within the budget."""
+        """The oldest item plus, within the budget, its nearest neighbours in length
+        (padded layouts) or the next arrivals (ragged layouts)."""
         anchor = min(self._pending, key=lambda p: (p.enqueued_at, p.sequence))
-        by_closeness = sorted(
-            self._pending, key=lambda p: (abs(p.length - anchor.length), p.sequence)
-        )
+        if self._cost.groups_by_length:
+            order = sorted(self._pending, key=lambda p: (abs(p.length - anchor.length), p.sequence))
+        else:
+            order = sorted(self._pending, key=lambda p: (p.enqueued_at, p.sequence))
         batch: list[PendingItem] = []
-        longest = 0
-        for candidate in by_closeness:
-            width = max(longest, candidate.length)
-            if batch and (
-                width * (len(batch) + 1) > self._max_tokens or len(batch) >= self._max_size
-            ):
+        total = longest = 0
+        for candidate in order:
+            if len(batch) >= self._max_size:
+                break
+            widest = max(longest, candidate.length)
+            cost = self._cost.tokens_of(len(batch) + 1, total + candidate.length, widest)
+            if batch and cost > self._max_tokens:
                 continue
             batch.append(candidate)
-            longest = width
+            total, longest = total + candidate.length, widest
         chosen = {id(p) for p in batch}
         self._pending = [p for p in self._pending if id(p) not in chosen]
         self._depth.set(len(self._pending))
@@ -190,57 +205,100 @@ class DynamicBatcher:
         """Drop items nobody waits for any more, before they cost a forward pass."""
         now = time.monotonic()
         keep: list[PendingItem] = []
+        expired: list[PendingItem] = []
         for p in self._pending:
             if p.abandoned():
                 metrics.ITEMS_DROPPED.labels(model=self._model, reason="cancelled").inc()
             elif p.expired(now):
                 metrics.ITEMS_DROPPED.labels(model=self._model, reason="expired").inc()
-                p.future.set_exception(Timeout("the request's deadline passed while queued"))
+                expired.append(p)
             else:
                 keep.append(p)
         if len(keep) != len(self._pending):
             self._pending = keep
             self._depth.set(len(keep))
+        _fail(expired, Timeout("the request's deadline passed while queued"))
 
-    async def _execute(self, batch: list[PendingItem]) -> None:
+    def _execute(self, batch: list[PendingItem]) -> None:
         started = time.monotonic()
-        items = [p.item for p in batch]
-        loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._worker, self._backend.forward, items)
-        except Exception as exc:
+            with self._forwarding:
+                outputs = self._backend.forward([p.item for p in batch])
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"{len(outputs)} results for {len(batch)} windows")
+        except Exception as exc:  # a failing batch fails its own items, nothing else
             log.exception("forward pass of %d items failed", len(batch))
-            error = InternalError(f"inference failed: {type(exc).__name__}: {exc}")
-            for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(error)
+            _fail(batch, InternalError(f"inference failed: {type(exc).__name__}: {exc}"))
             return
         elapsed = time.monotonic() - started
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
         self._record(batch, started, elapsed)
-        number = next(self._batches)
-        for p, output in zip(batch, outputs, strict=True):
-            if not p.future.done():
-                timing = Timing(started - p.enqueued_at, elapsed, number)
-                p.future.set_result(ScoredItem(output, timing))
+        _deliver(batch, outputs, started, elapsed, next(self._batches))
 
     def _record(self, batch: list[PendingItem], started: float, elapsed: float) -> None:
         model = self._model
         lengths = [p.length for p in batch]
-        padded = max(lengths) * len(lengths)
+        computed = self._cost.tokens(lengths)
         metrics.INFERENCE_DURATION.labels(model=model).observe(elapsed)
         metrics.BATCH_SIZE.labels(model=model).observe(len(batch))
-        metrics.BATCH_TOKENS.labels(model=model).observe(padded)
-        metrics.PADDING_RATIO.labels(model=model).observe(1.0 - sum(lengths) / padded)
+        metrics.BATCH_TOKENS.labels(model=model).observe(computed)
+        metrics.PADDING_RATIO.labels(model=model).observe(self._cost.padding_ratio(lengths))
         metrics.TOKENS_SCORED.labels(model=model).inc(sum(p.item.num_scored for p in batch))
         queue = metrics.QUEUE_DURATION.labels(model=model)
         for p in batch:
             queue.observe(started - p.enqueued_at)
         log.debug(
-            "batch model=%s size=%d tokens=%d padded=%d forward_ms=%.1f",
+            "batch model=%s size=%d tokens=%d computed=%d forward_ms=%.1f",
             model,
             len(batch),
             sum(lengths),
-            padded,
+            computed,
             elapsed * 1000,
         )
+
+
+def _deliver(
+    batch: list[PendingItem],
+    outputs: list[ForwardResult],
+    started: float,
+    elapsed: float,
+    number: int,
+) -> None:
+    """Hand each item its result on its caller's event loop (one call per loop)."""
+    results = [
+        ScoredItem(output, Timing(started - p.enqueued_at, elapsed, number))
+        for p, output in zip(batch, outputs, strict=True)
+    ]
+
+    def resolve(pairs: list[tuple[PendingItem, ScoredItem]]) -> None:
+        for p, result in pairs:
+            if not p.future.done():
+                p.future.set_result(result)
+
+    _on_loops(list(zip(batch, results, strict=True)), resolve)
+
+
+def _fail(batch: list[PendingItem], error: Exception) -> None:
+    """Fail each item's future with ``error`` (those still waiting), on its own loop."""
+
+    def reject(pairs: list[tuple[PendingItem, Exception]]) -> None:
+        for p, exc in pairs:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    _on_loops([(p, error) for p in batch], reject)
+
+
+def _on_loops(
+    pairs: list[tuple[PendingItem, V]], action: Callable[[list[tuple[PendingItem, V]]], None]
+) -> None:
+    """Run ``action`` on the pairs of each event loop, in that loop's thread (futures are
+    not thread-safe). A loop that is already closed has nobody left to tell."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[PendingItem, V]]] = {}
+    for pair in pairs:
+        by_loop.setdefault(pair[0].future.get_loop(), []).append(pair)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(action, group)
+        except RuntimeError:
+            log.debug("event loop closed; %d results undelivered", len(group))

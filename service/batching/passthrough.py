@@ -6,18 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Protocol
 
 from service import metrics
-from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.backends.base import ForwardItem, SelfBatchingBackend
 from service.batching.pending import ScoredItem, Timing
 from service.errors import Overloaded, Timeout, Unavailable
-
-
-class SelfBatchingBackend(Protocol):
-    info: BackendInfo
-
-    async def score(self, items: list[ForwardItem]) -> list[ForwardResult]: ...
 
 
 class PassThroughScheduler:
@@ -32,8 +25,15 @@ class PassThroughScheduler:
         self._depth = metrics.QUEUE_DEPTH.labels(model=model)
 
     @property
+    def backend(self) -> SelfBatchingBackend:
+        return self._backend
+
+    @property
     def queue_depth(self) -> int:
         return self._inflight
+
+    async def warmup(self) -> None:
+        await self._backend.warmup()
 
     def retry_after_s(self) -> float:
         return 1.0
@@ -66,4 +66,6 @@ class PassThroughScheduler:
         return [ScoredItem(output, Timing(0.0, elapsed, batch=-1)) for output in outputs]
 
     async def close(self) -> None:
+        """Refuse new work and stop the backend (its own engine fails what it held)."""
         self._closed = True
+        await asyncio.to_thread(self._backend.close)

@@ -19,6 +19,7 @@ import pytest_asyncio
 import torch
 
 from service.api.rest import create_app
+from service.backends import dynamic_batcher
 from service.backends.hf import HFBackend
 from service.engine import Engine
 from service.settings import Settings
@@ -152,8 +153,8 @@ def make_engine(model_dir: Path, **overrides: Any) -> Engine:
     settings = Settings(dtype="float32", device="cpu", **overrides)
     engine = Engine(settings)
     backend = HFBackend(model_dir, dtype="float32", device="cpu", max_context=settings.max_context)
-    engine.add_model("default", "sha256:test", backend)
-    engine.ready = True
+    engine.registry.add("default", "sha256:test", dynamic_batcher(backend, "default", settings))
+    engine.registry.ready = True
     return engine
 
 

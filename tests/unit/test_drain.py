@@ -18,7 +18,8 @@ import pytest_asyncio
 from fakes import fake_result
 
 from service.api.rest import create_app
-from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.backends import dynamic_batcher
+from service.backends.base import BackendInfo, BatchLayout, ForwardItem, ForwardResult
 from service.engine import Engine
 from service.errors import Unavailable
 from service.schemas import TextScoreRequest
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 class HeldBackend:
     """Scores every token ``t`` as ``-t / 1000``; ``hold`` keeps forward passes waiting."""
+
+    layout = BatchLayout.PADDED
 
     def __init__(self, tokenizer: Any) -> None:
         self.info = BackendInfo("fake", "float32", "cpu", 64)
@@ -51,6 +54,9 @@ class HeldBackend:
     def warmup(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def bos_id(self) -> int:
         return int(self.tokenizer.bos_token_id)
 
@@ -63,10 +69,11 @@ async def held(tokenizer: Any) -> AsyncIterator[Callable[[], Setup]]:
     made: list[Setup] = []
 
     def factory() -> Setup:
-        engine = Engine(Settings(max_wait_ms=0, request_timeout_s=30))
+        settings = Settings(max_wait_ms=0, request_timeout_s=30)
+        engine = Engine(settings)
         backend = HeldBackend(tokenizer)
-        engine.add_model("default", "sha256:x", backend)
-        engine.ready = True
+        engine.registry.add("default", "sha256:x", dynamic_batcher(backend, "default", settings))
+        engine.registry.ready = True
         made.append((engine, backend))
         return engine, backend
 

@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL
 
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.metrics import REGISTRY
@@ -53,18 +54,19 @@ def as_dict(message: Message) -> Any:
     return normal(MessageToDict(message, **flags))
 
 
-def assert_close(got: Any, want: Any, tol: float = 1e-6, path: str = "") -> None:
-    """Same structure and values; floats to ``tol`` relative (and absolute near zero)."""
+def assert_close(got: Any, want: Any, path: str = "") -> None:
+    """Same structure and values; floats to the contract's batch tolerance (relative, and
+    absolute near zero): every use compares two requests, i.e. two forward passes."""
     if isinstance(want, dict):
         assert isinstance(got, dict) and set(got) == set(want), (path, got, want)
         for key in want:
-            assert_close(got[key], want[key], tol, f"{path}.{key}")
+            assert_close(got[key], want[key], f"{path}.{key}")
     elif isinstance(want, list):
         assert isinstance(got, list) and len(got) == len(want), (path, got, want)
         for i, (g, w) in enumerate(zip(got, want, strict=True)):
-            assert_close(g, w, tol, f"{path}[{i}]")
+            assert_close(g, w, f"{path}[{i}]")
     elif isinstance(want, float) and not isinstance(got, bool):
-        assert got == pytest.approx(want, rel=tol, abs=tol), path
+        assert got == pytest.approx(want, rel=BATCH_INVARIANCE_REL, abs=BATCH_INVARIANCE_ABS), path
     else:
         assert got == want and type(got) is type(want), (path, got, want)
 
@@ -295,7 +297,7 @@ async def test_stream_in_order_and_same_as_unary(grpc_served: Served) -> None:
         unary = await grpc_served.stub.ScoreText(request, timeout=T)
         assert [r.num_tokens for r in response.results] == [r.num_tokens for r in unary.results]
         # Batched with its neighbours, not alone: float32 rounding differs a little.
-        assert_close(as_dict(response), as_dict(unary), tol=1e-4)
+        assert_close(as_dict(response), as_dict(unary))
     await eventually(lambda: sample("lmscore_requests_total", **labels) == before + 1)
 
 
@@ -311,7 +313,7 @@ async def test_stream_ends_at_bad_request(grpc_served: Served) -> None:
     assert len(received) == 3  # the responses before the bad request, in order
     for request, response in zip(requests, received, strict=False):
         unary = await grpc_served.stub.ScoreText(request, timeout=T)
-        assert_close(as_dict(response), as_dict(unary), tol=1e-4)
+        assert_close(as_dict(response), as_dict(unary))
     await assert_answers(grpc_served)
 
 
@@ -319,7 +321,7 @@ async def test_abandoned_stream_is_cleaned_up(
     grpc_factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = await grpc_factory(max_batch_size=1)
-    model = served.engine.models["default"]
+    model = served.engine.registry.models["default"]
     real_forward = model.backend.forward
     forwarded: list[int] = []
 
@@ -344,7 +346,7 @@ async def test_abandoned_stream_is_cleaned_up(
     assert await call.code() == Code.CANCELLED
     await eventually(
         lambda: (
-            model.batcher.queue_depth == 0
+            model.scheduler.queue_depth == 0
             and served.engine.inflight == 0
             and sample("lmscore_requests_total", **cancelled) == before + 1
         )

@@ -49,14 +49,14 @@ async def test_readyz_503_while_loading(engine_factory: Callable[..., Any]) -> N
     from service.api.rest import create_app
 
     engine = engine_factory()
-    engine.ready = False
+    engine.registry.ready = False
     transport = httpx.ASGITransport(app=create_app(engine))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.get("/healthz")).status_code == 200
         assert_error(await client.get("/readyz"), 503, "unavailable", None)
         loading = await client.post(TEXT_URL, json={"texts": ["hello"]})
         assert_error(loading, 503, "unavailable", "model")
-        engine.ready = True
+        engine.registry.ready = True
         assert (await client.get("/readyz")).status_code == 200
 
 

@@ -1,0 +1,193 @@
+"""Ragged (padding-free) forward passes for transformers models.
+
+A batch of windows runs as ONE token stream ``[1, total_tokens]``: the linear layers see no
+pad at all, position ids restart at 0 for every window, and attention is computed per
+window (causal), so no window sees another. This is what vLLM and flash-attention's varlen
+kernels do. It plugs into transformers through its attention interface: the model's
+attention layers call ``ragged_attention`` with the window boundaries (``cu_seq_lens_q``,
+the keyword transformers uses for varlen kernels), and no mask is built.
+
+CPU: one causal SDPA call per window (windows of one length share a call). CUDA with
+half-precision weights: one ``varlen_attn`` kernel for the whole stream (torch's
+flash-attention varlen), where it is available; per-window SDPA otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+IMPLEMENTATION = "lmscore_ragged"
+
+
+@dataclass(frozen=True)
+class RaggedBatch:
+    """Windows laid end to end: ``input_ids`` and ``position_ids`` ``[1, total]``;
+    ``cu_seq_lens`` int32 ``[n + 1]`` (window i is ``[cu[i], cu[i + 1])``); ``starts`` and
+    ``lengths`` the same on the host; ``max_length`` the longest window."""
+
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    cu_seq_lens: torch.Tensor
+    starts: tuple[int, ...]
+    lengths: tuple[int, ...]
+    max_length: int
+
+    @classmethod
+    def of(cls, windows: Sequence[Sequence[int]], device: torch.device) -> RaggedBatch:
+        lengths = tuple(len(w) for w in windows)
+        starts = tuple(int(s) for s in torch.tensor((0, *lengths)).cumsum(0)[:-1])
+        flat = [token for window in windows for token in window]
+        positions = [p for length in lengths for p in range(length)]
+        cu = torch.tensor((*starts, starts[-1] + lengths[-1]), dtype=torch.int32)
+        return cls(
+            torch.tensor([flat], dtype=torch.long, device=device),
+            torch.tensor([positions], dtype=torch.long, device=device),
+            cu.to(device),
+            starts,
+            lengths,
+            max(lengths),
+        )
+
+    def attention_kwargs(self) -> dict[str, Any]:
+        """What the model's forward passes down to every attention call."""
+        return {
+            "cu_seq_lens_q": self.cu_seq_lens,
+            "cu_seq_lens_k": self.cu_seq_lens,
+            "max_length_q": self.max_length,
+            "max_length_k": self.max_length,
+            # Host copies, so the CPU path never reads the boundaries back from a device.
+            "lmscore_windows": (self.starts, self.lengths),
+        }
+
+
+def ragged_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Causal attention per window over a ``[1, heads, total, head_dim]`` token stream.
+
+    Returns ``[1, total, heads, head_dim]`` as transformers' attention functions do.
+    Without window boundaries (one plain sequence) it is ordinary causal SDPA.
+    """
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise NotImplementedError("ragged attention has no logit soft-capping or sinks")
+    windows = kwargs.get("lmscore_windows")
+    if windows is None:
+        windows = ((0,), (query.shape[2],))
+    sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+    if _use_varlen(query, sliding):
+        out = _varlen(query, key, value, kwargs, scaling)
+    else:
+        out = _per_window(query, key, value, windows, scaling, sliding)
+    return out, None
+
+
+def _per_window(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    windows: tuple[Sequence[int], Sequence[int]],
+    scaling: float | None,
+    sliding: int | None,
+) -> torch.Tensor:
+    """One causal SDPA call per window; output ``[1, total, heads, head_dim]``."""
+    starts, lengths = windows
+    gqa = query.shape[1] != key.shape[1]
+    out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
+    for start, length in zip(starts, lengths, strict=True):
+        span = slice(start, start + length)
+        mask = _sliding_mask(length, sliding, query.device)
+        part = F.scaled_dot_product_attention(
+            query[:, :, span],
+            key[:, :, span],
+            value[:, :, span],
+            attn_mask=mask,
+            is_causal=mask is None,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
+        out[:, span] = part.transpose(1, 2)
+    return out
+
+
+def _sliding_mask(length: int, sliding: int | None, device: torch.device) -> torch.Tensor | None:
+    """A boolean causal mask limited to ``sliding`` tokens back, when the window needs one."""
+    if sliding is None or length <= sliding:
+        return None
+    pos = torch.arange(length, device=device)
+    back = pos[:, None] - pos[None, :]
+    return (back >= 0) & (back < sliding)
+
+
+def _use_varlen(query: torch.Tensor, sliding: int | None) -> bool:
+    return (
+        query.is_cuda
+        and query.dtype in (torch.float16, torch.bfloat16)
+        and _VARLEN is not None
+        and sliding is None
+    )
+
+
+def _varlen(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    kwargs: dict[str, Any],
+    scaling: float | None,
+) -> torch.Tensor:
+    """The whole stream in one flash-attention varlen kernel (CUDA, half precision)."""
+    assert _VARLEN is not None
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [total, heads, dim]
+    out = _VARLEN(
+        q,
+        k,
+        v,
+        kwargs["cu_seq_lens_q"],
+        kwargs["cu_seq_lens_k"],
+        int(kwargs["max_length_q"]),
+        int(kwargs["max_length_k"]),
+        scale=scaling,
+        window_size=(-1, 0),
+        enable_gqa=q.shape[1] != k.shape[1],
+    )
+    return out.unsqueeze(0)
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    """Ragged attention isolates windows itself; transformers builds no mask for it."""
+    return None
+
+
+def _find_varlen() -> Any:
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # pragma: no cover - older torch
+        return None
+    return varlen_attn
+
+
+_VARLEN = _find_varlen()
+
+
+def register() -> str:
+    """Register the ragged attention with transformers (idempotent); returns its name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(IMPLEMENTATION, ragged_attention)
+    AttentionMaskInterface.register(IMPLEMENTATION, _no_mask)
+    return IMPLEMENTATION

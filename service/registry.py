@@ -1,0 +1,83 @@
+"""The registry of served models: load and warm up, look up, refuse while loading or
+draining, close. Requests never reach a model that is not ready."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from service import metrics
+from service.backends import load_scheduler
+from service.batching.scheduler import Scheduler
+from service.errors import NotFound, Unavailable
+from service.models import ModelSpec, resolve
+from service.schemas import ModelList
+from service.served import ServedModel
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelRegistry:
+    """Models by name, and whether the server takes work (``ready``, not ``draining``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.models: dict[str, ServedModel] = {}
+        self.expected: set[str] = set()
+        self.ready = False
+        self.draining = False
+
+    async def load(self, specs: list[ModelSpec]) -> None:
+        """Resolve, load and warm up every model (off the event loop). Does not mark the
+        registry ready: the caller does once everything else it needs is checked."""
+        self.expected = {spec.name for spec in specs}
+        for spec in specs:
+            started = time.perf_counter()
+            resolved = await asyncio.to_thread(resolve, spec, self.settings.cache_dir)
+            scheduler = await asyncio.to_thread(load_scheduler, resolved, self.settings)
+            await scheduler.warmup()
+            self.add(spec.name, resolved.revision, scheduler)
+            info = scheduler.backend.info
+            log.info(
+                "model %s loaded from %s (%s, %s, %s, context %d) in %.1f s",
+                spec.name,
+                resolved.path,
+                info.backend,
+                info.dtype,
+                info.device,
+                info.max_context,
+                time.perf_counter() - started,
+            )
+
+    def add(self, name: str, revision: str, scheduler: Scheduler) -> ServedModel:
+        """Serve a loaded model under ``name``."""
+        served = ServedModel(name, revision, scheduler)
+        self.models[name] = served
+        info = scheduler.backend.info
+        metrics.MODEL_INFO.labels(name, info.backend, info.dtype, info.device, revision).set(1)
+        return served
+
+    def get(self, name: str) -> ServedModel:
+        """A served, ready model (NotFound, or Unavailable while loading or draining)."""
+        if self.draining:
+            raise Unavailable("the server is shutting down")
+        model = self.models.get(name)
+        if model is not None and self.ready:
+            return model
+        if model is not None or name in self.expected:
+            raise Unavailable(f"model {name!r} is still loading", param="model")
+        raise NotFound(
+            f"unknown model {name!r}; served: {', '.join(sorted(self.models)) or 'none'}",
+            param="model",
+        )
+
+    def list_models(self) -> ModelList:
+        return ModelList(data=[m.card() for m in self.models.values()])
+
+    async def close(self) -> None:
+        """Fail whatever still waits, stop every model's workers, release the models."""
+        for model in self.models.values():
+            await model.scheduler.close()
+            model.prep.shutdown(wait=False, cancel_futures=True)

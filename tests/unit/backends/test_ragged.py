@@ -1,0 +1,174 @@
+"""Ragged batches: the attention maths, the layout choice, and scores equal to padded and
+lone forwards of the same windows (float32, the contract's tolerance)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from tolerances import BATCH_INVARIANCE_REL, batch_invariance_atol
+
+from service.backends import ragged
+from service.backends.base import BatchLayout, ForwardItem
+from service.backends.hf import HFBackend
+from service.backends.ragged import RaggedBatch, ragged_attention
+
+TEXTS = [
+    "a",  # two tokens at most: the shortest window a batch can hold
+    "The quick brown fox jumps over the lazy dog. Grüße aus München! " * 3,
+    "Привет мир, как дела? 😀 hello world",
+    "日本語 🚀 123 4567",
+    "the model scores every token hello world assistant user system text language",
+]
+
+
+def _block_causal_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int], window: int | None
+) -> torch.Tensor:
+    """Attention over the whole stream with an explicit block-diagonal causal mask."""
+    total = sum(lengths)
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    pos = torch.arange(total)
+    mask = (owner[:, None] == owner[None, :]) & (pos[:, None] >= pos[None, :])
+    if window is not None:
+        mask &= pos[:, None] - pos[None, :] < window
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_attention_equals_a_block_diagonal_mask(window: int | None) -> None:
+    torch.manual_seed(0)
+    lengths = [5, 1, 9, 2]
+    total = sum(lengths)
+    q = torch.randn(1, 4, total, 8, dtype=torch.float64)
+    k = torch.randn(1, 2, total, 8, dtype=torch.float64)  # grouped-query: 2 kv heads
+    v = torch.randn(1, 2, total, 8, dtype=torch.float64)
+    batch = RaggedBatch.of([[0] * n for n in lengths], torch.device("cpu"))
+    module = torch.nn.Module()
+    out, weights = ragged_attention(
+        module, q, k, v, None, sliding_window=window, **batch.attention_kwargs()
+    )
+    assert weights is None and out.shape == (1, total, 4, 8)
+    want = _block_causal_reference(q, k, v, lengths, window)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+
+
+def test_ragged_batch_layout() -> None:
+    batch = RaggedBatch.of([(7, 8, 9), (5,), (1, 2)], torch.device("cpu"))
+    assert batch.input_ids.tolist() == [[7, 8, 9, 5, 1, 2]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 0, 0, 1]]
+    assert batch.cu_seq_lens.tolist() == [0, 3, 4, 6]
+    assert batch.cu_seq_lens.dtype == torch.int32
+    assert (batch.starts, batch.lengths, batch.max_length) == ((0, 3, 4), (3, 1, 2), 3)
+
+
+@pytest.fixture(scope="module")
+def backends(tiny_model_dir: Path) -> dict[str, HFBackend]:
+    return {
+        layout: HFBackend(tiny_model_dir, dtype="float32", device="cpu", attention=layout)
+        for layout in ("ragged", "padded")
+    }
+
+
+def test_auto_picks_ragged_for_llama(tiny_model_dir: Path) -> None:
+    backend = HFBackend(tiny_model_dir, dtype="float32", device="cpu")
+    assert backend.layout is BatchLayout.RAGGED
+
+
+def test_layouts_score_alike_and_like_one_at_a_time(
+    backends: dict[str, HFBackend],
+    tokenizer: Any,
+    reference_token_logprobs: Callable[[list[int]], np.ndarray],
+) -> None:
+    """Windows of very different lengths in one batch: ragged = padded = alone (float32,
+    1e-4 relative), and all equal the float64 reference."""
+    assert backends["ragged"].layout is BatchLayout.RAGGED
+    assert backends["padded"].layout is BatchLayout.PADDED
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in TEXTS]
+    lengths = sorted(len(i) for i in ids)
+    assert lengths[0] <= 2 and lengths[-1] >= 10 * lengths[0]
+    items = [ForwardItem(tuple(i), 1, top_k=3, with_ranks=True) for i in ids]
+    ragged_out = backends["ragged"].forward(items)
+    padded_out = backends["padded"].forward(items)
+    for item, r, p, token_ids in zip(items, ragged_out, padded_out, ids, strict=True):
+        alone = backends["ragged"].forward([item])[0]
+        reference = reference_token_logprobs(token_ids)
+        tol = batch_invariance_atol(reference)
+        for got in (r, alone):
+            np.testing.assert_allclose(
+                got.logprobs, p.logprobs, rtol=BATCH_INVARIANCE_REL, atol=tol
+            )
+            np.testing.assert_allclose(got.top_logprobs, p.top_logprobs, atol=tol)
+        assert np.max(np.abs(r.logprobs - reference), initial=0.0) <= tol
+        assert np.array_equal(r.top_ids[:, 0], p.top_ids[:, 0])
+
+
+def test_next_token_and_partial_scoring_in_a_ragged_batch(backends: dict[str, HFBackend]) -> None:
+    ragged_backend, padded_backend = backends["ragged"], backends["padded"]
+    items = [
+        ForwardItem(tuple(range(3, 40)), 30, top_k=2, next_token=True),
+        ForwardItem((5, 6), 1, top_k=2, next_token=True),
+        ForwardItem(tuple(range(10, 25)), 1),
+    ]
+    for got, want in zip(ragged_backend.forward(items), padded_backend.forward(items), strict=True):
+        assert got.logprobs.shape == want.logprobs.shape
+        tol = batch_invariance_atol(want.logprobs)
+        np.testing.assert_allclose(got.logprobs, want.logprobs, atol=tol)
+        if want.next_top_ids is not None:
+            assert got.next_top_ids is not None and got.next_top_logprobs is not None
+            assert np.array_equal(got.next_top_ids, want.next_top_ids)
+            np.testing.assert_allclose(got.next_top_logprobs, want.next_top_logprobs, atol=tol)
+
+
+def _leaky_attention(module: Any, query: Any, key: Any, value: Any, *args: Any, **kw: Any) -> Any:
+    """Causal attention over the whole stream: windows see each other (the bug to catch)."""
+    out = F.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=True)
+    return out.transpose(1, 2), None
+
+
+def test_a_model_that_leaks_takes_the_padded_path(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import AttentionInterface
+
+    original = ragged.register
+
+    def register_leaky() -> str:
+        name = original()
+        AttentionInterface.register(name, _leaky_attention)
+        return name
+
+    monkeypatch.setattr(ragged, "register", register_leaky)
+    try:
+        with caplog.at_level(logging.WARNING, logger="service.backends.hf"):
+            backend = HFBackend(tiny_model_dir, dtype="float32", device="cpu")
+        assert backend.layout is BatchLayout.PADDED
+        assert "batches are padded" in caplog.text
+        with pytest.raises(RuntimeError, match="--attention ragged"):
+            HFBackend(tiny_model_dir, dtype="float32", device="cpu", attention="ragged")
+    finally:
+        original()  # put the real attention back for the other tests
+
+
+def test_mixed_precision_runs_bf16_matmuls_on_float32_weights(
+    tiny_model_dir: Path,
+    backends: dict[str, HFBackend],
+    tokenizer: Any,
+) -> None:
+    mixed = HFBackend(tiny_model_dir, dtype="bf16-mixed", device="cpu")
+    assert mixed.info.dtype == "bf16-mixed"
+    assert next(mixed.model.parameters()).dtype == torch.float32
+    ids = tokenizer.encode(TEXTS[1], add_special_tokens=False)
+    item = [ForwardItem(tuple(ids), 1)]
+    got = mixed.forward(item)[0].logprobs
+    exact = backends["padded"].forward(item)[0].logprobs
+    assert got.dtype == np.float32
+    assert not np.array_equal(got, exact)  # bf16 matmuls did run
+    assert abs(got.sum() / exact.sum() - 1) < 0.05
