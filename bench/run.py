@@ -1,213 +1,170 @@
-"""lmscore benchmark: the served throughput and latency against a naive transformers loop.
+"""lmscore benchmark: the server against its peers (naive transformers loop, offline vLLM).
 
-Starts ``lmscore serve`` (default dtype), replays real texts with concurrent clients —
-one text per request (OOD checks) and many texts per request (pipelines) — and, in the
-same run, scores the same texts one at a time with plain transformers. Prints a table and
-writes a JSON result to bench/results/. A benchmark, not a test: numbers depend on the machine.
+One run scores the same texts — docstrings of Python's standard library: short texts
+(60-300 characters) and documents (800-2500) — first through ``lmscore serve`` (started
+here, default dtype) with concurrent HTTP clients, then, after the server has stopped, with
+each peer in turn (never at the same time: the peers must not compete for the CPUs).
+Prints tokens/s, requests/s, latency (ms), batching, peak RSS (MiB) and the ratios, and
+writes the JSON result to bench/results/. A benchmark, not a test: numbers depend on the
+machine; compare ratios within one run.
 
     .venv/bin/python bench/run.py [--short N] [--docs N] [--concurrency C] [--dtype D]
+        [--backend transformers|vllm] [--peer naive --peer vllm | --peers naive,vllm | --no-peers]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import httpx
 from docstrings import stdlib_docstrings
+from peers import default_dtype, model_dir, naive_peer, tokenize, vllm_peer
+from report import print_table, ratios
 from server_process import start_server, stop_server
+from server_rows import server_rows
+from stats import ForeignLoad, machine
+
+PEERS = ("naive", "vllm")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+def parse_args() -> argparse.Namespace:
+    """The command line; corpus sizes in texts, concurrency in requests in flight."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", type=int, default=300, help="short texts (60-300 chars)")
+    parser.add_argument("--docs", type=int, default=60, help="documents (800-2500 chars)")
+    parser.add_argument("--concurrency", type=int, default=32, help="for the 1/request rows")
+    parser.add_argument("--texts-per-request", type=int, default=16)
+    parser.add_argument("--rss-docs", type=int, default=64, help="documents in flight for RSS")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    parser.add_argument("--peer", action="append", choices=PEERS, help="repeatable")
+    parser.add_argument("--peers", help="comma-separated, e.g. naive,vllm")
+    parser.add_argument("--no-peers", action="store_true", help="measure only the server")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    return parser.parse_args()
 
 
-def batch_stats(url: str) -> dict[str, float]:
-    """Totals of batch size, padding ratio and batches from /metrics."""
-    wanted = {
-        "lmscore_batch_size_sum": "items",
-        "lmscore_batch_size_count": "batches",
-        "lmscore_padding_ratio_sum": "padding_sum",
-    }
-    totals = dict.fromkeys(wanted.values(), 0.0)
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
-        for sample in family.samples:
-            if sample.name in wanted:
-                totals[wanted[sample.name]] += sample.value
-    return totals
+def chosen_peers(args: argparse.Namespace) -> list[str]:
+    """The peers to run: none with --no-peers, else those named, else all (in PEERS order)."""
+    if args.no_peers:
+        return []
+    named = set(args.peer or []) | {p.strip() for p in (args.peers or "").split(",") if p.strip()}
+    unknown = named - set(PEERS)
+    if unknown:
+        raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}; known: {PEERS}")
+    return [p for p in PEERS if p in named] if named else list(PEERS)
 
 
-async def replay(url: str, requests: list[list[str]], concurrency: int) -> dict[str, Any]:
-    """Send every request (a list of texts) with ``concurrency`` in flight."""
-    before = batch_stats(url)
-    latencies: list[float] = []
-    tokens = 0
-    queue: asyncio.Queue[list[str]] = asyncio.Queue()
-    for texts in requests:
-        queue.put_nowait(texts)
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-
-        async def worker() -> None:
-            nonlocal tokens
-            while not queue.empty():
-                texts = queue.get_nowait()
-                started = time.perf_counter()
-                response = await client.post("/v1/score/text", json={"texts": texts})
-                response.raise_for_status()
-                latencies.append(time.perf_counter() - started)
-                tokens += response.json()["usage"]["prompt_tokens"]
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    after = batch_stats(url)
-    batches = after["batches"] - before["batches"]
-    return {
-        "requests": len(requests),
-        "concurrency": concurrency,
-        "seconds": elapsed,
-        "tokens": tokens,
-        "tokens_per_s": tokens / elapsed,
-        "requests_per_s": len(requests) / elapsed,
-        "latency_p50_ms": 1000 * percentile(latencies, 50),
-        "latency_p95_ms": 1000 * percentile(latencies, 95),
-        "latency_p99_ms": 1000 * percentile(latencies, 99),
-        "mean_batch_size": (after["items"] - before["items"]) / max(1.0, batches),
-        "mean_padding_ratio": (after["padding_sum"] - before["padding_sum"]) / max(1.0, batches),
-    }
+def run_server(
+    args: argparse.Namespace, short: list[str], docs: list[str], rss_docs: list[str]
+) -> dict[str, Any]:
+    """Start ``lmscore serve``, run every server row, stop it; ``{"error": ...}`` if it fails."""
+    log = args.out / "server.log"
+    # Generous limits: the benchmark measures throughput, not admission control.
+    flags = ["--dtype", args.dtype, "--backend", args.backend]
+    flags += ["--request-timeout-s", "900", "--max-queue", "100000"]
+    try:
+        server = start_server(flags, log, timeout_s=600)
+    except RuntimeError as exc:
+        tail = "\n".join(str(exc).splitlines()[-6:])
+        print(f"server failed to start (log: {log}):\n{tail}", flush=True)
+        return {"error": f"server failed to start, see {log}"}
+    try:
+        dtype = httpx.get(f"{server.url}/v1/models").json()["data"][0]["dtype"]
+        print(f"server ready ({server.url}, dtype {dtype}); measuring", flush=True)
+        result = server_rows(server.url, server.process.pid, short, docs, rss_docs, args)
+        return {"dtype": dtype, **result}
+    except (httpx.HTTPError, OSError, KeyError) as exc:
+        print(f"server run failed: {exc!r} (log: {log})", flush=True)
+        return {"dtype": None, "error": f"server run failed: {exc!r}, see {log}"}
+    finally:
+        stop_server(server)
 
 
-def naive_loop(texts: list[str], dtype: str) -> dict[str, Any]:
-    """One text per forward with labels = input ids: the hand-rolled script we replace."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from service.backends.hf import pick_dtype
-    from service.models import ModelSpec, resolve
-    from service.settings import Settings
-
-    path = resolve(ModelSpec("default", "default"), Settings().cache_dir).path
-    torch_dtype = pick_dtype(dtype, torch.device("cpu"))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).eval()
-    encoded = [tokenizer(t, return_tensors="pt").input_ids for t in texts]
-    with torch.inference_mode():
-        model(input_ids=encoded[0], labels=encoded[0])  # warm-up
-        started = time.perf_counter()
-        for ids in encoded:
-            model(input_ids=ids, labels=ids)
-        elapsed = time.perf_counter() - started
-    tokens = sum(int(ids.shape[1]) for ids in encoded)
-    return {
-        "texts": len(texts),
-        "seconds": elapsed,
-        "tokens": tokens,
-        "tokens_per_s": tokens / elapsed,
-    }
+def run_peers(
+    names: list[str], dtype: str, short: list[str], docs: list[str], out: Path
+) -> dict[str, Any]:
+    """Each named peer on the same token ids as the server's texts, one after another."""
+    if not names:
+        return {}
+    path = model_dir()
+    corpora = {"short": tokenize(path, short), "docs": tokenize(path, docs)}
+    results: dict[str, Any] = {}
+    for name in names:
+        print(f"peer {name}: scoring", flush=True)
+        with ForeignLoad() as load:
+            if name == "naive":
+                results[name] = naive_peer(path, dtype, corpora)
+            else:
+                results[name] = vllm_peer(path, dtype, corpora, out)
+        results[name]["foreign_cpu_share"] = load.share
+        if "skipped" in results[name]:
+            print(results[name]["skipped"], flush=True)
+    return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", type=int, default=256, help="one-text requests (OOD style)")
-    parser.add_argument("--docs", type=int, default=128, help="documents for the pipeline run")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--texts-per-request", type=int, default=16)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = parser.parse_args()
-
+    """Server rows, then peers, then the table; the JSON goes to ``--out``."""
+    args = parse_args()
+    started = time.perf_counter()
+    peers = chosen_peers(args)
     short = stdlib_docstrings(60, 300, args.short)
-    docs = stdlib_docstrings(800, 2500, args.docs)
-    per = args.texts_per_request
-    log = args.out / "server.log"
+    all_docs = stdlib_docstrings(800, 2500, max(args.docs, args.rss_docs))
+    docs = all_docs[: args.docs]
+    rss_docs = [all_docs[i % len(all_docs)] for i in range(args.rss_docs)]
     args.out.mkdir(parents=True, exist_ok=True)
-    # Generous limits: the benchmark measures throughput, not admission control.
-    server = start_server(
-        [
-            "--dtype",
-            args.dtype,
-            "--backend",
-            args.backend,
-            "--request-timeout-s",
-            "600",
-            "--max-queue",
-            "100000",
-        ],
-        log,
-        timeout_s=600,
-    )
-    try:
-        url = server.url
-        dtype = httpx.get(f"{url}/v1/models").json()["data"][0]["dtype"]
-        asyncio.run(replay(url, [[t] for t in short[:16]], 16))  # warm the server's paths
-        results = {
-            "sequential_short": asyncio.run(replay(url, [[t] for t in short[:64]], 1)),
-            "concurrent_short": asyncio.run(replay(url, [[t] for t in short], args.concurrency)),
-            "pipeline_docs": asyncio.run(
-                replay(url, [docs[i : i + per] for i in range(0, len(docs), per)], 4)
-            ),
-        }
-    finally:
-        stop_server(server)
-    results["naive_short"] = naive_loop(short, dtype)
-    results["naive_docs"] = naive_loop(docs, dtype)
-    speedup = (
-        results["concurrent_short"]["tokens_per_s"] / results["sequential_short"]["tokens_per_s"]
-    )
-    summary = {
-        "backend": args.backend,
-        "dtype": dtype,
-        "machine": f"{platform.machine()} cpus={os.cpu_count()}",
-        "concurrent_vs_sequential_short": speedup,
-        "served_vs_naive_short": results["concurrent_short"]["tokens_per_s"]
-        / results["naive_short"]["tokens_per_s"],
-        "served_vs_naive_docs": results["pipeline_docs"]["tokens_per_s"]
-        / results["naive_docs"]["tokens_per_s"],
-        **results,
+
+    with ForeignLoad() as load:
+        server = run_server(args, short, docs, rss_docs)
+    server["foreign_cpu_share"] = load.share
+    dtype = server.get("dtype") or default_dtype(args.dtype)
+    summary: dict[str, Any] = {
+        "config": {
+            "backend": args.backend,
+            "dtype": dtype,
+            "machine": machine(),
+            "concurrency": args.concurrency,
+            "texts_per_request": args.texts_per_request,
+            "peers": peers,
+        },
+        "server": server,
+        "peers": run_peers(peers, dtype, short, docs, args.out),
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_file = args.out / f"bench-{stamp}.json"
+    summary["corpus"] = corpus_stats(summary, short, docs)
+    summary["foreign_cpu_share"] = {
+        "server": server["foreign_cpu_share"],
+        **{name: peer["foreign_cpu_share"] for name, peer in summary["peers"].items()},
+    }
+    summary["ratios"] = ratios(summary)
+    summary["wall_s"] = time.perf_counter() - started
+    out_file = args.out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out_file.write_text(json.dumps(summary, indent=2))
     print_table(summary)
-    print(f"\nwritten {out_file}")
-    return 0
+    print(f"\nwritten {out_file} ({summary['wall_s']:.0f} s)")
+    return 0 if "error" not in server else 1
 
 
-def print_table(summary: dict[str, Any]) -> None:
-    print(f"backend {summary['backend']}, dtype {summary['dtype']}  ({summary['machine']})")
-    print(
-        f"{'run':<18} {'tok/s':>8} {'req/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'batch':>6} {'pad':>5}"
-    )
-    for name in ("sequential_short", "concurrent_short", "pipeline_docs"):
-        r = summary[name]
-        print(
-            f"{name:<18} {r['tokens_per_s']:8.0f} {r['requests_per_s']:7.1f} {r['latency_p50_ms']:8.0f} "
-            f"{r['latency_p95_ms']:8.0f} {r['latency_p99_ms']:8.0f} {r['mean_batch_size']:6.1f} "
-            f"{r['mean_padding_ratio']:5.2f}"
-        )
-    for name in ("naive_short", "naive_docs"):
-        print(f"{name:<18} {summary[name]['tokens_per_s']:8.0f}")
-    print(
-        f"concurrent/sequential {summary['concurrent_vs_sequential_short']:.2f}x, "
-        f"served/naive short {summary['served_vs_naive_short']:.2f}x, "
-        f"docs {summary['served_vs_naive_docs']:.2f}x"
-    )
+def corpus_stats(summary: dict[str, Any], short: list[str], docs: list[str]) -> dict[str, Any]:
+    """Texts and tokens per corpus (tokens as the server or, failing that, a peer counted)."""
+    rows = summary["server"].get("rows", {})
+    tokens: dict[str, int | None] = {}
+    for key, row_key in (("short", "short_1_per_request"), ("docs", "docs_1_per_request")):
+        candidates = [rows.get(row_key), *(p.get(key) for p in summary["peers"].values())]
+        tokens[key] = next((c["tokens"] for c in candidates if c and "tokens" in c), None)
+    return {
+        "short_texts": len(short),
+        "short_tokens": tokens["short"],
+        "documents": len(docs),
+        "document_tokens": tokens["docs"],
+    }
 
 
 if __name__ == "__main__":

@@ -1,0 +1,152 @@
+"""The peers the server is compared with, on the same token ids, run after the server stops.
+
+- naive: the hand-rolled transformers loop the server replaces: one text per forward,
+  ``model(input_ids, labels=input_ids)``, in the server's dtype, after a warm-up.
+- vllm: offline vLLM ``prompt_logprobs`` in its own venv (.venv-vllm), as a subprocess
+  running bench/vllm_peer.py (vLLM and the server's torch do not share one environment).
+
+Throughput is in tokens/s of the texts' token ids; per-text times in ms.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from stats import mean_nll, percentile, rate
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+VLLM_SCRIPT = ROOT / "bench" / "vllm_peer.py"
+VLLM_MISSING = "vLLM peer skipped: run `make install-vllm`"
+MIXED = "bf16-mixed"  # the server's float32 weights + bfloat16 autocast
+
+
+def model_dir() -> Path:
+    """The HF directory the server loads for the embedded default model (dequantized GGUF)."""
+    from service.models import ModelSpec, resolve
+    from service.settings import Settings
+
+    return resolve(ModelSpec("default", "default"), Settings().cache_dir).path
+
+
+def default_dtype(requested: str) -> str:
+    """The dtype name ``lmscore serve --dtype REQUESTED`` picks on this machine's CPU."""
+    import torch
+
+    try:
+        from service.backends.precision import pick_dtype
+    except ImportError:  # before the precision module existed
+        from service.backends.hf import pick_dtype
+
+    if requested == MIXED:
+        return MIXED
+    return str(pick_dtype(requested, torch.device("cpu"))).removeprefix("torch.")
+
+
+def torch_precision(dtype: str) -> tuple[Any, Any]:
+    """(weights dtype, autocast dtype or None) as torch dtypes for a server dtype name."""
+    import torch
+
+    if dtype == MIXED:
+        return torch.float32, torch.bfloat16
+    return getattr(torch, dtype), None
+
+
+def tokenize(path: Path, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text as the model's tokenizer makes them (no special tokens added)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return [list(tokenizer(text).input_ids) for text in texts]
+
+
+def _naive_corpus(model: Any, corpus: list[list[int]]) -> dict[str, Any]:
+    """Time one forward per text (after a warm-up on the first); seconds, tok/s, ms per text."""
+    import torch
+
+    tensors = [torch.tensor([ids]) for ids in corpus]
+    model(input_ids=tensors[0], labels=tensors[0])  # warm-up
+    per_text: list[float] = []
+    nll_sum = 0.0
+    for ids in tensors:
+        started = time.perf_counter()
+        loss = model(input_ids=ids, labels=ids).loss
+        per_text.append(time.perf_counter() - started)
+        nll_sum += float(loss) * (ids.shape[1] - 1)
+    seconds = sum(per_text)
+    tokens = sum(len(ids) for ids in corpus)
+    return {
+        "texts": len(corpus),
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": rate(tokens, seconds),
+        "per_text_p50_ms": 1000 * percentile(per_text, 50),
+        "per_text_p95_ms": 1000 * percentile(per_text, 95),
+        "mean_nll": mean_nll(-nll_sum, sum(len(ids) - 1 for ids in corpus)),
+    }
+
+
+def naive_peer(path: Path, dtype: str, corpora: dict[str, list[list[int]]]) -> dict[str, Any]:
+    """The naive loop over each corpus (``short``, ``docs``) in the server's ``dtype`` name."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    weights, autocast = torch_precision(dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights).eval()
+    mixed = torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None)
+    with torch.inference_mode(), mixed:
+        results = {name: _naive_corpus(model, corpus) for name, corpus in corpora.items()}
+    return {"dtype": dtype, **results}
+
+
+def vllm_peer(
+    path: Path, dtype: str, corpora: dict[str, list[list[int]]], out_dir: Path
+) -> dict[str, Any]:
+    """Offline vLLM over each corpus in a subprocess of .venv-vllm; ``{"skipped": why}`` if not."""
+    if not VLLM_PYTHON.exists():
+        return {"skipped": VLLM_MISSING}
+    prompts = out_dir / "vllm-prompts.json"
+    prompts.write_text(json.dumps(corpora))
+    longest = max(len(ids) for corpus in corpora.values() for ids in corpus)
+    log = out_dir / "vllm-peer.log"
+    command = [
+        str(VLLM_PYTHON),
+        str(VLLM_SCRIPT),
+        "--model",
+        str(path),
+        "--dtype",
+        "bfloat16" if dtype == MIXED else dtype,  # vLLM has no mixed mode: the closest
+        "--prompts",
+        str(prompts),
+        "--max-model-len",
+        str(max(1024, 1 << longest.bit_length())),
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")}
+    print(f"vLLM peer: running in .venv-vllm (log: {log})", flush=True)
+    with log.open("w") as handle:
+        done = subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=1800, check=False
+        )
+    result = _last_json_line(log.read_text())
+    if done.returncode != 0 or result is None:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        return {"skipped": f"vLLM peer failed (exit {done.returncode}, see {log}):\n{tail}"}
+    return result
+
+
+def _last_json_line(output: str) -> dict[str, Any] | None:
+    """The last stdout line that is a JSON object with a ``peer`` key (the script's result)."""
+    for line in reversed(output.splitlines()):
+        if line.startswith("{"):
+            try:
+                parsed = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(parsed, dict) and "peer" in parsed:
+                return parsed
+    return None
