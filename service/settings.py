@@ -52,9 +52,9 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16", "bf16-mixed"] = Field(
         "auto",
         description="Precision. 'auto' picks bfloat16 on CUDA and on CPUs with AMX or "
-        "AVX512-BF16, float32 elsewhere. bfloat16 moves per-text PPL by ~0.7% (median) and "
-        "up to ~6% on short texts; 'bf16-mixed' (float32 weights, bf16 matmuls under "
-        "autocast; transformers backend) keeps the worst case near 2.5%; float32 is exact. "
+        "AVX512-BF16, float32 elsewhere. bfloat16 moves per-text PPL by ~1% (median) and "
+        "up to 15% on very short texts; 'bf16-mixed' (float32 weights, bf16 matmuls under "
+        "autocast; transformers backend) about halves that; float32 is exact. "
         "Log-softmax is always float32.",
     )
     attention: Literal["auto", "ragged", "padded"] = Field(

@@ -39,9 +39,9 @@ async def burst(url: str, texts: list[str]) -> list[httpx.Response]:
 
 
 @pytest.fixture
-def bf16_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+def burst_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     extra = getattr(request, "param", [])
-    server = start_server(["--dtype", "bfloat16", "--max-wait-ms", "20", *extra], tmp_path / "log")
+    server = start_server(["--max-wait-ms", "20", *extra], tmp_path / "log")
     yield server
     stop_server(server)
 
@@ -67,22 +67,22 @@ def test_concurrent_requests_batch_and_match_one_by_one(http: httpx.Client) -> N
         assert float(response.headers["x-inference-time-ms"]) > 0
 
 
-def test_bf16_burst_forms_batches(bf16_server: RunningServer) -> None:
+def test_burst_forms_batches(burst_server: RunningServer) -> None:
     texts = (TEXTS * 6)[:64]
-    responses = asyncio.run(burst(bf16_server.url, texts))
+    responses = asyncio.run(burst(burst_server.url, texts))
     assert [r.status_code for r in responses] == [200] * 64
-    count = metric_sum(bf16_server.url, "lmscore_batch_size", "lmscore_batch_size_count")
-    total = metric_sum(bf16_server.url, "lmscore_batch_size", "lmscore_batch_size_sum")
+    count = metric_sum(burst_server.url, "lmscore_batch_size", "lmscore_batch_size_count")
+    total = metric_sum(burst_server.url, "lmscore_batch_size", "lmscore_batch_size_sum")
     assert total == 64  # the warm-up forward bypasses the batcher
     assert total / count > 1.5
 
 
 @pytest.mark.parametrize(
-    "bf16_server", [["--max-queue", "2", "--max-batch-size", "2"]], indirect=True
+    "burst_server", [["--max-queue", "2", "--max-batch-size", "2"]], indirect=True
 )
-def test_overload_gets_429_with_retry_after_and_no_5xx(bf16_server: RunningServer) -> None:
+def test_overload_gets_429_with_retry_after_and_no_5xx(burst_server: RunningServer) -> None:
     texts = (TEXTS * 6)[:64]
-    responses = asyncio.run(burst(bf16_server.url, texts))
+    responses = asyncio.run(burst(burst_server.url, texts))
     codes = [r.status_code for r in responses]
     assert set(codes) <= {200, 429}
     assert codes.count(429) > 0 and codes.count(200) > 0
@@ -92,7 +92,7 @@ def test_overload_gets_429_with_retry_after_and_no_5xx(bf16_server: RunningServe
             assert response.json()["error"]["type"] == "overloaded"
         else:
             assert response.json()["results"][0]["num_tokens"] > 0, text
-    rejected = httpx.get(f"{bf16_server.url}/metrics").text
+    rejected = httpx.get(f"{burst_server.url}/metrics").text
     assert 'lmscore_requests_rejected_total{reason="overloaded"}' in rejected
 
 
@@ -116,10 +116,10 @@ async def burst_then_sigterm(server: RunningServer) -> tuple[list[int], list[int
         return list(await asyncio.gather(*first)), list(await asyncio.gather(*late))
 
 
-def test_sigterm_drains_admitted_work_and_exits_zero(bf16_server: RunningServer) -> None:
-    admitted, late = asyncio.run(burst_then_sigterm(bf16_server))
+def test_sigterm_drains_admitted_work_and_exits_zero(burst_server: RunningServer) -> None:
+    admitted, late = asyncio.run(burst_then_sigterm(burst_server))
     assert admitted == [200] * len(admitted)
     assert set(late) <= {503, -1}
-    assert bf16_server.process.wait(timeout=60) == 0
-    log = bf16_server.log.read_text()
+    assert burst_server.process.wait(timeout=60) == 0
+    log = burst_server.log.read_text()
     assert "draining" in log and "Traceback" not in log
