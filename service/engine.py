@@ -21,7 +21,7 @@ from service.errors import InvalidRequest, Timeout
 from service.models import ModelSpec
 from service.references import check_profile, load_reference_arg, with_reference
 from service.registry import ModelRegistry
-from service.results import aggregate, build_result
+from service.results import DistributionOptions, aggregate, build_result
 from service.schemas import (
     ChatScoreRequest,
     ModelList,
@@ -183,6 +183,7 @@ class Engine:
                 return_tokens=req.return_tokens,
                 top_k=self._top_k(req),
                 token_text=model.token_text,
+                distribution=_distribution(req),
             ),
         )
         return self._response(model, seqs, results)
@@ -208,6 +209,7 @@ class Engine:
                 token_text=model.token_text,
                 roles=roles[i],
                 score_roles=req.score_roles,
+                distribution=_distribution(req),
             ),
         )
         return self._response(model, seqs, results)
@@ -285,7 +287,19 @@ class Engine:
         deadline: float,
         build: Callable[[ScoredSequence, Any, int], TextResult],
     ) -> tuple[list[TextResult], RequestTiming]:
-        options = RunOptions(req.overflow, req.stride, self._top_k(req), req.return_tokens)
+        if req.with_stats and not model.backend.info.full_distribution:
+            raise InvalidRequest(
+                f"the {model.backend.info.backend} backend returns top-k logprobs only; "
+                "entropy and min_k need the full distribution (use --backend transformers)",
+                param="return_entropy" if req.return_entropy else "min_k",
+            )
+        options = RunOptions(
+            req.overflow,
+            req.stride,
+            self._top_k(req),
+            req.return_tokens,
+            with_stats=req.with_stats,
+        )
         stitched, timing = await self._run(model, seqs, params, options, deadline)
         results = [
             build(seq, scores, i)
@@ -331,3 +345,7 @@ class Engine:
     @staticmethod
     def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:
         return req.top_k if req.return_tokens else 0
+
+
+def _distribution(req: TextScoreRequest | ChatScoreRequest) -> DistributionOptions:
+    return DistributionOptions(req.return_entropy, req.min_k, req.min_k_percent)

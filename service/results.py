@@ -7,13 +7,26 @@ says bits.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
 
 from service.schemas import Aggregate, MessageScore, TextResult, TokenScore, TopToken
 from service.scoring.aggregates import summarize, token_weighted
+from service.scoring.distribution import min_k_plus_plus, min_k_prob, summarize_entropy
 from service.scoring.offsets import utf8_length
 from service.sequences import ScoredSequence, SequenceScores
 
 TokenText = Callable[[int], str]
+
+
+@dataclass(frozen=True)
+class DistributionOptions:
+    """Which full-distribution scores a request asked for (see ``scoring.distribution``)."""
+
+    entropy: bool = False
+    min_k: bool = False
+    min_k_percent: float = 20.0
 
 
 def build_result(
@@ -25,17 +38,19 @@ def build_result(
     token_text: TokenText,
     roles: Sequence[str] | None = None,
     score_roles: Sequence[str] = (),
+    distribution: DistributionOptions = DistributionOptions(),
 ) -> TextResult:
     """The result of one text or conversation."""
-    logprobs: list[float] = []
+    positions: list[int] = []
     chars = 0
     nbytes = 0
     for j, counted in enumerate(seq.scored):
         if counted:
             start, end = seq.offsets[j]
-            logprobs.append(float(scores.logprobs[j + seq.shift]))
+            positions.append(j + seq.shift)
             chars += end - start
             nbytes += utf8_length(seq.text[start:end])
+    logprobs = [float(scores.logprobs[p]) for p in positions]
     agg = summarize(logprobs, chars, nbytes)
     result = TextResult(
         num_tokens=len(seq.token_ids),
@@ -47,18 +62,47 @@ def build_result(
         bits_per_char=agg.bits_per_char,
         truncated=seq.truncated,
     )
+    _add_distribution_scores(result, scores, positions, chars, distribution)
     if return_tokens:
-        result.tokens = _tokens(seq, scores, top_k, token_text)
+        result.tokens = _tokens(seq, scores, top_k, token_text, distribution.entropy)
     if roles is not None:
         result.messages = _messages(seq, scores, roles, score_roles)
     return result
 
 
+def _add_distribution_scores(
+    result: TextResult,
+    scores: SequenceScores,
+    positions: list[int],
+    chars: int,
+    options: DistributionOptions,
+) -> None:
+    if scores.entropy is None or scores.logprob_std is None:
+        return
+    index = np.asarray(positions, dtype=np.int64)
+    entropy = scores.entropy[index]
+    if options.entropy:
+        summary = summarize_entropy(entropy, chars)
+        result.mean_entropy = summary.mean_entropy
+        result.entropy_bits_per_char = summary.entropy_bits_per_char
+    if options.min_k:
+        logprobs = scores.logprobs[index]
+        result.min_k_logprob = min_k_prob(logprobs, options.min_k_percent)
+        result.min_k_plus_plus = min_k_plus_plus(
+            logprobs, entropy, scores.logprob_std[index], options.min_k_percent
+        )
+
+
 def _tokens(
-    seq: ScoredSequence, scores: SequenceScores, top_k: int, token_text: TokenText
+    seq: ScoredSequence,
+    scores: SequenceScores,
+    top_k: int,
+    token_text: TokenText,
+    show_entropy: bool = False,
 ) -> list[TokenScore]:
     tokens: list[TokenScore] = []
     is_chat = seq.message_index is not None
+    entropy = scores.entropy if show_entropy else None
     for j, token_id in enumerate(seq.token_ids):
         p = j + seq.shift
         start, end = seq.offsets[j]
@@ -85,6 +129,7 @@ def _tokens(
                 with_top=top_k > 0,
                 message_index=seq.message_index[j] if seq.message_index is not None else None,
                 scored=seq.scored[j] if is_chat else None,
+                entropy=float(entropy[p]) if has_context and entropy is not None else None,
             )
         )
     return tokens

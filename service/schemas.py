@@ -49,6 +49,26 @@ class _Request(BaseModel):
         "Must be below the model's context.",
     )
 
+    return_entropy: bool = Field(
+        False,
+        description="Add the entropy of the model's full next-token distribution (nats): "
+        "per text mean_entropy and entropy_bits_per_char, per token entropy (with "
+        "return_tokens). Costs two more passes over the vocabulary per position.",
+    )
+    min_k: bool = Field(
+        False,
+        description="Add the membership (contamination) scores min_k_logprob (Min-K% Prob, "
+        "nats) and min_k_plus_plus (Min-K%++) over the min_k_percent least likely tokens.",
+    )
+    min_k_percent: float = Field(
+        20.0, gt=0, le=100, description="k for min_k, in percent of the scored tokens."
+    )
+
+    @property
+    def with_stats(self) -> bool:
+        """Whether the full distribution's statistics are needed."""
+        return self.return_entropy or self.min_k
+
 
 class TextScoreRequest(_Request):
     """``POST /v1/score/text``."""
@@ -120,6 +140,12 @@ class TokenScore(BaseModel):
     top: list[TopToken] | None = None
     message_index: int | None = None
     scored: bool | None = None
+    entropy: float | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="With return_entropy: entropy of the distribution this token was drawn "
+        "from, nats (null for the first token).",
+    )
     # Whether alternatives were asked for (top_k > 0): then ``top`` is shown, null for the
     # first token; otherwise it is left out.
     with_top: bool = Field(False, exclude=True)
@@ -162,6 +188,30 @@ class TextResult(BaseModel):
     )
     is_outlier: bool | None = Field(
         None, exclude_if=_is_none, description="With a reference: above its threshold."
+    )
+    mean_entropy: float | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="With return_entropy: mean entropy of the scored positions, nats.",
+    )
+    entropy_bits_per_char: float | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="With return_entropy: total entropy of the scored positions in bits, per "
+        "character of the scored text.",
+    )
+    min_k_logprob: float | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="With min_k: Min-K% Prob, the mean logprob (nats) of the k% least likely "
+        "scored tokens; closer to 0 looks more like training data.",
+    )
+    min_k_plus_plus: float | None = Field(
+        None,
+        exclude_if=_is_none,
+        description="With min_k: Min-K%++, the mean of the k% lowest logprobs standardised by "
+        "the model's distribution at each position (unitless); higher looks more like "
+        "training data.",
     )
 
 

@@ -60,6 +60,10 @@ class SequenceScores:
     # The top_k tokens after the last position, when asked for (best first).
     next_top_ids: npt.NDArray[np.int64] | None = None
     next_top_logprobs: npt.NDArray[np.float32] | None = None
+    # With ``with_stats``: per position, the entropy of the model's distribution there and
+    # the standard deviation of log p under it (nats; NaN at position 0).
+    entropy: npt.NDArray[np.float32] | None = None
+    logprob_std: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class RunOptions:
     top_k: int = 0
     with_ranks: bool = False
     next_token: bool = False
+    with_stats: bool = False
 
 
 def encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -189,6 +194,7 @@ def forward_items(
             options.top_k,
             options.with_ranks,
             options.next_token and i == len(active) - 1,
+            options.with_stats,
         )
         for i, w in enumerate(active)
     ]
@@ -204,6 +210,8 @@ def stitch(
     ranks = np.zeros(n, dtype=np.int64)
     top_ids = np.zeros((n, top_k), dtype=np.int64)
     top_lps = np.zeros((n, top_k), dtype=np.float32)
+    entropy = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
+    std = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
     for window, result in zip(active_windows(windows, options), results, strict=True):
         span = slice(window.score_from, window.end)
         logprobs[span] = result.logprobs
@@ -211,6 +219,9 @@ def stitch(
         if top_k:
             top_ids[span] = result.top_ids
             top_lps[span] = result.top_logprobs
+        if entropy is not None and std is not None:
+            entropy[span] = result.entropy
+            std[span] = result.logprob_std
     last = results[-1] if results else None
     return SequenceScores(
         logprobs,
@@ -219,6 +230,8 @@ def stitch(
         top_lps,
         last.next_top_ids if last is not None else None,
         last.next_top_logprobs if last is not None else None,
+        entropy,
+        std,
     )
 
 

@@ -30,7 +30,11 @@ def _common(message: Any) -> dict[str, Any]:
         "return_tokens": message.return_tokens,
         "top_k": message.top_k,
         "overflow": OVERFLOW.get(message.overflow, f"unknown enum value {message.overflow}"),
+        "return_entropy": message.return_entropy,
+        "min_k": message.min_k,
     }
+    if message.HasField("min_k_percent"):
+        fields["min_k_percent"] = message.min_k_percent
     if message.HasField("stride"):
         fields["stride"] = message.stride
     if message.HasField("reference"):

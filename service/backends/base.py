@@ -32,6 +32,8 @@ class ForwardItem:
     with_ranks: bool = False
     # Also return the top_k tokens after the last position (for one greedy token).
     next_token: bool = False
+    # Also return each scored position's entropy and deviation of log p (full vocabulary).
+    with_stats: bool = False
 
     @property
     def num_scored(self) -> int:
@@ -53,6 +55,10 @@ class ForwardResult:
     # With ``next_token``: the top_k tokens after the last position [k], best first.
     next_top_ids: npt.NDArray[np.int64] | None = None
     next_top_logprobs: npt.NDArray[np.float32] | None = None
+    # With ``with_stats``: entropy of each position's distribution and the standard
+    # deviation of log p under it, float32 [n], nats.
+    entropy: npt.NDArray[np.float32] | None = None
+    logprob_std: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,9 @@ class BackendInfo:
     dtype: str
     device: str
     max_context: int
+    # Whether the backend sees the full next-token distribution (entropy, Min-K%++);
+    # a backend that only returns top-k logprobs (vLLM) does not.
+    full_distribution: bool = True
 
 
 class BatchLayout(enum.Enum):

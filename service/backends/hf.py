@@ -182,6 +182,7 @@ class HFBackend:
             max(item.top_k for item in items),
             self._chunk,
             with_ranks=any(item.with_ranks for item in items),
+            with_stats=any(item.with_stats for item in items),
         )
         return _split(scores, items)
 
@@ -214,6 +215,8 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
     ranks = scores.ranks.cpu().numpy()
     top_ids = scores.top_ids.cpu().numpy()
     top_lps = scores.top_logprobs.cpu().numpy()
+    entropy = None if scores.entropy is None else scores.entropy.cpu().numpy()
+    std = None if scores.logprob_std is None else scores.logprob_std.cpu().numpy()
     results: list[ForwardResult] = []
     offset = 0
     for item in items:
@@ -225,6 +228,8 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
             top_ids[span, :k].astype(np.int64),
             top_lps[span, :k],
         )
+        if item.with_stats and entropy is not None and std is not None:
+            result = dataclasses.replace(result, entropy=entropy[span], logprob_std=std[span])
         offset += n
         if item.next_token:
             result = dataclasses.replace(

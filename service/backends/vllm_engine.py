@@ -79,6 +79,7 @@ class VLLMBackend:
             dtype=str(torch_dtype).removeprefix("torch."),
             device="cuda" if on_cuda else "cpu",
             max_context=context,
+            full_distribution=False,
         )
         self._aborted = metrics.BACKEND_ABORTS.labels(model=name)
 

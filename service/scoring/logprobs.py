@@ -27,16 +27,37 @@ class PositionScores:
     ranks: torch.Tensor
     top_ids: torch.Tensor
     top_logprobs: torch.Tensor
+    # With ``with_stats``: the entropy of each position's full next-token distribution
+    # (-sum p log p, nats) and the standard deviation of log p under p (nats), float32 [N].
+    entropy: torch.Tensor | None = None
+    logprob_std: torch.Tensor | None = None
+
+
+def distribution_stats(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy ``-sum p log p`` and the standard deviation of ``log p`` under ``p`` (both
+    nats) of each row of float32 log-probabilities [N, V]. The deviation is taken around
+    the mean in a second pass (``sum p (log p + H)^2``), not as a difference of moments,
+    so it keeps its precision when it is small."""
+    probs = log_probs.exp()
+    entropy = -(probs * log_probs).sum(dim=-1)
+    variance = (probs * (log_probs + entropy[:, None]).square()).sum(dim=-1)
+    return entropy, variance.clamp_min(0).sqrt()
 
 
 def logprobs_from_logits(
-    logits: torch.Tensor, targets: torch.Tensor, top_k: int, with_ranks: bool = True
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    top_k: int,
+    with_ranks: bool = True,
+    with_stats: bool = False,
 ) -> PositionScores:
     """Score ``targets`` [N] under ``logits`` [N, V] (any float dtype), in float32.
 
     The target's logprob and the top-k values are read from the same float32 log-softmax
     tensor, so a greedy target's logprob equals its top-1 entry exactly. Ranks cost a
-    full pass over the vocabulary; without ``with_ranks`` they are left at 0.
+    full pass over the vocabulary; without ``with_ranks`` they are left at 0. The
+    distribution statistics (entropy, deviation of log p) cost two more passes and are
+    computed only ``with_stats``.
     """
     logits32 = logits.float()
     # log_softmax shifts by the row max first, so a large common offset in the logits costs
@@ -52,7 +73,10 @@ def logprobs_from_logits(
     else:
         top_lp = log_probs.new_empty((log_probs.shape[0], 0))
         top_ids = torch.empty((log_probs.shape[0], 0), dtype=torch.long, device=logits.device)
-    return PositionScores(target_lp, ranks, top_ids, top_lp)
+    if not with_stats:
+        return PositionScores(target_lp, ranks, top_ids, top_lp)
+    entropy, std = distribution_stats(log_probs)
+    return PositionScores(target_lp, ranks, top_ids, top_lp, entropy, std)
 
 
 def score_hidden_states(
@@ -62,6 +86,7 @@ def score_hidden_states(
     top_k: int,
     chunk_size: int = 256,
     with_ranks: bool = True,
+    with_stats: bool = False,
 ) -> PositionScores:
     """Score ``targets`` [N] from final hidden states [N, H] through ``project`` (to logits).
 
@@ -72,16 +97,24 @@ def score_hidden_states(
         raise ValueError("hidden and targets disagree on the number of positions")
     parts = [
         logprobs_from_logits(
-            project(hidden[i : i + chunk_size]), targets[i : i + chunk_size], top_k, with_ranks
+            project(hidden[i : i + chunk_size]),
+            targets[i : i + chunk_size],
+            top_k,
+            with_ranks,
+            with_stats,
         )
         for i in range(0, hidden.shape[0], chunk_size)
-    ]
-    if not parts:
-        empty = logprobs_from_logits(project(hidden[:0]), targets[:0], top_k, with_ranks)
-        return empty
+    ] or [logprobs_from_logits(project(hidden[:0]), targets[:0], top_k, with_ranks, with_stats)]
     return PositionScores(
         torch.cat([p.logprobs for p in parts]),
         torch.cat([p.ranks for p in parts]),
         torch.cat([p.top_ids for p in parts]),
         torch.cat([p.top_logprobs for p in parts]),
+        _cat([p.entropy for p in parts]),
+        _cat([p.logprob_std for p in parts]),
     )
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    present = [p for p in parts if p is not None]
+    return torch.cat(present) if present else None

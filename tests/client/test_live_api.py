@@ -13,6 +13,7 @@ from server_process import RunningServer
 from lmscore_client import (
     AsyncClient,
     Client,
+    Distribution,
     GrpcClient,
     InvalidRequestError,
     NotFoundError,
@@ -90,6 +91,37 @@ def test_grpc_equals_rest_for_chats(client: Client, grpc_client: GrpcClient) -> 
     for options in ({}, {"return_tokens": True, "top_k": 2, "score_roles": ["user", "assistant"]}):
         rest = client.score_chat([CHAT, CHAT[1:]], **options)  # type: ignore[arg-type]
         assert_close(grpc_client.score_chat([CHAT, CHAT[1:]], **options), rest)  # type: ignore[arg-type]
+
+
+def test_distribution_scores_over_rest_grpc_and_async(
+    server: RunningServer, client: Client, grpc_client: GrpcClient, http: httpx.Client
+) -> None:
+    asked = Distribution(entropy=True, min_k=True, min_k_percent=50)
+    body = {"texts": TEXTS, "return_tokens": True, "return_entropy": True, "min_k": True}
+    direct = http.post("/v1/score/text", json={**body, "min_k_percent": 50})
+    assert direct.status_code == 200
+    rest = client.score_text(TEXTS, return_tokens=True, distribution=asked)
+    assert_close(rest, ScoreResponse.from_json(direct.json()))
+    assert_close(grpc_client.score_text(TEXTS, return_tokens=True, distribution=asked), rest)
+
+    async def run() -> ScoreResponse:
+        async with AsyncClient(server.url, timeout=120) as a:
+            return await a.score_text(TEXTS, return_tokens=True, distribution=asked)
+
+    assert_close(asyncio.run(run()), rest)
+    first = rest.results[0]
+    assert first.mean_entropy is not None and first.entropy_bits_per_char is not None
+    assert first.min_k_logprob is not None and first.min_k_logprob <= 0
+    assert first.tokens is not None and first.tokens[0].entropy is None
+    assert all(t.entropy is not None and t.entropy >= 0 for t in first.tokens[1:])
+    chat = client.score_chat([CHAT], distribution=Distribution(entropy=True)).results[0]
+    assert chat.mean_entropy is not None and chat.min_k_logprob is None
+    assert (
+        grpc_client.score_chat([CHAT], distribution=Distribution(min_k=True))
+        .results[0]
+        .min_k_plus_plus
+        is not None
+    )
 
 
 def test_errors_carry_type_and_param(client: Client, grpc_client: GrpcClient) -> None:

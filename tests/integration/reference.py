@@ -62,3 +62,18 @@ def load_reference() -> tuple[Any, Any]:
     tokenizer = AutoTokenizer.from_pretrained(resolved.path)
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32).eval()
     return tokenizer, model
+
+
+@torch.inference_mode()
+def text_entropies(reference: Any, text: str) -> tuple[list[float], list[float], list[float]]:
+    """Per scored position (every token after the first): the token's logprob, the entropy
+    of the distribution it was drawn from, and the deviation of log p under it (nats)."""
+    tokenizer, model = reference
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].double()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    probs = log_probs.exp()
+    entropy = -(probs * log_probs).sum(-1)
+    std = (probs * (log_probs + entropy[:, None]).square()).sum(-1).sqrt()
+    token_lp = log_probs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    return token_lp.tolist(), entropy.tolist(), std.tolist()

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from corpus import CHATS, ENGLISH, GIBBERISH, OTHER
-from reference import chat_ppl, text_ppl
+from reference import chat_ppl, text_entropies, text_ppl
 from tolerances import BATCH_INVARIANCE_REL, TRANSFORMERS_PPL_REL
 
 pytestmark = pytest.mark.integration
@@ -104,3 +104,20 @@ def test_bits_per_char_ranks_russian_as_unusual(http: httpx.Client) -> None:
     english, russian = body["results"]
     assert russian["bits_per_char"] > english["bits_per_char"]
     assert russian["bits_per_byte"] < russian["bits_per_char"]
+
+
+def test_entropy_and_min_k_match_transformers(http: httpx.Client, reference: Any) -> None:
+    """Entropy, Min-K% and Min-K%++ on the embedded model equal a plain float32
+    transformers forward (the full distribution in float64 from its logits)."""
+    body = score_texts(http, ALL_TEXTS, return_entropy=True, min_k=True, min_k_percent=20)
+    for text, result in zip(ALL_TEXTS, body["results"], strict=True):
+        logprobs, entropy, std = text_entropies(reference, text)
+        mean_entropy = math.fsum(entropy) / len(entropy)
+        assert math.isclose(result["mean_entropy"], mean_entropy, rel_tol=TRANSFORMERS_PPL_REL)
+        count = max(1, int(len(logprobs) * 0.2))
+        min_k = math.fsum(sorted(logprobs)[:count]) / count
+        z = sorted((lp + h) / s for lp, h, s in zip(logprobs, entropy, std, strict=True))
+        assert math.isclose(result["min_k_logprob"], min_k, rel_tol=TRANSFORMERS_PPL_REL)
+        assert math.isclose(
+            result["min_k_plus_plus"], math.fsum(z[:count]) / count, rel_tol=TRANSFORMERS_PPL_REL
+        ), text

@@ -21,6 +21,7 @@ from lmscore_client.errors import (
     UnavailableError,
 )
 from lmscore_client.grpc_client import GrpcClient
+from lmscore_client.payloads import Distribution
 from lmscore_client.results import (
     Aggregate,
     MessageScore,
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ConnectionFailedError",
+    "Distribution",
     "GrpcClient",
     "InternalServerError",
     "InvalidRequestError",

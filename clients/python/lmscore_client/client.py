@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from lmscore_client.errors import ConnectionFailedError, LMScoreError, from_http
-from lmscore_client.payloads import Conversation, chat_payload, text_payload
+from lmscore_client.payloads import Conversation, Distribution, chat_payload, text_payload
 from lmscore_client.results import ModelCard, ScoreResponse
 from lmscore_client.retry import RetryPolicy, parse_retry_after
 
@@ -125,6 +125,7 @@ class Client(_Base):
         overflow: str = "error",
         stride: int | None = None,
         reference: str | None = None,
+        distribution: Distribution | None = None,
     ) -> ScoreResponse:
         """Score plain texts: every token given all tokens before it (a single string is
         one text). ``top_k`` (0-20) needs ``return_tokens``; ``overflow`` is ``error``,
@@ -139,6 +140,7 @@ class Client(_Base):
             overflow=overflow,
             stride=stride,
             reference=reference,
+            distribution=distribution,
         )
         return ScoreResponse.from_json(self.request("POST", "/v1/score/text", body))
 
@@ -154,6 +156,7 @@ class Client(_Base):
         overflow: str = "error",
         stride: int | None = None,
         reference: str | None = None,
+        distribution: Distribution | None = None,
     ) -> ScoreResponse:
         """Score conversations rendered with the model's chat template: the content of
         messages whose role is in ``score_roles`` (server default ``["assistant"]``)."""
@@ -167,6 +170,7 @@ class Client(_Base):
             overflow=overflow,
             stride=stride,
             reference=reference,
+            distribution=distribution,
         )
         return ScoreResponse.from_json(self.request("POST", "/v1/score/chat", body))
 
@@ -256,6 +260,7 @@ class AsyncClient(_Base):
         overflow: str = "error",
         stride: int | None = None,
         reference: str | None = None,
+        distribution: Distribution | None = None,
     ) -> ScoreResponse:
         """Score plain texts: every token given all tokens before it (a single string is
         one text). ``top_k`` (0-20) needs ``return_tokens``; ``overflow`` is ``error``,
@@ -270,6 +275,7 @@ class AsyncClient(_Base):
             overflow=overflow,
             stride=stride,
             reference=reference,
+            distribution=distribution,
         )
         return ScoreResponse.from_json(await self.request("POST", "/v1/score/text", body))
 
@@ -285,6 +291,7 @@ class AsyncClient(_Base):
         overflow: str = "error",
         stride: int | None = None,
         reference: str | None = None,
+        distribution: Distribution | None = None,
     ) -> ScoreResponse:
         """Score conversations rendered with the model's chat template: the content of
         messages whose role is in ``score_roles`` (server default ``["assistant"]``)."""
@@ -298,6 +305,7 @@ class AsyncClient(_Base):
             overflow=overflow,
             stride=stride,
             reference=reference,
+            distribution=distribution,
         )
         return ScoreResponse.from_json(await self.request("POST", "/v1/score/chat", body))
 

@@ -19,7 +19,7 @@ import grpc
 from lmscore_client._pb.lmscore.v1 import scoring_pb2 as pb
 from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError
-from lmscore_client.payloads import Conversation, conversation_list
+from lmscore_client.payloads import Conversation, Distribution, conversation_list
 from lmscore_client.results import (
     Aggregate,
     MessageScore,
@@ -59,6 +59,7 @@ def _token(t: pb.TokenScore, top_k: int) -> TokenScore:
         top=top,
         message_index=_opt(t, "message_index"),
         scored=_opt(t, "scored"),
+        entropy=_opt(t, "entropy"),
     )
 
 
@@ -89,6 +90,10 @@ def _result(r: pb.TextResult, top_k: int, chat: bool) -> TextResult:
         else None,
         percentile=_opt(r, "percentile"),
         is_outlier=_opt(r, "is_outlier"),
+        mean_entropy=_opt(r, "mean_entropy"),
+        entropy_bits_per_char=_opt(r, "entropy_bits_per_char"),
+        min_k_logprob=_opt(r, "min_k_logprob"),
+        min_k_plus_plus=_opt(r, "min_k_plus_plus"),
     )
 
 
@@ -191,6 +196,7 @@ class GrpcClient:
         overflow: str = "error",
         stride: int | None = None,
         reference: str | None = None,
+        distribution: Distribution | None = None,
     ) -> ScoreResponse:
         """Score plain texts (the options as ``Client.score_text``)."""
         request = pb.ScoreTextRequest(
@@ -202,6 +208,7 @@ class GrpcClient:
             overflow=OVERFLOW[overflow],
             stride=stride,
             reference=reference,
+            **(distribution or Distribution()).fields(),
         )
         return response_from_pb(self._call(self._stub.ScoreText, request), top_k)
 
@@ -217,6 +224,7 @@ class GrpcClient:
         overflow: str = "error",
         stride: int | None = None,
         reference: str | None = None,
+        distribution: Distribution | None = None,
     ) -> ScoreResponse:
         """Score conversations (the options as ``Client.score_chat``)."""
         convs = conversation_list(conversations)
@@ -235,6 +243,7 @@ class GrpcClient:
             overflow=OVERFLOW[overflow],
             stride=stride,
             reference=reference,
+            **(distribution or Distribution()).fields(),
         )
         return response_from_pb(self._call(self._stub.ScoreChat, request), top_k, chat=True)
 

@@ -7,9 +7,32 @@ server that predates a field still accepts requests that do not use it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Conversation = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Scores from the model's full next-token distribution to ask for (transformers
+    backend): ``entropy`` adds ``mean_entropy``, ``entropy_bits_per_char`` and per-token
+    ``entropy`` (nats); ``min_k`` adds ``min_k_logprob`` (Min-K% Prob, nats) and
+    ``min_k_plus_plus`` (Min-K%++) over the ``min_k_percent`` least likely tokens."""
+
+    entropy: bool = False
+    min_k: bool = False
+    min_k_percent: float = 20.0
+
+    def fields(self) -> dict[str, Any]:
+        """The request fields, only those that differ from the server's defaults."""
+        fields: dict[str, Any] = {}
+        if self.entropy:
+            fields["return_entropy"] = True
+        if self.min_k:
+            fields["min_k"] = True
+            fields["min_k_percent"] = self.min_k_percent
+        return fields
 
 
 def text_payload(
@@ -22,6 +45,7 @@ def text_payload(
     overflow: str = "error",
     stride: int | None = None,
     reference: str | None = None,
+    distribution: Distribution | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/score/text`` (optional fields only when set)."""
     body: dict[str, Any] = {
@@ -36,6 +60,8 @@ def text_payload(
         body["stride"] = stride
     if reference is not None:
         body["reference"] = reference
+    if distribution is not None:
+        body.update(distribution.fields())
     return body
 
 
@@ -67,6 +93,7 @@ def chat_payload(
     overflow: str = "error",
     stride: int | None = None,
     reference: str | None = None,
+    distribution: Distribution | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/score/chat``. A single conversation (a list of message
     dicts) is accepted as well as a list of them."""
@@ -84,4 +111,6 @@ def chat_payload(
         body["stride"] = stride
     if reference is not None:
         body["reference"] = reference
+    if distribution is not None:
+        body.update(distribution.fields())
     return body

@@ -40,6 +40,8 @@ class TokenScore:
     top: list[TopToken] | None = None
     message_index: int | None = None
     scored: bool | None = None
+    # With ``Distribution(entropy=True)``: entropy of this token's distribution, nats.
+    entropy: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TokenScore:
@@ -54,6 +56,7 @@ class TokenScore:
             top=None if top is None else [TopToken.from_json(t) for t in top],
             message_index=data.get("message_index"),
             scored=data.get("scored"),
+            entropy=data.get("entropy"),
         )
 
 
@@ -99,6 +102,12 @@ class TextResult:
     messages: list[MessageScore] | None = None
     percentile: float | None = None
     is_outlier: bool | None = None
+    # With ``Distribution(entropy=True)``: nats per scored token / bits per character.
+    mean_entropy: float | None = None
+    entropy_bits_per_char: float | None = None
+    # With ``Distribution(min_k=True)``: Min-K% Prob (nats) and Min-K%++ (unitless).
+    min_k_logprob: float | None = None
+    min_k_plus_plus: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TextResult:
@@ -117,6 +126,10 @@ class TextResult:
             messages=None if messages is None else [MessageScore.from_json(m) for m in messages],
             percentile=data.get("percentile"),
             is_outlier=data.get("is_outlier"),
+            mean_entropy=data.get("mean_entropy"),
+            entropy_bits_per_char=data.get("entropy_bits_per_char"),
+            min_k_logprob=data.get("min_k_logprob"),
+            min_k_plus_plus=data.get("min_k_plus_plus"),
         )
 
     def metric(self, name: str) -> float | None:

@@ -101,7 +101,13 @@ async def assert_answers(served: Served) -> None:
 
 
 async def test_score_text_parity_with_rest(grpc_served: Served, client: httpx.AsyncClient) -> None:
-    for extra in ({}, {"return_tokens": True, "top_k": 3}, {"prepend_bos": True}):
+    distribution = {
+        "return_tokens": True,
+        "return_entropy": True,
+        "min_k": True,
+        "min_k_percent": 40.0,
+    }
+    for extra in ({}, {"return_tokens": True, "top_k": 3}, {"prepend_bos": True}, distribution):
         rest = await client.post("/v1/score/text", json={"texts": TEXTS, **extra})
         assert rest.status_code == 200, rest.text
         got = await grpc_served.stub.ScoreText(pb.ScoreTextRequest(texts=TEXTS, **extra), timeout=T)
@@ -113,14 +119,17 @@ async def test_score_text_parity_with_rest(grpc_served: Served, client: httpx.As
 async def test_score_chat_parity_with_rest(grpc_served: Served, client: httpx.AsyncClient) -> None:
     body: dict[str, Any] = {"conversations": [[{"role": r, "content": c} for r, c in CHAT]]}
     body |= {"return_tokens": True, "top_k": 2, "score_roles": ["user", "assistant"]}
+    body |= {"return_entropy": True, "min_k": True}
     rest = await client.post("/v1/score/chat", json=body)
     assert rest.status_code == 200, rest.text
     roles = ["user", "assistant"]
     request = pb.ScoreChatRequest(conversations=[conversation(CHAT)], score_roles=roles)
     request.return_tokens, request.top_k = True, 2
+    request.return_entropy, request.min_k = True, True
     got = await grpc_served.stub.ScoreChat(request, timeout=T)
     assert_close(as_dict(got), normal(rest.json()))
     (result,) = got.results
+    assert result.HasField("mean_entropy") and result.HasField("min_k_plus_plus")
     assert [(m.index, m.role, m.scored) for m in result.messages] == [
         (i, role, role != "system") for i, (role, _) in enumerate(CHAT)
     ]

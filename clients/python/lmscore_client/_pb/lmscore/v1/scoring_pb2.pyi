@@ -19,7 +19,7 @@ OVERFLOW_TRUNCATE: Overflow
 OVERFLOW_SLIDING_WINDOW: Overflow
 
 class ScoreTextRequest(_message.Message):
-    __slots__ = ("model", "texts", "return_tokens", "top_k", "prepend_bos", "overflow", "stride", "reference")
+    __slots__ = ("model", "texts", "return_tokens", "top_k", "prepend_bos", "overflow", "stride", "reference", "return_entropy", "min_k", "min_k_percent")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,9 @@ class ScoreTextRequest(_message.Message):
     OVERFLOW_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    MIN_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_K_PERCENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     return_tokens: bool
@@ -36,7 +39,10 @@ class ScoreTextRequest(_message.Message):
     overflow: Overflow
     stride: int
     reference: str
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., prepend_bos: _Optional[bool] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ...) -> None: ...
+    return_entropy: bool
+    min_k: bool
+    min_k_percent: float
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., prepend_bos: _Optional[bool] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ..., return_entropy: _Optional[bool] = ..., min_k: _Optional[bool] = ..., min_k_percent: _Optional[float] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -53,7 +59,7 @@ class Conversation(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class ScoreChatRequest(_message.Message):
-    __slots__ = ("model", "conversations", "score_roles", "include_end_of_turn", "return_tokens", "top_k", "overflow", "stride", "reference")
+    __slots__ = ("model", "conversations", "score_roles", "include_end_of_turn", "return_tokens", "top_k", "overflow", "stride", "reference", "return_entropy", "min_k", "min_k_percent")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
     SCORE_ROLES_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +69,9 @@ class ScoreChatRequest(_message.Message):
     OVERFLOW_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    MIN_K_FIELD_NUMBER: _ClassVar[int]
+    MIN_K_PERCENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     conversations: _containers.RepeatedCompositeFieldContainer[Conversation]
     score_roles: _containers.RepeatedScalarFieldContainer[str]
@@ -72,7 +81,10 @@ class ScoreChatRequest(_message.Message):
     overflow: Overflow
     stride: int
     reference: str
-    def __init__(self, model: _Optional[str] = ..., conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., score_roles: _Optional[_Iterable[str]] = ..., include_end_of_turn: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ...) -> None: ...
+    return_entropy: bool
+    min_k: bool
+    min_k_percent: float
+    def __init__(self, model: _Optional[str] = ..., conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., score_roles: _Optional[_Iterable[str]] = ..., include_end_of_turn: _Optional[bool] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ..., return_entropy: _Optional[bool] = ..., min_k: _Optional[bool] = ..., min_k_percent: _Optional[float] = ...) -> None: ...
 
 class TopToken(_message.Message):
     __slots__ = ("id", "text", "logprob")
@@ -85,7 +97,7 @@ class TopToken(_message.Message):
     def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class TokenScore(_message.Message):
-    __slots__ = ("id", "text", "start", "end", "logprob", "rank", "top", "message_index", "scored")
+    __slots__ = ("id", "text", "start", "end", "logprob", "rank", "top", "message_index", "scored", "entropy")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +107,7 @@ class TokenScore(_message.Message):
     TOP_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
     id: int
     text: str
     start: int
@@ -104,7 +117,8 @@ class TokenScore(_message.Message):
     top: _containers.RepeatedCompositeFieldContainer[TopToken]
     message_index: int
     scored: bool
-    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., logprob: _Optional[float] = ..., rank: _Optional[int] = ..., top: _Optional[_Iterable[_Union[TopToken, _Mapping]]] = ..., message_index: _Optional[int] = ..., scored: _Optional[bool] = ...) -> None: ...
+    entropy: float
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., logprob: _Optional[float] = ..., rank: _Optional[int] = ..., top: _Optional[_Iterable[_Union[TopToken, _Mapping]]] = ..., message_index: _Optional[int] = ..., scored: _Optional[bool] = ..., entropy: _Optional[float] = ...) -> None: ...
 
 class MessageScore(_message.Message):
     __slots__ = ("index", "role", "scored", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl")
@@ -125,7 +139,7 @@ class MessageScore(_message.Message):
     def __init__(self, index: _Optional[int] = ..., role: _Optional[str] = ..., scored: _Optional[bool] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ...) -> None: ...
 
 class TextResult(_message.Message):
-    __slots__ = ("num_tokens", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl", "bits_per_byte", "bits_per_char", "truncated", "tokens", "messages", "percentile", "is_outlier")
+    __slots__ = ("num_tokens", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl", "bits_per_byte", "bits_per_char", "truncated", "tokens", "messages", "percentile", "is_outlier", "mean_entropy", "entropy_bits_per_char", "min_k_logprob", "min_k_plus_plus")
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SUM_LOGPROB_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +152,10 @@ class TextResult(_message.Message):
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     IS_OUTLIER_FIELD_NUMBER: _ClassVar[int]
+    MEAN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_BITS_PER_CHAR_FIELD_NUMBER: _ClassVar[int]
+    MIN_K_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    MIN_K_PLUS_PLUS_FIELD_NUMBER: _ClassVar[int]
     num_tokens: int
     num_scored_tokens: int
     sum_logprob: float
@@ -150,7 +168,11 @@ class TextResult(_message.Message):
     messages: _containers.RepeatedCompositeFieldContainer[MessageScore]
     percentile: float
     is_outlier: bool
-    def __init__(self, num_tokens: _Optional[int] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[TokenScore, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[MessageScore, _Mapping]]] = ..., percentile: _Optional[float] = ..., is_outlier: _Optional[bool] = ...) -> None: ...
+    mean_entropy: float
+    entropy_bits_per_char: float
+    min_k_logprob: float
+    min_k_plus_plus: float
+    def __init__(self, num_tokens: _Optional[int] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[TokenScore, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[MessageScore, _Mapping]]] = ..., percentile: _Optional[float] = ..., is_outlier: _Optional[bool] = ..., mean_entropy: _Optional[float] = ..., entropy_bits_per_char: _Optional[float] = ..., min_k_logprob: _Optional[float] = ..., min_k_plus_plus: _Optional[float] = ...) -> None: ...
 
 class Aggregate(_message.Message):
     __slots__ = ("num_scored_tokens", "sum_logprob", "mean_nll", "ppl")
