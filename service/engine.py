@@ -31,7 +31,7 @@ from service.schemas import (
     Usage,
 )
 from service.scoring.chat import ChatTemplateError
-from service.scoring.reference import ReferenceProfile
+from service.scoring.reference import ENTROPY_METRICS, ReferenceProfile
 from service.sequences import (
     RunOptions,
     ScoredSequence,
@@ -116,8 +116,8 @@ class Engine:
         """
         model = self.registry.get(req.model)
         check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
-        work = functools.partial(self._score_texts, model, req)
         profile = self._reference(req.reference, model)
+        work = functools.partial(self._score_texts, model, _for_profile(req, profile))
         outcome = await self._admitted(work, model, "score_text", timeout_s)
         return with_reference(outcome, profile)
 
@@ -127,8 +127,8 @@ class Engine:
         """Score conversations rendered with the model's chat template."""
         model = self.registry.get(req.model)
         validate_chat(req, model.backend.tokenizer, model.name, self.settings)
-        work = functools.partial(self._score_chats, model, req)
         profile = self._reference(req.reference, model)
+        work = functools.partial(self._score_chats, model, _for_profile(req, profile))
         outcome = await self._admitted(work, model, "score_chat", timeout_s)
         return with_reference(outcome, profile)
 
@@ -345,6 +345,16 @@ class Engine:
     @staticmethod
     def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:
         return req.top_k if req.return_tokens else 0
+
+
+R = TypeVar("R", TextScoreRequest, ChatScoreRequest)
+
+
+def _for_profile(req: R, profile: ReferenceProfile | None) -> R:
+    """The request, asking for entropy too when its reference profile's metric needs it."""
+    if profile is None or profile.metric not in ENTROPY_METRICS or req.return_entropy:
+        return req
+    return req.model_copy(update={"return_entropy": True})
 
 
 def _distribution(req: TextScoreRequest | ChatScoreRequest) -> DistributionOptions:

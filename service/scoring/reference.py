@@ -13,7 +13,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-METRICS = ("bits_per_char", "bits_per_byte", "ppl", "mean_nll")
+METRICS = (
+    "bits_per_char",
+    "bits_per_byte",
+    "ppl",
+    "mean_nll",
+    "entropy_bits_per_char",
+    "mean_entropy",
+)
+# Metrics of the model's full distribution: a request naming such a profile computes them.
+ENTROPY_METRICS = ("entropy_bits_per_char", "mean_entropy")
 FORMAT = "lmscore.reference.v1"
 
 

@@ -17,7 +17,7 @@ from cli_helpers import CLI, CONTEXT, read_jsonl, run_cli, write_jsonl
 from server_process import RunningServer
 from tolerances import BATCH_INVARIANCE_REL
 
-from lmscore_client import Client
+from lmscore_client import Client, Distribution
 
 # 2000 distinct three-word rows (three tokens each: cheap to score on two CPU cores).
 A = ["Cats", "Dogs", "Birds", "Kids", "People", "Farmers", "Doctors", "Students", "Workers", "Artists"]  # fmt: skip
@@ -155,3 +155,35 @@ def test_calibrate_writes_a_profile(
     assert values[0] <= profile["threshold"] <= values[-1]
     assert profile["threshold"] == pytest.approx(values[99])
     assert profile["source"] == "ref.jsonl" and profile["created_at"].endswith("Z")
+
+
+def test_fields_and_an_entropy_profile(server: RunningServer, tmp_path: Path) -> None:
+    """--fields adds the full-distribution scores; calibrate on entropy per character."""
+    rows = [_row(i) for i in range(0, 40, 3)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    done = run_cli(
+        "score-file", str(source), "-o", str(out), "--url", server.url,
+        "--fields", "entropy,min_k", "--min-k-percent", "50",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    scored = read_jsonl(out)
+    with Client(server.url) as client:
+        asked = Distribution(entropy=True, min_k=True, min_k_percent=50)
+        direct = client.score_text([r["text"] for r in rows], distribution=asked).results
+    names = ("mean_entropy", "entropy_bits_per_char", "min_k_logprob", "min_k_plus_plus")
+    for row, result in zip(scored, direct, strict=True):
+        for name in names:
+            assert math.isclose(row[name], getattr(result, name), rel_tol=BATCH_INVARIANCE_REL)
+    bad = run_cli("score-file", str(source), "-o", str(out), "--url", server.url, "--fields", "x")
+    assert bad.returncode == 2 and "unknown field group x" in bad.stderr
+    profile_path = tmp_path / "profile.json"
+    metric = ("--metric", "entropy_bits_per_char")
+    calibrated = run_cli(
+        "calibrate", str(source), "-o", str(profile_path), "--url", server.url, *metric
+    )
+    assert calibrated.returncode == 0, calibrated.stderr
+    profile = json.loads(profile_path.read_text())
+    assert profile["metric"] == "entropy_bits_per_char" and profile["count"] == len(rows)
+    values = sorted(r.entropy_bits_per_char for r in direct)
+    assert math.isclose(profile["quantiles"][0][1], values[0], rel_tol=BATCH_INVARIANCE_REL)

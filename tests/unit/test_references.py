@@ -19,12 +19,14 @@ ASYNC = pytest.mark.asyncio(loop_scope="session")
 TEXTS = ["the cat sat on the mat", "zq xv jj kk qq", "hello there"]
 
 
-def profile(model: str = "default", revision: str = "sha256:test") -> ReferenceProfile:
+def profile(
+    model: str = "default", revision: str = "sha256:test", metric: str = "bits_per_char"
+) -> ReferenceProfile:
     return ReferenceProfile(
         name="prose",
         model=model,
         revision=revision,
-        metric="bits_per_char",
+        metric=metric,
         points=(0.0, 0.5, 1.0),
         values=(0.0, 4.0, 8.0),
         threshold=6.0,
@@ -46,6 +48,20 @@ async def test_results_carry_percentile_and_outlier(
         assert b.percentile == pytest.approx(profile().percentile(b.bits_per_char))
         assert b.is_outlier == (b.bits_per_char > 6.0)
         assert 0.0 <= b.percentile <= 100.0
+
+
+@ASYNC
+async def test_entropy_profile_computes_entropy(engine_factory: Callable[..., Engine]) -> None:
+    """A profile on entropy per character gets it computed without the request asking."""
+    engine = engine_factory()
+    entropy_profile = profile(metric="entropy_bits_per_char")
+    engine.references["prose"] = entropy_profile
+    with_ref = (await engine.score_text(TextScoreRequest(texts=TEXTS, reference="prose"))).response
+    asked = await engine.score_text(TextScoreRequest(texts=TEXTS, return_entropy=True))
+    for b, want in zip(with_ref.results, asked.response.results, strict=True):
+        assert b.entropy_bits_per_char is not None and want.entropy_bits_per_char is not None
+        assert b.entropy_bits_per_char == pytest.approx(want.entropy_bits_per_char, rel=1e-4)
+        assert b.percentile == pytest.approx(entropy_profile.percentile(b.entropy_bits_per_char))
 
 
 @ASYNC

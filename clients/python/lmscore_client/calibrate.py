@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lmscore_client import pipeline
+from lmscore_client.payloads import Distribution
 from lmscore_client.profile import build_profile
-from lmscore_client.summary import Stats, report
+from lmscore_client.summary import ENTROPY_METRICS, Stats, report
 
 
 class Collector:
@@ -69,7 +70,10 @@ def calibrate(args: argparse.Namespace) -> int:
                 batches,
                 collector,
                 concurrency=args.concurrency,
-                opts=pipeline.Options(model=args.model),
+                opts=pipeline.Options(
+                    model=args.model,
+                    distribution=Distribution(entropy=args.metric in ENTROPY_METRICS),
+                ),
                 info=info,
             )
 

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lmscore_client.summary import METRICS
+from lmscore_client.summary import EXTRA_FIELDS, METRICS
 
 
 def _positive(value: str) -> int:
@@ -59,6 +59,16 @@ def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
     )
 
 
+def _field_groups(value: str) -> list[str]:
+    groups = [g.strip() for g in value.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in EXTRA_FIELDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown field group {', '.join(unknown)} (known: {', '.join(EXTRA_FIELDS)})"
+        )
+    return groups
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmscore-client", description="Client of an lmscore scoring server."
@@ -86,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sf.add_argument(
         "--rejects", default=None, help="file for refused rows (default OUT.rejects.jsonl)"
+    )
+    sf.add_argument(
+        "--fields",
+        type=_field_groups,
+        default=[],
+        metavar="GROUPS",
+        help="comma-separated extra scores to add: entropy (mean_entropy, "
+        "entropy_bits_per_char), min_k (min_k_logprob, min_k_plus_plus)",
+    )
+    sf.add_argument(
+        "--min-k-percent", type=float, default=20.0, help="k for --fields min_k (default 20)"
     )
     sf.add_argument("--plot", default=None, metavar="FILE.png", help="histogram (needs matplotlib)")
     sf.add_argument(

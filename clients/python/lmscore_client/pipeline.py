@@ -27,6 +27,7 @@ from lmscore_client.errors import (
     OverloadedError,
     UnavailableError,
 )
+from lmscore_client.payloads import Distribution
 from lmscore_client.results import ScoreResponse, TextResult
 from lmscore_client.retry import RetryPolicy
 
@@ -69,6 +70,7 @@ class Options:
     model: str = "default"
     reference: str | None = None
     score_roles: list[str] | None = None
+    distribution: Distribution | None = None
 
 
 @dataclass
@@ -148,9 +150,15 @@ async def _send(client: AsyncClient, items: list[Item], chat: bool, opts: Option
     payloads = [it.payload for it in items]
     if chat:
         return await client.score_chat(
-            payloads, model=opts.model, score_roles=opts.score_roles, reference=opts.reference
+            payloads,
+            model=opts.model,
+            score_roles=opts.score_roles,
+            reference=opts.reference,
+            distribution=opts.distribution,
         )
-    return await client.score_text(payloads, model=opts.model, reference=opts.reference)
+    return await client.score_text(
+        payloads, model=opts.model, reference=opts.reference, distribution=opts.distribution
+    )
 
 
 async def score_items(

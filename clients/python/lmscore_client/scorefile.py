@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lmscore_client import pipeline
-from lmscore_client.summary import Stats, plot, report
+from lmscore_client.payloads import Distribution
+from lmscore_client.summary import ENTROPY_METRICS, EXTRA_FIELDS, Stats, plot, report
 
 SCORE_FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
 
@@ -98,6 +99,15 @@ def prepare(
     return progress
 
 
+def requested_distribution(args: argparse.Namespace) -> Distribution | None:
+    """What the server must compute for ``--fields`` and an entropy ``--metric``."""
+    entropy = "entropy" in args.fields or args.metric in ENTROPY_METRICS
+    min_k = "min_k" in args.fields
+    if not entropy and not min_k:
+        return None
+    return Distribution(entropy=entropy, min_k=min_k, min_k_percent=args.min_k_percent)
+
+
 class Writer:
     """Writes each batch handed back in order, then records the progress."""
 
@@ -105,6 +115,7 @@ class Writer:
         self, args: argparse.Namespace, out: BinaryIO, rejects: Path, progress: Progress, bar: Any
     ) -> None:
         self.args = args
+        self.extra_fields = [f for group in args.fields for f in EXTRA_FIELDS[group]]
         self.out = out
         self.rejects_path = rejects
         self.rejects: BinaryIO | None = None
@@ -149,7 +160,7 @@ class Writer:
                 stats.dropped += 1
                 continue
             row = dict(item.row)
-            for name in SCORE_FIELDS:
+            for name in (*SCORE_FIELDS, *self.extra_fields):
                 row[name] = getattr(result, name)
             if self.args.reference:
                 row["percentile"] = result.percentile
@@ -208,7 +219,9 @@ def score_file(args: argparse.Namespace) -> int:
     skip = int(progress.state["lines_done"])
     if skip:
         warn(f"resuming after input line {skip}")
-    opts = pipeline.Options(model=args.model, reference=args.reference)
+    opts = pipeline.Options(
+        model=args.model, reference=args.reference, distribution=requested_distribution(args)
+    )
     info = pipeline.RunInfo()
     bar = _bar()
     status = 0

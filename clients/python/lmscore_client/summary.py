@@ -10,7 +10,21 @@ from dataclasses import dataclass, field
 
 from lmscore_client.profile import quantile
 
-METRICS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char")
+METRICS = (
+    "ppl",
+    "mean_nll",
+    "bits_per_byte",
+    "bits_per_char",
+    "entropy_bits_per_char",
+    "mean_entropy",
+)
+# Metrics the server computes only when asked for the full distribution's entropy.
+ENTROPY_METRICS = ("entropy_bits_per_char", "mean_entropy")
+# Extra result fields score-file can add (--fields), by the option that asks for them.
+EXTRA_FIELDS = {
+    "entropy": ("mean_entropy", "entropy_bits_per_char"),
+    "min_k": ("min_k_logprob", "min_k_plus_plus"),
+}
 SUMMARY_QUANTILES = (0.01, 0.05, 0.25, 0.50, 0.75, 0.95, 0.99)
 BAR = "█"
 
