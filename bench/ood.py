@@ -1,12 +1,13 @@
-"""Out-of-distribution measurement: per-token PPL against bits per character.
+"""Out-of-distribution measurement: per-token PPL against bits per character and entropy.
 
 Starts ``lmscore serve`` (default dtype), calibrates a reference on in-domain English
 prose (docstrings of Python's standard library), then scores held-out English, other
 languages (bench/other_languages.json) and gibberish (held-out English, characters
 shuffled). Prints, per group, the AUROC of English-vs-group for each metric and the share
-flagged as outlier by the profile (threshold: the reference's 99th percentile).
+flagged as outlier by the profile (threshold: the reference's 99th percentile) on the
+profile's metric (``--metric``, default bits_per_char).
 
-    .venv/bin/python bench/ood.py [--reference N] [--held-out N]
+    .venv/bin/python bench/ood.py [--reference N] [--held-out N] [--metric M]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(HERE))
 from docstrings import stdlib_docstrings  # noqa: E402
 from server_process import start_server, stop_server  # noqa: E402
 
-METRICS = ("ppl", "bits_per_byte", "bits_per_char")
+METRICS = ("ppl", "bits_per_byte", "bits_per_char", "entropy_bits_per_char")
 
 
 def auroc(inside: list[float], outside: list[float]) -> float:
@@ -39,7 +40,7 @@ def auroc(inside: list[float], outside: list[float]) -> float:
 def score(url: str, texts: list[str], reference: str | None = None) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     for start in range(0, len(texts), 32):
-        body: dict[str, Any] = {"texts": texts[start : start + 32]}
+        body: dict[str, Any] = {"texts": texts[start : start + 32], "return_entropy": True}
         if reference:
             body["reference"] = reference
         response = httpx.post(f"{url}/v1/score/text", json=body, timeout=600)
@@ -63,6 +64,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=int, default=300)
     parser.add_argument("--held-out", type=int, default=100)
+    parser.add_argument("--metric", default="bits_per_char", choices=METRICS[1:])
     args = parser.parse_args()
     english = stdlib_docstrings(120, 600, args.reference + args.held_out)
     calibration, held_out = english[: args.reference], english[args.reference :]
@@ -76,12 +78,12 @@ def main() -> int:
     try:
         reference = score(server.url, calibration)
         revision = httpx.get(f"{server.url}/v1/models").json()["data"][0]["revision"]
-        values = [r["bits_per_char"] for r in reference]
+        values = [r[args.metric] for r in reference]
         profile = {
             "format": "lmscore.reference.v1",
             "model": "default",
             "revision": revision,
-            "metric": "bits_per_char",
+            "metric": args.metric,
             "count": len(values),
             "quantiles": quantile_table(values),
             "threshold_quantile": 0.99,
