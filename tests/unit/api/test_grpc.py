@@ -193,6 +193,8 @@ ERRORS: dict[str, tuple[Message, grpc.StatusCode, str | None]] = {
     "top_k_21": (Text(texts=["hi"], return_tokens=True, top_k=21), Invalid, "top_k"),
     "unknown_overflow": (Text(texts=["hi"], overflow=7), Invalid, "overflow"),  # type: ignore[arg-type]
     "too_long": (Text(texts=[LONG]), Invalid, "texts[0]"),
+    "min_k_percent_0": (Text(texts=["hi"], min_k=True, min_k_percent=0), Invalid, "min_k_percent"),
+    "min_k_percent_101": (Text(texts=["hi"], min_k_percent=101), Invalid, "min_k_percent"),
     "unknown_role": (
         pb.ScoreChatRequest(conversations=[conversation([("wizard", "hi"), ("assistant", "x")])]),
         Invalid,
