@@ -287,18 +287,22 @@ class Engine:
         deadline: float,
         build: Callable[[ScoredSequence, Any, int], TextResult],
     ) -> tuple[list[TextResult], RequestTiming]:
-        if req.with_stats and not model.backend.info.full_distribution:
+        words = isinstance(req, TextScoreRequest) and req.words
+        if (req.with_stats or words) and not model.backend.info.full_distribution:
             raise InvalidRequest(
                 f"the {model.backend.info.backend} backend returns top-k logprobs only; "
-                "entropy and min_k need the full distribution (use --backend transformers)",
-                param="return_entropy" if req.return_entropy else "min_k",
+                "entropy, min_k and words need the full distribution (use --backend "
+                "transformers)",
+                param="return_entropy" if req.return_entropy else "min_k" if req.min_k else "words",
             )
         options = RunOptions(
             req.overflow,
             req.stride,
             self._top_k(req),
             req.return_tokens,
+            next_token=words,
             with_stats=req.with_stats,
+            with_bow=words,
         )
         stitched, timing = await self._run(model, seqs, params, options, deadline)
         results = [
@@ -358,4 +362,5 @@ def _for_profile(req: R, profile: ReferenceProfile | None) -> R:
 
 
 def _distribution(req: TextScoreRequest | ChatScoreRequest) -> DistributionOptions:
-    return DistributionOptions(req.return_entropy, req.min_k, req.min_k_percent)
+    words = isinstance(req, TextScoreRequest) and req.words
+    return DistributionOptions(req.return_entropy, req.min_k, req.min_k_percent, words)

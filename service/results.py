@@ -11,10 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.schemas import Aggregate, MessageScore, TextResult, TokenScore, TopToken
-from service.scoring.aggregates import summarize, token_weighted
+from service.schemas import (
+    Aggregate,
+    MessageScore,
+    TextResult,
+    TokenScore,
+    TopToken,
+    WordScore,
+)
+from service.scoring.aggregates import LN2, summarize, token_weighted
 from service.scoring.distribution import min_k_plus_plus, min_k_prob, summarize_entropy
 from service.scoring.offsets import utf8_length
+from service.scoring.words import group_tokens, word_logprobs
 from service.sequences import ScoredSequence, SequenceScores
 
 TokenText = Callable[[int], str]
@@ -27,6 +35,7 @@ class DistributionOptions:
     entropy: bool = False
     min_k: bool = False
     min_k_percent: float = 20.0
+    words: bool = False
 
 
 def build_result(
@@ -65,6 +74,8 @@ def build_result(
     _add_distribution_scores(result, scores, positions, chars, distribution)
     if return_tokens:
         result.tokens = _tokens(seq, scores, top_k, token_text, distribution.entropy)
+    if distribution.words:
+        result.words = _words(seq, scores)
     if roles is not None:
         result.messages = _messages(seq, scores, roles, score_roles)
     return result
@@ -91,6 +102,25 @@ def _add_distribution_scores(
         result.min_k_plus_plus = min_k_plus_plus(
             logprobs, entropy, scores.logprob_std[index], options.min_k_percent
         )
+
+
+def _words(seq: ScoredSequence, scores: SequenceScores) -> list[WordScore]:
+    """Per-word scores over the tokens that were scored (a truncated text's kept part)."""
+    text = seq.text[: seq.offsets[-1][1]] if seq.truncated and seq.offsets else seq.text
+    words = group_tokens(text, seq.offsets)
+    values = word_logprobs(words, scores.logprobs, scores.bow, seq.shift)
+    return [
+        WordScore(
+            text=text[w.start : w.end],
+            start=w.start,
+            end=w.end,
+            num_tokens=w.end_token - w.first_token,
+            logprob=v.plain,
+            logprob_corrected=v.corrected,
+            surprisal_bits=None if v.corrected is None else -v.corrected / LN2,
+        )
+        for w, v in zip(words, values, strict=True)
+    ]
 
 
 def _tokens(

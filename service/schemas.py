@@ -81,6 +81,12 @@ class TextScoreRequest(_Request):
     reference: str | None = Field(
         None, description="A reference profile (see --reference): adds percentile and is_outlier."
     )
+    words: bool = Field(
+        False,
+        description="Add per-word scores: the text cut into words (offsets tile it), each "
+        "with its plain logprob (sum over its tokens) and the beginning-of-word corrected "
+        "logprob and surprisal (Pimentel & Meister, 2024). Texts only.",
+    )
 
 
 class ChatMessage(BaseModel):
@@ -162,6 +168,23 @@ class TokenScore(BaseModel):
         return data
 
 
+class WordScore(BaseModel):
+    """One word. ``start``/``end`` are character offsets; the words of a text tile it."""
+
+    text: str
+    start: int
+    end: int
+    num_tokens: int
+    logprob: float | None = Field(
+        description="Sum of the word's token logprobs, nats; null if a token has no context."
+    )
+    logprob_corrected: float | None = Field(
+        description="log p(word | context) with the beginning-of-word correction, nats; null "
+        "where words are not separated by whitespace (e.g. between CJK characters)."
+    )
+    surprisal_bits: float | None = Field(description="-logprob_corrected / ln 2, bits.")
+
+
 class MessageScore(BaseModel):
     index: int
     role: str
@@ -182,6 +205,7 @@ class TextResult(BaseModel):
     bits_per_char: float | None
     truncated: bool = False
     tokens: list[TokenScore] | None = Field(None, exclude_if=_is_none)
+    words: list[WordScore] | None = Field(None, exclude_if=_is_none)
     messages: list[MessageScore] | None = Field(None, exclude_if=_is_none)
     percentile: float | None = Field(
         None, exclude_if=_is_none, description="With a reference: 0-100 in its distribution."

@@ -64,6 +64,9 @@ class SequenceScores:
     # the standard deviation of log p under it (nats; NaN at position 0).
     entropy: npt.NDArray[np.float32] | None = None
     logprob_std: npt.NDArray[np.float32] | None = None
+    # With ``with_bow``: log B (beginning-of-word mass) per position, one longer than the
+    # positions (the last entry is after the last token; NaN where not computed).
+    bow: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class RunOptions:
     with_ranks: bool = False
     next_token: bool = False
     with_stats: bool = False
+    with_bow: bool = False
 
 
 def encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -195,6 +199,7 @@ def forward_items(
             options.with_ranks,
             options.next_token and i == len(active) - 1,
             options.with_stats,
+            options.with_bow,
         )
         for i, w in enumerate(active)
     ]
@@ -212,6 +217,7 @@ def stitch(
     top_lps = np.zeros((n, top_k), dtype=np.float32)
     entropy = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
     std = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
+    bow = np.full(n + 1, np.nan, dtype=np.float32) if options.with_bow else None
     for window, result in zip(active_windows(windows, options), results, strict=True):
         span = slice(window.score_from, window.end)
         logprobs[span] = result.logprobs
@@ -222,6 +228,10 @@ def stitch(
         if entropy is not None and std is not None:
             entropy[span] = result.entropy
             std[span] = result.logprob_std
+        if bow is not None and result.bow is not None:
+            bow[span] = result.bow
+            if result.next_bow is not None:
+                bow[window.end] = result.next_bow
     last = results[-1] if results else None
     return SequenceScores(
         logprobs,
@@ -232,6 +242,7 @@ def stitch(
         last.next_top_logprobs if last is not None else None,
         entropy,
         std,
+        bow,
     )
 
 

@@ -51,7 +51,12 @@ def _validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
 
 def text_request(message: pb.ScoreTextRequest) -> TextScoreRequest:
     """A ScoreTextRequest as the shared, validated request model."""
-    fields = {**_common(message), "texts": list(message.texts), "prepend_bos": message.prepend_bos}
+    fields = {
+        **_common(message),
+        "texts": list(message.texts),
+        "prepend_bos": message.prepend_bos,
+        "words": message.words,
+    }
     result: TextScoreRequest = _validated(TextScoreRequest, fields)
     return result
 

@@ -34,6 +34,9 @@ class ForwardItem:
     next_token: bool = False
     # Also return each scored position's entropy and deviation of log p (full vocabulary).
     with_stats: bool = False
+    # Also return, per scored position (and after the last with ``next_token``), the log of
+    # the total probability of beginning-of-word tokens (see ``scoring.words``).
+    with_bow: bool = False
 
     @property
     def num_scored(self) -> int:
@@ -59,6 +62,9 @@ class ForwardResult:
     # deviation of log p under it, float32 [n], nats.
     entropy: npt.NDArray[np.float32] | None = None
     logprob_std: npt.NDArray[np.float32] | None = None
+    # With ``with_bow``: log B per scored position [n], and after the last token.
+    bow: npt.NDArray[np.float32] | None = None
+    next_bow: float | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class HFBackend:
         self._logit_scale: float | None = getattr(self.model.config, "logit_scale", None)
         self._chunk = logits_chunk
         self._pad_id = self._pick_pad_id()
+        self._bow: torch.Tensor | None = None
         context = model_context(self.model.config)
         if max_context is not None:
             context = min(context, max_context)
@@ -130,6 +131,13 @@ class HFBackend:
     def close(self) -> None:
         """Nothing to release beyond memory, which goes with the object."""
 
+    def _bow_mask(self) -> torch.Tensor:
+        """Beginning-of-word tokens (see ``scoring.words``), computed once."""
+        if self._bow is None:
+            vocab = max(len(self.tokenizer), int(self._head.weight.shape[0]))
+            self._bow = beginning_of_word_mask(self.tokenizer, vocab).to(self.device)
+        return self._bow
+
     def warmup(self) -> None:
         """One small forward of two windows."""
         ids = tuple(
@@ -183,6 +191,7 @@ class HFBackend:
             self._chunk,
             with_ranks=any(item.with_ranks for item in items),
             with_stats=any(item.with_stats for item in items),
+            bow_mask=self._bow_mask() if any(item.with_bow for item in items) else None,
         )
         return _split(scores, items)
 
@@ -216,6 +225,7 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
     top_ids = scores.top_ids.cpu().numpy()
     top_lps = scores.top_logprobs.cpu().numpy()
     entropy = None if scores.entropy is None else scores.entropy.cpu().numpy()
+    bow = None if scores.bow is None else scores.bow.cpu().numpy()
     std = None if scores.logprob_std is None else scores.logprob_std.cpu().numpy()
     results: list[ForwardResult] = []
     offset = 0
@@ -230,6 +240,10 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
         )
         if item.with_stats and entropy is not None and std is not None:
             result = dataclasses.replace(result, entropy=entropy[span], logprob_std=std[span])
+        if item.with_bow and bow is not None:
+            result = dataclasses.replace(result, bow=bow[span])
+            if item.next_token:
+                result = dataclasses.replace(result, next_bow=float(bow[offset + n]))
         offset += n
         if item.next_token:
             result = dataclasses.replace(
@@ -240,6 +254,22 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
             offset += 1
         results.append(result)
     return results
+
+
+def beginning_of_word_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:
+    """bool [vocab_size]: tokens that start a new word in a leading-space tokenizer (their
+    piece carries a space marker, or their text starts with whitespace: a space, a
+    newline...), and the end-of-text token."""
+    ids = list(range(len(tokenizer)))
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    texts = tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    for i, (piece, text) in enumerate(zip(pieces, texts, strict=True)):
+        if (piece and piece[0] in "Ġ▁") or (text and text[0].isspace()):
+            mask[i] = True
+    if tokenizer.eos_token_id is not None:
+        mask[int(tokenizer.eos_token_id)] = True
+    return mask
 
 
 def _starts(windows: list[tuple[int, ...]]) -> list[int]:

@@ -31,6 +31,9 @@ class PositionScores:
     # (-sum p log p, nats) and the standard deviation of log p under p (nats), float32 [N].
     entropy: torch.Tensor | None = None
     logprob_std: torch.Tensor | None = None
+    # With a ``bow_mask``: log of the total probability of the tokens in the mask
+    # (beginning-of-word tokens), float32 [N], nats.
+    bow: torch.Tensor | None = None
 
 
 def distribution_stats(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +53,7 @@ def logprobs_from_logits(
     top_k: int,
     with_ranks: bool = True,
     with_stats: bool = False,
+    bow_mask: torch.Tensor | None = None,
 ) -> PositionScores:
     """Score ``targets`` [N] under ``logits`` [N, V] (any float dtype), in float32.
 
@@ -73,10 +77,12 @@ def logprobs_from_logits(
     else:
         top_lp = log_probs.new_empty((log_probs.shape[0], 0))
         top_ids = torch.empty((log_probs.shape[0], 0), dtype=torch.long, device=logits.device)
-    if not with_stats:
-        return PositionScores(target_lp, ranks, top_ids, top_lp)
-    entropy, std = distribution_stats(log_probs)
-    return PositionScores(target_lp, ranks, top_ids, top_lp, entropy, std)
+    entropy = std = bow = None
+    if with_stats:
+        entropy, std = distribution_stats(log_probs)
+    if bow_mask is not None:
+        bow = torch.logsumexp(log_probs[:, bow_mask], dim=-1)
+    return PositionScores(target_lp, ranks, top_ids, top_lp, entropy, std, bow)
 
 
 def score_hidden_states(
@@ -87,6 +93,7 @@ def score_hidden_states(
     chunk_size: int = 256,
     with_ranks: bool = True,
     with_stats: bool = False,
+    bow_mask: torch.Tensor | None = None,
 ) -> PositionScores:
     """Score ``targets`` [N] from final hidden states [N, H] through ``project`` (to logits).
 
@@ -102,9 +109,14 @@ def score_hidden_states(
             top_k,
             with_ranks,
             with_stats,
+            bow_mask,
         )
         for i in range(0, hidden.shape[0], chunk_size)
-    ] or [logprobs_from_logits(project(hidden[:0]), targets[:0], top_k, with_ranks, with_stats)]
+    ] or [
+        logprobs_from_logits(
+            project(hidden[:0]), targets[:0], top_k, with_ranks, with_stats, bow_mask
+        )
+    ]
     return PositionScores(
         torch.cat([p.logprobs for p in parts]),
         torch.cat([p.ranks for p in parts]),
@@ -112,6 +124,7 @@ def score_hidden_states(
         torch.cat([p.top_logprobs for p in parts]),
         _cat([p.entropy for p in parts]),
         _cat([p.logprob_std for p in parts]),
+        _cat([p.bow for p in parts]),
     )
 
 

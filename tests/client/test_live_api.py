@@ -96,8 +96,9 @@ def test_grpc_equals_rest_for_chats(client: Client, grpc_client: GrpcClient) -> 
 def test_distribution_scores_over_rest_grpc_and_async(
     server: RunningServer, client: Client, grpc_client: GrpcClient, http: httpx.Client
 ) -> None:
-    asked = Distribution(entropy=True, min_k=True, min_k_percent=50)
+    asked = Distribution(entropy=True, min_k=True, min_k_percent=50, words=True)
     body = {"texts": TEXTS, "return_tokens": True, "return_entropy": True, "min_k": True}
+    body["words"] = True
     direct = http.post("/v1/score/text", json={**body, "min_k_percent": 50})
     assert direct.status_code == 200
     rest = client.score_text(TEXTS, return_tokens=True, distribution=asked)
@@ -114,6 +115,8 @@ def test_distribution_scores_over_rest_grpc_and_async(
     assert first.min_k_logprob is not None and first.min_k_logprob <= 0
     assert first.tokens is not None and first.tokens[0].entropy is None
     assert all(t.entropy is not None and t.entropy >= 0 for t in first.tokens[1:])
+    assert first.words is not None and "".join(w.text for w in first.words) == TEXTS[0]
+    assert first.words[1].logprob_corrected is not None
     chat = client.score_chat([CHAT], distribution=Distribution(entropy=True)).results[0]
     assert chat.mean_entropy is not None and chat.min_k_logprob is None
     assert (

@@ -121,3 +121,28 @@ def test_entropy_and_min_k_match_transformers(http: httpx.Client, reference: Any
         assert math.isclose(
             result["min_k_plus_plus"], math.fsum(z[:count]) / count, rel_tol=TRANSFORMERS_PPL_REL
         ), text
+
+
+def test_words_tile_every_script_on_the_embedded_model(http: httpx.Client) -> None:
+    texts = [
+        "The quick brown fox, it said, jumps over the lazy dog.",
+        "Grüße aus München: Straße, Äpfel & Öl!",
+        "Привет, мир — как дела?",
+        "我们今天去北京。日本語のテキスト",
+        "hi 😀🚀 party 🎉! 👍🏽 ok",
+    ]
+    body = score_texts(http, texts, words=True, return_tokens=True)
+    for text, result in zip(texts, body["results"], strict=True):
+        words = result["words"]
+        assert "".join(w["text"] for w in words) == text
+        assert [w["start"] for w in words[1:]] == [w["end"] for w in words[:-1]]
+        assert sum(w["num_tokens"] for w in words) == result["num_tokens"]
+        tokens = iter(result["tokens"])
+        for w in words:  # a word's logprob is the sum of its tokens' (null if one has none)
+            lps = [next(tokens)["logprob"] for _ in range(w["num_tokens"])]
+            if None in lps:
+                assert w["logprob"] is None
+                continue
+            assert math.isclose(w["logprob"], math.fsum(lps), rel_tol=1e-6, abs_tol=1e-6)
+            if w["logprob_corrected"] is not None:
+                assert w["surprisal_bits"] >= 0

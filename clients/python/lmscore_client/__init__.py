@@ -31,6 +31,7 @@ from lmscore_client.results import (
     TokenScore,
     TopToken,
     Usage,
+    WordScore,
 )
 from lmscore_client.retry import RetryPolicy
 
@@ -60,4 +61,5 @@ __all__ = [
     "UnauthorizedError",
     "UnavailableError",
     "Usage",
+    "WordScore",
 ]

@@ -29,6 +29,7 @@ from lmscore_client.results import (
     TokenScore,
     TopToken,
     Usage,
+    WordScore,
 )
 from lmscore_client.retry import RetryPolicy, parse_retry_after
 
@@ -94,6 +95,20 @@ def _result(r: pb.TextResult, top_k: int, chat: bool) -> TextResult:
         entropy_bits_per_char=_opt(r, "entropy_bits_per_char"),
         min_k_logprob=_opt(r, "min_k_logprob"),
         min_k_plus_plus=_opt(r, "min_k_plus_plus"),
+        words=[
+            WordScore(
+                text=w.text,
+                start=w.start,
+                end=w.end,
+                num_tokens=w.num_tokens,
+                logprob=_opt(w, "logprob"),
+                logprob_corrected=_opt(w, "logprob_corrected"),
+                surprisal_bits=_opt(w, "surprisal_bits"),
+            )
+            for w in r.words
+        ]
+        if r.words
+        else None,
     )
 
 

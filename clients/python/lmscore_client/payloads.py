@@ -18,11 +18,13 @@ class Distribution:
     """Scores from the model's full next-token distribution to ask for (transformers
     backend): ``entropy`` adds ``mean_entropy``, ``entropy_bits_per_char`` and per-token
     ``entropy`` (nats); ``min_k`` adds ``min_k_logprob`` (Min-K% Prob, nats) and
-    ``min_k_plus_plus`` (Min-K%++) over the ``min_k_percent`` least likely tokens."""
+    ``min_k_plus_plus`` (Min-K%++) over the ``min_k_percent`` least likely tokens;
+    ``words`` (texts only) adds per-word scores (``TextResult.words``)."""
 
     entropy: bool = False
     min_k: bool = False
     min_k_percent: float = 20.0
+    words: bool = False
 
     def fields(self) -> dict[str, Any]:
         """The request fields, only those that differ from the server's defaults."""
@@ -32,6 +34,8 @@ class Distribution:
         if self.min_k:
             fields["min_k"] = True
             fields["min_k_percent"] = self.min_k_percent
+        if self.words:
+            fields["words"] = True
         return fields
 
 

@@ -61,6 +61,33 @@ class TokenScore:
 
 
 @dataclass(frozen=True)
+class WordScore:
+    """One word (the words tile the text): ``logprob`` is the sum of its tokens' logprobs,
+    ``logprob_corrected`` log p(word | context) with the beginning-of-word correction
+    (nats; ``None`` where undefined), ``surprisal_bits`` that in bits."""
+
+    text: str
+    start: int
+    end: int
+    num_tokens: int
+    logprob: float | None
+    logprob_corrected: float | None
+    surprisal_bits: float | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WordScore:
+        return cls(
+            text=data["text"],
+            start=data["start"],
+            end=data["end"],
+            num_tokens=data["num_tokens"],
+            logprob=data.get("logprob"),
+            logprob_corrected=data.get("logprob_corrected"),
+            surprisal_bits=data.get("surprisal_bits"),
+        )
+
+
+@dataclass(frozen=True)
 class MessageScore:
     """Aggregates over one message of a conversation (nats; ``None`` with nothing scored)."""
 
@@ -108,11 +135,14 @@ class TextResult:
     # With ``Distribution(min_k=True)``: Min-K% Prob (nats) and Min-K%++ (unitless).
     min_k_logprob: float | None = None
     min_k_plus_plus: float | None = None
+    # With ``Distribution(words=True)``: the text's words in order.
+    words: list[WordScore] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TextResult:
         tokens = data.get("tokens")
         messages = data.get("messages")
+        words = data.get("words")
         return cls(
             num_tokens=data["num_tokens"],
             num_scored_tokens=data["num_scored_tokens"],
@@ -130,6 +160,7 @@ class TextResult:
             entropy_bits_per_char=data.get("entropy_bits_per_char"),
             min_k_logprob=data.get("min_k_logprob"),
             min_k_plus_plus=data.get("min_k_plus_plus"),
+            words=None if words is None else [WordScore.from_json(w) for w in words],
         )
 
     def metric(self, name: str) -> float | None:

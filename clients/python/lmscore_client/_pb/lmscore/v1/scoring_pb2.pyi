@@ -19,7 +19,7 @@ OVERFLOW_TRUNCATE: Overflow
 OVERFLOW_SLIDING_WINDOW: Overflow
 
 class ScoreTextRequest(_message.Message):
-    __slots__ = ("model", "texts", "return_tokens", "top_k", "prepend_bos", "overflow", "stride", "reference", "return_entropy", "min_k", "min_k_percent")
+    __slots__ = ("model", "texts", "return_tokens", "top_k", "prepend_bos", "overflow", "stride", "reference", "return_entropy", "min_k", "min_k_percent", "words")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ScoreTextRequest(_message.Message):
     RETURN_ENTROPY_FIELD_NUMBER: _ClassVar[int]
     MIN_K_FIELD_NUMBER: _ClassVar[int]
     MIN_K_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     return_tokens: bool
@@ -42,7 +43,8 @@ class ScoreTextRequest(_message.Message):
     return_entropy: bool
     min_k: bool
     min_k_percent: float
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., prepend_bos: _Optional[bool] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ..., return_entropy: _Optional[bool] = ..., min_k: _Optional[bool] = ..., min_k_percent: _Optional[float] = ...) -> None: ...
+    words: bool
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., prepend_bos: _Optional[bool] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ..., return_entropy: _Optional[bool] = ..., min_k: _Optional[bool] = ..., min_k_percent: _Optional[float] = ..., words: _Optional[bool] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -120,6 +122,24 @@ class TokenScore(_message.Message):
     entropy: float
     def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., logprob: _Optional[float] = ..., rank: _Optional[int] = ..., top: _Optional[_Iterable[_Union[TopToken, _Mapping]]] = ..., message_index: _Optional[int] = ..., scored: _Optional[bool] = ..., entropy: _Optional[float] = ...) -> None: ...
 
+class WordScore(_message.Message):
+    __slots__ = ("text", "start", "end", "num_tokens", "logprob", "logprob_corrected", "surprisal_bits")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_CORRECTED_FIELD_NUMBER: _ClassVar[int]
+    SURPRISAL_BITS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    start: int
+    end: int
+    num_tokens: int
+    logprob: float
+    logprob_corrected: float
+    surprisal_bits: float
+    def __init__(self, text: _Optional[str] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., num_tokens: _Optional[int] = ..., logprob: _Optional[float] = ..., logprob_corrected: _Optional[float] = ..., surprisal_bits: _Optional[float] = ...) -> None: ...
+
 class MessageScore(_message.Message):
     __slots__ = ("index", "role", "scored", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl")
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -139,7 +159,7 @@ class MessageScore(_message.Message):
     def __init__(self, index: _Optional[int] = ..., role: _Optional[str] = ..., scored: _Optional[bool] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ...) -> None: ...
 
 class TextResult(_message.Message):
-    __slots__ = ("num_tokens", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl", "bits_per_byte", "bits_per_char", "truncated", "tokens", "messages", "percentile", "is_outlier", "mean_entropy", "entropy_bits_per_char", "min_k_logprob", "min_k_plus_plus")
+    __slots__ = ("num_tokens", "num_scored_tokens", "sum_logprob", "mean_nll", "ppl", "bits_per_byte", "bits_per_char", "truncated", "tokens", "messages", "percentile", "is_outlier", "mean_entropy", "entropy_bits_per_char", "min_k_logprob", "min_k_plus_plus", "words")
     NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
     NUM_SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SUM_LOGPROB_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +176,7 @@ class TextResult(_message.Message):
     ENTROPY_BITS_PER_CHAR_FIELD_NUMBER: _ClassVar[int]
     MIN_K_LOGPROB_FIELD_NUMBER: _ClassVar[int]
     MIN_K_PLUS_PLUS_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
     num_tokens: int
     num_scored_tokens: int
     sum_logprob: float
@@ -172,7 +193,8 @@ class TextResult(_message.Message):
     entropy_bits_per_char: float
     min_k_logprob: float
     min_k_plus_plus: float
-    def __init__(self, num_tokens: _Optional[int] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[TokenScore, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[MessageScore, _Mapping]]] = ..., percentile: _Optional[float] = ..., is_outlier: _Optional[bool] = ..., mean_entropy: _Optional[float] = ..., entropy_bits_per_char: _Optional[float] = ..., min_k_logprob: _Optional[float] = ..., min_k_plus_plus: _Optional[float] = ...) -> None: ...
+    words: _containers.RepeatedCompositeFieldContainer[WordScore]
+    def __init__(self, num_tokens: _Optional[int] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., mean_nll: _Optional[float] = ..., ppl: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., bits_per_char: _Optional[float] = ..., truncated: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[TokenScore, _Mapping]]] = ..., messages: _Optional[_Iterable[_Union[MessageScore, _Mapping]]] = ..., percentile: _Optional[float] = ..., is_outlier: _Optional[bool] = ..., mean_entropy: _Optional[float] = ..., entropy_bits_per_char: _Optional[float] = ..., min_k_logprob: _Optional[float] = ..., min_k_plus_plus: _Optional[float] = ..., words: _Optional[_Iterable[_Union[WordScore, _Mapping]]] = ...) -> None: ...
 
 class Aggregate(_message.Message):
     __slots__ = ("num_scored_tokens", "sum_logprob", "mean_nll", "ppl")
