@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from service import metrics
+from service import continuations, metrics
 from service.errors import InvalidRequest, Timeout
 from service.models import ModelSpec
 from service.references import check_profile, load_reference_arg, with_reference
@@ -24,6 +24,7 @@ from service.registry import ModelRegistry
 from service.results import DistributionOptions, aggregate, build_result
 from service.schemas import (
     ChatScoreRequest,
+    ContinuationRequest,
     ModelList,
     ScoreResponse,
     TextResult,
@@ -46,6 +47,7 @@ from service.sequences import (
     text_sequence,
 )
 from service.served import (
+    ContinuationOutcome,
     PromptOutcome,
     RequestTiming,
     ScoreOutcome,
@@ -235,6 +237,38 @@ class Engine:
             return PromptOutcome(model, seqs, scores, timing)
 
         return await self._admitted(work, model, "completions", timeout_s)
+
+    async def score_continuations(
+        self, req: ContinuationRequest, timeout_s: float | None = None
+    ) -> ContinuationOutcome:
+        """Each continuation's log-likelihood given the shared context (computed once where
+        the backend takes token trees)."""
+        model = self.registry.get(req.model)
+        check_count(len(req.continuations), self.settings.max_texts_per_request, "continuations")
+
+        async def work(deadline: float) -> ContinuationOutcome:
+            tokenizer, bos = model.backend.tokenizer, model.backend.bos_id()
+            pairs = await model.prepare(
+                continuations.encode_pairs, tokenizer, req.context, req.continuations, bos
+            )
+            continuations.check_fits(pairs, model.context)
+            if model.backend.info.token_trees:
+                items = [continuations.tree_item(pairs)]
+            else:
+                items = continuations.pair_items(pairs)
+            scored = await model.scheduler.submit(items, deadline)
+            scores = continuations.split_results(pairs, [s.result for s in scored])
+            response = continuations.build_response(
+                model.name,
+                model.revision,
+                req.continuations,
+                pairs,
+                scores,
+                model.token_text if req.return_tokens else None,
+            )
+            return ContinuationOutcome(response, RequestTiming.of(scored))
+
+        return await self._admitted(work, model, "score_continuations", timeout_s)
 
     @staticmethod
     def _render_all(

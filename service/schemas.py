@@ -260,6 +260,44 @@ class ScoreResponse(BaseModel):
     usage: Usage
 
 
+class ContinuationRequest(BaseModel):
+    """Candidate continuations of one context, each scored given the context."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("default", description="Name of a served model (see /v1/models).")
+    context: StrictStr = Field(
+        ..., description="The shared context; empty means the model's BOS (or EOS) token."
+    )
+    continuations: list[NonEmptyText] = Field(
+        ..., min_length=1, description="Candidate continuations, each scored given the context."
+    )
+    return_tokens: bool = Field(False, description="Return each continuation's tokens.")
+
+
+class ContinuationToken(BaseModel):
+    id: int
+    text: str
+    logprob: float = Field(description="log p(token | context and the tokens before it), nats.")
+    rank: int = Field(description="1 for the argmax token.")
+
+
+class ContinuationResult(BaseModel):
+    continuation: str
+    num_tokens: int
+    sum_logprob: float = Field(description="log p(continuation | context), nats.")
+    is_greedy: bool = Field(description="Every token is the model's most likely one.")
+    tokens: list[ContinuationToken] | None = Field(None, exclude_if=_is_none)
+
+
+class ContinuationResponse(BaseModel):
+    model: str
+    model_revision: str
+    context_tokens: int = Field(description="Tokens of the context (computed once).")
+    results: list[ContinuationResult]
+    usage: Usage
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"

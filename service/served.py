@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from service.backends.base import ModelBackend
 from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
-from service.schemas import ModelCard, ScoreResponse
+from service.schemas import ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
 from service.sequences import ScoredSequence, SequenceScores
 
@@ -83,6 +83,14 @@ class ServedModel:
             revision=self.revision,
             has_chat_template=bool(getattr(self.backend.tokenizer, "chat_template", None)),
         )
+
+
+@dataclass(frozen=True)
+class ContinuationOutcome:
+    """Scored continuations and the timing behind them."""
+
+    response: ContinuationResponse
+    timing: RequestTiming
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,15 @@ from service.api.openai_compat import install_openai_routes
 from service.api.responses import timing_headers, unless_disconnected
 from service.engine import Engine
 from service.errors import Unavailable
-from service.schemas import ChatScoreRequest, ModelList, ScoreResponse, TextScoreRequest
-from service.served import ScoreOutcome
+from service.schemas import (
+    ChatScoreRequest,
+    ContinuationRequest,
+    ContinuationResponse,
+    ModelList,
+    ScoreResponse,
+    TextScoreRequest,
+)
+from service.served import ContinuationOutcome, ScoreOutcome
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -55,6 +62,12 @@ def create_app(engine: Engine) -> FastAPI:
         default)."""
         return await _respond(request, engine.score_chat(body))
 
+    @app.post("/v1/score/continuations", response_model=ContinuationResponse, dependencies=guarded)
+    async def score_continuations(body: ContinuationRequest, request: Request) -> Response:
+        """Score candidate continuations of one context (each log p(continuation |
+        context), greedy or not); the context is computed once."""
+        return await _respond(request, engine.score_continuations(body))
+
     @app.get("/v1/models", response_model=ModelList, dependencies=guarded)
     async def list_models() -> ModelList:
         """The served models."""
@@ -82,7 +95,9 @@ def create_app(engine: Engine) -> FastAPI:
     return app
 
 
-async def _respond(request: Request, work: Awaitable[ScoreOutcome]) -> Response:
+async def _respond(
+    request: Request, work: Awaitable[ScoreOutcome | ContinuationOutcome]
+) -> Response:
     """The outcome as JSON with timing headers (499 if the client left meanwhile)."""
     outcome = await unless_disconnected(request, work)
     if outcome is None:

@@ -37,10 +37,19 @@ class ForwardItem:
     # Also return, per scored position (and after the last with ``next_token``), the log of
     # the total probability of beginning-of-word tokens (see ``scoring.words``).
     with_bow: bool = False
+    # A token tree instead of a sequence (backends with ``info.token_trees``): token p
+    # follows token ``parents[p]`` (-1 for the root, token 0), attends to its ancestors
+    # only, sits at position depth(p), and is predicted from its parent's hidden state.
+    # Several continuations of one context share the context's computation this way.
+    parents: tuple[int, ...] | None = None
 
     @property
     def num_scored(self) -> int:
         return len(self.input_ids) - self.score_from
+
+    def predecessor(self, p: int) -> int:
+        """The token whose hidden state predicts token ``p``."""
+        return p - 1 if self.parents is None else self.parents[p]
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ class BackendInfo:
     # Whether the backend sees the full next-token distribution (entropy, Min-K%++);
     # a backend that only returns top-k logprobs (vLLM) does not.
     full_distribution: bool = True
+    # Whether ``ForwardItem.parents`` (token trees) is understood.
+    token_trees: bool = False
 
 
 class BatchLayout(enum.Enum):

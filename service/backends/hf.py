@@ -74,6 +74,8 @@ class HFBackend:
             max_context=context,
         )
         self.layout = self._pick_layout(attention)
+        if self.layout is BatchLayout.RAGGED:
+            self.info = dataclasses.replace(self.info, token_trees=True)
         log.info("%s: %s batches", path.name, self.layout.value)
 
     def _pick_layout(self, requested: str) -> BatchLayout:
@@ -161,9 +163,12 @@ class HFBackend:
         if not items:
             return []
         windows = [item.input_ids for item in items]
+        trees = [item.parents for item in items]
         with self.precision.context(self.device):
             if self.layout is BatchLayout.RAGGED:
-                hidden, origins = self._ragged_hidden(windows)
+                hidden, origins = self._ragged_hidden(windows, trees)
+            elif any(tree is not None for tree in trees):
+                raise ValueError("token trees need ragged batches")
             else:
                 hidden, origins = self._padded_hidden(windows)
             return self._score(hidden, origins, items)
@@ -177,7 +182,7 @@ class HFBackend:
         targets: list[int] = []
         for origin, item in zip(origins, items, strict=True):
             length = len(item.input_ids)
-            flat.extend(range(origin + item.score_from - 1, origin + length - 1))
+            flat.extend(origin + item.predecessor(p) for p in range(item.score_from, length))
             targets.extend(item.input_ids[item.score_from :])
             if item.next_token:  # the distribution after the last token; no target
                 flat.append(origin + length - 1)
@@ -195,10 +200,14 @@ class HFBackend:
         )
         return _split(scores, items)
 
-    def _ragged_hidden(self, windows: list[tuple[int, ...]]) -> tuple[torch.Tensor, list[int]]:
+    def _ragged_hidden(
+        self,
+        windows: list[tuple[int, ...]],
+        trees: list[tuple[int, ...] | None] | None = None,
+    ) -> tuple[torch.Tensor, list[int]]:
         """Final hidden states ``[total, H]`` of the windows as one token stream, and
         where each window starts in it."""
-        batch = RaggedBatch.of(windows, self.device)
+        batch = RaggedBatch.of(windows, self.device, trees)
         out = self._body(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,

@@ -31,7 +31,9 @@ IMPLEMENTATION = "lmscore_ragged"
 class RaggedBatch:
     """Windows laid end to end: ``input_ids`` and ``position_ids`` ``[1, total]``;
     ``cu_seq_lens`` int32 ``[n + 1]`` (window i is ``[cu[i], cu[i + 1])``); ``starts`` and
-    ``lengths`` the same on the host; ``max_length`` the longest window."""
+    ``lengths`` the same on the host; ``max_length`` the longest window. ``masks`` holds,
+    for the windows that are token trees, a boolean ``[length, length]`` mask (a token
+    attends to its ancestors and itself)."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
@@ -39,13 +41,27 @@ class RaggedBatch:
     starts: tuple[int, ...]
     lengths: tuple[int, ...]
     max_length: int
+    masks: dict[int, torch.Tensor]
 
     @classmethod
-    def of(cls, windows: Sequence[Sequence[int]], device: torch.device) -> RaggedBatch:
+    def of(
+        cls,
+        windows: Sequence[Sequence[int]],
+        device: torch.device,
+        trees: Sequence[Sequence[int] | None] | None = None,
+    ) -> RaggedBatch:
+        trees = trees or [None] * len(windows)
         lengths = tuple(len(w) for w in windows)
         starts = tuple(int(s) for s in torch.tensor((0, *lengths)).cumsum(0)[:-1])
         flat = [token for window in windows for token in window]
-        positions = [p for length in lengths for p in range(length)]
+        positions: list[int] = []
+        masks: dict[int, torch.Tensor] = {}
+        for index, (length, parents) in enumerate(zip(lengths, trees, strict=True)):
+            if parents is None:
+                positions.extend(range(length))
+            else:
+                depth, masks[index] = tree_layout(parents, device)
+                positions.extend(depth)
         cu = torch.tensor((*starts, starts[-1] + lengths[-1]), dtype=torch.int32)
         return cls(
             torch.tensor([flat], dtype=torch.long, device=device),
@@ -54,6 +70,7 @@ class RaggedBatch:
             starts,
             lengths,
             max(lengths),
+            masks,
         )
 
     def attention_kwargs(self) -> dict[str, Any]:
@@ -64,8 +81,23 @@ class RaggedBatch:
             "max_length_q": self.max_length,
             "max_length_k": self.max_length,
             # Host copies, so the CPU path never reads the boundaries back from a device.
-            "lmscore_windows": (self.starts, self.lengths),
+            "lmscore_windows": (self.starts, self.lengths, self.masks),
         }
+
+
+def tree_layout(parents: Sequence[int], device: torch.device) -> tuple[list[int], torch.Tensor]:
+    """Position ids (depths) of a token tree and its attention mask (ancestors and self)."""
+    size = len(parents)
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    depth = [0] * size
+    for p, parent in enumerate(parents):
+        if parent >= 0:
+            if parent >= p:
+                raise ValueError("a token's parent must come before it")
+            mask[p] = mask[parent]
+            depth[p] = depth[parent] + 1
+        mask[p, p] = True
+    return depth, mask.to(device)
 
 
 def ragged_attention(
@@ -87,9 +119,9 @@ def ragged_attention(
         raise NotImplementedError("ragged attention has no logit soft-capping or sinks")
     windows = kwargs.get("lmscore_windows")
     if windows is None:
-        windows = ((0,), (query.shape[2],))
+        windows = ((0,), (query.shape[2],), {})
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
-    if _use_varlen(query, sliding):
+    if _use_varlen(query, sliding) and not windows[2]:
         out = _varlen(query, key, value, kwargs, scaling)
     else:
         out = _per_window(query, key, value, windows, scaling, sliding)
@@ -100,17 +132,22 @@ def _per_window(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    windows: tuple[Sequence[int], Sequence[int]],
+    windows: tuple[Sequence[int], Sequence[int], dict[int, torch.Tensor]],
     scaling: float | None,
     sliding: int | None,
 ) -> torch.Tensor:
-    """One causal SDPA call per window; output ``[1, total, heads, head_dim]``."""
-    starts, lengths = windows
+    """One SDPA call per window (causal, or a token tree's mask); output
+    ``[1, total, heads, head_dim]``."""
+    starts, lengths, trees = windows
     gqa = query.shape[1] != key.shape[1]
     out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
-    for start, length in zip(starts, lengths, strict=True):
+    for index, (start, length) in enumerate(zip(starts, lengths, strict=True)):
         span = slice(start, start + length)
-        mask = _sliding_mask(length, sliding, query.device)
+        mask = trees.get(index)
+        if mask is None:
+            mask = _sliding_mask(length, sliding, query.device)
+        elif sliding is not None:
+            raise NotImplementedError("token trees with sliding-window attention")
         part = F.scaled_dot_product_attention(
             query[:, :, span],
             key[:, :, span],

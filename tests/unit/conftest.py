@@ -152,7 +152,13 @@ def reference_token_logprobs(
 def make_engine(model_dir: Path, **overrides: Any) -> Engine:
     settings = Settings(dtype="float32", device="cpu", **overrides)
     engine = Engine(settings)
-    backend = HFBackend(model_dir, dtype="float32", device="cpu", max_context=settings.max_context)
+    backend = HFBackend(
+        model_dir,
+        dtype="float32",
+        device="cpu",
+        max_context=settings.max_context,
+        attention=settings.attention,
+    )
     engine.registry.add("default", "sha256:test", dynamic_batcher(backend, "default", settings))
     engine.registry.ready = True
     return engine

@@ -172,3 +172,34 @@ def test_mixed_precision_runs_bf16_matmuls_on_float32_weights(
     assert got.dtype == np.float32
     assert not np.array_equal(got, exact)  # bf16 matmuls did run
     assert abs(got.sum() / exact.sum() - 1) < 0.05
+
+
+def test_a_token_tree_scores_like_its_branches_one_by_one(
+    backends: dict[str, HFBackend], tokenizer: Any
+) -> None:
+    """Context + three continuations in one tree window = each context + continuation alone."""
+    context = tokenizer.encode("the quick brown fox", add_special_tokens=False)
+    branches = [
+        tokenizer.encode(t, add_special_tokens=False)
+        for t in (" jumps over the lazy dog", " sleeps", " Привет мир 😀")
+    ]
+    ids, parents = list(context), [-1, *range(len(context) - 1)]
+    for branch in branches:
+        for j, token in enumerate(branch):
+            parents.append(len(context) - 1 if j == 0 else len(ids) - 1)
+            ids.append(token)
+    tree = ForwardItem(tuple(ids), len(context), with_ranks=True, parents=tuple(parents))
+    linear = [ForwardItem((*context, *b), len(context), with_ranks=True) for b in branches]
+    plain = ForwardItem(tuple(range(5, 30)), 1)
+    backend = backends["ragged"]
+    assert backend.info.token_trees and not backends["padded"].info.token_trees
+    got = backend.forward([plain, tree, *linear])
+    want = np.concatenate([r.logprobs for r in got[2:]])
+    np.testing.assert_allclose(
+        got[1].logprobs, want, rtol=BATCH_INVARIANCE_REL, atol=batch_invariance_atol(want)
+    )
+    np.testing.assert_array_equal(got[1].ranks, np.concatenate([r.ranks for r in got[2:]]))
+    alone = backend.forward([plain])[0].logprobs  # the tree did not disturb its neighbour
+    np.testing.assert_allclose(got[0].logprobs, alone, atol=batch_invariance_atol(alone))
+    with pytest.raises(ValueError, match="ragged"):
+        backends["padded"].forward([tree])

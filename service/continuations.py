@@ -1,0 +1,150 @@
+"""Candidate continuations of one context: each one's log-likelihood given the context.
+
+Tokens follow lm-evaluation-harness's ``loglikelihood``: trailing whitespace of the
+context moves to the front of each continuation; the context is tokenized alone and each
+continuation is the tokens of ``context + continuation`` after the context's own (so the
+numbers equal scoring ``context ids + continuation ids`` as one text). An empty context
+is the model's BOS (or EOS) token. Where the backend understands token trees, the context
+and all continuations are one forward window: the context is computed once and each
+continuation attends to it and to itself. Elsewhere each pair is its own window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.backends.base import ForwardItem, ForwardResult
+from service.errors import InvalidRequest
+from service.schemas import (
+    ContinuationResponse,
+    ContinuationResult,
+    ContinuationToken,
+    Usage,
+)
+
+
+@dataclass(frozen=True)
+class EncodedPairs:
+    """The context's token ids and each continuation's own token ids."""
+
+    context: list[int]
+    continuations: list[list[int]]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.context) + sum(len(c) for c in self.continuations)
+
+
+def encode_pairs(
+    tokenizer: Any, context: str, continuations: Sequence[str], bos_id: int
+) -> EncodedPairs:
+    """Token ids split at the context boundary as lm-evaluation-harness does."""
+    spaces = len(context) - len(context.rstrip())
+    moved = context[len(context) - spaces :] if spaces else ""
+    context = context[: len(context) - spaces]
+    context_ids = tokenizer.encode(context, add_special_tokens=False) if context else []
+    own: list[list[int]] = []
+    for i, text in enumerate(continuations):
+        if context_ids:
+            whole = tokenizer.encode(context + moved + text, add_special_tokens=False)
+            ids = list(whole[len(context_ids) :])
+        else:
+            ids = list(tokenizer.encode(moved + text, add_special_tokens=False))
+        if not ids:
+            raise InvalidRequest(
+                "the continuation has no token of its own after the context",
+                param=f"continuations[{i}]",
+            )
+        own.append(ids)
+    return EncodedPairs(list(context_ids) or [bos_id], own)
+
+
+def check_fits(pairs: EncodedPairs, context_window: int) -> None:
+    """Each context + continuation must fit the model's context (422 naming it)."""
+    for i, ids in enumerate(pairs.continuations):
+        if len(pairs.context) + len(ids) > context_window:
+            raise InvalidRequest(
+                f"{len(pairs.context) + len(ids)} tokens of context and continuation exceed "
+                f"the model's context of {context_window}",
+                param=f"continuations[{i}]",
+            )
+
+
+def tree_item(pairs: EncodedPairs) -> ForwardItem:
+    """One window: the context, then every continuation branching off its last token."""
+    ids = list(pairs.context)
+    parents = [-1, *range(len(ids) - 1)]
+    for continuation in pairs.continuations:
+        for j, token in enumerate(continuation):
+            parents.append(len(pairs.context) - 1 if j == 0 else len(ids) - 1)
+            ids.append(token)
+    return ForwardItem(tuple(ids), len(pairs.context), with_ranks=True, parents=tuple(parents))
+
+
+def pair_items(pairs: EncodedPairs) -> list[ForwardItem]:
+    """One window per continuation: context + continuation."""
+    start = len(pairs.context)
+    return [
+        ForwardItem((*pairs.context, *ids), start, with_ranks=True) for ids in pairs.continuations
+    ]
+
+
+def split_results(pairs: EncodedPairs, outputs: list[ForwardResult]) -> list[ForwardResult]:
+    """Per-continuation scores, from one tree window or from one window each."""
+    if len(outputs) == len(pairs.continuations):
+        return outputs
+    (tree,) = outputs
+    parts: list[ForwardResult] = []
+    offset = 0
+    for ids in pairs.continuations:
+        span = slice(offset, offset + len(ids))
+        empty = np.zeros((len(ids), 0))
+        parts.append(
+            ForwardResult(
+                tree.logprobs[span],
+                tree.ranks[span],
+                empty.astype(np.int64),
+                empty.astype(np.float32),
+            )
+        )
+        offset += len(ids)
+    return parts
+
+
+def build_response(
+    model: str,
+    revision: str,
+    texts: Sequence[str],
+    pairs: EncodedPairs,
+    scores: list[ForwardResult],
+    token_text: Callable[[int], str] | None,
+) -> ContinuationResponse:
+    """The response; token detail only with ``token_text`` (return_tokens)."""
+    results = []
+    for text, ids, score in zip(texts, pairs.continuations, scores, strict=True):
+        tokens = None
+        if token_text is not None:
+            tokens = [
+                ContinuationToken(id=t, text=token_text(t), logprob=float(lp), rank=int(rank))
+                for t, lp, rank in zip(ids, score.logprobs, score.ranks, strict=True)
+            ]
+        results.append(
+            ContinuationResult(
+                continuation=text,
+                num_tokens=len(ids),
+                sum_logprob=float(np.sum(score.logprobs, dtype=np.float64)),
+                is_greedy=bool(np.all(score.ranks == 1)),
+                tokens=tokens,
+            )
+        )
+    return ContinuationResponse(
+        model=model,
+        model_revision=revision,
+        context_tokens=len(pairs.context),
+        results=results,
+        usage=Usage(prompt_tokens=pairs.num_tokens),
+    )

@@ -1,0 +1,116 @@
+"""Continuations of one context: equal to scoring context + continuation as one text,
+with the context computed once (token tree) or per pair (padded backends)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from tolerances import BATCH_INVARIANCE_REL
+
+from service.engine import Engine
+from service.schemas import ContinuationRequest
+
+ASYNC = pytest.mark.asyncio(loop_scope="session")
+URL = "/v1/score/continuations"
+CONTEXT = "The quick brown fox jumps over the "
+CANDIDATES = ["lazy dog.", "moon", "Привет мир 😀", "lazy"]
+
+
+def lm_eval_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-evaluation-harness's _encode_pair (trailing spaces move to the continuation)."""
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        continuation = context[-spaces:] + continuation
+        context = context[:-spaces]
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    context_enc = tokenizer.encode(context, add_special_tokens=False)
+    return context_enc, whole[len(context_enc) :]
+
+
+@ASYNC
+@pytest.mark.parametrize("attention", ["ragged", "padded"])
+async def test_equal_to_one_text_against_float64(
+    engine_factory: Callable[..., Engine],
+    tokenizer: Any,
+    reference_logprobs: Callable[[list[int]], np.ndarray],
+    attention: str,
+) -> None:
+    engine = engine_factory(attention=attention)
+    trees = engine.get_model("default").backend.info.token_trees
+    assert trees == (attention == "ragged")
+    request = ContinuationRequest(context=CONTEXT, continuations=CANDIDATES, return_tokens=True)
+    response = (await engine.score_continuations(request)).response
+    for text, result in zip(CANDIDATES, response.results, strict=True):
+        context_ids, own = lm_eval_pair(tokenizer, CONTEXT, text)
+        assert response.context_tokens == len(context_ids)
+        rows = reference_logprobs(context_ids + own)
+        want = rows[np.arange(len(context_ids) - 1, len(context_ids) + len(own) - 1), own]
+        assert result.num_tokens == len(own) and result.continuation == text
+        assert result.sum_logprob == pytest.approx(want.sum(), rel=BATCH_INVARIANCE_REL, abs=1e-4)
+        assert result.tokens is not None and [t.id for t in result.tokens] == own
+        greedy = all(
+            rows[len(context_ids) - 1 + j].argmax() == token for j, token in enumerate(own)
+        )
+        assert result.is_greedy == greedy
+    assert response.usage.prompt_tokens == response.context_tokens + sum(
+        r.num_tokens for r in response.results
+    )
+
+
+@ASYNC
+async def test_greedy_continuation_is_recognised(
+    tiny_engine: Engine, tokenizer: Any, reference_logprobs: Callable[[list[int]], np.ndarray]
+) -> None:
+    """The model's own most likely next token, as text, is a greedy continuation."""
+    found = 0
+    for context in ("hello world", "the quick brown", "Grüße aus", "the model scores"):
+        ids = tokenizer.encode(context, add_special_tokens=False)
+        best = int(reference_logprobs([*ids, 0])[-1].argmax())
+        text = tokenizer.decode([best])
+        if lm_eval_pair(tokenizer, context, text)[1] != [best]:
+            continue  # that token does not come back from its text: not testable here
+        request = ContinuationRequest(context=context, continuations=[text, "zzzz qqq"])
+        greedy, other = (await tiny_engine.score_continuations(request)).response.results
+        assert greedy.is_greedy and not other.is_greedy
+        found += 1
+    assert found, "no context had a greedy token that round-trips"
+
+
+@ASYNC
+async def test_empty_context_is_the_bos_token(
+    tiny_engine: Engine, tokenizer: Any, reference_logprobs: Callable[[list[int]], np.ndarray]
+) -> None:
+    request = ContinuationRequest(context="", continuations=["hello world"])
+    response = (await tiny_engine.score_continuations(request)).response
+    own = tokenizer.encode("hello world", add_special_tokens=False)
+    rows = reference_logprobs([tokenizer.bos_token_id, *own])
+    assert response.context_tokens == 1
+    want = rows[np.arange(len(own)), own].sum()
+    assert response.results[0].sum_logprob == pytest.approx(
+        want, rel=BATCH_INVARIANCE_REL, abs=1e-4
+    )
+
+
+@ASYNC
+async def test_rest_and_bad_input(client_factory: Callable[..., httpx.AsyncClient]) -> None:
+    client = client_factory(max_texts_per_request=3, max_context=32)
+    ok = await client.post(URL, json={"context": CONTEXT, "continuations": CANDIDATES[:2]})
+    assert ok.status_code == 200, ok.text
+    assert [r["continuation"] for r in ok.json()["results"]] == CANDIDATES[:2]
+    assert "tokens" not in ok.json()["results"][0]
+    cases = [
+        ({"context": "a", "continuations": []}, 422, "continuations"),
+        ({"context": "a", "continuations": ["b", ""]}, 422, "continuations[1]"),
+        ({"context": "a", "continuations": ["b"] * 4}, 413, "continuations"),
+        ({"context": "a", "continuations": ["b " * 40]}, 422, "continuations[0]"),
+        ({"model": "nope", "context": "a", "continuations": ["b"]}, 404, "model"),
+        ({"context": "a", "continuations": ["b"], "texts": ["x"]}, 422, "texts"),
+    ]
+    for body, status, param in cases:
+        response = await client.post(URL, json=body)
+        assert response.status_code == status, (body, response.text)
+        assert response.json()["error"]["param"] == param, body
