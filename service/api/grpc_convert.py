@@ -14,7 +14,14 @@ from pydantic import BaseModel, ValidationError
 
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.errors import from_validation_errors
-from service.schemas import ChatScoreRequest, ModelList, ScoreResponse, TextScoreRequest
+from service.schemas import (
+    ChatScoreRequest,
+    ContinuationRequest,
+    ContinuationResponse,
+    ModelList,
+    ScoreResponse,
+    TextScoreRequest,
+)
 
 OVERFLOW = {
     pb.OVERFLOW_UNSPECIFIED: "error",
@@ -76,6 +83,24 @@ def chat_request(message: pb.ScoreChatRequest) -> ChatScoreRequest:
         fields["score_roles"] = list(message.score_roles)
     result: ChatScoreRequest = _validated(ChatScoreRequest, fields)
     return result
+
+
+def continuations_request(message: pb.ScoreContinuationsRequest) -> ContinuationRequest:
+    """A ScoreContinuationsRequest as the shared, validated request model."""
+    fields = {
+        "model": message.model or "default",
+        "context": message.context,
+        "continuations": list(message.continuations),
+        "return_tokens": message.return_tokens,
+    }
+    result: ContinuationRequest = _validated(ContinuationRequest, fields)
+    return result
+
+
+def continuations_response(response: ContinuationResponse) -> pb.ScoreContinuationsResponse:
+    message = pb.ScoreContinuationsResponse()
+    _fill(response, message)
+    return message
 
 
 def _fill(model: BaseModel, target: Message) -> Message:

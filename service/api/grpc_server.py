@@ -45,6 +45,7 @@ REJECTION_BY_CODE = {
 ENDPOINTS = {
     "ScoreText": "score_text",
     "ScoreChat": "score_chat",
+    "ScoreContinuations": "score_continuations",
     "ListModels": "list_models",
     "ScoreTextStream": "score_text_stream",
 }
@@ -77,6 +78,18 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             return convert.chat_response(outcome.response)
 
         return await _observe("ScoreChat", context, call())
+
+    async def ScoreContinuations(
+        self, request: pb.ScoreContinuationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreContinuationsResponse:
+        async def call() -> pb.ScoreContinuationsResponse:
+            self._authorize(context)
+            self._check_size(request)
+            req = convert.continuations_request(request)
+            outcome = await self.engine.score_continuations(req, context.time_remaining())
+            return convert.continuations_response(outcome.response)
+
+        return await _observe("ScoreContinuations", context, call())
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

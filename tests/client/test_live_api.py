@@ -13,6 +13,7 @@ from server_process import RunningServer
 from lmscore_client import (
     AsyncClient,
     Client,
+    ContinuationResponse,
     Distribution,
     GrpcClient,
     InvalidRequestError,
@@ -125,6 +126,31 @@ def test_distribution_scores_over_rest_grpc_and_async(
         .min_k_plus_plus
         is not None
     )
+
+
+def test_continuations_over_rest_grpc_and_async(
+    server: RunningServer, client: Client, grpc_client: GrpcClient, http: httpx.Client
+) -> None:
+    context, candidates = "The capital of France is", [" Paris.", " a small fish", "🚀"]
+    body = {"context": context, "continuations": candidates, "return_tokens": True}
+    direct = ContinuationResponse.from_json(http.post("/v1/score/continuations", json=body).json())
+    rest = client.score_continuations(context, candidates, return_tokens=True)
+    assert_close(rest, direct)
+    assert_close(grpc_client.score_continuations(context, candidates, return_tokens=True), rest)
+
+    async def run() -> ContinuationResponse:
+        async with AsyncClient(server.url, timeout=120) as a:
+            return await a.score_continuations(context, candidates, return_tokens=True)
+
+    assert_close(asyncio.run(run()), rest)
+    paris, fish, _ = rest.results
+    assert paris.sum_logprob > fish.sum_logprob
+    assert paris.tokens is not None and len(paris.tokens) == paris.num_tokens
+    # Equal to the same text scored whole (the context is a prefix at a token boundary).
+    whole = client.score_text(context + " Paris.", return_tokens=True).results[0]
+    assert whole.tokens is not None
+    tail = [t.logprob for t in whole.tokens[-paris.num_tokens :]]
+    assert paris.sum_logprob == pytest.approx(sum(tail), rel=1e-4, abs=1e-4)  # type: ignore[arg-type]
 
 
 def test_errors_carry_type_and_param(client: Client, grpc_client: GrpcClient) -> None:

@@ -8,6 +8,11 @@
 from __future__ import annotations
 
 from lmscore_client.client import AsyncClient, Client
+from lmscore_client.continuations import (
+    ContinuationResponse,
+    ContinuationResult,
+    ContinuationToken,
+)
 from lmscore_client.errors import (
     ConnectionFailedError,
     InternalServerError,
@@ -42,6 +47,9 @@ __all__ = [
     "AsyncClient",
     "Client",
     "ConnectionFailedError",
+    "ContinuationResponse",
+    "ContinuationResult",
+    "ContinuationToken",
     "Distribution",
     "GrpcClient",
     "InternalServerError",

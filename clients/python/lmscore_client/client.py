@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from lmscore_client.continuations import ContinuationResponse, continuations_payload
 from lmscore_client.errors import ConnectionFailedError, LMScoreError, from_http
 from lmscore_client.payloads import Conversation, Distribution, chat_payload, text_payload
 from lmscore_client.results import ModelCard, ScoreResponse
@@ -174,6 +175,20 @@ class Client(_Base):
         )
         return ScoreResponse.from_json(self.request("POST", "/v1/score/chat", body))
 
+    def score_continuations(
+        self,
+        context: str,
+        continuations: Sequence[str],
+        *,
+        model: str = "default",
+        return_tokens: bool = False,
+    ) -> ContinuationResponse:
+        """Each continuation's log-likelihood given ``context`` (computed once)."""
+        body = continuations_payload(
+            context, continuations, model=model, return_tokens=return_tokens
+        )
+        return ContinuationResponse.from_json(self.request("POST", "/v1/score/continuations", body))
+
     def models(self) -> list[ModelCard]:
         """The served models."""
         return [ModelCard.from_json(m) for m in self.request("GET", "/v1/models")["data"]]
@@ -308,6 +323,22 @@ class AsyncClient(_Base):
             distribution=distribution,
         )
         return ScoreResponse.from_json(await self.request("POST", "/v1/score/chat", body))
+
+    async def score_continuations(
+        self,
+        context: str,
+        continuations: Sequence[str],
+        *,
+        model: str = "default",
+        return_tokens: bool = False,
+    ) -> ContinuationResponse:
+        """Each continuation's log-likelihood given ``context`` (computed once)."""
+        body = continuations_payload(
+            context, continuations, model=model, return_tokens=return_tokens
+        )
+        return ContinuationResponse.from_json(
+            await self.request("POST", "/v1/score/continuations", body)
+        )
 
     async def models(self) -> list[ModelCard]:
         """The served models."""

@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from lmscore_client._pb.lmscore.v1 import scoring_pb2 as pb
 from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
+from lmscore_client.continuations import ContinuationResponse, continuations_payload
 from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError
 from lmscore_client.payloads import Conversation, Distribution, conversation_list
 from lmscore_client.results import (
@@ -261,6 +263,24 @@ class GrpcClient:
             **(distribution or Distribution()).fields(),
         )
         return response_from_pb(self._call(self._stub.ScoreChat, request), top_k, chat=True)
+
+    def score_continuations(
+        self,
+        context: str,
+        continuations: Sequence[str],
+        *,
+        model: str = "default",
+        return_tokens: bool = False,
+    ) -> ContinuationResponse:
+        """Each continuation's log-likelihood given ``context`` (computed once)."""
+        fields = continuations_payload(
+            context, continuations, model=model, return_tokens=return_tokens
+        )
+        reply = self._call(self._stub.ScoreContinuations, pb.ScoreContinuationsRequest(**fields))
+        data = json_format.MessageToDict(
+            reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+        )
+        return ContinuationResponse.from_json(data)
 
     def models(self) -> list[ModelCard]:
         """The served models."""

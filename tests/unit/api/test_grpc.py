@@ -383,3 +383,22 @@ async def test_requests_total(grpc_served: Served) -> None:
     await eventually(lambda: (value("OK"), value("INVALID_ARGUMENT")) == (ok + 2, invalid + 1))
     assert sample("lmscore_requests_rejected_total", reason="invalid") == rejected + 1
     assert value("UNKNOWN") == 0 and value("INTERNAL") == 0
+
+
+async def test_continuations_parity_with_rest(
+    grpc_served: Served, client: httpx.AsyncClient
+) -> None:
+    body = {
+        "context": "the quick brown ",
+        "continuations": ["fox", "dog 😀"],
+        "return_tokens": True,
+    }
+    rest = await client.post("/v1/score/continuations", json=body)
+    assert rest.status_code == 200, rest.text
+    got = await grpc_served.stub.ScoreContinuations(pb.ScoreContinuationsRequest(**body), timeout=T)
+    assert_close(as_dict(got), normal(rest.json()))
+    bad = pb.ScoreContinuationsRequest(context="a", continuations=["b", ""])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await grpc_served.stub.ScoreContinuations(bad, timeout=T)
+    assert caught.value.code() == Code.INVALID_ARGUMENT
+    assert "continuations[1]" in (caught.value.details() or "")

@@ -273,3 +273,55 @@ class ListModelsResponse(_message.Message):
     object: str
     data: _containers.RepeatedCompositeFieldContainer[ModelCard]
     def __init__(self, object: _Optional[str] = ..., data: _Optional[_Iterable[_Union[ModelCard, _Mapping]]] = ...) -> None: ...
+
+class ScoreContinuationsRequest(_message.Message):
+    __slots__ = ("model", "context", "continuations", "return_tokens")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTINUATIONS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    context: str
+    continuations: _containers.RepeatedScalarFieldContainer[str]
+    return_tokens: bool
+    def __init__(self, model: _Optional[str] = ..., context: _Optional[str] = ..., continuations: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+
+class ContinuationToken(_message.Message):
+    __slots__ = ("id", "text", "logprob", "rank")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    text: str
+    logprob: float
+    rank: int
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., logprob: _Optional[float] = ..., rank: _Optional[int] = ...) -> None: ...
+
+class ContinuationResult(_message.Message):
+    __slots__ = ("continuation", "num_tokens", "sum_logprob", "is_greedy", "tokens")
+    CONTINUATION_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SUM_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    IS_GREEDY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    continuation: str
+    num_tokens: int
+    sum_logprob: float
+    is_greedy: bool
+    tokens: _containers.RepeatedCompositeFieldContainer[ContinuationToken]
+    def __init__(self, continuation: _Optional[str] = ..., num_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., is_greedy: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[ContinuationToken, _Mapping]]] = ...) -> None: ...
+
+class ScoreContinuationsResponse(_message.Message):
+    __slots__ = ("model", "model_revision", "context_tokens", "results", "usage")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    model_revision: str
+    context_tokens: int
+    results: _containers.RepeatedCompositeFieldContainer[ContinuationResult]
+    usage: Usage
+    def __init__(self, model: _Optional[str] = ..., model_revision: _Optional[str] = ..., context_tokens: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ContinuationResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...

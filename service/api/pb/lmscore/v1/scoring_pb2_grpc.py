@@ -54,6 +54,11 @@ class ScorerStub:
                 request_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
                 response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
                 _registered_method=True)
+        self.ScoreContinuations = channel.unary_unary(
+                '/lmscore.v1.Scorer/ScoreContinuations',
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsResponse.FromString,
+                _registered_method=True)
 
 
 class ScorerServicer:
@@ -89,6 +94,14 @@ class ScorerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreContinuations(self, request, context):
+        """Candidate continuations of one context: each log p(continuation | context), with the
+        context computed once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScorerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_ScorerServicer_to_server(servicer, server):
                     servicer.ScoreTextStream,
                     request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.FromString,
                     response_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.SerializeToString,
+            ),
+            'ScoreContinuations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreContinuations,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +239,33 @@ class Scorer:
             '/lmscore.v1.Scorer/ScoreTextStream',
             lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
             lmscore_dot_v1_dot_scoring__pb2.ScoreTextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreContinuations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmscore.v1.Scorer/ScoreContinuations',
+            lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
