@@ -130,6 +130,13 @@ def _print_ratios(summary: dict[str, Any]) -> None:
             f"{rss['rss_peak_in_flight_mib']:.0f} MiB"
             + ("" if rss["hwm_reset"] else " (sampled VmRSS: VmHWM could not be reset)")
         )
+    prefix = summary["server"].get("shared_prefix")
+    if prefix:
+        print(
+            f"{prefix['continuations']} continuations of one {prefix['context_tokens']}-token "
+            f"context: {1000 * prefix['shared_s']:.0f} ms shared (/v1/score/continuations) vs "
+            f"{1000 * prefix['separate_s']:.0f} ms as separate texts: {_x(prefix['speedup'])}"
+        )
     print(f"mean NLL (nats/token): {_nll_line(summary)}")
     _print_contention(summary["foreign_cpu_share"])
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from shared_prefix import shared_prefix_row
 from stats import mean_nll, percentile, rate
 
 
@@ -162,4 +163,6 @@ def server_rows(
     }
     rss = peak_rss_in_flight(url, pid, rss_docs)
     rows["docs_in_flight"] = rss.pop("row")
-    return {"rows": rows, "rss": rss}
+    endings = [t[:40] for t in short[:8]]  # eight short candidates for one long context
+    prefix = shared_prefix_row(url, max(docs, key=len), [" " + e for e in endings])
+    return {"rows": rows, "rss": rss, "shared_prefix": prefix}

@@ -122,3 +122,37 @@ def test_lm_eval_rolling_perplexity_matches_its_hf_model(
     # lm-eval's hf model is plain float32 transformers: the contract's PPL tolerance.
     for metric in ("word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"):
         assert math.isclose(served[metric], local[metric], rel_tol=TRANSFORMERS_PPL_REL), metric
+
+
+def test_lm_eval_loglikelihood_equals_continuations(server: RunningServer) -> None:
+    """lm-eval's loglikelihood requests through local-completions (its own token boundary,
+    echo logprobs) give the numbers /v1/score/continuations gives, greedy flags included."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    lm = LocalCompletionsAPI(
+        base_url=f"{server.url}/v1/completions",
+        model="default",
+        tokenizer_backend="remote",
+        max_length=512,
+    )
+    context = "The capital of France is"
+    candidates = [" Paris.", " a small fish", "\nBerlin", " Париж 😀"]
+    pairs = [(context, c) for c in candidates] + [(context + " ", "Paris."), ("", "Hello world")]
+    requests = [
+        Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i)
+        for i, pair in enumerate(pairs)
+    ]
+    expected = lm.loglikelihood(requests)
+    for (ctx, continuation), (logprob, greedy) in zip(pairs, expected, strict=True):
+        body = {"context": ctx, "continuations": [continuation]}
+        result = httpx.post(f"{server.url}/v1/score/continuations", json=body).json()["results"][0]
+        # Two requests, two forward passes: the contract's batch tolerance.
+        assert math.isclose(result["sum_logprob"], logprob, rel_tol=BATCH_INVARIANCE_REL), pairs
+        assert result["is_greedy"] == greedy
+    shared = httpx.post(
+        f"{server.url}/v1/score/continuations",
+        json={"context": context, "continuations": candidates},
+    ).json()["results"]
+    for result, (logprob, _) in zip(shared, expected, strict=False):
+        assert math.isclose(result["sum_logprob"], logprob, rel_tol=BATCH_INVARIANCE_REL)
