@@ -27,12 +27,18 @@ class ModelSpecError(ValueError):
     """A ``--model`` argument that cannot be used."""
 
 
+# Server settings one model may override in its spec: ``NAME=SPEC?dtype=bfloat16&...``.
+PER_MODEL_OPTIONS = ("dtype", "attention", "device", "max_context", "max_batch_tokens")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model to serve: ``name`` from the request's ``model`` field, ``source`` as given."""
+    """A model to serve: ``name`` from the request's ``model`` field, ``source`` as given,
+    and the settings it overrides (``options``, e.g. its own dtype)."""
 
     name: str
     source: str
+    options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,8 @@ class ResolvedModel:
 
 
 def parse_model_args(args: list[str]) -> list[ModelSpec]:
-    """Parse ``NAME=SPEC`` strings; no arguments means the embedded model as ``default``."""
+    """Parse ``NAME=SPEC[?key=value&...]`` strings; no arguments means the embedded model
+    as ``default``."""
     if not args:
         return [ModelSpec("default", "default")]
     specs: list[ModelSpec] = []
@@ -53,13 +60,29 @@ def parse_model_args(args: list[str]) -> list[ModelSpec]:
         name, sep, source = arg.partition("=")
         if not sep:
             name, source = ("default", arg) if arg == "default" else (Path(arg).name, arg)
+        source, _, query = source.partition("?")
         name, source = name.strip(), source.strip()
         if not name or not source:
             raise ModelSpecError(f"--model {arg!r}: expected NAME=SPEC")
         if any(s.name == name for s in specs):
             raise ModelSpecError(f"--model: the name {name!r} is given twice")
-        specs.append(ModelSpec(name, source))
+        specs.append(ModelSpec(name, source, _options(arg, query)))
     return specs
+
+
+def _options(arg: str, query: str) -> tuple[tuple[str, str], ...]:
+    """``key=value&key=value`` after a ``?`` in a spec: settings for this model only."""
+    options: list[tuple[str, str]] = []
+    for part in filter(None, query.split("&")):
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in PER_MODEL_OPTIONS:
+            raise ModelSpecError(
+                f"--model {arg!r}: {part!r} is not KEY=VALUE with KEY one of "
+                f"{', '.join(PER_MODEL_OPTIONS)}"
+            )
+        options.append((key, value.strip()))
+    return tuple(options)
 
 
 def embedded_gguf_path() -> Path:

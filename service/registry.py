@@ -36,7 +36,8 @@ class ModelRegistry:
         for spec in specs:
             started = time.perf_counter()
             resolved = await asyncio.to_thread(resolve, spec, self.settings.cache_dir)
-            scheduler = await asyncio.to_thread(load_scheduler, resolved, self.settings)
+            settings = self.settings.for_model(dict(spec.options))
+            scheduler = await asyncio.to_thread(load_scheduler, resolved, settings)
             await scheduler.warmup()
             self.add(spec.name, resolved.revision, scheduler)
             info = scheduler.backend.info

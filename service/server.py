@@ -51,7 +51,9 @@ async def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     try:
         specs = parse_model_args(settings.model)
-    except ModelSpecError as exc:
+        for spec in specs:  # refuse a bad per-model option before binding anything
+            settings.for_model(dict(spec.options))
+    except (ModelSpecError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     engine = Engine(settings)

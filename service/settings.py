@@ -144,6 +144,14 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    def for_model(self, options: dict[str, str]) -> Settings:
+        """These settings with one model's overrides (from ``--model NAME=SPEC?k=v``),
+        validated like the flags (a bad value raises ValueError naming it)."""
+        if not options:
+            return self
+        merged = {**self.model_dump(), **options}
+        return type(self).model_validate(merged)
+
     def all_api_keys(self) -> list[str]:
         """Keys from ``api_keys`` and ``api_keys_file`` together."""
         keys = list(self.api_keys)

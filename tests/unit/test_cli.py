@@ -153,6 +153,22 @@ def test_api_keys_file(tmp_path: Path) -> None:
     assert s.all_api_keys() == ["flag-key", "file-key-1", "file-key-2"]
 
 
+def test_per_model_options() -> None:
+    (fp32, bf16) = parse_model_args(
+        ["fp32=default", "bf16=default?dtype=bfloat16&attention=padded"]
+    )
+    assert fp32.options == () and bf16.source == "default"
+    settings = Settings(dtype="float32").for_model(dict(bf16.options))
+    assert (settings.dtype, settings.attention) == ("bfloat16", "padded")
+    assert Settings().for_model({}) == Settings()
+    with pytest.raises(ModelSpecError, match="KEY=VALUE"):
+        parse_model_args(["x=default?colour=blue"])
+    with pytest.raises(ModelSpecError, match="KEY=VALUE"):
+        parse_model_args(["x=default?dtype"])
+    with pytest.raises(ValueError, match="dtype"):
+        Settings().for_model({"dtype": "float8"})
+
+
 def test_parse_model_args() -> None:
     assert parse_model_args([]) == [ModelSpec("default", "default")]
     assert parse_model_args(["default"]) == [ModelSpec("default", "default")]
