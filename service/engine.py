@@ -16,14 +16,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from service import compare as comparison
 from service import continuations, metrics
-from service.errors import InvalidRequest, Timeout
+from service.errors import InvalidRequest, NotFound, Timeout
 from service.models import ModelSpec
 from service.references import check_profile, load_reference_arg, with_reference
 from service.registry import ModelRegistry
 from service.results import DistributionOptions, aggregate, build_result
 from service.schemas import (
     ChatScoreRequest,
+    CompareRequest,
     ContinuationRequest,
     ModelList,
     ScoreResponse,
@@ -47,6 +49,7 @@ from service.sequences import (
     text_sequence,
 )
 from service.served import (
+    CompareOutcome,
     ContinuationOutcome,
     PromptOutcome,
     RequestTiming,
@@ -269,6 +272,33 @@ class Engine:
             return ContinuationOutcome(response, RequestTiming.of(scored))
 
         return await self._admitted(work, model, "score_continuations", timeout_s)
+
+    async def compare_models(
+        self, req: CompareRequest, timeout_s: float | None = None
+    ) -> CompareOutcome:
+        """The texts under two models: both models' scores, the bits-per-byte ratio and,
+        with ``token_level``, the comparison of their distributions position by position."""
+        models = (self._compared(req, 0), self._compared(req, 1))
+        check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
+        same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
+
+        async def work(deadline: float) -> CompareOutcome:
+            a, b = await asyncio.gather(
+                *(comparison.score_with(m, req.texts, req.token_level, deadline) for m in models)
+            )
+            response = comparison.build_response(req, models, (a, b), same)
+            queue_s = max(a.timing.queue_s, b.timing.queue_s)
+            return CompareOutcome(
+                response, RequestTiming(queue_s, a.timing.inference_s + b.timing.inference_s)
+            )
+
+        return await self._admitted(work, models[0], "compare", timeout_s)
+
+    def _compared(self, req: CompareRequest, index: int) -> ServedModel:
+        try:
+            return self.registry.get(req.models[index])
+        except NotFound as exc:
+            raise comparison.models_param(exc, index) from None
 
     @staticmethod
     def _render_all(

@@ -80,6 +80,7 @@ class RunOptions:
     next_token: bool = False
     with_stats: bool = False
     with_bow: bool = False
+    with_full: bool = False
 
 
 def encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -200,6 +201,7 @@ def forward_items(
             options.next_token and i == len(active) - 1,
             options.with_stats,
             options.with_bow,
+            with_full=options.with_full,
         )
         for i, w in enumerate(active)
     ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +15,7 @@ from typing import Any, TypeVar
 from service.backends.base import ModelBackend
 from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
-from service.schemas import ContinuationResponse, ModelCard, ScoreResponse
+from service.schemas import CompareResponse, ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
 from service.sequences import ScoredSequence, SequenceScores
 
@@ -61,6 +63,17 @@ class ServedModel:
     def backend(self) -> ModelBackend:
         return self.scheduler.backend
 
+    @functools.cached_property
+    def tokenizer_fingerprint(self) -> str:
+        """sha256 of the tokenizer's full definition: equal means identical token ids."""
+        tokenizer = self.backend.tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            definition = backend.to_str()
+        else:
+            definition = json.dumps(sorted(tokenizer.get_vocab().items()))
+        return hashlib.sha256(definition.encode()).hexdigest()
+
     def _decode_one(self, token_id: int) -> str:
         return str(self.backend.tokenizer.decode([token_id]))
 
@@ -83,6 +96,14 @@ class ServedModel:
             revision=self.revision,
             has_chat_template=bool(getattr(self.backend.tokenizer, "chat_template", None)),
         )
+
+
+@dataclass(frozen=True)
+class CompareOutcome:
+    """Two models' scores side by side and the timing behind them."""
+
+    response: CompareResponse
+    timing: RequestTiming
 
 
 @dataclass(frozen=True)

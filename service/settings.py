@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(
         1024, ge=1, description="Texts (or conversations) one request may carry; more is 413."
     )
+    max_compare_chars: int = Field(
+        4000,
+        ge=1,
+        description="Characters of text one token-level /v1/score/compare request may carry: "
+        "it holds both models' full float32 distributions at every position (~200 kB per "
+        "token per model with a 49k vocabulary); more is 413.",
+    )
     max_messages_per_conversation: int = Field(
         512, ge=1, description="Messages one conversation may carry; more is 413."
     )

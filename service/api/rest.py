@@ -20,13 +20,15 @@ from service.engine import Engine
 from service.errors import Unavailable
 from service.schemas import (
     ChatScoreRequest,
+    CompareRequest,
+    CompareResponse,
     ContinuationRequest,
     ContinuationResponse,
     ModelList,
     ScoreResponse,
     TextScoreRequest,
 )
-from service.served import ContinuationOutcome, ScoreOutcome
+from service.served import CompareOutcome, ContinuationOutcome, ScoreOutcome
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -68,6 +70,13 @@ def create_app(engine: Engine) -> FastAPI:
         context), greedy or not); the context is computed once."""
         return await _respond(request, engine.score_continuations(body))
 
+    @app.post("/v1/score/compare", response_model=CompareResponse, dependencies=guarded)
+    async def score_compare(body: CompareRequest, request: Request) -> Response:
+        """Score texts under two models: both models' scores, the bits-per-byte ratio, and
+        with token_level (identical tokenizers) KL divergence, top-1 agreement and
+        binoculars."""
+        return await _respond(request, engine.compare_models(body))
+
     @app.get("/v1/models", response_model=ModelList, dependencies=guarded)
     async def list_models() -> ModelList:
         """The served models."""
@@ -96,7 +105,7 @@ def create_app(engine: Engine) -> FastAPI:
 
 
 async def _respond(
-    request: Request, work: Awaitable[ScoreOutcome | ContinuationOutcome]
+    request: Request, work: Awaitable[ScoreOutcome | ContinuationOutcome | CompareOutcome]
 ) -> Response:
     """The outcome as JSON with timing headers (499 if the client left meanwhile)."""
     outcome = await unless_disconnected(request, work)

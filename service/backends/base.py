@@ -42,6 +42,9 @@ class ForwardItem:
     # only, sits at position depth(p), and is predicted from its parent's hidden state.
     # Several continuations of one context share the context's computation this way.
     parents: tuple[int, ...] | None = None
+    # Also return the whole float32 log-softmax of every scored position (comparing two
+    # models); memory grows as positions x vocabulary.
+    with_full: bool = False
 
     @property
     def num_scored(self) -> int:
@@ -74,6 +77,8 @@ class ForwardResult:
     # With ``with_bow``: log B per scored position [n], and after the last token.
     bow: npt.NDArray[np.float32] | None = None
     next_bow: float | None = None
+    # With ``with_full``: the log-softmax of every scored position, float32 [n, V].
+    full_logprobs: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,7 @@ class HFBackend:
             with_ranks=any(item.with_ranks for item in items),
             with_stats=any(item.with_stats for item in items),
             bow_mask=self._bow_mask() if any(item.with_bow for item in items) else None,
+            with_full=any(item.with_full for item in items),
         )
         return _split(scores, items)
 
@@ -235,6 +236,7 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
     top_lps = scores.top_logprobs.cpu().numpy()
     entropy = None if scores.entropy is None else scores.entropy.cpu().numpy()
     bow = None if scores.bow is None else scores.bow.cpu().numpy()
+    full = None if scores.full is None else scores.full.cpu().numpy()
     std = None if scores.logprob_std is None else scores.logprob_std.cpu().numpy()
     results: list[ForwardResult] = []
     offset = 0
@@ -249,6 +251,8 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
         )
         if item.with_stats and entropy is not None and std is not None:
             result = dataclasses.replace(result, entropy=entropy[span], logprob_std=std[span])
+        if item.with_full and full is not None:
+            result = dataclasses.replace(result, full_logprobs=full[span])
         if item.with_bow and bow is not None:
             result = dataclasses.replace(result, bow=bow[span])
             if item.next_token:

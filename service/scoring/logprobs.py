@@ -34,6 +34,8 @@ class PositionScores:
     # With a ``bow_mask``: log of the total probability of the tokens in the mask
     # (beginning-of-word tokens), float32 [N], nats.
     bow: torch.Tensor | None = None
+    # With ``with_full``: the whole float32 log-softmax [N, V] (for comparing two models).
+    full: torch.Tensor | None = None
 
 
 def distribution_stats(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +56,7 @@ def logprobs_from_logits(
     with_ranks: bool = True,
     with_stats: bool = False,
     bow_mask: torch.Tensor | None = None,
+    with_full: bool = False,
 ) -> PositionScores:
     """Score ``targets`` [N] under ``logits`` [N, V] (any float dtype), in float32.
 
@@ -82,7 +85,8 @@ def logprobs_from_logits(
         entropy, std = distribution_stats(log_probs)
     if bow_mask is not None:
         bow = torch.logsumexp(log_probs[:, bow_mask], dim=-1)
-    return PositionScores(target_lp, ranks, top_ids, top_lp, entropy, std, bow)
+    full = log_probs if with_full else None
+    return PositionScores(target_lp, ranks, top_ids, top_lp, entropy, std, bow, full)
 
 
 def score_hidden_states(
@@ -94,6 +98,7 @@ def score_hidden_states(
     with_ranks: bool = True,
     with_stats: bool = False,
     bow_mask: torch.Tensor | None = None,
+    with_full: bool = False,
 ) -> PositionScores:
     """Score ``targets`` [N] from final hidden states [N, H] through ``project`` (to logits).
 
@@ -110,11 +115,12 @@ def score_hidden_states(
             with_ranks,
             with_stats,
             bow_mask,
+            with_full,
         )
         for i in range(0, hidden.shape[0], chunk_size)
     ] or [
         logprobs_from_logits(
-            project(hidden[:0]), targets[:0], top_k, with_ranks, with_stats, bow_mask
+            project(hidden[:0]), targets[:0], top_k, with_ranks, with_stats, bow_mask, with_full
         )
     ]
     return PositionScores(
@@ -125,6 +131,7 @@ def score_hidden_states(
         _cat([p.entropy for p in parts]),
         _cat([p.logprob_std for p in parts]),
         _cat([p.bow for p in parts]),
+        _cat([p.full for p in parts]),
     )
 
 

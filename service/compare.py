@@ -1,0 +1,172 @@
+"""Two served models on the same texts: each model's scores, the bits-per-byte ratio, and,
+with identical tokenizers, position-by-position comparisons of the full distributions
+(see ``scoring.compare``). Each model's windows go through its own scheduler,
+concurrently; token-level comparison needs each text in one window."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.backends.base import ForwardResult
+from service.errors import InvalidRequest, LMScoreError, TooLarge
+from service.results import build_result
+from service.schemas import (
+    CompareRequest,
+    CompareResponse,
+    CompareResult,
+    CompareToken,
+    ModelScores,
+    TextResult,
+    Usage,
+)
+from service.scoring.compare import binoculars, bits_per_byte_ratio, compare_positions
+from service.scoring.windows import Window
+from service.sequences import (
+    RunOptions,
+    ScoredSequence,
+    encode,
+    fit_to_context,
+    forward_items,
+    stitch,
+    text_sequence,
+)
+from service.served import RequestTiming, ServedModel
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's view of the texts: sequences, their windows and forward results."""
+
+    seqs: list[ScoredSequence]
+    windows: list[list[Window]]
+    outputs: list[list[ForwardResult]]
+    timing: RequestTiming
+
+    def text_result(self, model: ServedModel, i: int) -> TextResult:
+        scores = stitch(self.seqs[i], self.windows[i], self.outputs[i], RunOptions())
+        return build_result(
+            self.seqs[i], scores, return_tokens=False, top_k=0, token_text=model.token_text
+        )
+
+
+def check_pair(req: CompareRequest, a: ServedModel, b: ServedModel, max_chars: int) -> bool:
+    """Refuse what cannot be compared (422 naming the field); whether the tokenizers match."""
+    if a.name == b.name:
+        raise InvalidRequest("compare two different models", param="models")
+    same = a.tokenizer_fingerprint == b.tokenizer_fingerprint
+    if req.token_level:
+        if not same:
+            raise InvalidRequest(
+                f"{a.name} and {b.name} have different tokenizers: token-level comparison "
+                "is undefined (bits_per_byte_ratio compares any two models)",
+                param="token_level",
+            )
+        for model in (a, b):
+            if not model.backend.info.full_distribution:
+                raise InvalidRequest(
+                    f"model {model.name!r} returns top-k logprobs only", param="token_level"
+                )
+    if req.token_level and sum(len(t) for t in req.texts) > max_chars:
+        raise TooLarge(
+            f"token-level comparison keeps both models' full distributions: at most "
+            f"{max_chars} characters per request",
+            param="texts",
+        )
+    return same
+
+
+async def score_with(
+    model: ServedModel, texts: Sequence[str], token_level: bool, deadline: float
+) -> Scored:
+    """Tokenize and score ``texts`` under ``model``; one window each (over-long: 422)."""
+    encoded = await model.prepare(encode, model.backend.tokenizer, list(texts))
+    seqs = [
+        text_sequence(text, ids, offsets, None)
+        for text, (ids, offsets) in zip(texts, encoded, strict=True)
+    ]
+    options = RunOptions(with_full=token_level)
+    windows = [
+        fit_to_context(seq, model.context, "error", None, f"texts[{i}]")
+        for i, seq in enumerate(seqs)
+    ]
+    items = [forward_items(s, w, options) for s, w in zip(seqs, windows, strict=True)]
+    scored = await model.scheduler.submit([i for group in items for i in group], deadline)
+    results = iter(s.result for s in scored)
+    outputs = [[next(results) for _ in group] for group in items]
+    return Scored(seqs, windows, outputs, RequestTiming.of(scored))
+
+
+def build_response(
+    req: CompareRequest,
+    models: tuple[ServedModel, ServedModel],
+    scored: tuple[Scored, Scored],
+    same_tokenizer: bool,
+) -> CompareResponse:
+    """Per text: both models' scores, their bits-per-byte ratio, and with ``token_level``
+    the position-by-position comparison."""
+    results = []
+    for i in range(len(req.texts)):
+        a, b = (side.text_result(model, i) for model, side in zip(models, scored, strict=True))
+        result = CompareResult(
+            scores=[_scores(models[0].name, a), _scores(models[1].name, b)],
+            bits_per_byte_ratio=bits_per_byte_ratio(a.bits_per_byte, b.bits_per_byte),
+        )
+        if req.token_level and scored[0].outputs[i]:
+            seq = scored[0].seqs[i]
+            outputs = (scored[0].outputs[i][0], scored[1].outputs[i][0])
+            _add_token_level(result, models[0], seq, outputs, req.return_tokens)
+        results.append(result)
+    tokens = sum(len(s.input_ids) for side in scored for s in side.seqs)
+    return CompareResponse(
+        models=list(req.models),
+        same_tokenizer=same_tokenizer,
+        results=results,
+        usage=Usage(prompt_tokens=tokens),
+    )
+
+
+def _add_token_level(
+    result: CompareResult,
+    model: ServedModel,
+    seq: ScoredSequence,
+    outputs: tuple[ForwardResult, ForwardResult],
+    return_tokens: bool,
+) -> None:
+    a, b = outputs
+    if a.full_logprobs is None or b.full_logprobs is None or len(a.logprobs) == 0:
+        return
+    positions = compare_positions(a.full_logprobs, b.full_logprobs)
+    result.kl_divergence = float(positions.kl.mean())
+    result.top1_agreement = float(positions.agree.mean())
+    result.binoculars = binoculars(-b.logprobs.astype(np.float64), positions.cross_entropy)
+    if return_tokens:
+        result.tokens = [
+            CompareToken(
+                id=token,
+                text=model.token_text(token),
+                kl=None if j == 0 else float(positions.kl[j - 1]),
+                agree=None if j == 0 else bool(positions.agree[j - 1]),
+            )
+            for j, token in enumerate(seq.token_ids)
+        ]
+
+
+def _scores(name: str, r: TextResult) -> ModelScores:
+    return ModelScores(
+        model=name,
+        num_tokens=r.num_tokens,
+        num_scored_tokens=r.num_scored_tokens,
+        sum_logprob=r.sum_logprob,
+        ppl=r.ppl,
+        bits_per_byte=r.bits_per_byte,
+        bits_per_char=r.bits_per_char,
+    )
+
+
+def models_param(error: LMScoreError, index: int) -> LMScoreError:
+    """A model lookup error pointed at ``models[index]``."""
+    error.param = f"models[{index}]"
+    return error

@@ -1,0 +1,163 @@
+"""Two tiny models compared: KL divergence, top-1 agreement, binoculars and the
+bits-per-byte ratio against float64 references; tokenizers that differ get a 422."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+import torch
+from conftest import asgi_client, make_engine
+from tolerances import BATCH_INVARIANCE_REL
+
+from service.backends import dynamic_batcher
+from service.backends.hf import HFBackend
+from service.engine import Engine
+from service.errors import InvalidRequest, NotFound, TooLarge
+from service.schemas import CompareRequest
+
+ASYNC = pytest.mark.asyncio(loop_scope="session")
+TEXTS = ["The quick brown fox jumps over the lazy dog.", "Привет мир 😀 hello", "a"]
+
+
+def _model_copy(source: Path, target: Path, seed: int, vocab: int | None = None) -> Path:
+    """Another random model of the same shape (same tokenizer files, other weights)."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    shutil.copytree(source, target)
+    config = AutoConfig.from_pretrained(source)
+    if vocab is not None:
+        config.vocab_size = vocab
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def other_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _model_copy(tiny_model_dir, tmp_path_factory.mktemp("b") / "m", seed=7)
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same weights' shape, but a tokenizer with an extra token: another tokenizer."""
+    from transformers import AutoTokenizer
+
+    target = _model_copy(tiny_model_dir, tmp_path_factory.mktemp("c") / "m", seed=9)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    tokenizer.add_tokens(["<extra>"])
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(
+    tiny_model_dir: Path, other_model_dir: Path, other_tokenizer_dir: Path
+) -> AsyncIterator[Engine]:
+    engine = make_engine(tiny_model_dir, max_compare_chars=500)
+    for name, path in (("b", other_model_dir), ("c", other_tokenizer_dir)):
+        backend = HFBackend(path, dtype="float32", device="cpu")
+        engine.registry.add(name, "sha256:" + name, dynamic_batcher(backend, name, engine.settings))
+    yield engine
+    await engine.close()
+
+
+@torch.inference_mode()
+def rows64(path: Path, ids: list[int]) -> np.ndarray:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64).eval()
+    logits = model(torch.tensor([ids])).logits[0, :-1]
+    return torch.log_softmax(logits, dim=-1).numpy()
+
+
+@ASYNC
+async def test_token_level_matches_float64(
+    engine: Engine, tokenizer: Any, tiny_model_dir: Path, other_model_dir: Path
+) -> None:
+    request = CompareRequest(
+        models=["default", "b"], texts=TEXTS, token_level=True, return_tokens=True
+    )
+    response = (await engine.compare_models(request)).response
+    assert response.same_tokenizer and response.models == ["default", "b"]
+    for text, result in zip(TEXTS, response.results, strict=True):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert [s.model for s in result.scores] == ["default", "b"]
+        if len(ids) < 2:
+            assert result.kl_divergence is None and result.bits_per_byte_ratio is None
+            continue
+        ra, rb = rows64(tiny_model_dir, ids), rows64(other_model_dir, ids)
+        pa = np.exp(ra)
+        kl = (pa * (ra - rb)).sum(-1)
+        nll_b = -rb[np.arange(len(ids) - 1), ids[1:]]
+        cross = -(pa * rb).sum(-1)
+        rel = BATCH_INVARIANCE_REL
+        assert result.kl_divergence == pytest.approx(kl.mean(), rel=rel, abs=1e-5)
+        assert result.top1_agreement == pytest.approx((ra.argmax(-1) == rb.argmax(-1)).mean())
+        assert result.binoculars == pytest.approx(nll_b.mean() / cross.mean(), rel=rel)
+        nll_a = -ra[np.arange(len(ids) - 1), ids[1:]]
+        assert result.bits_per_byte_ratio == pytest.approx(nll_a.sum() / nll_b.sum(), rel=rel)
+        assert result.scores[1].sum_logprob == pytest.approx(-nll_b.sum(), rel=rel)
+        assert result.tokens is not None and result.tokens[0].kl is None
+        got = [t.kl for t in result.tokens[1:]]
+        np.testing.assert_allclose(got, kl, rtol=1e-3, atol=1e-5)
+
+
+@ASYNC
+async def test_a_model_against_itself_has_zero_kl(engine: Engine, tiny_model_dir: Path) -> None:
+    backend = HFBackend(tiny_model_dir, dtype="float32", device="cpu")
+    engine.registry.add("twin", "sha256:test", dynamic_batcher(backend, "twin", engine.settings))
+    request = CompareRequest(models=["default", "twin"], texts=TEXTS[:2], token_level=True)
+    for result in (await engine.compare_models(request)).response.results:
+        assert result.kl_divergence is not None and abs(result.kl_divergence) < 1e-6
+        assert result.top1_agreement == 1.0
+        assert result.bits_per_byte_ratio == pytest.approx(1.0, rel=1e-5)
+
+
+@ASYNC
+async def test_different_tokenizers_compare_by_bytes_only(engine: Engine) -> None:
+    plain = CompareRequest(models=["default", "c"], texts=TEXTS[:2])
+    response = (await engine.compare_models(plain)).response
+    assert not response.same_tokenizer
+    for result in response.results:
+        assert result.bits_per_byte_ratio is not None and result.kl_divergence is None
+    with pytest.raises(InvalidRequest) as caught:
+        await engine.compare_models(
+            CompareRequest(models=["default", "c"], texts=TEXTS, token_level=True)
+        )
+    assert caught.value.param == "token_level"
+
+
+@ASYNC
+async def test_bad_comparisons(engine: Engine) -> None:
+    cases: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"models": ["default", "default"]}, InvalidRequest, "models"),
+        ({"models": ["default", "nope"]}, NotFound, "models[1]"),
+        (
+            {"models": ["default", "b"], "token_level": True, "texts": ["x" * 501]},
+            TooLarge,
+            "texts",
+        ),
+    ]
+    for fields, error, param in cases:
+        with pytest.raises(error) as caught:
+            await engine.compare_models(CompareRequest.model_validate({"texts": ["hi"], **fields}))
+        assert caught.value.param == param  # type: ignore[attr-defined]
+
+
+@ASYNC
+async def test_rest(engine: Engine) -> None:
+    async with asgi_client(engine) as http:
+        ok = await http.post("/v1/score/compare", json={"models": ["default", "b"], "texts": TEXTS})
+        assert ok.status_code == 200, ok.text
+        assert "kl_divergence" not in ok.json()["results"][0]
+        one = await http.post("/v1/score/compare", json={"models": ["default"], "texts": TEXTS})
+        assert one.status_code == 422 and one.json()["error"]["param"] == "models"
+        mixed = {"models": ["default", "c"], "texts": TEXTS, "token_level": True}
+        refused = await http.post("/v1/score/compare", json=mixed)
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "token_level"
