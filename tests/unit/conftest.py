@@ -17,12 +17,9 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import torch
+from tiny_engines import asgi_client, make_engine
 
-from service.api.rest import create_app
-from service.backends import dynamic_batcher
-from service.backends.hf import HFBackend
 from service.engine import Engine
-from service.settings import Settings
 
 CONTEXT = 64
 BOS_ID = 1
@@ -149,21 +146,6 @@ def reference_token_logprobs(
     return run
 
 
-def make_engine(model_dir: Path, **overrides: Any) -> Engine:
-    settings = Settings(dtype="float32", device="cpu", **overrides)
-    engine = Engine(settings)
-    backend = HFBackend(
-        model_dir,
-        dtype="float32",
-        device="cpu",
-        max_context=settings.max_context,
-        attention=settings.attention,
-    )
-    engine.registry.add("default", "sha256:test", dynamic_batcher(backend, "default", settings))
-    engine.registry.ready = True
-    return engine
-
-
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine_factory(tiny_model_dir: Path) -> AsyncIterator[Callable[..., Engine]]:
     """Builds engines with Settings overrides; closes them after the test."""
@@ -184,11 +166,6 @@ async def tiny_engine(tiny_model_dir: Path) -> AsyncIterator[Engine]:
     engine = make_engine(tiny_model_dir)
     yield engine
     await engine.close()
-
-
-def asgi_client(engine: Engine) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=create_app(engine))
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

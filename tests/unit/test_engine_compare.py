@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import torch
-from conftest import asgi_client, make_engine
+from tiny_engines import asgi_client, make_engine
 from tolerances import BATCH_INVARIANCE_REL
 
 from service.backends import dynamic_batcher

@@ -1,0 +1,36 @@
+"""Engines and ASGI clients over a model directory, for the unit tests (float32, CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.api.rest import create_app
+from service.backends import dynamic_batcher
+from service.backends.hf import HFBackend
+from service.engine import Engine
+from service.settings import Settings
+
+
+def make_engine(model_dir: Path, **overrides: Any) -> Engine:
+    """A ready engine serving ``model_dir`` as ``default`` (Settings ``overrides`` apply)."""
+    settings = Settings(dtype="float32", device="cpu", **overrides)
+    engine = Engine(settings)
+    backend = HFBackend(
+        model_dir,
+        dtype="float32",
+        device="cpu",
+        max_context=settings.max_context,
+        attention=settings.attention,
+    )
+    engine.registry.add("default", "sha256:test", dynamic_batcher(backend, "default", settings))
+    engine.registry.ready = True
+    return engine
+
+
+def asgi_client(engine: Engine) -> httpx.AsyncClient:
+    """An HTTP client over the REST app of ``engine``, in process."""
+    transport = httpx.ASGITransport(app=create_app(engine))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
