@@ -16,6 +16,8 @@ from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.errors import from_validation_errors
 from service.schemas import (
     ChatScoreRequest,
+    CompareRequest,
+    CompareResponse,
     ContinuationRequest,
     ContinuationResponse,
     ModelList,
@@ -99,6 +101,24 @@ def continuations_request(message: pb.ScoreContinuationsRequest) -> Continuation
 
 def continuations_response(response: ContinuationResponse) -> pb.ScoreContinuationsResponse:
     message = pb.ScoreContinuationsResponse()
+    _fill(response, message)
+    return message
+
+
+def compare_request(message: pb.CompareModelsRequest) -> CompareRequest:
+    """A CompareModelsRequest as the shared, validated request model."""
+    fields = {
+        "models": list(message.models),
+        "texts": list(message.texts),
+        "token_level": message.token_level,
+        "return_tokens": message.return_tokens,
+    }
+    result: CompareRequest = _validated(CompareRequest, fields)
+    return result
+
+
+def compare_response(response: CompareResponse) -> pb.CompareModelsResponse:
+    message = pb.CompareModelsResponse()
     _fill(response, message)
     return message
 

@@ -46,6 +46,7 @@ ENDPOINTS = {
     "ScoreText": "score_text",
     "ScoreChat": "score_chat",
     "ScoreContinuations": "score_continuations",
+    "CompareModels": "score_compare",
     "ListModels": "list_models",
     "ScoreTextStream": "score_text_stream",
 }
@@ -90,6 +91,18 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             return convert.continuations_response(outcome.response)
 
         return await _observe("ScoreContinuations", context, call())
+
+    async def CompareModels(
+        self, request: pb.CompareModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompareModelsResponse:
+        async def call() -> pb.CompareModelsResponse:
+            self._authorize(context)
+            self._check_size(request)
+            req = convert.compare_request(request)
+            outcome = await self.engine.compare_models(req, context.time_remaining())
+            return convert.compare_response(outcome.response)
+
+        return await _observe("CompareModels", context, call())
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -35,6 +35,15 @@ def test_the_embedded_model_in_float32_and_bfloat16_side_by_side(tmp_path: Path)
         for exact, rounded in zip(ppl["fp32"], ppl["bf16"], strict=True):
             # bf16 moves PPL by up to ~15% on short texts (README, Precision), never more here.
             assert exact != rounded and math.isclose(exact, rounded, rel_tol=0.2)
+        # The KL divergence of bf16 against float32 on the same weights measures bf16 damage.
+        body = {"models": ["fp32", "bf16"], "texts": texts, "token_level": True}
+        compared = httpx.post(f"{server.url}/v1/score/compare", json=body, timeout=300).json()
+        assert compared["same_tokenizer"] is True
+        for result in compared["results"]:
+            assert 0 < result["kl_divergence"] < 0.05
+            assert result["top1_agreement"] > 0.8
+            assert math.isclose(result["bits_per_byte_ratio"], 1.0, rel_tol=0.1)
+        print("bf16 vs float32:", [round(r["kl_divergence"], 5) for r in compared["results"]])
     finally:
         stop_server(server)
 

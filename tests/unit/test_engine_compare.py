@@ -161,3 +161,38 @@ async def test_rest(engine: Engine) -> None:
         mixed = {"models": ["default", "c"], "texts": TEXTS, "token_level": True}
         refused = await http.post("/v1/score/compare", json=mixed)
         assert refused.status_code == 422 and refused.json()["error"]["param"] == "token_level"
+
+
+@ASYNC
+async def test_grpc_equals_rest(engine: Engine) -> None:
+    import grpc
+    from google.protobuf import json_format
+
+    from service.api.grpc_server import GrpcDoor
+    from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+    from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
+
+    body = {"models": ["default", "b"], "texts": TEXTS[:2], "token_level": True}
+    async with asgi_client(engine) as http:
+        rest = (await http.post("/v1/score/compare", json={**body, "return_tokens": True})).json()
+    door = GrpcDoor(engine)
+    port = door.bind("127.0.0.1", 0)
+    await door.start()
+    await door.set_serving(True)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ScorerStub(channel)
+            request = pb.CompareModelsRequest(**body, return_tokens=True)
+            reply = await stub.CompareModels(request, timeout=60)
+            bad = pb.CompareModelsRequest(models=["default", "default"], texts=["x"])
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.CompareModels(bad, timeout=60)
+    finally:
+        await door.stop(0)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    got = json_format.MessageToDict(reply, preserving_proto_field_name=True)
+    assert got["models"] == rest["models"] and got["same_tokenizer"] is True
+    for g, r in zip(got["results"], rest["results"], strict=True):
+        for key in ("kl_divergence", "top1_agreement", "binoculars", "bits_per_byte_ratio"):
+            assert g[key] == pytest.approx(r[key], rel=BATCH_INVARIANCE_REL, abs=1e-6)
+        assert len(g["tokens"]) == len(r["tokens"])

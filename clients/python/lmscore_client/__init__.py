@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from lmscore_client.client import AsyncClient, Client
+from lmscore_client.compare import CompareResponse, CompareResult, CompareToken, ModelScores
 from lmscore_client.continuations import (
     ContinuationResponse,
     ContinuationResult,
@@ -46,6 +47,9 @@ __all__ = [
     "Aggregate",
     "AsyncClient",
     "Client",
+    "CompareResponse",
+    "CompareResult",
+    "CompareToken",
     "ConnectionFailedError",
     "ContinuationResponse",
     "ContinuationResult",
@@ -57,6 +61,7 @@ __all__ = [
     "LMScoreError",
     "MessageScore",
     "ModelCard",
+    "ModelScores",
     "NotFoundError",
     "OverloadedError",
     "RequestTimeoutError",

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from lmscore_client.compare import CompareResponse, compare_payload
 from lmscore_client.continuations import ContinuationResponse, continuations_payload
 from lmscore_client.errors import ConnectionFailedError, LMScoreError, from_http
 from lmscore_client.payloads import Conversation, Distribution, chat_payload, text_payload
@@ -189,6 +190,20 @@ class Client(_Base):
         )
         return ContinuationResponse.from_json(self.request("POST", "/v1/score/continuations", body))
 
+    def compare(
+        self,
+        models: Sequence[str],
+        texts: str | Sequence[str],
+        *,
+        token_level: bool = False,
+        return_tokens: bool = False,
+    ) -> CompareResponse:
+        """``texts`` under two models ``[a, b]``: both models' scores and the bits-per-byte
+        ratio; with ``token_level`` (identical tokenizers) KL(a || b), top-1 agreement and
+        Binoculars (a observes, b performs)."""
+        body = compare_payload(models, texts, token_level=token_level, return_tokens=return_tokens)
+        return CompareResponse.from_json(self.request("POST", "/v1/score/compare", body))
+
     def models(self) -> list[ModelCard]:
         """The served models."""
         return [ModelCard.from_json(m) for m in self.request("GET", "/v1/models")["data"]]
@@ -339,6 +354,20 @@ class AsyncClient(_Base):
         return ContinuationResponse.from_json(
             await self.request("POST", "/v1/score/continuations", body)
         )
+
+    async def compare(
+        self,
+        models: Sequence[str],
+        texts: str | Sequence[str],
+        *,
+        token_level: bool = False,
+        return_tokens: bool = False,
+    ) -> CompareResponse:
+        """``texts`` under two models ``[a, b]``: both models' scores and the bits-per-byte
+        ratio; with ``token_level`` (identical tokenizers) KL(a || b), top-1 agreement and
+        Binoculars (a observes, b performs)."""
+        body = compare_payload(models, texts, token_level=token_level, return_tokens=return_tokens)
+        return CompareResponse.from_json(await self.request("POST", "/v1/score/compare", body))
 
     async def models(self) -> list[ModelCard]:
         """The served models."""

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 
 from lmscore_client._pb.lmscore.v1 import scoring_pb2 as pb
 from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
+from lmscore_client.compare import CompareResponse, compare_payload
 from lmscore_client.continuations import ContinuationResponse, continuations_payload
 from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError
 from lmscore_client.payloads import Conversation, Distribution, conversation_list
@@ -112,6 +113,14 @@ def _result(r: pb.TextResult, top_k: int, chat: bool) -> TextResult:
         if r.words
         else None,
     )
+
+
+def _as_json(message: Any) -> dict[str, Any]:
+    """A reply as the REST JSON would carry it (fields without presence included)."""
+    data: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return data
 
 
 def response_from_pb(
@@ -277,10 +286,22 @@ class GrpcClient:
             context, continuations, model=model, return_tokens=return_tokens
         )
         reply = self._call(self._stub.ScoreContinuations, pb.ScoreContinuationsRequest(**fields))
-        data = json_format.MessageToDict(
-            reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-        )
-        return ContinuationResponse.from_json(data)
+        return ContinuationResponse.from_json(_as_json(reply))
+
+    def compare(
+        self,
+        models: Sequence[str],
+        texts: str | Sequence[str],
+        *,
+        token_level: bool = False,
+        return_tokens: bool = False,
+    ) -> CompareResponse:
+        """``texts`` under two models ``[a, b]``: both models' scores and the bits-per-byte
+        ratio; with ``token_level`` (identical tokenizers) KL(a || b), top-1 agreement and
+        Binoculars (a observes, b performs)."""
+        body = compare_payload(models, texts, token_level=token_level, return_tokens=return_tokens)
+        reply = self._call(self._stub.CompareModels, pb.CompareModelsRequest(**body))
+        return CompareResponse.from_json(_as_json(reply))
 
     def models(self) -> list[ModelCard]:
         """The served models."""

@@ -325,3 +325,73 @@ class ScoreContinuationsResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[ContinuationResult]
     usage: Usage
     def __init__(self, model: _Optional[str] = ..., model_revision: _Optional[str] = ..., context_tokens: _Optional[int] = ..., results: _Optional[_Iterable[_Union[ContinuationResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class CompareModelsRequest(_message.Message):
+    __slots__ = ("models", "texts", "token_level", "return_tokens")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    token_level: bool
+    return_tokens: bool
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., texts: _Optional[_Iterable[str]] = ..., token_level: _Optional[bool] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+
+class ModelScores(_message.Message):
+    __slots__ = ("model", "num_tokens", "num_scored_tokens", "sum_logprob", "ppl", "bits_per_byte", "bits_per_char")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NUM_SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SUM_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    PPL_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_BYTE_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_CHAR_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    num_tokens: int
+    num_scored_tokens: int
+    sum_logprob: float
+    ppl: float
+    bits_per_byte: float
+    bits_per_char: float
+    def __init__(self, model: _Optional[str] = ..., num_tokens: _Optional[int] = ..., num_scored_tokens: _Optional[int] = ..., sum_logprob: _Optional[float] = ..., ppl: _Optional[float] = ..., bits_per_byte: _Optional[float] = ..., bits_per_char: _Optional[float] = ...) -> None: ...
+
+class CompareToken(_message.Message):
+    __slots__ = ("id", "text", "kl", "agree")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    KL_FIELD_NUMBER: _ClassVar[int]
+    AGREE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    text: str
+    kl: float
+    agree: bool
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., kl: _Optional[float] = ..., agree: _Optional[bool] = ...) -> None: ...
+
+class CompareResult(_message.Message):
+    __slots__ = ("scores", "bits_per_byte_ratio", "kl_divergence", "top1_agreement", "binoculars", "tokens")
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    BITS_PER_BYTE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    KL_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    TOP1_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    BINOCULARS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    scores: _containers.RepeatedCompositeFieldContainer[ModelScores]
+    bits_per_byte_ratio: float
+    kl_divergence: float
+    top1_agreement: float
+    binoculars: float
+    tokens: _containers.RepeatedCompositeFieldContainer[CompareToken]
+    def __init__(self, scores: _Optional[_Iterable[_Union[ModelScores, _Mapping]]] = ..., bits_per_byte_ratio: _Optional[float] = ..., kl_divergence: _Optional[float] = ..., top1_agreement: _Optional[float] = ..., binoculars: _Optional[float] = ..., tokens: _Optional[_Iterable[_Union[CompareToken, _Mapping]]] = ...) -> None: ...
+
+class CompareModelsResponse(_message.Message):
+    __slots__ = ("models", "same_tokenizer", "results", "usage")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    SAME_TOKENIZER_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    same_tokenizer: bool
+    results: _containers.RepeatedCompositeFieldContainer[CompareResult]
+    usage: Usage
+    def __init__(self, models: _Optional[_Iterable[str]] = ..., same_tokenizer: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[CompareResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...

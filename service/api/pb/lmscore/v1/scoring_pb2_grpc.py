@@ -59,6 +59,11 @@ class ScorerStub:
                 request_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsRequest.SerializeToString,
                 response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsResponse.FromString,
                 _registered_method=True)
+        self.CompareModels = channel.unary_unary(
+                '/lmscore.v1.Scorer/CompareModels',
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.CompareModelsRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.CompareModelsResponse.FromString,
+                _registered_method=True)
 
 
 class ScorerServicer:
@@ -102,6 +107,14 @@ class ScorerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareModels(self, request, context):
+        """Texts under two models: both models' scores, the bits-per-byte ratio and, with
+        token_level (identical tokenizers), KL divergence, top-1 agreement and binoculars.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScorerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_ScorerServicer_to_server(servicer, server):
                     servicer.ScoreContinuations,
                     request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsRequest.FromString,
                     response_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsResponse.SerializeToString,
+            ),
+            'CompareModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareModels,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.CompareModelsRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.CompareModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class Scorer:
             '/lmscore.v1.Scorer/ScoreContinuations',
             lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsRequest.SerializeToString,
             lmscore_dot_v1_dot_scoring__pb2.ScoreContinuationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmscore.v1.Scorer/CompareModels',
+            lmscore_dot_v1_dot_scoring__pb2.CompareModelsRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.CompareModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,53 @@
+"""``compare`` in Client, AsyncClient and GrpcClient against a real two-model server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from compare import assert_close
+from server_process import RunningServer, start_server, stop_server
+
+from lmscore_client import AsyncClient, Client, CompareResponse, GrpcClient, InvalidRequestError
+
+TEXTS = ["The capital of France is Paris.", "asdkj qwpoe zmxn ,,,, 1238 !!!"]
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    # The embedded model twice: batched ragged and padded (same weights, float32).
+    models = ["--model", "a=default", "--model", "b=default?attention=padded"]
+    log = tmp_path_factory.mktemp("compare") / "log"
+    server = start_server([*models, "--dtype", "float32", "--max-context", "256"], log)
+    yield server
+    stop_server(server)
+
+
+def test_compare_over_rest_grpc_and_async(two_models: RunningServer) -> None:
+    body = {"models": ["a", "b"], "texts": TEXTS, "token_level": True, "return_tokens": True}
+    direct = httpx.post(f"{two_models.url}/v1/score/compare", json=body, timeout=120).json()
+    with Client(two_models.url, timeout=120) as client:
+        rest = client.compare(["a", "b"], TEXTS, token_level=True, return_tokens=True)
+        with pytest.raises(InvalidRequestError) as caught:
+            client.compare(["a", "a"], TEXTS)
+    assert caught.value.param == "models"
+    assert_close(rest, CompareResponse.from_json(direct))
+    with GrpcClient(two_models.grpc, timeout=120) as grpc_client:
+        assert_close(
+            grpc_client.compare(["a", "b"], TEXTS, token_level=True, return_tokens=True), rest
+        )
+
+    async def run() -> CompareResponse:
+        async with AsyncClient(two_models.url, timeout=120) as a:
+            return await a.compare(["a", "b"], TEXTS, token_level=True, return_tokens=True)
+
+    assert_close(asyncio.run(run()), rest)
+    assert rest.same_tokenizer
+    for result in rest.results:
+        # Same weights, two batch layouts: the distributions agree to float32 rounding.
+        assert result.kl_divergence is not None and result.kl_divergence < 1e-6
+        assert result.top1_agreement == 1.0
+        assert result.bits_per_byte_ratio == pytest.approx(1.0, rel=1e-4)
+        assert result.tokens is not None and result.tokens[0].kl is None
