@@ -20,7 +20,13 @@ from service import compare as comparison
 from service import continuations, metrics
 from service.errors import InvalidRequest, NotFound, Timeout
 from service.models import ModelSpec
-from service.references import check_profile, load_reference_arg, with_reference
+from service.references import (
+    check_profile,
+    find_reference,
+    for_profile,
+    load_reference_arg,
+    with_reference,
+)
 from service.registry import ModelRegistry
 from service.results import DistributionOptions, aggregate, build_result
 from service.schemas import (
@@ -33,14 +39,12 @@ from service.schemas import (
     TextScoreRequest,
     Usage,
 )
-from service.scoring.chat import ChatTemplateError
-from service.scoring.reference import ENTROPY_METRICS, ReferenceProfile
+from service.scoring.reference import ReferenceProfile
 from service.sequences import (
     RunOptions,
     ScoredSequence,
     SequenceScores,
-    chat_error,
-    chat_sequence,
+    chat_sequences,
     encode,
     fit_to_context,
     forward_items,
@@ -121,8 +125,8 @@ class Engine:
         """
         model = self.registry.get(req.model)
         check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
-        profile = self._reference(req.reference, model)
-        work = functools.partial(self._score_texts, model, _for_profile(req, profile))
+        profile = find_reference(self.references, req.reference, model.name)
+        work = functools.partial(self._score_texts, model, for_profile(req, profile))
         outcome = await self._admitted(work, model, "score_text", timeout_s)
         return with_reference(outcome, profile)
 
@@ -132,8 +136,8 @@ class Engine:
         """Score conversations rendered with the model's chat template."""
         model = self.registry.get(req.model)
         validate_chat(req, model.backend.tokenizer, model.name, self.settings)
-        profile = self._reference(req.reference, model)
-        work = functools.partial(self._score_chats, model, _for_profile(req, profile))
+        profile = find_reference(self.references, req.reference, model.name)
+        work = functools.partial(self._score_chats, model, for_profile(req, profile))
         outcome = await self._admitted(work, model, "score_chat", timeout_s)
         return with_reference(outcome, profile)
 
@@ -197,7 +201,13 @@ class Engine:
         self, model: ServedModel, req: ChatScoreRequest, deadline: float
     ) -> ScoreOutcome:
         conversations = [[m.model_dump() for m in conv] for conv in req.conversations]
-        seqs = await model.prepare(self._render_all, model, conversations, req)
+        seqs = await model.prepare(
+            chat_sequences,
+            model.backend.tokenizer,
+            conversations,
+            req.score_roles,
+            req.include_end_of_turn,
+        )
         params = [f"conversations[{i}]" for i in range(len(seqs))]
         roles = [[m.role for m in conv] for conv in req.conversations]
         results = await self._score(
@@ -300,22 +310,6 @@ class Engine:
         except NotFound as exc:
             raise comparison.models_param(exc, index) from None
 
-    @staticmethod
-    def _render_all(
-        model: ServedModel, conversations: list[list[dict[str, str]]], req: ChatScoreRequest
-    ) -> list[ScoredSequence]:
-        seqs = []
-        for i, conv in enumerate(conversations):
-            try:
-                seqs.append(
-                    chat_sequence(
-                        model.backend.tokenizer, conv, req.score_roles, req.include_end_of_turn
-                    )
-                )
-            except ChatTemplateError as exc:
-                raise chat_error(exc, i) from exc
-        return seqs
-
     async def _run(
         self,
         model: ServedModel,
@@ -391,21 +385,6 @@ class Engine:
         )
         return ScoreOutcome(response, timing)
 
-    # ---- validation ------------------------------------------------------------------
-    def _reference(self, name: str | None, model: ServedModel) -> ReferenceProfile | None:
-        if name is None:
-            return None
-        profile = self.references.get(name)
-        if profile is None:
-            known = ", ".join(sorted(self.references)) or "none loaded (see --reference)"
-            raise InvalidRequest(f"unknown reference {name!r}; known: {known}", param="reference")
-        if profile.model != model.name:
-            raise InvalidRequest(
-                f"reference {name!r} was made with model {profile.model!r}, not {model.name!r}",
-                param="reference",
-            )
-        return profile
-
     def get_model(self, name: str) -> ServedModel:
         """A served, ready model (NotFound, or Unavailable while loading or draining)."""
         return self.registry.get(name)
@@ -413,16 +392,6 @@ class Engine:
     @staticmethod
     def _top_k(req: TextScoreRequest | ChatScoreRequest) -> int:
         return req.top_k if req.return_tokens else 0
-
-
-R = TypeVar("R", TextScoreRequest, ChatScoreRequest)
-
-
-def _for_profile(req: R, profile: ReferenceProfile | None) -> R:
-    """The request, asking for entropy too when its reference profile's metric needs it."""
-    if profile is None or profile.metric not in ENTROPY_METRICS or req.return_entropy:
-        return req
-    return req.model_copy(update={"return_entropy": True})
 
 
 def _distribution(req: TextScoreRequest | ChatScoreRequest) -> DistributionOptions:

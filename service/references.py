@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from service.scoring.reference import ProfileError, ReferenceProfile, load_profile
+from service.errors import InvalidRequest
+from service.schemas import ChatScoreRequest, TextScoreRequest
+from service.scoring.reference import (
+    ENTROPY_METRICS,
+    ProfileError,
+    ReferenceProfile,
+    load_profile,
+)
 from service.served import ScoreOutcome
 
 
@@ -44,3 +51,32 @@ def with_reference(outcome: ScoreOutcome, profile: ReferenceProfile | None) -> S
             result.percentile = profile.percentile(value)
             result.is_outlier = profile.is_outlier(value)
     return outcome
+
+
+def find_reference(
+    references: Mapping[str, ReferenceProfile], name: str | None, model: str
+) -> ReferenceProfile | None:
+    """The profile a request names (None when it names none); 422 when it is unknown or
+    was made with another model."""
+    if name is None:
+        return None
+    profile = references.get(name)
+    if profile is None:
+        known = ", ".join(sorted(references)) or "none loaded (see --reference)"
+        raise InvalidRequest(f"unknown reference {name!r}; known: {known}", param="reference")
+    if profile.model != model:
+        raise InvalidRequest(
+            f"reference {name!r} was made with model {profile.model!r}, not {model!r}",
+            param="reference",
+        )
+    return profile
+
+
+R = TypeVar("R", TextScoreRequest, ChatScoreRequest)
+
+
+def for_profile(req: R, profile: ReferenceProfile | None) -> R:
+    """The request, asking for entropy too when its reference profile's metric needs it."""
+    if profile is None or profile.metric not in ENTROPY_METRICS or req.return_entropy:
+        return req
+    return req.model_copy(update={"return_entropy": True})

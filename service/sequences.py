@@ -126,6 +126,22 @@ def chat_sequence(
     return ScoredSequence(chat.text, ids, offsets, scored, None, owner)
 
 
+def chat_sequences(
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    score_roles: Collection[str],
+    include_end_of_turn: bool,
+) -> list[ScoredSequence]:
+    """Every conversation as a sequence; a template failure is a 422 naming it."""
+    seqs = []
+    for i, messages in enumerate(conversations):
+        try:
+            seqs.append(chat_sequence(tokenizer, messages, score_roles, include_end_of_turn))
+        except ChatTemplateError as exc:
+            raise chat_error(exc, i) from exc
+    return seqs
+
+
 def _owner(chat: RenderedChat, start: int) -> tuple[int | None, bool]:
     """(message index, in its content) for a token starting at ``start``."""
     for index, span in enumerate(chat.spans):
