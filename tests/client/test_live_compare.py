@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from cli_helpers import read_jsonl, run_cli, write_jsonl
 from compare import assert_close
 from server_process import RunningServer, start_server, stop_server
 
@@ -51,3 +54,26 @@ def test_compare_over_rest_grpc_and_async(two_models: RunningServer) -> None:
         assert result.top1_agreement == 1.0
         assert result.bits_per_byte_ratio == pytest.approx(1.0, rel=1e-4)
         assert result.tokens is not None and result.tokens[0].kl is None
+
+
+def test_score_file_compare_model(two_models: RunningServer, tmp_path: Path) -> None:
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    rows = [{"text": TEXTS[0]}, {"messages": chat}, {"text": TEXTS[1]}, {"text": ""}]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ("--model", "a", "--compare-model", "b", "--rows-per-request", "4")
+    done = run_cli("score-file", str(source), "-o", str(out), "--url", two_models.url, *args)
+    assert done.returncode == 0, done.stderr
+    scored = read_jsonl(out)
+    assert len(scored) == 3  # the empty text is rejected
+    with Client(two_models.url, timeout=120) as client:
+        direct = client.compare(["a", "b"], TEXTS).results
+    texts = [r for r in scored if "text" in r]
+    for row, result in zip(texts, direct, strict=True):
+        assert math.isclose(row["compare_ppl"], result.scores[1].ppl or 0, rel_tol=1e-4)
+        assert math.isclose(
+            row["bits_per_byte_ratio"], result.bits_per_byte_ratio or 0, rel_tol=1e-4
+        )
+        assert math.isclose(row["ppl"], result.scores[0].ppl or 0, rel_tol=1e-4)
+    (chat_row,) = [r for r in scored if "messages" in r]
+    assert chat_row["ppl"] is not None and chat_row["compare_ppl"] is None

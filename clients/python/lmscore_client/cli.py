@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument(
         "--min-k-percent", type=float, default=20.0, help="k for --fields min_k (default 20)"
     )
+    sf.add_argument(
+        "--compare-model",
+        default=None,
+        metavar="NAME",
+        help="a second served model: text rows also get compare_ppl, compare_bits_per_byte, "
+        "compare_bits_per_char and bits_per_byte_ratio (--model's over NAME's)",
+    )
     sf.add_argument("--plot", default=None, metavar="FILE.png", help="histogram (needs matplotlib)")
     sf.add_argument(
         "--metric",

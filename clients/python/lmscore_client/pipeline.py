@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lmscore_client.client import AsyncClient
+from lmscore_client.compare import CompareResult
 from lmscore_client.errors import (
     ConnectionFailedError,
     LMScoreError,
@@ -55,6 +56,8 @@ class Item:
     payload: Any = None  # the text, or the list of messages
     result: TextResult | None = None
     error: dict[str, Any] | None = None
+    # With ``Options.compare_model``: this text under both models (texts only).
+    comparison: CompareResult | None = None
 
 
 @dataclass
@@ -71,6 +74,8 @@ class Options:
     reference: str | None = None
     score_roles: list[str] | None = None
     distribution: Distribution | None = None
+    # A second served model: text rows are also scored side by side with it.
+    compare_model: str | None = None
 
 
 @dataclass
@@ -190,11 +195,34 @@ async def score_items(
         return
 
 
+async def compare_items(client: AsyncClient, items: list[Item], opts: Options) -> None:
+    """Score the scored text rows under ``opts.model`` and ``opts.compare_model`` side by
+    side; a row the comparison refuses keeps its own scores and no comparison."""
+    assert opts.compare_model is not None
+    models = [opts.model, opts.compare_model]
+    done = [it for it in items if it.result is not None]
+    if not done:
+        return
+    try:
+        response = await client.compare(models, [it.payload for it in done])
+    except LMScoreError as error:
+        if not _row_error(error):
+            raise Fatal(error) from error
+        if len(done) > 1:  # which row is unknown: one by one
+            for item in done:
+                await compare_items(client, [item], opts)
+        return
+    for item, result in zip(done, response.results, strict=True):
+        item.comparison = result
+
+
 async def score_batch(client: AsyncClient, batch: Batch, opts: Options, info: RunInfo) -> Batch:
     for kind in ("text", "chat"):
         items = [it for it in batch.items if it.kind == kind]
         if items:
             await score_items(client, items, kind == "chat", opts, info)
+            if kind == "text" and opts.compare_model is not None:
+                await compare_items(client, items, opts)
     return batch
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lmscore_client import pipeline
+from lmscore_client.compare import CompareResult
 from lmscore_client.payloads import Distribution
 from lmscore_client.summary import ENTROPY_METRICS, EXTRA_FIELDS, Stats, plot, report
 
@@ -108,6 +109,18 @@ def requested_distribution(args: argparse.Namespace) -> Distribution | None:
     return Distribution(entropy=entropy, min_k=min_k, min_k_percent=args.min_k_percent)
 
 
+def comparison_fields(comparison: CompareResult | None) -> dict[str, Any]:
+    """The second model's scores of a row and the bits-per-byte ratio (null for chat rows
+    and rows the comparison refused)."""
+    other = comparison.scores[1] if comparison is not None else None
+    return {
+        "compare_ppl": other.ppl if other else None,
+        "compare_bits_per_byte": other.bits_per_byte if other else None,
+        "compare_bits_per_char": other.bits_per_char if other else None,
+        "bits_per_byte_ratio": comparison.bits_per_byte_ratio if comparison else None,
+    }
+
+
 class Writer:
     """Writes each batch handed back in order, then records the progress."""
 
@@ -165,6 +178,8 @@ class Writer:
             if self.args.reference:
                 row["percentile"] = result.percentile
                 row["is_outlier"] = result.is_outlier
+            if self.args.compare_model:
+                row.update(comparison_fields(item.comparison))
             self.out.write(_dump(row))
             stats.kept += 1
         self.out.flush()
@@ -220,7 +235,10 @@ def score_file(args: argparse.Namespace) -> int:
     if skip:
         warn(f"resuming after input line {skip}")
     opts = pipeline.Options(
-        model=args.model, reference=args.reference, distribution=requested_distribution(args)
+        model=args.model,
+        reference=args.reference,
+        distribution=requested_distribution(args),
+        compare_model=args.compare_model,
     )
     info = pipeline.RunInfo()
     bar = _bar()
