@@ -265,7 +265,8 @@ class Engine:
                 continuations.encode_pairs, tokenizer, req.context, req.continuations, bos
             )
             continuations.check_fits(pairs, model.context)
-            if model.backend.info.token_trees:
+            # One tree window while it fits the context (its attention mask is length^2).
+            if model.backend.info.token_trees and pairs.num_tokens <= model.context:
                 items = [continuations.tree_item(pairs)]
             else:
                 items = continuations.pair_items(pairs)

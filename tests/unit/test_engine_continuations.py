@@ -114,3 +114,18 @@ async def test_rest_and_bad_input(client_factory: Callable[..., httpx.AsyncClien
         response = await client.post(URL, json=body)
         assert response.status_code == status, (body, response.text)
         assert response.json()["error"]["param"] == param, body
+
+
+@ASYNC
+async def test_many_continuations_beyond_the_context_fall_back_to_pairs(
+    engine_factory: Callable[..., Engine], tiny_engine: Engine
+) -> None:
+    """A tree longer than the context would need a huge mask: each pair is its own window."""
+    small = engine_factory(max_context=24)
+    candidates = [f"{word} jumps over the lazy dog" for word in ("fox", "cat", "dog", "bird")]
+    request = ContinuationRequest(context=CONTEXT, continuations=candidates)
+    got = (await small.score_continuations(request)).response
+    want = (await tiny_engine.score_continuations(request)).response
+    assert got.usage.prompt_tokens > 24  # the whole tree would not fit
+    for a, b in zip(got.results, want.results, strict=True):
+        assert a.sum_logprob == pytest.approx(b.sum_logprob, rel=BATCH_INVARIANCE_REL, abs=1e-4)
