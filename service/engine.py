@@ -346,7 +346,7 @@ class Engine:
         deadline: float,
         build: Callable[[ScoredSequence, Any, int], TextResult],
     ) -> tuple[list[TextResult], RequestTiming]:
-        words = isinstance(req, TextScoreRequest) and req.words
+        words = _distribution(req).words
         if (req.with_stats or words) and not model.backend.info.full_distribution:
             raise InvalidRequest(
                 f"the {model.backend.info.backend} backend returns top-k logprobs only; "
@@ -396,5 +396,6 @@ class Engine:
 
 
 def _distribution(req: TextScoreRequest | ChatScoreRequest) -> DistributionOptions:
+    """The full-distribution scores a request asks for (words: texts only)."""
     words = isinstance(req, TextScoreRequest) and req.words
     return DistributionOptions(req.return_entropy, req.min_k, req.min_k_percent, words)

@@ -6,7 +6,7 @@ rules; responses are the same pydantic results written into protobuf messages.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -17,13 +17,11 @@ from service.errors import from_validation_errors
 from service.schemas import (
     ChatScoreRequest,
     CompareRequest,
-    CompareResponse,
     ContinuationRequest,
-    ContinuationResponse,
-    ModelList,
-    ScoreResponse,
     TextScoreRequest,
 )
+
+M = TypeVar("M", bound=Message)
 
 OVERFLOW = {
     pb.OVERFLOW_UNSPECIFIED: "error",
@@ -99,12 +97,6 @@ def continuations_request(message: pb.ScoreContinuationsRequest) -> Continuation
     return result
 
 
-def continuations_response(response: ContinuationResponse) -> pb.ScoreContinuationsResponse:
-    message = pb.ScoreContinuationsResponse()
-    _fill(response, message)
-    return message
-
-
 def compare_request(message: pb.CompareModelsRequest) -> CompareRequest:
     """A CompareModelsRequest as the shared, validated request model."""
     fields = {
@@ -117,31 +109,9 @@ def compare_request(message: pb.CompareModelsRequest) -> CompareRequest:
     return result
 
 
-def compare_response(response: CompareResponse) -> pb.CompareModelsResponse:
-    message = pb.CompareModelsResponse()
-    _fill(response, message)
-    return message
-
-
-def _fill(model: BaseModel, target: Message) -> Message:
+def to_message(model: BaseModel, message_type: type[M]) -> M:
+    """A response model as the protobuf message that mirrors it field for field."""
+    message = message_type()
     # Nulls are skipped by ParseDict, which leaves proto3 optional fields unset.
-    json_format.ParseDict(model.model_dump(mode="json"), target)
-    return target
-
-
-def text_response(response: ScoreResponse) -> pb.ScoreTextResponse:
-    message = pb.ScoreTextResponse()
-    _fill(response, message)
-    return message
-
-
-def chat_response(response: ScoreResponse) -> pb.ScoreChatResponse:
-    message = pb.ScoreChatResponse()
-    _fill(response, message)
-    return message
-
-
-def models_response(models: ModelList) -> pb.ListModelsResponse:
-    message = pb.ListModelsResponse()
-    _fill(models, message)
+    json_format.ParseDict(model.model_dump(mode="json"), message)
     return message

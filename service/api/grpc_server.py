@@ -12,13 +12,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from pydantic import BaseModel
 
 from service import metrics
 from service.api import grpc_convert as convert
@@ -30,6 +31,16 @@ from service.errors import InternalError, LMScoreError, TooLarge, grpc_code_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+M = TypeVar("M", bound=Message)
+
+
+class Answered(Protocol):
+    """What the engine's scoring calls return: a response model (and its timing)."""
+
+    @property
+    def response(self) -> BaseModel: ...
+
 
 STREAM_WINDOW = 64  # requests of one stream in flight ahead of the client's reading
 
@@ -71,45 +82,41 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     async def ScoreChat(
         self, request: pb.ScoreChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreChatResponse:
-        async def call() -> pb.ScoreChatResponse:
-            self._authorize(context)
-            self._check_size(request)
-            req = convert.chat_request(request)
-            outcome = await self.engine.score_chat(req, context.time_remaining())
-            return convert.chat_response(outcome.response)
-
-        return await _observe("ScoreChat", context, call())
+        call = self._unary(
+            context, request, convert.chat_request, self.engine.score_chat, pb.ScoreChatResponse
+        )
+        return await _observe("ScoreChat", context, call)
 
     async def ScoreContinuations(
         self, request: pb.ScoreContinuationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreContinuationsResponse:
-        async def call() -> pb.ScoreContinuationsResponse:
-            self._authorize(context)
-            self._check_size(request)
-            req = convert.continuations_request(request)
-            outcome = await self.engine.score_continuations(req, context.time_remaining())
-            return convert.continuations_response(outcome.response)
-
-        return await _observe("ScoreContinuations", context, call())
+        call = self._unary(
+            context,
+            request,
+            convert.continuations_request,
+            self.engine.score_continuations,
+            pb.ScoreContinuationsResponse,
+        )
+        return await _observe("ScoreContinuations", context, call)
 
     async def CompareModels(
         self, request: pb.CompareModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompareModelsResponse:
-        async def call() -> pb.CompareModelsResponse:
-            self._authorize(context)
-            self._check_size(request)
-            req = convert.compare_request(request)
-            outcome = await self.engine.compare_models(req, context.time_remaining())
-            return convert.compare_response(outcome.response)
-
-        return await _observe("CompareModels", context, call())
+        call = self._unary(
+            context,
+            request,
+            convert.compare_request,
+            self.engine.compare_models,
+            pb.CompareModelsResponse,
+        )
+        return await _observe("CompareModels", context, call)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         async def call() -> pb.ListModelsResponse:
             self._authorize(context)
-            return convert.models_response(self.engine.list_models())
+            return convert.to_message(self.engine.list_models(), pb.ListModelsResponse)
 
         return await _observe("ListModels", context, call())
 
@@ -157,11 +164,24 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     async def _text(
         self, request: pb.ScoreTextRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreTextResponse:
+        return await self._unary(
+            context, request, convert.text_request, self.engine.score_text, pb.ScoreTextResponse
+        )
+
+    async def _unary(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: Message,
+        parse: Callable[[Any], R],
+        score: Callable[[R, float | None], Awaitable[Answered]],
+        reply: type[M],
+    ) -> M:
+        """One scoring call: authorize, check the size, convert, score before the call's
+        deadline, convert back."""
         self._authorize(context)
         self._check_size(request)
-        req = convert.text_request(request)
-        outcome = await self.engine.score_text(req, context.time_remaining())
-        return convert.text_response(outcome.response)
+        outcome = await score(parse(request), context.time_remaining())
+        return convert.to_message(outcome.response, reply)
 
     def _check_size(self, request: Message) -> None:
         # The transport refuses far larger messages itself (RESOURCE_EXHAUSTED); up to

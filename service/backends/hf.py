@@ -103,22 +103,20 @@ class HFBackend:
         )
         probe = [tuple(ids), tuple(reversed(ids))[: max(2, len(ids) - 3)]]
         try:
-            together = self._logits(self._ragged_hidden(probe))
-            alone = [self._logits(self._padded_hidden([w])) for w in probe]
+            hidden, starts = self._ragged_hidden(probe)
+            together = self._project(hidden).float()
+            alone = [self._project(self._padded_hidden([w])[0]).float() for w in probe]
         except Exception as exc:  # any model code that cannot take the stream
             self.model.set_attn_implementation(previous)
             return f"the probe failed: {type(exc).__name__}: {exc}"
         worst = max(
             float((together[start : start + len(w)] - one[: len(w)]).abs().max())
-            for start, w, one in zip(_starts(probe), probe, alone, strict=True)
+            for start, w, one in zip(starts, probe, alone, strict=True)
         )
         if worst > 0.05:  # a leak between windows moves logits by whole units
             self.model.set_attn_implementation(previous)
             return f"a ragged probe differed from separate windows by {worst:.3g}"
         return None
-
-    def _logits(self, hidden_and_origins: tuple[torch.Tensor, list[int]]) -> torch.Tensor:
-        return self._project(hidden_and_origins[0]).float()
 
     def _pick_pad_id(self) -> int:
         for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
@@ -283,11 +281,3 @@ def beginning_of_word_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     if tokenizer.eos_token_id is not None:
         mask[int(tokenizer.eos_token_id)] = True
     return mask
-
-
-def _starts(windows: list[tuple[int, ...]]) -> list[int]:
-    starts, at = [], 0
-    for window in windows:
-        starts.append(at)
-        at += len(window)
-    return starts

@@ -134,6 +134,6 @@ def test_grpc_carries_reference_and_results() -> None:
         aggregate=Aggregate(num_scored_tokens=1, sum_logprob=-1.0, mean_nll=1.0, ppl=2.7),
         usage=Usage(prompt_tokens=2),
     )
-    message = convert.text_response(response)
+    message = convert.to_message(response, pb.ScoreTextResponse)
     assert message.results[0].percentile == 42.0
     assert message.results[0].HasField("is_outlier") and not message.results[0].is_outlier
