@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from lmscore_client import build
+from lmscore_client.build import Distribution, ScoreOptions
 from lmscore_client.client import AsyncClient, Client
 from lmscore_client.compare import CompareResponse, CompareResult, CompareToken, ModelScores
 from lmscore_client.continuations import (
@@ -27,7 +29,6 @@ from lmscore_client.errors import (
     UnavailableError,
 )
 from lmscore_client.grpc_client import GrpcClient
-from lmscore_client.payloads import Distribution
 from lmscore_client.results import (
     Aggregate,
     MessageScore,
@@ -66,6 +67,7 @@ __all__ = [
     "OverloadedError",
     "RequestTimeoutError",
     "RetryPolicy",
+    "ScoreOptions",
     "ScoreResponse",
     "TextResult",
     "TokenScore",
@@ -75,4 +77,5 @@ __all__ = [
     "UnavailableError",
     "Usage",
     "WordScore",
+    "build",
 ]

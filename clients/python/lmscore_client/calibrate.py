@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lmscore_client import pipeline
-from lmscore_client.payloads import Distribution
+from lmscore_client.build import Distribution, ScoreOptions
 from lmscore_client.profile import build_profile
 from lmscore_client.summary import ENTROPY_METRICS, Stats, report
 
@@ -55,6 +55,7 @@ def calibrate(args: argparse.Namespace) -> int:
     collector = Collector(args.metric)
     info = pipeline.RunInfo()
     started = time.monotonic()
+    distribution = Distribution(entropy=args.metric in ENTROPY_METRICS)
 
     async def main(lines: Iterator[bytes]) -> None:
         async with pipeline.client_from_args(args) as client:
@@ -71,8 +72,7 @@ def calibrate(args: argparse.Namespace) -> int:
                 collector,
                 concurrency=args.concurrency,
                 opts=pipeline.Options(
-                    model=args.model,
-                    distribution=Distribution(entropy=args.metric in ENTROPY_METRICS),
+                    score=ScoreOptions(model=args.model, distribution=distribution)
                 ),
                 info=info,
             )

@@ -8,19 +8,21 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
-from lmscore_client.compare import CompareResponse, compare_payload
-from lmscore_client.continuations import ContinuationResponse, continuations_payload
+from lmscore_client import build
+from lmscore_client.build import ChatFields, Conversation, ScoreOptions, TextFields
+from lmscore_client.compare import CompareResponse
+from lmscore_client.continuations import ContinuationResponse
 from lmscore_client.errors import ConnectionFailedError, LMScoreError, from_http
-from lmscore_client.payloads import Conversation, Distribution, chat_payload, text_payload
 from lmscore_client.results import ModelCard, ScoreResponse
 from lmscore_client.retry import RetryPolicy, parse_retry_after
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 300.0
+T = TypeVar("T")
 
 
 def _error_of(response: httpx.Response) -> LMScoreError:
@@ -116,65 +118,29 @@ class Client(_Base):
                 raise error
             self._sleep(delay)
 
+    def call(self, api_call: build.ApiCall[T]) -> T:
+        """Send a built request (``lmscore_client.build``) and parse its answer."""
+        return api_call.parse(self.request(api_call.method, api_call.path, api_call.body))
+
     def score_text(
         self,
         texts: str | Sequence[str],
-        *,
-        model: str = "default",
-        return_tokens: bool = False,
-        top_k: int = 0,
-        prepend_bos: bool = False,
-        overflow: str = "error",
-        stride: int | None = None,
-        reference: str | None = None,
-        distribution: Distribution | None = None,
+        options: ScoreOptions | None = None,
+        **fields: Unpack[TextFields],
     ) -> ScoreResponse:
         """Score plain texts: every token given all tokens before it (a single string is
-        one text). ``top_k`` (0-20) needs ``return_tokens``; ``overflow`` is ``error``,
-        ``truncate`` or ``sliding_window`` (windows advance by ``stride`` tokens);
-        ``reference`` names a server-side profile (adds ``percentile``/``is_outlier``)."""
-        body = text_payload(
-            texts,
-            model=model,
-            return_tokens=return_tokens,
-            top_k=top_k,
-            prepend_bos=prepend_bos,
-            overflow=overflow,
-            stride=stride,
-            reference=reference,
-            distribution=distribution,
-        )
-        return ScoreResponse.from_json(self.request("POST", "/v1/score/text", body))
+        one text). The options are ``ScoreOptions``' (an object, keywords, or both)."""
+        return self.call(build.score_text(texts, build.options_with(options, fields)))
 
     def score_chat(
         self,
         conversations: Sequence[Conversation] | Conversation,
-        *,
-        model: str = "default",
-        score_roles: Sequence[str] | None = None,
-        include_end_of_turn: bool = False,
-        return_tokens: bool = False,
-        top_k: int = 0,
-        overflow: str = "error",
-        stride: int | None = None,
-        reference: str | None = None,
-        distribution: Distribution | None = None,
+        options: ScoreOptions | None = None,
+        **fields: Unpack[ChatFields],
     ) -> ScoreResponse:
         """Score conversations rendered with the model's chat template: the content of
         messages whose role is in ``score_roles`` (server default ``["assistant"]``)."""
-        body = chat_payload(
-            conversations,
-            model=model,
-            score_roles=score_roles,
-            include_end_of_turn=include_end_of_turn,
-            return_tokens=return_tokens,
-            top_k=top_k,
-            overflow=overflow,
-            stride=stride,
-            reference=reference,
-            distribution=distribution,
-        )
-        return ScoreResponse.from_json(self.request("POST", "/v1/score/chat", body))
+        return self.call(build.score_chat(conversations, build.options_with(options, fields)))
 
     def score_continuations(
         self,
@@ -185,10 +151,11 @@ class Client(_Base):
         return_tokens: bool = False,
     ) -> ContinuationResponse:
         """Each continuation's log-likelihood given ``context`` (computed once)."""
-        body = continuations_payload(
-            context, continuations, model=model, return_tokens=return_tokens
+        return self.call(
+            build.score_continuations(
+                context, continuations, model=model, return_tokens=return_tokens
+            )
         )
-        return ContinuationResponse.from_json(self.request("POST", "/v1/score/continuations", body))
 
     def compare(
         self,
@@ -201,17 +168,17 @@ class Client(_Base):
         """``texts`` under two models ``[a, b]``: both models' scores and the bits-per-byte
         ratio; with ``token_level`` (identical tokenizers) KL(a || b), top-1 agreement and
         Binoculars (a observes, b performs)."""
-        body = compare_payload(models, texts, token_level=token_level, return_tokens=return_tokens)
-        return CompareResponse.from_json(self.request("POST", "/v1/score/compare", body))
+        return self.call(
+            build.compare(models, texts, token_level=token_level, return_tokens=return_tokens)
+        )
 
     def models(self) -> list[ModelCard]:
         """The served models."""
-        return [ModelCard.from_json(m) for m in self.request("GET", "/v1/models")["data"]]
+        return self.call(build.models())
 
     def completions(self, **body: Any) -> dict[str, Any]:
         """``POST /v1/completions`` (OpenAI legacy shape), returned as parsed JSON."""
-        result: dict[str, Any] = self.request("POST", "/v1/completions", body)
-        return result
+        return self.call(build.completions(body))
 
     def ready(self) -> bool:
         """Whether ``GET /readyz`` answers 200 (no retries)."""
@@ -279,65 +246,29 @@ class AsyncClient(_Base):
                 raise error
             await self._sleep(delay)
 
+    async def call(self, api_call: build.ApiCall[T]) -> T:
+        """Send a built request (``lmscore_client.build``) and parse its answer."""
+        return api_call.parse(await self.request(api_call.method, api_call.path, api_call.body))
+
     async def score_text(
         self,
         texts: str | Sequence[str],
-        *,
-        model: str = "default",
-        return_tokens: bool = False,
-        top_k: int = 0,
-        prepend_bos: bool = False,
-        overflow: str = "error",
-        stride: int | None = None,
-        reference: str | None = None,
-        distribution: Distribution | None = None,
+        options: ScoreOptions | None = None,
+        **fields: Unpack[TextFields],
     ) -> ScoreResponse:
         """Score plain texts: every token given all tokens before it (a single string is
-        one text). ``top_k`` (0-20) needs ``return_tokens``; ``overflow`` is ``error``,
-        ``truncate`` or ``sliding_window`` (windows advance by ``stride`` tokens);
-        ``reference`` names a server-side profile (adds ``percentile``/``is_outlier``)."""
-        body = text_payload(
-            texts,
-            model=model,
-            return_tokens=return_tokens,
-            top_k=top_k,
-            prepend_bos=prepend_bos,
-            overflow=overflow,
-            stride=stride,
-            reference=reference,
-            distribution=distribution,
-        )
-        return ScoreResponse.from_json(await self.request("POST", "/v1/score/text", body))
+        one text). The options are ``ScoreOptions``' (an object, keywords, or both)."""
+        return await self.call(build.score_text(texts, build.options_with(options, fields)))
 
     async def score_chat(
         self,
         conversations: Sequence[Conversation] | Conversation,
-        *,
-        model: str = "default",
-        score_roles: Sequence[str] | None = None,
-        include_end_of_turn: bool = False,
-        return_tokens: bool = False,
-        top_k: int = 0,
-        overflow: str = "error",
-        stride: int | None = None,
-        reference: str | None = None,
-        distribution: Distribution | None = None,
+        options: ScoreOptions | None = None,
+        **fields: Unpack[ChatFields],
     ) -> ScoreResponse:
         """Score conversations rendered with the model's chat template: the content of
         messages whose role is in ``score_roles`` (server default ``["assistant"]``)."""
-        body = chat_payload(
-            conversations,
-            model=model,
-            score_roles=score_roles,
-            include_end_of_turn=include_end_of_turn,
-            return_tokens=return_tokens,
-            top_k=top_k,
-            overflow=overflow,
-            stride=stride,
-            reference=reference,
-            distribution=distribution,
-        )
-        return ScoreResponse.from_json(await self.request("POST", "/v1/score/chat", body))
+        return await self.call(build.score_chat(conversations, build.options_with(options, fields)))
 
     async def score_continuations(
         self,
@@ -348,11 +279,10 @@ class AsyncClient(_Base):
         return_tokens: bool = False,
     ) -> ContinuationResponse:
         """Each continuation's log-likelihood given ``context`` (computed once)."""
-        body = continuations_payload(
-            context, continuations, model=model, return_tokens=return_tokens
-        )
-        return ContinuationResponse.from_json(
-            await self.request("POST", "/v1/score/continuations", body)
+        return await self.call(
+            build.score_continuations(
+                context, continuations, model=model, return_tokens=return_tokens
+            )
         )
 
     async def compare(
@@ -366,18 +296,17 @@ class AsyncClient(_Base):
         """``texts`` under two models ``[a, b]``: both models' scores and the bits-per-byte
         ratio; with ``token_level`` (identical tokenizers) KL(a || b), top-1 agreement and
         Binoculars (a observes, b performs)."""
-        body = compare_payload(models, texts, token_level=token_level, return_tokens=return_tokens)
-        return CompareResponse.from_json(await self.request("POST", "/v1/score/compare", body))
+        return await self.call(
+            build.compare(models, texts, token_level=token_level, return_tokens=return_tokens)
+        )
 
     async def models(self) -> list[ModelCard]:
         """The served models."""
-        body = await self.request("GET", "/v1/models")
-        return [ModelCard.from_json(m) for m in body["data"]]
+        return await self.call(build.models())
 
     async def completions(self, **body: Any) -> dict[str, Any]:
         """``POST /v1/completions`` (OpenAI legacy shape), returned as parsed JSON."""
-        result: dict[str, Any] = await self.request("POST", "/v1/completions", body)
-        return result
+        return await self.call(build.completions(body))
 
     async def ready(self) -> bool:
         """Whether ``GET /readyz`` answers 200 (no retries)."""

@@ -3,23 +3,10 @@ request body and the typed answer. Logprobs and KL divergences are in nats."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lmscore_client.results import Usage
-
-
-def compare_payload(
-    models: Sequence[str], texts: str | Sequence[str], *, token_level: bool, return_tokens: bool
-) -> dict[str, Any]:
-    """The JSON body (also the gRPC request's fields)."""
-    return {
-        "models": list(models),
-        "texts": [texts] if isinstance(texts, str) else list(texts),
-        "token_level": token_level,
-        "return_tokens": return_tokens,
-    }
 
 
 @dataclass(frozen=True)

@@ -3,23 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lmscore_client.results import Usage
-
-
-def continuations_payload(
-    context: str, continuations: Sequence[str], *, model: str, return_tokens: bool
-) -> dict[str, Any]:
-    """The JSON body (also the gRPC request's fields)."""
-    return {
-        "model": model,
-        "context": context,
-        "continuations": list(continuations),
-        "return_tokens": return_tokens,
-    }
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,18 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 from google.protobuf import json_format
 
+from lmscore_client import build
 from lmscore_client._pb.lmscore.v1 import scoring_pb2 as pb
 from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
-from lmscore_client.compare import CompareResponse, compare_payload
-from lmscore_client.continuations import ContinuationResponse, continuations_payload
+from lmscore_client.build import ChatFields, Conversation, ScoreOptions, TextFields
+from lmscore_client.compare import CompareResponse
+from lmscore_client.continuations import ContinuationResponse
 from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError
-from lmscore_client.payloads import Conversation, Distribution, conversation_list
 from lmscore_client.results import (
     Aggregate,
     MessageScore,
@@ -214,64 +215,37 @@ class GrpcClient:
     def score_text(
         self,
         texts: str | Sequence[str],
-        *,
-        model: str = "default",
-        return_tokens: bool = False,
-        top_k: int = 0,
-        prepend_bos: bool = False,
-        overflow: str = "error",
-        stride: int | None = None,
-        reference: str | None = None,
-        distribution: Distribution | None = None,
+        options: ScoreOptions | None = None,
+        **fields: Unpack[TextFields],
     ) -> ScoreResponse:
         """Score plain texts (the options as ``Client.score_text``)."""
-        request = pb.ScoreTextRequest(
-            model=model,
-            texts=[texts] if isinstance(texts, str) else list(texts),
-            return_tokens=return_tokens,
-            top_k=top_k,
-            prepend_bos=prepend_bos,
-            overflow=OVERFLOW[overflow],
-            stride=stride,
-            reference=reference,
-            **(distribution or Distribution()).fields(),
-        )
-        return response_from_pb(self._call(self._stub.ScoreText, request), top_k)
+        return self.score(build.score_text(texts, build.options_with(options, fields)))
 
     def score_chat(
         self,
         conversations: Sequence[Conversation] | Conversation,
-        *,
-        model: str = "default",
-        score_roles: Sequence[str] | None = None,
-        include_end_of_turn: bool = False,
-        return_tokens: bool = False,
-        top_k: int = 0,
-        overflow: str = "error",
-        stride: int | None = None,
-        reference: str | None = None,
-        distribution: Distribution | None = None,
+        options: ScoreOptions | None = None,
+        **fields: Unpack[ChatFields],
     ) -> ScoreResponse:
         """Score conversations (the options as ``Client.score_chat``)."""
-        convs = conversation_list(conversations)
-        request = pb.ScoreChatRequest(
-            model=model,
-            conversations=[
-                pb.Conversation(
-                    messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in conv]
-                )
-                for conv in convs
-            ],
-            score_roles=list(score_roles or ()),
-            include_end_of_turn=include_end_of_turn,
-            return_tokens=return_tokens,
-            top_k=top_k,
-            overflow=OVERFLOW[overflow],
-            stride=stride,
-            reference=reference,
-            **(distribution or Distribution()).fields(),
-        )
-        return response_from_pb(self._call(self._stub.ScoreChat, request), top_k, chat=True)
+        return self.score(build.score_chat(conversations, build.options_with(options, fields)))
+
+    def score(self, api_call: build.ApiCall[ScoreResponse]) -> ScoreResponse:
+        """Send a built text or chat scoring request (``lmscore_client.build``)."""
+        body = dict(api_call.body or {})
+        body["overflow"] = OVERFLOW[body["overflow"]]
+        top_k = int(body["top_k"])
+        if "conversations" not in body:
+            reply = self._call(self._stub.ScoreText, pb.ScoreTextRequest(**body))
+            return response_from_pb(reply, top_k)
+        body["conversations"] = [
+            pb.Conversation(
+                messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in conv]
+            )
+            for conv in body["conversations"]
+        ]
+        reply = self._call(self._stub.ScoreChat, pb.ScoreChatRequest(**body))
+        return response_from_pb(reply, top_k, chat=True)
 
     def score_continuations(
         self,
@@ -282,11 +256,11 @@ class GrpcClient:
         return_tokens: bool = False,
     ) -> ContinuationResponse:
         """Each continuation's log-likelihood given ``context`` (computed once)."""
-        fields = continuations_payload(
+        api_call = build.score_continuations(
             context, continuations, model=model, return_tokens=return_tokens
         )
-        reply = self._call(self._stub.ScoreContinuations, pb.ScoreContinuationsRequest(**fields))
-        return ContinuationResponse.from_json(_as_json(reply))
+        request = pb.ScoreContinuationsRequest(**(api_call.body or {}))
+        return api_call.parse(_as_json(self._call(self._stub.ScoreContinuations, request)))
 
     def compare(
         self,
@@ -299,9 +273,11 @@ class GrpcClient:
         """``texts`` under two models ``[a, b]``: both models' scores and the bits-per-byte
         ratio; with ``token_level`` (identical tokenizers) KL(a || b), top-1 agreement and
         Binoculars (a observes, b performs)."""
-        body = compare_payload(models, texts, token_level=token_level, return_tokens=return_tokens)
-        reply = self._call(self._stub.CompareModels, pb.CompareModelsRequest(**body))
-        return CompareResponse.from_json(_as_json(reply))
+        api_call = build.compare(
+            models, texts, token_level=token_level, return_tokens=return_tokens
+        )
+        request = pb.CompareModelsRequest(**(api_call.body or {}))
+        return api_call.parse(_as_json(self._call(self._stub.CompareModels, request)))
 
     def models(self) -> list[ModelCard]:
         """The served models."""

@@ -18,8 +18,10 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
+from lmscore_client import build
+from lmscore_client.build import ApiCall, ScoreOptions
 from lmscore_client.client import AsyncClient
 from lmscore_client.compare import CompareResult
 from lmscore_client.errors import (
@@ -28,7 +30,6 @@ from lmscore_client.errors import (
     OverloadedError,
     UnavailableError,
 )
-from lmscore_client.payloads import Distribution
 from lmscore_client.results import ScoreResponse, TextResult
 from lmscore_client.retry import RetryPolicy
 
@@ -36,6 +37,7 @@ Kind = Literal["text", "chat", "reject", "blank"]
 _ROW_PARAM = re.compile(r"^(?:texts|conversations)\[(\d+)\]")
 # Statuses that concern the rows of a request rather than the run.
 _ROW_STATUSES = frozenset({400, 413, 422, 500, 504})
+T = TypeVar("T")
 
 
 class Fatal(Exception):
@@ -70,12 +72,16 @@ class Batch:
 class Options:
     """What every request carries."""
 
-    model: str = "default"
-    reference: str | None = None
-    score_roles: list[str] | None = None
-    distribution: Distribution | None = None
+    score: ScoreOptions = field(default_factory=ScoreOptions)
     # A second served model: text rows are also scored side by side with it.
     compare_model: str | None = None
+
+
+class Sender(Protocol):
+    """What sends a built request and parses its answer (``AsyncClient`` is one), raising
+    ``LMScoreError`` when it fails."""
+
+    async def call(self, api_call: ApiCall[T]) -> T: ...
 
 
 @dataclass
@@ -96,25 +102,27 @@ def classify(line_no: int, raw: bytes, text_field: str, chat_field: str | None) 
     except (ValueError, UnicodeDecodeError) as exc:
         error = {"status": 0, "type": "invalid_json", "message": str(exc), "param": None}
         return Item(line_no, "reject", row=raw.decode("utf-8", "replace").rstrip("\n"), error=error)
+    return classify_row(line_no, row, text_field, chat_field)
+
+
+def _rejected(line_no: int, row: Any, kind: str, message: str, param: str | None) -> Item:
+    error = {"status": 0, "type": kind, "message": message, "param": param}
+    return Item(line_no, "reject", row=row, error=error)
+
+
+def classify_row(line_no: int, row: Any, text_field: str, chat_field: str | None) -> Item:
+    """An ``Item`` for a parsed row: a text, a conversation, or a reject saying why not."""
     if not isinstance(row, dict):
-        error = {"status": 0, "type": "invalid_row", "message": "not a JSON object", "param": None}
-        return Item(line_no, "reject", row=row, error=error)
+        return _rejected(line_no, row, "invalid_row", "not a JSON object", None)
     if chat_field and row.get(chat_field) is not None:
         if not isinstance(row[chat_field], list):
             message = f"{chat_field!r} is not a list of messages"
-            error = {"status": 0, "type": "invalid_row", "message": message, "param": chat_field}
-            return Item(line_no, "reject", row=row, error=error)
+            return _rejected(line_no, row, "invalid_row", message, chat_field)
         return Item(line_no, "chat", row=row, payload=row[chat_field])
-    if text_field in row:
+    if row.get(text_field) is not None:  # the server judges a text that is not a string
         return Item(line_no, "text", row=row, payload=row[text_field])
     wanted = f"{text_field!r}" + (f" or {chat_field!r}" if chat_field else "")
-    error = {
-        "status": 0,
-        "type": "missing_field",
-        "message": f"the row has no field {wanted}",
-        "param": text_field,
-    }
-    return Item(line_no, "reject", row=row, error=error)
+    return _rejected(line_no, row, "missing_field", f"the row has no field {wanted}", text_field)
 
 
 def read_batches(
@@ -151,29 +159,21 @@ def _row_error(error: LMScoreError) -> bool:
     return error.param is None or error.param == "body" or bool(_ROW_PARAM.match(error.param))
 
 
-async def _send(client: AsyncClient, items: list[Item], chat: bool, opts: Options) -> ScoreResponse:
+async def _send(sender: Sender, items: list[Item], chat: bool, opts: Options) -> ScoreResponse:
     payloads = [it.payload for it in items]
     if chat:
-        return await client.score_chat(
-            payloads,
-            model=opts.model,
-            score_roles=opts.score_roles,
-            reference=opts.reference,
-            distribution=opts.distribution,
-        )
-    return await client.score_text(
-        payloads, model=opts.model, reference=opts.reference, distribution=opts.distribution
-    )
+        return await sender.call(build.score_chat(payloads, opts.score))
+    return await sender.call(build.score_text(payloads, opts.score))
 
 
 async def score_items(
-    client: AsyncClient, items: list[Item], chat: bool, opts: Options, info: RunInfo
+    sender: Sender, items: list[Item], chat: bool, opts: Options, info: RunInfo
 ) -> None:
     """Fill ``result`` or ``error`` of every item (one kind); raise ``Fatal`` on outages."""
     pending = list(items)
     while pending:
         try:
-            response = await _send(client, pending, chat, opts)
+            response = await _send(sender, pending, chat, opts)
         except LMScoreError as error:
             if not _row_error(error):
                 raise Fatal(error) from error
@@ -185,7 +185,7 @@ async def score_items(
                 pending.pop(int(match.group(1))).error = error.to_dict()
                 continue
             for item in pending:  # which row is unknown: one by one
-                await score_items(client, [item], chat, opts, info)
+                await score_items(sender, [item], chat, opts, info)
             return
         info.model = info.model or response.model
         info.revision = info.revision or response.model_revision
@@ -195,39 +195,42 @@ async def score_items(
         return
 
 
-async def compare_items(client: AsyncClient, items: list[Item], opts: Options) -> None:
+async def compare_items(sender: Sender, items: list[Item], opts: Options) -> None:
     """Score the scored text rows under ``opts.model`` and ``opts.compare_model`` side by
     side; a row the comparison refuses keeps its own scores and no comparison."""
     assert opts.compare_model is not None
-    models = [opts.model, opts.compare_model]
+    models = [opts.score.model, opts.compare_model]
     done = [it for it in items if it.result is not None]
     if not done:
         return
     try:
-        response = await client.compare(models, [it.payload for it in done])
+        texts = [it.payload for it in done]
+        api_call = build.compare(models, texts, token_level=False, return_tokens=False)
+        response = await sender.call(api_call)
     except LMScoreError as error:
         if not _row_error(error):
             raise Fatal(error) from error
         if len(done) > 1:  # which row is unknown: one by one
             for item in done:
-                await compare_items(client, [item], opts)
+                await compare_items(sender, [item], opts)
         return
     for item, result in zip(done, response.results, strict=True):
         item.comparison = result
 
 
-async def score_batch(client: AsyncClient, batch: Batch, opts: Options, info: RunInfo) -> Batch:
+async def score_batch(sender: Sender, batch: Batch, opts: Options, info: RunInfo) -> Batch:
+    """Score a batch's texts and conversations (and compare its texts when asked)."""
     for kind in ("text", "chat"):
         items = [it for it in batch.items if it.kind == kind]
         if items:
-            await score_items(client, items, kind == "chat", opts, info)
+            await score_items(sender, items, kind == "chat", opts, info)
             if kind == "text" and opts.compare_model is not None:
-                await compare_items(client, items, opts)
+                await compare_items(sender, items, opts)
     return batch
 
 
 async def run(
-    client: AsyncClient,
+    sender: Sender,
     batches: Iterator[Batch],
     on_batch: Callable[[Batch], None],
     *,
@@ -249,7 +252,7 @@ async def run(
                 if batch is None:
                     exhausted = True
                     break
-                window.append(asyncio.create_task(score_batch(client, batch, opts, info)))
+                window.append(asyncio.create_task(score_batch(sender, batch, opts, info)))
                 running += 1
             while window and window[0].done():
                 on_batch(window.popleft().result())  # raises the batch's Fatal

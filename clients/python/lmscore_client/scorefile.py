@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lmscore_client import pipeline
+from lmscore_client.build import Distribution, ScoreOptions
 from lmscore_client.compare import CompareResult
-from lmscore_client.payloads import Distribution
 from lmscore_client.summary import ENTROPY_METRICS, EXTRA_FIELDS, Stats, plot, report
 
 SCORE_FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
@@ -234,12 +234,10 @@ def score_file(args: argparse.Namespace) -> int:
     skip = int(progress.state["lines_done"])
     if skip:
         warn(f"resuming after input line {skip}")
-    opts = pipeline.Options(
-        model=args.model,
-        reference=args.reference,
-        distribution=requested_distribution(args),
-        compare_model=args.compare_model,
+    score = ScoreOptions(
+        model=args.model, reference=args.reference, distribution=requested_distribution(args)
     )
+    opts = pipeline.Options(score=score, compare_model=args.compare_model)
     info = pipeline.RunInfo()
     bar = _bar()
     status = 0
