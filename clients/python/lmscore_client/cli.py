@@ -1,4 +1,5 @@
-"""``lmscore-client``: score JSONL files and calibrate reference profiles over REST.
+"""``lmscore-client``: score JSONL files and calibrate reference profiles over REST, and
+score corpora on a Ray cluster (``ray-score``).
 
 Exit status: 0 done, 1 stopped early (server down or refusing the run; OUT stays valid and
 ``--resume`` continues), 2 bad arguments or missing input, 130 interrupted.
@@ -11,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from lmscore_client.rayscore import add_parser as add_ray_parser
+from lmscore_client.rayscore import ray_score
 from lmscore_client.summary import EXTRA_FIELDS, METRICS
 
 
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.99,
         help="quantile used as the outlier threshold (default 0.99)",
     )
+    add_ray_parser(sub, _positive, _field_groups)
     return parser
 
 
@@ -152,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lmscore_client.scorefile import score_file
 
         return score_file(args)
+    if args.command == "ray-score":
+        return ray_score(args)
     from lmscore_client.calibrate import calibrate
 
     return calibrate(args)

@@ -1,0 +1,152 @@
+"""The Ray adapter's parts that need no cluster: failover between servers, the score
+columns, the band, and the atomic shards of the own resume mode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+pa = pytest.importorskip("pyarrow", reason="the Ray extra is not installed")
+
+from lmscore_client import ScoreOptions, build  # noqa: E402
+from lmscore_client.errors import (  # noqa: E402
+    ConnectionFailedError,
+    InvalidRequestError,
+    LMScoreError,
+    OverloadedError,
+)
+from lmscore_client.ray import RowFormat, score_schema  # noqa: E402
+from lmscore_client.ray.columns import block_items, with_scores  # noqa: E402
+from lmscore_client.ray.job import keep_band  # noqa: E402
+from lmscore_client.ray.resume import ShardWriter, written_ids  # noqa: E402
+from lmscore_client.ray.senders import FailoverSender  # noqa: E402
+from lmscore_client.results import TextResult  # noqa: E402
+from lmscore_client.retry import RetryPolicy  # noqa: E402
+
+T = TypeVar("T")
+OK = {
+    "model": "m",
+    "model_revision": "r",
+    "results": [],
+    "aggregate": {"num_scored_tokens": 0, "sum_logprob": 0.0},
+    "usage": {"prompt_tokens": 0},
+}
+
+
+class FakeEndpoint:
+    """Answers with the errors it is given, in turn, then OK; records when it was called."""
+
+    def __init__(self, name: str, errors: list[LMScoreError]) -> None:
+        self.name = name
+        self.errors = list(errors)
+        self.calls: list[float] = []
+
+    async def call(self, api_call: build.ApiCall[T]) -> T:
+        self.calls.append(time.monotonic())
+        if self.errors:
+            raise self.errors.pop(0)
+        return api_call.parse(OK)
+
+    async def close(self) -> None:
+        return None
+
+
+def send(endpoints: list[FakeEndpoint], retry: RetryPolicy | None = None) -> FailoverSender:
+    sender = FailoverSender(endpoints, retry or RetryPolicy(max_attempts=10))
+    asyncio.run(sender.call(build.score_text("x")))
+    return sender
+
+
+def test_a_dead_server_moves_the_request_to_the_next() -> None:
+    dead = FakeEndpoint("a", [ConnectionFailedError("refused")])
+    alive = FakeEndpoint("b", [])
+    sender = FailoverSender([dead, alive], RetryPolicy(max_attempts=10), first=0)
+    asyncio.run(sender.call(build.score_text("x")))
+    assert len(dead.calls) == 1 and len(alive.calls) == 1 and sender.failovers == 1
+
+
+def test_429_everywhere_waits_for_retry_after() -> None:
+    busy = OverloadedError("busy", status=429, retry_after_s=0.3)
+    a = FakeEndpoint("a", [busy])
+    b = FakeEndpoint("b", [busy])
+    sender = send([a, b])
+    first = min(a.calls + b.calls)
+    assert max(a.calls + b.calls) - first >= 0.29  # the third try waited for Retry-After
+    assert sender.failovers == 2
+
+
+def test_a_request_error_is_not_retried_elsewhere() -> None:
+    bad = FakeEndpoint("a", [InvalidRequestError("texts[0]: bad", status=422)])
+    other = FakeEndpoint("b", [])
+    sender = FailoverSender([bad, other], RetryPolicy(), first=0)
+    with pytest.raises(InvalidRequestError):
+        asyncio.run(sender.call(build.score_text("x")))
+    assert other.calls == []
+
+
+def test_gives_up_after_the_attempt_budget() -> None:
+    down = [FakeEndpoint(n, [ConnectionFailedError("down")] * 10) for n in "ab"]
+    with pytest.raises(ConnectionFailedError):
+        send(down, RetryPolicy(max_attempts=3))
+
+
+def _result(ppl: float) -> TextResult:
+    return TextResult(
+        num_tokens=4,
+        num_scored_tokens=3,
+        sum_logprob=-3.0,
+        mean_nll=1.0,
+        ppl=ppl,
+        bits_per_byte=0.5,
+        bits_per_char=ppl / 10,
+    )
+
+
+def test_score_columns_keep_rows_and_types() -> None:
+    rows = RowFormat(chat_field="messages")
+    block = pa.table({"id": [1, 2, 3], "text": ["a", None, "c"], "messages": [None, None, None]})
+    items = block_items(block, rows)
+    assert [it.kind for it in items] == ["text", "reject", "text"]
+    items[0].result = _result(5.0)
+    items[2].error = {
+        "status": 422,
+        "type": "invalid_request",
+        "message": "long",
+        "param": "texts[7]",
+    }
+    out = with_scores(block, items, ScoreOptions(reference="web"), rows)
+    schema = score_schema(ScoreOptions(reference="web"), rows)
+    assert out.column_names == ["id", "text", "messages", *schema]
+    assert out.column("ppl").to_pylist() == [5.0, None, None]
+    errors = out.column("score_error").to_pylist()
+    assert errors[0] is None
+    assert errors[1]["type"] == "missing_field"
+    assert errors[2]["param"] == "text"  # the row's field, not its place in a request
+
+
+def test_band_keeps_the_inside_and_every_error() -> None:
+    table = pa.table(
+        {
+            "ppl": [5.0, 50.0, None, 10.0],
+            "bits_per_char": [0.5, 2.0, None, 1.0],
+            "score_error": pa.array(
+                [None, None, {"status": 422, "type": "t", "message": "m", "param": None}, None],
+                type=score_schema(ScoreOptions(), RowFormat())["score_error"],
+            ),
+        }
+    )
+    kept = keep_band(table, {"ppl": (None, 20.0), "bits_per_char": (0.8, None)}, "score_error")
+    assert kept.column("ppl").to_pylist() == [None, 10.0]
+
+
+def test_shards_are_complete_files_and_stale_temporaries_go(tmp_path: Path) -> None:
+    writer = ShardWriter(tmp_path, "jsonl", "id")
+    writer(pa.table({"id": [1, 2], "text": ["a", "b"]}))
+    writer(pa.table({"id": [3], "text": ["c"]}))
+    (tmp_path / ".part-dead.jsonl.tmp").write_text('{"id": 4')  # a killed write
+    assert sorted(written_ids(tmp_path, "jsonl", "id").to_pylist()) == [1, 2, 3]
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,137 @@
+"""``lmscore-client ray-score`` as a user runs it: JSONL in, Parquet/JSONL shards out; a
+run killed halfway (driver and workers) and resumed has every row exactly once, with Ray
+Data's checkpointing and with our own skip-what-is-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+import pytest
+from conftest import corpus_rows, direct_scores
+from server_process import RunningServer
+from tolerances import BATCH_INVARIANCE_REL
+
+pytestmark = pytest.mark.ray
+CLI = str(Path(sys.executable).with_name("lmscore-client"))
+
+
+def write_inputs(folder: Path, rows: list[dict[str, Any]], files: int) -> None:
+    folder.mkdir()
+    per_file = -(-len(rows) // files)
+    for index in range(files):
+        with (folder / f"part{index}.jsonl").open("w") as f:
+            for row in rows[index * per_file : (index + 1) * per_file]:
+                f.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")
+
+
+def command(inputs: Path, out: Path, url: str, *extra: str) -> list[str]:
+    return [
+        CLI,
+        "ray-score",
+        str(inputs / "*.jsonl"),
+        "-o",
+        str(out),
+        "--url",
+        url,
+        "--chat-field",
+        "messages",
+        "--batch-size",
+        "40",
+        *extra,
+    ]
+
+
+def read_output(out: Path, fmt: str) -> list[dict[str, Any]]:
+    files = sorted(out.glob(f"*.{'parquet' if fmt == 'parquet' else 'json*'}"))
+    rows: list[dict[str, Any]] = []
+    for path in files:
+        table = pq.read_table(path) if fmt == "parquet" else pa_json.read_json(path)
+        rows.extend(table.to_pylist())
+    return rows
+
+
+def run_killed_then_resumed(
+    tmp_path: Path, url: str, fmt: str, checkpoint: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows = [r for r in corpus_rows(400, seed=3) if len(r.get("text") or "") < 1000]
+    write_inputs(tmp_path / "in", rows, files=10)
+    out = tmp_path / "out"
+    args = command(tmp_path / "in", out, url, "--format", fmt, "--checkpoint", checkpoint)
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and first.poll() is None:
+        if read_output(out, fmt) if out.exists() else []:
+            break
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # the driver and its local cluster's workers
+    first.wait()
+    partial = read_output(out, fmt)
+    assert 0 < len(partial) < len(rows), "the kill should land mid-run"
+    resumed = subprocess.run(
+        [*args, "--resume"], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return rows, read_output(out, fmt)
+
+
+@pytest.mark.parametrize(("fmt", "checkpoint"), [("parquet", "ray"), ("jsonl", "files")])
+def test_killed_and_resumed_run_has_no_duplicate_and_no_gap(
+    tmp_path: Path, servers: list[RunningServer], fmt: str, checkpoint: str
+) -> None:
+    rows, written = run_killed_then_resumed(tmp_path, servers[0].url, fmt, checkpoint)
+    ids = [r["id"] for r in written]
+    assert len(ids) == len(set(ids))  # no duplicate
+    assert set(ids) == {r["id"] for r in rows}  # no gap
+    reference = direct_scores(servers[0].url, rows)
+    for row in written:
+        expected = reference[row["id"]]
+        assert row["ppl"] == pytest.approx(expected.ppl, rel=BATCH_INVARIANCE_REL)
+
+
+def test_band_keeps_rows_inside_it_and_refused_rows(
+    tmp_path: Path, servers: list[RunningServer]
+) -> None:
+    rows = corpus_rows(120, seed=5)
+    write_inputs(tmp_path / "in", rows, files=2)
+    out = tmp_path / "out"
+    args = command(tmp_path / "in", out, servers[1].url, "--max-bits-per-char", "1.5")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = read_output(out, "parquet")
+    scored = [r for r in written if r["score_error"] is None]
+    assert scored and all(r["bits_per_char"] <= 1.5 for r in scored)
+    refused = [r for r in written if r["score_error"] is not None]
+    assert {r["id"] for r in refused} == {r["id"] for r in rows if len(r.get("text") or "") > 1000}
+    reference = direct_scores(servers[1].url, rows)
+    expected_kept = {
+        rid for rid, result in reference.items() if result and result.bits_per_char <= 1.5
+    }
+    # A row right at the edge may fall either side within the contract's tolerance.
+    edge = {
+        rid
+        for rid, result in reference.items()
+        if result and abs(result.bits_per_char - 1.5) <= 1.5 * BATCH_INVARIANCE_REL
+    }
+    assert {r["id"] for r in scored} ^ expected_kept <= edge
+
+
+def test_refuses_a_non_empty_output_without_resume(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.parquet").write_bytes(b"")
+    done = subprocess.run(
+        [CLI, "ray-score", "x.jsonl", "-o", str(tmp_path / "out"), "--url", "http://h:1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "--resume" in done.stderr
