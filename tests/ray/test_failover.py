@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import ray
-from conftest import SERVER_ARGS
+from ray_helpers import SERVER_ARGS
 from server_process import RunningServer, start_server
 from test_score_dataset import ROWS, assert_matches, requests_served
 

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 import pytest
-from conftest import corpus_rows, direct_scores
+from ray_helpers import corpus_rows, direct_scores
 from server_process import RunningServer
 from tolerances import BATCH_INVARIANCE_REL
 
@@ -135,3 +135,30 @@ def test_refuses_a_non_empty_output_without_resume(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 2 and "--resume" in done.stderr
+
+
+def test_parquet_in_jsonl_out(tmp_path: Path, servers: list[RunningServer]) -> None:
+    import pyarrow as pa
+
+    rows = [{"id": i, "text": f"Parquet row number {i} reads like a sentence."} for i in range(60)]
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "in" / "rows.parquet")
+    out = tmp_path / "out"
+    args = [
+        CLI,
+        "ray-score",
+        str(tmp_path / "in" / "*.parquet"),
+        "-o",
+        str(out),
+        "--url",
+        servers[1].url,
+        "--format",
+        "jsonl",
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    written = sorted(read_output(out, "jsonl"), key=lambda r: r["id"])
+    assert [r["id"] for r in written] == list(range(60))
+    reference = direct_scores(servers[1].url, [{"id": r["id"], "text": r["text"]} for r in rows])
+    for row in written:
+        assert row["ppl"] == pytest.approx(reference[row["id"]].ppl, rel=BATCH_INVARIANCE_REL)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from conftest import CONTEXT, direct_scores, is_too_long
+from ray_helpers import CONTEXT, direct_scores, is_too_long
 from server_process import RunningServer
 from tolerances import BATCH_INVARIANCE_REL
 

@@ -60,6 +60,12 @@ def add_parser(sub: Any, positive: Any, field_groups: Any) -> None:
     p.add_argument("--batch-size", type=positive, default=256, help="rows per block")
     p.add_argument("--rows-per-request", type=positive, default=32)
     p.add_argument("--concurrency", type=positive, default=4, help="requests in flight per actor")
+    p.add_argument(
+        "--num-cpus",
+        type=float,
+        default=1.0,
+        help="CPUs per actor (in-process: Ray gives torch this many threads)",
+    )
     p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor (in-process)")
     p.add_argument("--api-key", default=None, help="API key (default $LMSCORE_API_KEY)")
     p.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS)")
@@ -141,6 +147,7 @@ def ray_score(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             rows_per_request=args.rows_per_request,
             concurrency=args.concurrency,
+            num_cpus=args.num_cpus,
             num_gpus=args.num_gpus,
             checkpoint=args.checkpoint,
             checkpoint_dir=Path(args.checkpoint_dir or f"{out}.ray-checkpoint"),

@@ -29,7 +29,8 @@ def score_dataset(
     ``actors`` scorers each take blocks of ``batch_size`` rows and keep ``concurrency``
     requests of ``rows_per_request`` rows in flight. Each actor reserves ``num_cpus`` and
     ``num_gpus`` (give in-process scorers ``num_gpus=1`` on GPU nodes; a remote scorer
-    needs little CPU, as the servers do the work). Rows keep their order within a block
+    needs little CPU, as the servers do the work). Ray sets an actor's torch threads
+    (``OMP_NUM_THREADS``) to its ``num_cpus``: give an in-process scorer the cores it may use. Rows keep their order within a block
     always, and across blocks with ``preserve_order`` (Ray Data's execution option, set on
     this dataset's context; turn it off when order does not matter, for more overlap).
     """

@@ -40,6 +40,7 @@ class JobSpec:
     batch_size: int = 256
     rows_per_request: int = 32
     concurrency: int = 4
+    num_cpus: float = 1.0
     num_gpus: float = 0.0
     checkpoint: Literal["auto", "ray", "files", "off"] = "auto"
     checkpoint_dir: Path = Path("checkpoint")
@@ -134,6 +135,7 @@ def run(spec: JobSpec, address: str | None = None) -> int:
         batch_size=spec.batch_size,
         rows_per_request=spec.rows_per_request,
         concurrency=spec.concurrency,
+        num_cpus=spec.num_cpus,
         num_gpus=spec.num_gpus,
     )
     if spec.band:
