@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lmscore-installed
 HOST ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: install install-vllm serve test test-vllm lint typecheck unit integration bench proto clean
+.PHONY: install install-vllm browser-deps serve test test-vllm lint typecheck unit integration bench bench-ray proto clean
 
 install: $(STAMP)
 
@@ -55,7 +55,16 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration -q
 
-test: install lint typecheck
+# Debian's Chromium and ChromeDriver for the viewer's end-to-end test. Best effort: without
+# root or apt-get nothing is installed and that test skips, saying why.
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null; \
+	else echo "chromium not installed: the viewer's browser test will skip"; fi
+
+test: install lint typecheck browser-deps
 	$(BIN)/pytest -q
 
 # Regenerate service/api/pb from protos/ (the output is committed; a test checks it is fresh).
@@ -64,6 +73,10 @@ proto: install
 
 bench: install
 	$(BIN)/python bench/run.py $(ARGS)
+
+# The Ray path (remote and in-process) next to score-file on the same server and rows.
+bench-ray: install
+	$(BIN)/python bench/ray_rows.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -62,9 +62,7 @@ class _Route:
 _ROUTES: dict[str, _Route] = {
     "/v1/score/text": _Route(TextScoreRequest, lambda e, r: e.score_text(r)),
     "/v1/score/chat": _Route(ChatScoreRequest, lambda e, r: e.score_chat(r)),
-    "/v1/score/continuations": _Route(
-        ContinuationRequest, lambda e, r: e.score_continuations(r)
-    ),
+    "/v1/score/continuations": _Route(ContinuationRequest, lambda e, r: e.score_continuations(r)),
     "/v1/score/compare": _Route(CompareRequest, lambda e, r: e.compare_models(r)),
 }
 
@@ -132,9 +130,7 @@ class EmbeddedEngine:
             return _error_answer(InternalError(f"internal error: {type(exc).__name__}"))
         return Answer(200, outcome.response.model_dump(mode="json"))
 
-    async def request(
-        self, method: Literal["GET", "POST"], path: str, body: Any = None
-    ) -> Answer:
+    async def request(self, method: Literal["GET", "POST"], path: str, body: Any = None) -> Answer:
         """Answer one request from any event loop (cancelling the await cancels the work)."""
         return await asyncio.wrap_future(self._run(self._answer(method, path, body)))
 

@@ -34,6 +34,8 @@ from service.schemas import (
     CompareRequest,
     ContinuationRequest,
     ModelList,
+    ReferenceCard,
+    ReferenceList,
     ScoreResponse,
     TextResult,
     TextScoreRequest,
@@ -114,6 +116,21 @@ class Engine:
 
     def list_models(self) -> ModelList:
         return self.registry.list_models()
+
+    def list_references(self) -> ReferenceList:
+        """The reference profiles loaded with ``--reference``."""
+        cards = [
+            ReferenceCard(
+                name=p.name,
+                model=p.model,
+                revision=p.revision,
+                metric=p.metric,
+                threshold=p.threshold,
+                count=p.count,
+            )
+            for p in self.references.values()
+        ]
+        return ReferenceList(data=cards)
 
     # ---- requests --------------------------------------------------------------------
     async def score_text(

@@ -380,3 +380,20 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ReferenceCard(BaseModel):
+    """A loaded reference profile: the model it was calibrated on, its metric, and the
+    outlier threshold (in the metric's unit)."""
+
+    name: str
+    model: str
+    revision: str
+    metric: str
+    threshold: float
+    count: int
+
+
+class ReferenceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ReferenceCard]

@@ -16,6 +16,7 @@ from service.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware
 from service.api.observe import CLIENT_CLOSED, RequestMetricsMiddleware
 from service.api.openai_compat import install_openai_routes
 from service.api.responses import timing_headers, unless_disconnected
+from service.api.viewer import install_viewer
 from service.engine import Engine
 from service.errors import Unavailable
 from service.schemas import (
@@ -25,6 +26,7 @@ from service.schemas import (
     ContinuationRequest,
     ContinuationResponse,
     ModelList,
+    ReferenceList,
     ScoreResponse,
     TextScoreRequest,
 )
@@ -81,6 +83,13 @@ def create_app(engine: Engine) -> FastAPI:
     async def list_models() -> ModelList:
         """The served models."""
         return engine.list_models()
+
+    @app.get("/v1/references", response_model=ReferenceList, dependencies=guarded)
+    async def list_references() -> ReferenceList:
+        """The reference profiles (``--reference``) requests may name."""
+        return engine.list_references()
+
+    install_viewer(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tiny_engines import asgi_client
 
 from service.engine import Engine
 from service.references import check_profile, with_reference
@@ -137,3 +138,24 @@ def test_grpc_carries_reference_and_results() -> None:
     message = convert.to_message(response, pb.ScoreTextResponse)
     assert message.results[0].percentile == 42.0
     assert message.results[0].HasField("is_outlier") and not message.results[0].is_outlier
+
+
+@ASYNC
+async def test_references_are_listed_over_rest(engine_factory: Callable[..., Engine]) -> None:
+    engine = engine_factory()
+    engine.references["prose"] = profile()
+    async with asgi_client(engine) as client:
+        listed = (await client.get("/v1/references")).json()
+    assert listed == {
+        "object": "list",
+        "data": [
+            {
+                "name": "prose",
+                "model": "default",
+                "revision": "sha256:test",
+                "metric": "bits_per_char",
+                "threshold": 6.0,
+                "count": 3,
+            }
+        ],
+    }

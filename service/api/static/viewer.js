@@ -1,0 +1,405 @@
+// lmscore token surprisal viewer: calls the public REST API only (/v1/models,
+// /v1/references, /v1/score/text, /v1/score/chat). No framework, no build step.
+"use strict";
+
+const LN2 = Math.LN2;
+const MAX_BITS = 16; // the colour scale saturates here
+const CHUNK = 800; // spans rendered per task, so long documents never freeze the tab
+// Viridis (perceptually uniform), 9 stops from 0 to 1.
+const VIRIDIS = [
+  [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+  [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
+];
+// Diverging blue-white-red for "second model minus first", in bits.
+const DIVERGING = [[33, 102, 172], [247, 247, 247], [178, 24, 43]];
+
+const state = { apiKey: "", models: [], references: [], last: null };
+const $ = (id) => document.getElementById(id);
+
+function interpolate(stops, t) {
+  const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const f = x - i;
+  return stops[i].map((c, k) => Math.round(c + f * (stops[i + 1][k] - c)));
+}
+
+function colours(rgb) {
+  const [r, g, b] = rgb.map((c) => {
+    const s = c / 255;
+    return s <= 0.03928 ? s / 12.92 : ((s + 0.055) / 1.055) ** 2.4;
+  });
+  const luminance = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  return { background: `rgb(${rgb.join(",")})`, color: luminance > 0.22 ? "#111" : "#fff" };
+}
+
+function rampCss(stops) {
+  const parts = stops.map((c, i) => `rgb(${c.join(",")}) ${(100 * i) / (stops.length - 1)}%`);
+  return `linear-gradient(to right, ${parts.join(", ")})`;
+}
+
+function fmt(value, digits = 3) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  const abs = Math.abs(value);
+  if (abs !== 0 && (abs >= 1e5 || abs < 1e-3)) return value.toExponential(2);
+  return value.toFixed(digits);
+}
+
+async function api(path, body) {
+  const headers = { "content-type": "application/json" };
+  if (state.apiKey) headers.authorization = `Bearer ${state.apiKey}`;
+  const init = body === undefined ? { headers } : { method: "POST", headers, body: JSON.stringify(body) };
+  const response = await fetch(path, init);
+  let data = null;
+  try {
+    data = await response.json();
+  } catch (_) {
+    data = null;
+  }
+  if (!response.ok) {
+    const message = data && data.error ? data.error.message : `${response.status} ${response.statusText}`;
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+// ---- setup -----------------------------------------------------------------------------
+async function loadModels() {
+  try {
+    state.models = (await api("/v1/models")).data;
+  } catch (error) {
+    showError(`Could not list the models: ${error.message}${error.status === 401 ? " (enter the API key, then Score)" : ""}`);
+    return;
+  }
+  const first = $("model");
+  const second = $("model-b");
+  first.replaceChildren();
+  second.replaceChildren(new Option("(none)", ""));
+  for (const model of state.models) {
+    first.append(new Option(`${model.id} (${model.dtype}, ${model.backend})`, model.id));
+    second.append(new Option(model.id, model.id));
+  }
+  second.disabled = state.models.length < 2;
+  showError("");
+  await loadReferences();
+}
+
+async function loadReferences() {
+  try {
+    state.references = (await api("/v1/references")).data;
+  } catch (_) {
+    state.references = []; // an older server: no profiles to offer
+  }
+  fillProfiles();
+}
+
+function fillProfiles() {
+  const select = $("profile");
+  const model = $("model").value;
+  const usable = state.references.filter((r) => r.model === model);
+  select.replaceChildren(new Option("(none)", ""));
+  for (const ref of usable) select.append(new Option(`${ref.name} (${ref.metric})`, ref.name));
+  select.disabled = usable.length === 0;
+}
+
+function modelCard(id) {
+  return state.models.find((m) => m.id === id);
+}
+
+function addMessage(role = "user", content = "") {
+  const row = document.createElement("div");
+  row.className = "message";
+  const index = $("messages").children.length + 1;
+  const roleSelect = document.createElement("select");
+  roleSelect.setAttribute("aria-label", `Role of message ${index}`);
+  for (const r of ["system", "user", "assistant"]) roleSelect.append(new Option(r, r, false, r === role));
+  const text = document.createElement("textarea");
+  text.setAttribute("aria-label", `Content of message ${index}`);
+  text.value = content;
+  const remove = document.createElement("button");
+  remove.type = "button";
+  remove.textContent = "Remove";
+  remove.setAttribute("aria-label", `Remove message ${index}`);
+  remove.addEventListener("click", () => row.remove());
+  row.append(roleSelect, text, remove);
+  $("messages").append(row);
+}
+
+// ---- scoring ---------------------------------------------------------------------------
+function mode() {
+  return document.querySelector("input[name=mode]:checked").value;
+}
+
+function requestFor(model) {
+  const card = modelCard(model);
+  const rich = card && card.backend === "transformers"; // entropy and words need the full distribution
+  const body = { model, return_tokens: true, top_k: 5 };
+  if (rich) body.return_entropy = true;
+  const profile = $("profile").value;
+  if (profile && model === $("model").value) body.reference = profile;
+  if (mode() === "chat") {
+    const messages = [...$("messages").children].map((row) => ({
+      role: row.querySelector("select").value,
+      content: row.querySelector("textarea").value,
+    }));
+    const roles = [...document.querySelectorAll("input[name=role]:checked")].map((b) => b.value);
+    return { path: "/v1/score/chat", body: { ...body, conversations: [messages], score_roles: roles } };
+  }
+  if (rich) body.words = true;
+  return { path: "/v1/score/text", body: { ...body, texts: [$("text").value] } };
+}
+
+async function score() {
+  state.apiKey = $("api-key").value;
+  if (!state.models.length) await loadModels();
+  if (!state.models.length) return;
+  const button = $("score");
+  button.disabled = true;
+  showError("");
+  try {
+    const models = [$("model").value, $("model-b").value].filter((m, i) => m && (i === 0 || m !== $("model").value));
+    const answers = await Promise.all(models.map(async (model) => {
+      const { path, body } = requestFor(model);
+      const response = await api(path, body);
+      return { model, response, result: response.results[0] };
+    }));
+    state.last = answers;
+    render();
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---- rendering -------------------------------------------------------------------------
+function bits(logprob) {
+  return logprob === null || logprob === undefined ? null : -logprob / LN2;
+}
+
+function sameTokens(a, b) {
+  const x = a.result.tokens || [];
+  const y = b.result.tokens || [];
+  return x.length === y.length && x.every((t, i) => t.id === y[i].id);
+}
+
+function header(answer, extra) {
+  const r = answer.result;
+  const h = document.createElement("h2");
+  const stat = (label, value, key) => {
+    const span = document.createElement("span");
+    span.className = "stat";
+    span.dataset.stat = key;
+    if (typeof value === "number") span.dataset.value = String(value);
+    span.append(`${label} `);
+    const b = document.createElement("b");
+    b.textContent = typeof value === "number" ? fmt(value) : value;
+    span.append(b);
+    return span;
+  };
+  h.append(document.createTextNode(answer.model + (extra || "")));
+  h.append(stat("PPL", r.ppl, "ppl"), stat("bits/char", r.bits_per_char, "bits_per_char"));
+  h.append(stat("tokens", String(r.num_tokens), "num_tokens"));
+  if (r.percentile !== null && r.percentile !== undefined) {
+    h.append(stat("percentile", r.percentile, "percentile"));
+    if (r.is_outlier) {
+      const flag = document.createElement("span");
+      flag.className = "outlier";
+      flag.textContent = "outlier";
+      h.append(flag);
+    }
+  }
+  return h;
+}
+
+function units(answer) {
+  const unit = document.querySelector("input[name=unit]:checked").value;
+  if (unit === "word" && answer.result.words) {
+    return answer.result.words.map((w) => ({ text: w.text, value: w.surprisal_bits, word: w }));
+  }
+  const colourBy = document.querySelector("input[name=colour]:checked").value;
+  return (answer.result.tokens || []).map((t) => ({
+    text: t.text,
+    value: colourBy === "entropy" && t.entropy !== null && t.entropy !== undefined ? t.entropy / LN2 : bits(t.logprob),
+    token: t,
+  }));
+}
+
+function renderPanel(answer, container, diffAgainst) {
+  const panel = document.createElement("section");
+  panel.className = "panel";
+  panel.append(header(answer, diffAgainst ? " − " + diffAgainst.model + " (bits)" : ""));
+  const body = document.createElement("div");
+  body.className = "tokens";
+  body.dataset.model = answer.model;
+  panel.append(body);
+  container.append(panel);
+  const items = units(answer);
+  const other = diffAgainst ? diffAgainst.result.tokens : null;
+  let lastMessage = null;
+  let index = 0;
+  const step = () => {
+    const fragment = document.createDocumentFragment();
+    const end = Math.min(items.length, index + CHUNK);
+    for (; index < end; index += 1) {
+      const item = items[index];
+      const token = item.token;
+      if (token && token.message_index !== null && token.message_index !== undefined && token.message_index !== lastMessage) {
+        lastMessage = token.message_index;
+        const sep = document.createElement("span");
+        sep.className = "msg-sep";
+        sep.setAttribute("aria-hidden", "true");
+        sep.textContent = `message ${token.message_index}`;
+        fragment.append(sep);
+      }
+      const span = document.createElement("span");
+      span.className = item.word ? "tok word" : "tok";
+      span.tabIndex = 0;
+      span.dataset.index = String(index);
+      span.textContent = item.text;
+      let value = item.value;
+      if (other && token) {
+        const a = bits(other[index].logprob);
+        value = value === null || a === null ? null : value - a;
+      }
+      const unscored = value === null || (token && token.scored === false);
+      if (unscored) {
+        span.classList.add("unscored");
+      } else {
+        const rgb = other ? interpolate(DIVERGING, 0.5 + value / 8) : interpolate(VIRIDIS, value / MAX_BITS);
+        const c = colours(rgb);
+        span.style.background = c.background;
+        span.style.color = c.color;
+      }
+      fragment.append(span);
+    }
+    body.append(fragment);
+    if (index < items.length) setTimeout(step, 0); // yield to the event loop between chunks
+    else body.dataset.rendered = "true";
+  };
+  step();
+  body.addEventListener("mouseover", (e) => showTip(e.target, answer, items));
+  body.addEventListener("focusin", (e) => showTip(e.target, answer, items));
+  body.addEventListener("mouseleave", hideTip);
+  body.addEventListener("focusout", hideTip);
+}
+
+function render() {
+  const answers = state.last;
+  if (!answers) return;
+  const panels = $("panels");
+  panels.replaceChildren();
+  hideTip();
+  const rich = answers[0].result.tokens && answers[0].result.tokens.some((t) => t.entropy !== null && t.entropy !== undefined);
+  $("colour-entropy").disabled = !rich;
+  $("unit-word").disabled = !answers[0].result.words;
+  for (const answer of answers) renderPanel(answer, panels, null);
+  if (answers.length === 2 && sameTokens(answers[0], answers[1])) renderPanel(answers[1], panels, answers[0]);
+  const dtypes = answers.map((a) => (modelCard(a.model) || {}).dtype).filter(Boolean);
+  $("precision-note").textContent = dtypes.some((d) => d !== "float32")
+    ? "Scored in reduced precision (" + dtypes.join(", ") + "): on short texts bf16 moves PPL by up to several percent; serve with --dtype float32 for reference numbers."
+    : "Scored in float32.";
+  $("results").hidden = false;
+}
+
+// ---- details on hover and keyboard focus ------------------------------------------------
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.append(cell);
+    else td.textContent = cell;
+    tr.append(td);
+  }
+  return tr;
+}
+
+function code(text) {
+  const c = document.createElement("code");
+  c.textContent = text;
+  return c;
+}
+
+function showTip(target, answer, items) {
+  if (!(target instanceof HTMLElement) || !target.classList.contains("tok")) return;
+  const item = items[Number(target.dataset.index)];
+  if (!item) return;
+  const tip = $("tip");
+  tip.replaceChildren();
+  const title = document.createElement("div");
+  title.append(code(item.text));
+  tip.append(title);
+  const table = document.createElement("table");
+  if (item.word) {
+    const w = item.word;
+    table.append(row(["surprisal", `${fmt(w.surprisal_bits)} bits`]), row(["logprob", `${fmt(w.logprob)} nats`]), row(["tokens", String(w.num_tokens)]));
+  } else {
+    const t = item.token;
+    table.append(row(["logprob", t.logprob === null ? "unscored (nothing before it)" : `${fmt(t.logprob)} nats`]));
+    if (t.logprob !== null) table.append(row(["surprisal", `${fmt(bits(t.logprob))} bits`]), row(["rank", String(t.rank)]));
+    if (t.entropy !== null && t.entropy !== undefined) table.append(row(["entropy", `${fmt(t.entropy / LN2)} bits`]));
+    if (t.scored === false) table.append(row(["", "not in a scored role"]));
+  }
+  tip.append(table);
+  const top = item.token && item.token.top;
+  if (top && top.length) {
+    const alternatives = document.createElement("table");
+    alternatives.className = "alternatives";
+    alternatives.append(row(["top 5", "p"]));
+    for (const alt of top) {
+      const tr = row([code(alt.text), `${fmt(100 * Math.exp(alt.logprob), 1)}%`]);
+      if (alt.id === item.token.id) tr.className = "chosen";
+      alternatives.append(tr);
+    }
+    tip.append(alternatives);
+  }
+  tip.hidden = false;
+  const box = target.getBoundingClientRect();
+  const left = Math.min(window.innerWidth - tip.offsetWidth - 8, Math.max(8, box.left));
+  const below = box.bottom + 6 + tip.offsetHeight < window.innerHeight;
+  tip.style.left = `${left}px`;
+  tip.style.top = `${below ? box.bottom + 6 : Math.max(8, box.top - tip.offsetHeight - 6)}px`;
+}
+
+function hideTip() {
+  $("tip").hidden = true;
+}
+
+// ---- wiring ----------------------------------------------------------------------------
+function init() {
+  $("ramp").style.background = rampCss(VIRIDIS);
+  $("form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    score();
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+      e.preventDefault();
+      score();
+    }
+    if (e.key === "Escape") hideTip();
+  });
+  for (const radio of document.querySelectorAll("input[name=mode]")) {
+    radio.addEventListener("change", () => {
+      $("text-input").hidden = mode() !== "text";
+      $("chat-input").hidden = mode() !== "chat";
+    });
+  }
+  for (const radio of document.querySelectorAll("input[name=unit], input[name=colour]")) {
+    radio.addEventListener("change", render);
+  }
+  $("model").addEventListener("change", fillProfiles);
+  $("add-message").addEventListener("click", () => addMessage());
+  addMessage("user", "What is the capital of France?");
+  addMessage("assistant", "The capital of France is Paris.");
+  loadModels();
+}
+
+init();

@@ -1,0 +1,194 @@
+"""The token surprisal viewer (``GET /``) driven in a real headless Chromium against the
+real server: the spans, the header's PPL and the alternatives agree with the API, the
+browser logs no error, and screenshots are kept as test artifacts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from server_process import RunningServer, start_server, stop_server
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+from selenium.common.exceptions import TimeoutException  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(os.environ.get("LMSCORE_TEST_ARTIFACTS", "test-artifacts"))
+TEXT = "The capital of France is Paris. Colourless green ideas sleep furiously."
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    log = tmp_path_factory.mktemp("viewer") / "server.log"
+    models = ["--model", "default=default", "--model", "twin=default"]
+    running = start_server(["--dtype", "float32", "--max-context", "4096", *models], log)
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.skip(
+            "Chromium is not installed: apt-get install chromium chromium-driver "
+            "(`make test-browser-deps`, which CI runs)"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+
+
+def screenshot(browser: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"viewer-{name}.png"))
+
+
+def severe_console_entries(browser: Any) -> list[dict[str, Any]]:
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def wait_rendered(browser: Any, count: int) -> list[Any]:
+    try:
+        WebDriverWait(browser, 120).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, ".tokens[data-rendered=true]")) >= count
+        )
+    except TimeoutException:
+        state = browser.execute_script(
+            "return [document.querySelectorAll('.tok').length,"
+            " document.getElementById('error').textContent, document.getElementById('text').value.length]"
+        )
+        raise AssertionError(f"the results did not render: {state}") from None
+    return browser.find_elements(By.CSS_SELECTOR, ".tokens")
+
+
+def open_page(browser: Any, server: RunningServer) -> None:
+    """Load the page and wait for its model picker (both served models)."""
+    browser.get(server.url + "/")
+    WebDriverWait(browser, 30).until(
+        lambda d: len(Select(d.find_element(By.ID, "model")).options) == 2
+    )
+
+
+def test_page_scores_a_text_like_the_api(server: RunningServer, browser: Any) -> None:
+    open_page(browser, server)
+    box = browser.find_element(By.ID, "text")
+    box.clear()
+    box.send_keys(TEXT)
+    browser.find_element(By.ID, "score").click()
+    panel = wait_rendered(browser, 1)[0]
+
+    api = httpx.post(
+        server.url + "/v1/score/text",
+        json={"model": "default", "texts": [TEXT], "return_tokens": True, "top_k": 5},
+    ).json()["results"][0]
+    spans = panel.find_elements(By.CSS_SELECTOR, ".tok")
+    assert len(spans) == api["num_tokens"]
+    ppl = browser.find_element(By.CSS_SELECTOR, "[data-stat=ppl]")
+    assert float(ppl.get_attribute("data-value")) == pytest.approx(api["ppl"], rel=1e-9)
+
+    ActionChains(browser).move_to_element(spans[5]).perform()
+    tip = browser.find_element(By.ID, "tip")
+    WebDriverWait(browser, 10).until(expected_conditions.visibility_of(tip))
+    rows = tip.find_elements(By.CSS_SELECTOR, ".alternatives tr")
+    assert len(rows) == 1 + 5  # the header and the top 5
+    assert api["tokens"][5]["top"][0]["text"] in tip.text
+    screenshot(browser, "text")
+    assert severe_console_entries(browser) == []
+
+
+def test_keyboard_focus_shows_details_and_ctrl_enter_scores(
+    server: RunningServer, browser: Any
+) -> None:
+    open_page(browser, server)
+    box = browser.find_element(By.ID, "text")
+    box.send_keys("Keyboard users score with Ctrl+Enter.")
+    box.send_keys(Keys.CONTROL, Keys.ENTER)
+    panel = wait_rendered(browser, 1)[0]
+    first_scored = panel.find_elements(By.CSS_SELECTOR, ".tok")[2]
+    browser.execute_script("arguments[0].focus()", first_scored)
+    tip = browser.find_element(By.ID, "tip")
+    WebDriverWait(browser, 10).until(expected_conditions.visibility_of(tip))
+    assert "rank" in tip.text
+    assert severe_console_entries(browser) == []
+
+
+def test_two_models_side_by_side_with_a_difference_panel(
+    server: RunningServer, browser: Any
+) -> None:
+    open_page(browser, server)
+    Select(browser.find_element(By.ID, "model-b")).select_by_value("twin")
+    browser.find_element(By.ID, "text").send_keys(TEXT)
+    browser.find_element(By.ID, "score").click()
+    panels = wait_rendered(browser, 3)  # a, b, and b - a (same tokenizer)
+    counts = {len(p.find_elements(By.CSS_SELECTOR, ".tok")) for p in panels}
+    assert len(counts) == 1
+    screenshot(browser, "compare")
+    assert severe_console_entries(browser) == []
+
+
+def test_chat_mode_and_api_errors(server: RunningServer, browser: Any) -> None:
+    open_page(browser, server)
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=chat]").click()
+    browser.find_element(By.ID, "score").click()
+    panel = wait_rendered(browser, 1)[0]
+    assert panel.find_elements(By.CSS_SELECTOR, ".tok.unscored")  # the user turn
+    conversation = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+    ]
+    api = httpx.post(
+        server.url + "/v1/score/chat",
+        json={"conversations": [conversation], "return_tokens": True},
+    ).json()["results"][0]
+    assert len(panel.find_elements(By.CSS_SELECTOR, ".tok")) == api["num_tokens"]
+    screenshot(browser, "chat")
+
+    browser.find_element(By.CSS_SELECTOR, "input[name=mode][value=text]").click()
+    browser.execute_script(  # over the 4096-token context
+        "document.getElementById('text').value = arguments[0]", "word " * 5000
+    )
+    browser.find_element(By.ID, "score").click()
+    error = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 30).until(expected_conditions.visibility_of(error))
+    assert "context" in error.text
+    # The API answered 422 on purpose; the page logs no error of its own.
+    own = [e for e in severe_console_entries(browser) if "422" not in e["message"]]
+    assert own == []
+
+
+def test_a_long_document_renders_every_token(server: RunningServer, browser: Any) -> None:
+    text = ("The committee met on Tuesday and agreed to postpone the vote. " * 200).strip()
+    open_page(browser, server)
+    browser.execute_script("document.getElementById('text').value = arguments[0]", text)
+    browser.find_element(By.ID, "score").click()
+    panel = wait_rendered(browser, 1)[0]
+    api = httpx.post(server.url + "/v1/score/text", json={"texts": [text]}, timeout=300).json()[
+        "results"
+    ][0]
+    count = browser.execute_script("return arguments[0].querySelectorAll('.tok').length", panel)
+    assert count == api["num_tokens"] > 2000
