@@ -4,6 +4,7 @@ browser logs no error, and screenshots are kept as test artifacts."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -28,13 +29,28 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("LMSCORE_TEST_ARTIFACTS", "test-artifacts"))
 TEXT = "The capital of France is Paris. Colourless green ideas sleep furiously."
+# A hand-made reference profile of bits per char on the default model.
+PROFILE = {
+    "model": "default",
+    "metric": "bits_per_char",
+    "quantiles": [[0.0, 0.5], [0.5, 1.0], [1.0, 2.0]],
+    "threshold": 1.2,
+    "count": 3,
+}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    log = tmp_path_factory.mktemp("viewer") / "server.log"
+    log = tmp_path_factory.mktemp("viewer-log") / "server.log"
+    folder = tmp_path_factory.mktemp("viewer")
     models = ["--model", "default=default", "--model", "twin=default"]
-    running = start_server(["--dtype", "float32", "--max-context", "4096", *models], log)
+    flags = ["--dtype", "float32", "--max-context", "4096", *models]
+    first = start_server(flags, folder / "first.log")  # to learn the served revision
+    revision = httpx.get(first.url + "/v1/models").json()["data"][0]["revision"]
+    stop_server(first)
+    profile = folder / "prose.json"
+    profile.write_text(json.dumps(PROFILE | {"revision": revision}))
+    running = start_server([*flags, "--reference", f"prose={profile}"], log)
     yield running
     stop_server(running)
 
@@ -192,3 +208,50 @@ def test_a_long_document_renders_every_token(server: RunningServer, browser: Any
     ][0]
     count = browser.execute_script("return arguments[0].querySelectorAll('.tok').length", panel)
     assert count == api["num_tokens"] > 2000
+
+
+def test_profile_adds_percentile_and_outlier_flag(server: RunningServer, browser: Any) -> None:
+    open_page(browser, server)
+    WebDriverWait(browser, 10).until(
+        lambda d: len(Select(d.find_element(By.ID, "profile")).options) == 2
+    )
+    Select(browser.find_element(By.ID, "profile")).select_by_value("prose")
+    browser.find_element(By.ID, "text").send_keys(TEXT)
+    browser.find_element(By.ID, "score").click()
+    wait_rendered(browser, 1)
+    api = httpx.post(
+        server.url + "/v1/score/text",
+        json={"texts": [TEXT], "reference": "prose"},
+        timeout=300,
+    ).json()["results"][0]
+    shown = browser.find_element(By.CSS_SELECTOR, "[data-stat=percentile]")
+    assert float(shown.get_attribute("data-value")) == pytest.approx(api["percentile"])
+    assert bool(browser.find_elements(By.CSS_SELECTOR, ".outlier")) == api["is_outlier"]
+    assert severe_console_entries(browser) == []
+
+
+def test_word_view_and_entropy_colouring(server: RunningServer, browser: Any) -> None:
+    open_page(browser, server)
+    browser.find_element(By.ID, "text").send_keys(TEXT)
+    browser.find_element(By.ID, "score").click()
+    panel = wait_rendered(browser, 1)[0]
+    surprisal_colours = [
+        s.value_of_css_property("background-color")
+        for s in panel.find_elements(By.CSS_SELECTOR, ".tok")
+    ]
+    browser.find_element(By.ID, "colour-entropy").click()
+    panel = wait_rendered(browser, 1)[0]
+    entropy_colours = [
+        s.value_of_css_property("background-color")
+        for s in panel.find_elements(By.CSS_SELECTOR, ".tok")
+    ]
+    assert len(entropy_colours) == len(surprisal_colours)
+    assert entropy_colours != surprisal_colours
+    browser.find_element(By.ID, "unit-word").click()
+    panel = wait_rendered(browser, 1)[0]
+    api = httpx.post(
+        server.url + "/v1/score/text", json={"texts": [TEXT], "words": True}, timeout=300
+    ).json()["results"][0]
+    assert len(panel.find_elements(By.CSS_SELECTOR, ".tok.word")) == len(api["words"])
+    screenshot(browser, "words")
+    assert severe_console_entries(browser) == []
