@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lmscore-installed
 HOST ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: install install-vllm browser-deps serve test test-vllm lint typecheck unit integration bench bench-ray proto clean
+.PHONY: install install-vllm system-deps serve test test-vllm lint typecheck unit integration bench bench-ray proto clean
 
 install: $(STAMP)
 
@@ -55,16 +55,18 @@ unit: install
 integration: install
 	$(BIN)/pytest tests/integration -q
 
-# Debian's Chromium and ChromeDriver for the viewer's end-to-end test. Best effort: without
-# root or apt-get nothing is installed and that test skips, saying why.
-browser-deps:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+# Debian packages some tests drive: Chromium and ChromeDriver (the viewer's end-to-end
+# test), Prometheus with promtool (the dashboard and alert rules). Best effort: without root
+# or apt-get nothing is installed and those tests skip, saying why.
+system-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	    && command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    chromium chromium-driver >/dev/null; \
-	else echo "chromium not installed: the viewer's browser test will skip"; fi
+	    chromium chromium-driver prometheus >/dev/null; \
+	else echo "chromium/prometheus not installed: the viewer and Prometheus tests will skip"; fi
 
-test: install lint typecheck browser-deps
+test: install lint typecheck system-deps
 	$(BIN)/pytest -q
 
 # Regenerate service/api/pb from protos/ (the output is committed; a test checks it is fresh).

@@ -84,6 +84,17 @@ TOKENS_SCORED = Counter(
 QUEUE_DEPTH = Gauge(
     "lmscore_queue_depth", "Items waiting in the batch queue.", ["model"], registry=REGISTRY
 )
+QUEUE_CAPACITY = Gauge(
+    "lmscore_queue_capacity",
+    "Items that may wait per model (--max-queue); more are refused with 429.",
+    ["model"],
+    registry=REGISTRY,
+)
+READY = Gauge(
+    "lmscore_ready",
+    "1 while the server takes work (every model loaded, not draining), else 0.",
+    registry=REGISTRY,
+)
 INFLIGHT = Gauge("lmscore_inflight_requests", "Requests being handled now.", registry=REGISTRY)
 REJECTED = Counter(
     "lmscore_requests_rejected_total",

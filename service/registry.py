@@ -26,8 +26,29 @@ class ModelRegistry:
         self.settings = settings
         self.models: dict[str, ServedModel] = {}
         self.expected: set[str] = set()
-        self.ready = False
-        self.draining = False
+        self._ready = False
+        self._draining = False
+        metrics.READY.set(0)
+
+    @property
+    def ready(self) -> bool:
+        """Every model loaded and warmed up."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        metrics.READY.set(float(self._ready and not self._draining))
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: new work is refused."""
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        metrics.READY.set(float(self._ready and not self._draining))
 
     async def load(self, specs: list[ModelSpec]) -> None:
         """Resolve, load and warm up every model (off the event loop). Does not mark the
@@ -40,6 +61,7 @@ class ModelRegistry:
             scheduler = await asyncio.to_thread(load_scheduler, resolved, settings)
             await scheduler.warmup()
             self.add(spec.name, resolved.revision, scheduler)
+            metrics.QUEUE_CAPACITY.labels(spec.name).set(settings.max_queue)
             info = scheduler.backend.info
             log.info(
                 "model %s loaded from %s (%s, %s, %s, context %d) in %.1f s",

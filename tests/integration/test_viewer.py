@@ -60,7 +60,7 @@ def browser() -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.skip(
             "Chromium is not installed: apt-get install chromium chromium-driver "
-            "(`make test-browser-deps`, which CI runs)"
+            "(`make system-deps`, which `make test` and CI run as root)"
         )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
