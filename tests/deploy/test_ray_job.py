@@ -1,5 +1,5 @@
 """The Ray deployment files: the RayJob has what KubeRay's CRD requires, its entrypoint is
-a valid ``ray-score`` command, and its headless Service selects the lmscore pods."""
+a valid ``ray-score`` command, and the headless Service it names selects the lmscore pods."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import yaml
 from lmscore_client.cli import build_parser
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+BASE = DEPLOY / "kubernetes" / "base"
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -35,7 +36,7 @@ def test_rayjob_has_the_fields_kuberay_requires() -> None:
         assert group["replicas"] <= group["maxReplicas"]
         containers.append(group["template"]["spec"]["containers"][0])
     for container in containers:
-        assert container["image"] == "lmscore:latest"
+        assert container["image"] == "lmscore:cpu"
         assert container["resources"]["limits"]["memory"]
     assert all(isinstance(v, str) for v in head["rayStartParams"].values())
 
@@ -49,9 +50,10 @@ def test_rayjob_entrypoint_is_a_valid_ray_score_command() -> None:
 
 
 def test_headless_service_selects_the_lmscore_pods() -> None:
-    service = by_kind(DEPLOY / "ray" / "rayjob.yaml")["Service"]
+    services = {d["metadata"]["name"]: d for d in documents(BASE / "service.yaml")}
+    service = services["lmscore-headless"]
     assert service["spec"]["clusterIP"] == "None"
-    deployment = by_kind(DEPLOY / "kubernetes.yaml")["Deployment"]
+    deployment = by_kind(BASE / "deployment.yaml")["Deployment"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     port_names = {
