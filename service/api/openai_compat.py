@@ -177,12 +177,14 @@ def _choice(
         if token == model.backend.tokenizer.eos_token_id:
             finish_reason = "stop"
     text = builder.text
-    for stop in _stops(body):
-        # A stop string in the generated text ends it there (OpenAI: finish_reason "stop").
-        start = len(text) - len(builder.lists.tokens[-1]) if _generates(body) else len(text)
-        cut = text.find(stop, start)
-        if _generates(body) and cut >= 0:
-            text, finish_reason = text[:cut], "stop"
+    if _generates(body):
+        # A stop string in the generated text ends it at its earliest occurrence (OpenAI:
+        # finish_reason "stop"). Only the generated text is searched, never the echoed
+        # prompt, and the order of the stops does not matter.
+        generated_from = len(text) - len(builder.lists.tokens[-1])
+        cuts = [cut for stop in _stops(body) if (cut := text.find(stop, generated_from)) >= 0]
+        if cuts:
+            text, finish_reason = text[: min(cuts)], "stop"
     return CompletionChoice(
         index=index,
         text=text,

@@ -464,3 +464,29 @@ async def test_stop_string_in_the_generated_token_ends_the_text(
     # A stop string that does not occur changes nothing.
     other = await complete(client, prompt=prompt, max_tokens=1, temperature=0, stop="\u2603")
     assert other["choices"][0]["text"] == generated
+
+
+async def test_stops_with_echo_cut_only_generated_text_whatever_their_order(
+    client: httpx.AsyncClient,
+) -> None:
+    """Regression: a later stop was searched from a start recomputed on already-cut text, so
+    a stop matching the end of the echoed prompt truncated the prompt, depending on order."""
+    for prompt in ("The quick brown fox", "Once upon a time", "A cat sat on a mat", "Hello"):
+        plain = await complete(client, prompt=prompt, max_tokens=1, temperature=0)
+        generated = plain["choices"][0]["text"]
+        # A stop in the generated piece, and one matching the prompt's last character.
+        in_generated, in_prompt = generated.strip()[:1], prompt[-1:]
+        if in_generated and in_prompt not in generated:
+            break
+    else:
+        pytest.skip("the tiny model generated text this test cannot use")
+    texts = []
+    for stops in ([in_generated, in_prompt], [in_prompt, in_generated]):
+        body = await complete(
+            client, prompt=prompt, echo=True, max_tokens=1, temperature=0, stop=stops
+        )
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "stop"
+        texts.append(choice["text"])
+    expected = prompt + generated[: generated.index(in_generated)]
+    assert texts == [expected, expected]
