@@ -28,7 +28,7 @@ class ModelRegistry:
         self.expected: set[str] = set()
         self._ready = False
         self._draining = False
-        metrics.READY.set(0)
+        self._publish()
 
     @property
     def ready(self) -> bool:
@@ -38,7 +38,7 @@ class ModelRegistry:
     @ready.setter
     def ready(self, value: bool) -> None:
         self._ready = value
-        metrics.READY.set(float(self._ready and not self._draining))
+        self._publish()
 
     @property
     def draining(self) -> bool:
@@ -48,6 +48,10 @@ class ModelRegistry:
     @draining.setter
     def draining(self, value: bool) -> None:
         self._draining = value
+        self._publish()
+
+    def _publish(self) -> None:
+        """``lmscore_ready``: 1 while the server takes work."""
         metrics.READY.set(float(self._ready and not self._draining))
 
     async def load(self, specs: list[ModelSpec]) -> None:

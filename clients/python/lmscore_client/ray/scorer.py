@@ -38,16 +38,16 @@ class _BlockScorer:
     def __init__(
         self,
         sender: Sender,
-        options: ScoreOptions,
-        rows: RowFormat,
+        options: ScoreOptions | None,
+        rows: RowFormat | None,
         rows_per_request: int,
         concurrency: int,
     ) -> None:
         if rows_per_request < 1 or concurrency < 1:
             raise ValueError("rows_per_request and concurrency must be at least 1")
         self.sender = sender
-        self.options = options
-        self.rows = rows
+        self.options = options or ScoreOptions()
+        self.rows = rows or RowFormat()
         self.rows_per_request = rows_per_request
         self.concurrency = concurrency
         self._loop = asyncio.new_event_loop()
@@ -93,13 +93,7 @@ class RemoteScorer(_BlockScorer):
         concurrency: int = 4,
     ) -> None:
         self.failover = FailoverSender.of(servers)
-        super().__init__(
-            self.failover,
-            options or ScoreOptions(),
-            rows or RowFormat(),
-            rows_per_request,
-            concurrency,
-        )
+        super().__init__(self.failover, options, rows, rows_per_request, concurrency)
 
 
 class InProcessScorer(_BlockScorer):
@@ -118,10 +112,5 @@ class InProcessScorer(_BlockScorer):
         from service.embedded import EmbeddedEngine  # the one public entry point
 
         self.engine = EmbeddedEngine.start(**dict(target.settings))
-        super().__init__(
-            EmbeddedSender(self.engine),
-            options or ScoreOptions(),
-            rows or RowFormat(),
-            rows_per_request,
-            concurrency,
-        )
+        sender = EmbeddedSender(self.engine)
+        super().__init__(sender, options, rows, rows_per_request, concurrency)
