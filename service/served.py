@@ -22,6 +22,9 @@ from service.sequences import ScoredSequence, SequenceScores
 T = TypeVar("T")
 
 
+TIMING_HEADERS = ("x-queue-time-ms", "x-inference-time-ms")
+
+
 @dataclass(frozen=True)
 class RequestTiming:
     """Where a request's time went, in seconds: the longest queue wait of its items, and
@@ -35,6 +38,12 @@ class RequestTiming:
         batches = {item.timing.batch: item.timing.inference_s for item in items}
         queue_s = max((item.timing.queue_s for item in items), default=0.0)
         return cls(queue_s, sum(batches.values()))
+
+    def headers(self) -> dict[str, str]:
+        """``x-queue-time-ms`` and ``x-inference-time-ms`` (milliseconds), the names every
+        door reports them under: HTTP headers, gRPC initial metadata."""
+        queue, inference = TIMING_HEADERS
+        return {queue: f"{self.queue_s * 1000:.1f}", inference: f"{self.inference_s * 1000:.1f}"}
 
 
 @dataclass(frozen=True)

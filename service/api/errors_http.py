@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.api.observe import note_error
 from service.errors import (
     InternalError,
     InvalidRequest,
@@ -39,29 +40,35 @@ def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves the REST app in the contract's shape."""
 
     @app.exception_handler(LMScoreError)
-    async def _ours(_: Request, exc: LMScoreError) -> JSONResponse:
-        return error_response(exc)
+    async def _ours(request: Request, exc: LMScoreError) -> JSONResponse:
+        return answer_error(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return answer_error(request, validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         error: LMScoreError
         if isinstance(exc.__cause__, LMScoreError):  # e.g. the body limit, hit mid-parse
-            return error_response(exc.__cause__)
+            return answer_error(request, exc.__cause__)
         if exc.status_code == 404:
             error = NotFound(str(exc.detail))
         elif exc.status_code < 500:
             error = InvalidRequest(str(exc.detail))
         else:
             error = InternalError(str(exc.detail))
-        response = error_response(error)
+        response = answer_error(request, error)
         response.status_code = exc.status_code
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error")
-        return error_response(InternalError(f"internal error: {type(exc).__name__}"))
+        return answer_error(request, InternalError(f"internal error: {type(exc).__name__}"))
+
+
+def answer_error(request: Request, error: LMScoreError) -> JSONResponse:
+    """The error's response, noted for the request's metrics."""
+    note_error(request.scope, error)
+    return error_response(error)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -21,13 +20,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import BaseModel
 
-from service import metrics
 from service.api import grpc_convert as convert
 from service.api.auth import KeyChecker
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from service.engine import Engine
 from service.errors import InternalError, LMScoreError, TooLarge, grpc_code_name
+from service.request_metrics import CANCELLED, RequestRecord
+from service.served import RequestTiming
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,23 +36,18 @@ M = TypeVar("M", bound=Message)
 
 
 class Answered(Protocol):
-    """What the engine's scoring calls return: a response model (and its timing)."""
+    """What the engine's scoring calls return: a response model and its timing."""
 
     @property
     def response(self) -> BaseModel: ...
+
+    @property
+    def timing(self) -> RequestTiming: ...
 
 
 STREAM_WINDOW = 64  # requests of one stream in flight ahead of the client's reading
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Scorer"].full_name
-REJECTION_BY_CODE = {
-    "INVALID_ARGUMENT": "invalid",
-    "NOT_FOUND": "invalid",
-    "UNAUTHENTICATED": "unauthorized",
-    "RESOURCE_EXHAUSTED": "overloaded",
-    "DEADLINE_EXCEEDED": "timeout",
-    "CANCELLED": "cancelled",
-}
 ENDPOINTS = {
     "ScoreText": "score_text",
     "ScoreChat": "score_chat",
@@ -77,7 +72,10 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     async def ScoreText(
         self, request: pb.ScoreTextRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreTextResponse:
-        return await _observe("ScoreText", context, self._text(request, context))
+        call = self._unary(
+            context, request, convert.text_request, self.engine.score_text, pb.ScoreTextResponse
+        )
+        return await _observe("ScoreText", context, call)
 
     async def ScoreChat(
         self, request: pb.ScoreChatRequest, context: grpc.aio.ServicerContext
@@ -127,7 +125,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     ) -> AsyncIterator[pb.ScoreTextResponse]:
         """Requests are scored concurrently (at most STREAM_WINDOW ahead of the client's
         reading); responses go out in request order."""
-        started = time.perf_counter()
+        record = RequestRecord(ENDPOINTS["ScoreTextStream"], "grpc")
         in_order: asyncio.Queue[asyncio.Task[pb.ScoreTextResponse] | None] = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
 
@@ -140,7 +138,6 @@ class ScorerServicer(pb_grpc.ScorerServicer):
                 in_order.put_nowait(None)
 
         reader = asyncio.ensure_future(read_requests())
-        code = "OK"
         try:
             self._authorize(context)
             while (task := await in_order.get()) is not None:
@@ -148,25 +145,25 @@ class ScorerServicer(pb_grpc.ScorerServicer):
                 window.release()
                 yield response
             await reader
+            record.finish("OK")
         except LMScoreError as error:
-            code = grpc_code_name(error)
+            record.finish(grpc_code_name(error), error)
             await _abort(context, error)
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            record.finish("CANCELLED", CANCELLED)
             raise
         finally:
             reader.cancel()
             while not in_order.empty():
                 if (task := in_order.get_nowait()) is not None:
                     _discard(task)
-            _record("ScoreTextStream", code, started)
 
     async def _text(
         self, request: pb.ScoreTextRequest, context: grpc.aio.ServicerContext
     ) -> pb.ScoreTextResponse:
-        return await self._unary(
-            context, request, convert.text_request, self.engine.score_text, pb.ScoreTextResponse
-        )
+        """One request of a stream (its timing has no metadata of its own to go in)."""
+        outcome = await self._score(context, request, convert.text_request, self.engine.score_text)
+        return convert.to_message(outcome.response, pb.ScoreTextResponse)
 
     async def _unary(
         self,
@@ -176,12 +173,23 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         score: Callable[[R, float | None], Awaitable[Answered]],
         reply: type[M],
     ) -> M:
-        """One scoring call: authorize, check the size, convert, score before the call's
-        deadline, convert back."""
+        """One scoring call: score it, send its timing as initial metadata (the REST
+        door's headers), convert back."""
+        outcome = await self._score(context, request, parse, score)
+        await context.send_initial_metadata(tuple(outcome.timing.headers().items()))
+        return convert.to_message(outcome.response, reply)
+
+    async def _score(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: Message,
+        parse: Callable[[Any], R],
+        score: Callable[[R, float | None], Awaitable[Answered]],
+    ) -> Answered:
+        """Authorize, check the size, convert, score before the call's deadline."""
         self._authorize(context)
         self._check_size(request)
-        outcome = await score(parse(request), context.time_remaining())
-        return convert.to_message(outcome.response, reply)
+        return await score(parse(request), context.time_remaining())
 
     def _check_size(self, request: Message) -> None:
         # The transport refuses far larger messages itself (RESOURCE_EXHAUSTED); up to
@@ -197,27 +205,27 @@ class ScorerServicer(pb_grpc.ScorerServicer):
 
 
 async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
-    """Await ``call``; turn our errors into statuses; record the request's metrics."""
-    started = time.perf_counter()
-    code = "OK"
+    """Await ``call``; turn our errors into statuses; record the request in the core."""
+    record = RequestRecord(ENDPOINTS[method], "grpc")
     try:
-        return await call
+        response = await call
     except LMScoreError as error:
-        code = grpc_code_name(error)
+        record.finish(grpc_code_name(error), error)
         await _abort(context, error)
         raise  # not reached: abort raises
     except asyncio.CancelledError:
-        code = "CANCELLED"
+        record.finish("CANCELLED", CANCELLED)
         raise
     except Exception as exc:
         if isinstance(exc, grpc.aio.AbortError):
             raise
         log.exception("internal error in %s", method)
-        code = "INTERNAL"
-        await _abort(context, InternalError(f"internal error: {type(exc).__name__}"))
+        internal = InternalError(f"internal error: {type(exc).__name__}")
+        record.finish("INTERNAL", internal)
+        await _abort(context, internal)
         raise
-    finally:
-        _record(method, code, started)
+    record.finish("OK")
+    return response
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: LMScoreError) -> None:
@@ -239,14 +247,6 @@ def _discard(task: asyncio.Task[pb.ScoreTextResponse]) -> None:
         task.cancel()
     elif not task.cancelled():
         task.exception()
-
-
-def _record(method: str, code: str, started: float) -> None:
-    labels = {"endpoint": ENDPOINTS[method], "protocol": "grpc"}
-    metrics.REQUEST_DURATION.labels(**labels).observe(time.perf_counter() - started)
-    metrics.REQUESTS.labels(code=code, **labels).inc()
-    if (reason := REJECTION_BY_CODE.get(code)) is not None:
-        metrics.REJECTED.labels(reason=reason).inc()
 
 
 class GrpcDoor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors_http import error_response
+from service.api.observe import note_error
 from service.errors import TooLarge
 
 
@@ -40,7 +41,9 @@ class BodyLimitMiddleware:
         return f"request body exceeds {self.max_bytes} bytes"
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(TooLarge(self._message(), param="body"))
+        error = TooLarge(self._message(), param="body")
+        note_error(scope, error)
+        response = error_response(error)
         await response(scope, receive, send)
 
 

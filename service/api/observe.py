@@ -1,34 +1,31 @@
-"""Request metrics for the REST door, as ASGI middleware: count, duration, rejections.
+"""Request metrics for the REST doors, as ASGI middleware around the core's RequestRecord.
 
 The endpoint label is the route's name (``score_text``), shared with the gRPC door's
-method names, so one dashboard query covers both protocols.
+method names, so one dashboard query covers both protocols. The error handlers note the
+error that answered a request (``note_error``) so the core reads the rejection reason from
+the error itself, not from the status.
 """
 
 from __future__ import annotations
 
-import time
-
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import metrics
+from service.errors import InternalError, LMScoreError
+from service.request_metrics import CANCELLED, RequestRecord
 
-# HTTP status -> rejection reason (requests_rejected_total{reason}).
-REJECTION_BY_STATUS = {
-    400: "invalid",
-    401: "unauthorized",
-    404: "invalid",
-    413: "invalid",
-    422: "invalid",
-    429: "overloaded",
-    504: "timeout",
-}
 UNOBSERVED = frozenset({"metrics", "healthz", "readyz"})
 CLIENT_CLOSED = 499  # nginx's code for a client that left before the response
+_ERROR_KEY = "lmscore_error"
+
+
+def note_error(scope: Scope, error: LMScoreError) -> None:
+    """Remember the error a request is answered with, for its metrics."""
+    scope.setdefault("state", {})[_ERROR_KEY] = error
 
 
 class RequestMetricsMiddleware:
-    """Records ``requests_total``, ``request_duration_seconds`` and rejections per route."""
+    """Records every observed route's call through the core's ``RequestRecord``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -38,7 +35,8 @@ class RequestMetricsMiddleware:
         if endpoint is None or endpoint in UNOBSERVED:
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        record = RequestRecord(endpoint, "http")
+        state: dict[str, object] = scope.setdefault("state", {})  # shared with inner scopes
         status = CLIENT_CLOSED
 
         async def send_and_watch(message: Message) -> None:
@@ -49,13 +47,18 @@ class RequestMetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_and_watch)
-        finally:
-            labels = {"endpoint": endpoint, "protocol": "http"}
-            metrics.REQUEST_DURATION.labels(**labels).observe(time.perf_counter() - started)
-            metrics.REQUESTS.labels(code=str(status), **labels).inc()
-            reason = "cancelled" if status == CLIENT_CLOSED else REJECTION_BY_STATUS.get(status)
-            if reason is not None:
-                metrics.REJECTED.labels(reason=reason).inc()
+        except Exception as exc:
+            error = exc if isinstance(exc, LMScoreError) else InternalError(type(exc).__name__)
+            record.finish("500", error)
+            raise
+        except BaseException:  # the server cancelled the request: its client left
+            record.finish(str(CLIENT_CLOSED), CANCELLED)
+            raise
+        noted = state.get(_ERROR_KEY)
+        if status == CLIENT_CLOSED:
+            record.finish(str(status), CANCELLED)
+        else:
+            record.finish(str(status), noted if isinstance(noted, LMScoreError) else None)
 
 
 def _route_name(scope: Scope) -> str | None:

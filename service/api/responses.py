@@ -1,5 +1,4 @@
-"""What the HTTP doors share around a response: cancelling work whose client left, and
-the timing headers."""
+"""What the HTTP doors share around a response: cancelling work whose client left."""
 
 from __future__ import annotations
 
@@ -8,8 +7,6 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from starlette.requests import Request
-
-from service.served import RequestTiming
 
 T = TypeVar("T")
 
@@ -38,11 +35,3 @@ async def _wait_for_disconnect(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def timing_headers(timing: RequestTiming) -> dict[str, str]:
-    """``x-queue-time-ms`` and ``x-inference-time-ms``."""
-    return {
-        "x-queue-time-ms": f"{timing.queue_s * 1000:.1f}",
-        "x-inference-time-ms": f"{timing.inference_s * 1000:.1f}",
-    }

@@ -1,0 +1,98 @@
+"""Every door records its requests through the core: the same refusal counts the same
+rejection reason over REST and gRPC, a fault of ours is a 500 (never a client that left),
+and gRPC answers carry the timing REST sends in headers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import httpx
+import pytest
+
+from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+from service.api.rest import create_app
+from service.engine import Engine
+from service.metrics import REGISTRY
+
+if TYPE_CHECKING:
+    from conftest import Served
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+T = 30.0
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def rejected(reason: str) -> float:
+    return sample("lmscore_requests_rejected_total", reason=reason)
+
+
+async def test_same_refusal_counts_the_same_reason_on_both_doors(
+    grpc_served: Served, client: httpx.AsyncClient
+) -> None:
+    refusals: list[tuple[dict[str, Any], str, grpc.StatusCode]] = [
+        ({"texts": ["hi"], "return_tokens": True, "top_k": 21}, "invalid", grpc.StatusCode.INVALID_ARGUMENT),
+        ({"texts": ["hi"], "model": "no-such-model"}, "invalid", grpc.StatusCode.NOT_FOUND),
+        ({"texts": []}, "invalid", grpc.StatusCode.INVALID_ARGUMENT),
+    ]  # fmt: skip
+    for body, reason, code in refusals:
+        before = rejected(reason)
+        answer = await client.post("/v1/score/text", json=body)
+        assert answer.status_code in (404, 413, 422), answer.text
+        assert rejected(reason) == before + 1, body
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await grpc_served.stub.ScoreText(pb.ScoreTextRequest(**body), timeout=T)
+        assert info.value.code() == code
+        assert rejected(reason) == before + 2, body
+
+
+async def test_a_fault_of_ours_is_a_500_not_a_client_that_left(
+    engine_factory: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_factory()
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine, "score_text", broken)
+    labels = {"endpoint": "score_text", "protocol": "http"}
+    errors = sample("lmscore_requests_total", code="500", **labels)
+    left = sample("lmscore_requests_total", code="499", **labels)
+    cancelled = rejected("cancelled")
+    transport = httpx.ASGITransport(app=create_app(engine), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.post("/v1/score/text", json={"texts": ["hi"]})
+    assert answer.status_code == 500
+    assert answer.json()["error"]["type"] == "internal"
+    assert sample("lmscore_requests_total", code="500", **labels) == errors + 1
+    assert sample("lmscore_requests_total", code="499", **labels) == left
+    assert rejected("cancelled") == cancelled
+
+
+@pytest.mark.parametrize("method", ["ScoreText", "ScoreChat", "ScoreContinuations"])
+async def test_grpc_answers_carry_timing_metadata(grpc_served: Served, method: str) -> None:
+    requests = {
+        "ScoreText": pb.ScoreTextRequest(texts=["hello world", "a lazy dog"]),
+        "ScoreChat": pb.ScoreChatRequest(
+            conversations=[
+                pb.Conversation(
+                    messages=[
+                        pb.ChatMessage(role="user", content="hi"),
+                        pb.ChatMessage(role="assistant", content="hello there"),
+                    ]
+                )
+            ]
+        ),
+        "ScoreContinuations": pb.ScoreContinuationsRequest(
+            context="the quick brown", continuations=[" fox", " dog"]
+        ),
+    }
+    call = getattr(grpc_served.stub, method)(requests[method], timeout=T)
+    await call
+    metadata = dict(await call.initial_metadata())
+    assert float(metadata["x-queue-time-ms"]) >= 0
+    assert float(metadata["x-inference-time-ms"]) > 0
