@@ -64,7 +64,13 @@ from service.served import (
     text_ppls,
 )
 from service.settings import Settings
-from service.validation import check_count, check_token_ids, validate_chat
+from service.validation import (
+    check_count,
+    check_length,
+    check_lengths,
+    check_token_ids,
+    validate_chat,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,6 +148,7 @@ class Engine:
         """
         model = self.registry.get(req.model)
         check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
+        check_lengths(req.texts, self.settings.max_chars_per_text, "texts")
         profile = find_reference(self.references, req.reference, model.name)
         work = functools.partial(self._score_texts, model, for_profile(req, profile))
         outcome = await self._admitted(work, model, "score_text", timeout_s)
@@ -258,6 +265,7 @@ class Engine:
         ``options.next_token``. Prompts must fit the context (``prompt[i]`` otherwise)."""
         model = self.registry.get(model_name)
         check_count(len(prompts), self.settings.max_texts_per_request, "prompt")
+        check_lengths(prompts, self.settings.max_chars_per_text, "prompt")
         check_token_ids(prompts, len(model.backend.tokenizer))
 
         async def work(deadline: float) -> PromptOutcome:
@@ -275,6 +283,8 @@ class Engine:
         the backend takes token trees)."""
         model = self.registry.get(req.model)
         check_count(len(req.continuations), self.settings.max_texts_per_request, "continuations")
+        check_length(req.context, self.settings.max_chars_per_text, "context")
+        check_lengths(req.continuations, self.settings.max_chars_per_text, "continuations")
 
         async def work(deadline: float) -> ContinuationOutcome:
             tokenizer, bos = model.backend.tokenizer, model.backend.bos_id()
@@ -308,6 +318,7 @@ class Engine:
         with ``token_level``, the comparison of their distributions position by position."""
         models = (self._compared(req, 0), self._compared(req, 1))
         check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
+        check_lengths(req.texts, self.settings.max_chars_per_text, "texts")
         same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
 
         async def work(deadline: float) -> CompareOutcome:

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         "it holds both models' full float32 distributions at every position (~200 kB per "
         "token per model with a 49k vocabulary); more is 413.",
     )
+    max_chars_per_text: int = Field(
+        1_000_000,
+        ge=1,
+        description="Characters one text may carry (a message's content, a context, a "
+        "continuation, a prompt; ids for a token-id prompt); more is 413.",
+    )
     max_messages_per_conversation: int = Field(
         512, ge=1, description="Messages one conversation may carry; more is 413."
     )
@@ -136,6 +142,12 @@ class Settings(BaseSettings):
     protect_metrics: bool = Field(
         False, description="Require an API key for /metrics too (health probes stay open)."
     )
+    cors_allow_origin: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins a browser page may call the REST API from (repeatable; env: "
+        "comma-separated; '*' for any). Empty: no CORS headers, so browsers on other origins "
+        "are refused.",
+    )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         description="Where dequantized GGUF weights and file hashes are cached.",
@@ -144,7 +156,7 @@ class Settings(BaseSettings):
         "info", description="Log level."
     )
 
-    @field_validator("model", "api_keys", "reference", mode="before")
+    @field_validator("model", "api_keys", "reference", "cors_allow_origin", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

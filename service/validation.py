@@ -18,6 +18,18 @@ def check_count(count: int, limit: int, param: str) -> None:
         raise TooLarge(f"{count} {param} exceed the limit of {limit} per request", param=param)
 
 
+def check_length(text: str | Sequence[int], limit: int, param: str) -> None:
+    """TooLarge when one text is over ``limit`` characters (ids, for a token-id prompt)."""
+    if len(text) > limit:
+        raise TooLarge(f"{len(text)} characters exceed the limit of {limit} per text", param=param)
+
+
+def check_lengths(texts: Sequence[str | Sequence[int]], limit: int, name: str) -> None:
+    """``check_length`` for each of ``texts``, named ``name[i]``."""
+    for i, text in enumerate(texts):
+        check_length(text, limit, f"{name}[{i}]")
+
+
 def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: Settings) -> None:
     """Sizes, roles and a scored message in every conversation; the model needs a template."""
     check_count(len(req.conversations), settings.max_texts_per_request, "conversations")
@@ -29,6 +41,9 @@ def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: S
     for i, conv in enumerate(req.conversations):
         check_count(len(conv), settings.max_messages_per_conversation, f"conversations[{i}]")
         for j, message in enumerate(conv):
+            check_length(
+                message.content, settings.max_chars_per_text, f"conversations[{i}][{j}].content"
+            )
             if message.role not in KNOWN_ROLES:
                 raise InvalidRequest(
                     f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",

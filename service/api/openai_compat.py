@@ -31,12 +31,13 @@ from service.api.openai_schemas import (
     TokenizeRequest,
     TokenizeResponse,
 )
-from service.api.responses import timing_headers, unless_disconnected
+from service.api.responses import unless_disconnected
 from service.engine import Engine
 from service.errors import InvalidRequest
 from service.sequences import RunOptions, ScoredSequence, SequenceScores, next_piece
 from service.served import PromptOutcome, ServedModel
-from service.validation import check_token_ids
+from service.settings import Settings
+from service.validation import check_count, check_length, check_token_ids
 
 
 def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depends]) -> None:
@@ -51,13 +52,12 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         if outcome is None:
             return Response(status_code=CLIENT_CLOSED)
         response = completion_response(body, outcome)
-        return JSONResponse(
-            response.model_dump(mode="json"), headers=timing_headers(outcome.timing)
-        )
+        return JSONResponse(response.model_dump(mode="json"), headers=outcome.timing.headers())
 
     @app.post("/tokenize", response_model=TokenizeResponse, dependencies=list(guarded))
     async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt, or of chat messages rendered with the model's template."""
+        _check_tokenize_limits(body, engine.settings)
         model = engine.get_model(body.model)
         return await model.prepare(_tokenize, model, body)
 
@@ -66,6 +66,7 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         """The text of token ids (special tokens kept)."""
         model = engine.get_model(body.model)
         tokenizer = model.backend.tokenizer
+        check_length(body.tokens, engine.settings.max_chars_per_text, "tokens")
         check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
         decode = functools.partial(tokenizer.decode, clean_up_tokenization_spaces=False)
         text = await model.prepare(decode, body.tokens)
@@ -197,6 +198,17 @@ def _stops(body: CompletionRequest) -> list[str]:
     if body.stop is None:
         return []
     return [body.stop] if isinstance(body.stop, str) else [s for s in body.stop if s]
+
+
+def _check_tokenize_limits(body: TokenizeRequest, settings: Settings) -> None:
+    """The scoring routes' size limits, for a prompt or chat messages to tokenize."""
+    if body.prompt is not None:
+        check_length(body.prompt, settings.max_chars_per_text, "prompt")
+    messages = body.messages or []
+    check_count(len(messages), settings.max_messages_per_conversation, "messages")
+    for j, message in enumerate(messages):
+        content = message.get("content")
+        check_length(str(content or ""), settings.max_chars_per_text, f"messages[{j}].content")
 
 
 def _tokenize(model: ServedModel, body: TokenizeRequest) -> TokenizeResponse:

@@ -6,6 +6,7 @@ from collections.abc import Awaitable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -15,7 +16,7 @@ from service.api.errors_http import error_response, install_error_handlers
 from service.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware
 from service.api.observe import CLIENT_CLOSED, RequestMetricsMiddleware
 from service.api.openai_compat import install_openai_routes
-from service.api.responses import timing_headers, unless_disconnected
+from service.api.responses import unless_disconnected
 from service.api.viewer import install_viewer
 from service.engine import Engine
 from service.errors import Unavailable
@@ -30,7 +31,7 @@ from service.schemas import (
     ScoreResponse,
     TextScoreRequest,
 )
-from service.served import CompareOutcome, ContinuationOutcome, ScoreOutcome
+from service.served import TIMING_HEADERS, CompareOutcome, ContinuationOutcome, ScoreOutcome
 
 
 def create_app(engine: Engine) -> FastAPI:
@@ -51,6 +52,14 @@ def create_app(engine: Engine) -> FastAPI:
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware)
+    if settings.cors_allow_origin:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origin,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+            expose_headers=["retry-after", *TIMING_HEADERS],
+        )
     install_error_handlers(app)
     guarded = [Depends(authorized)]
     install_openai_routes(app, engine, guarded)
@@ -120,6 +129,4 @@ async def _respond(
     outcome = await unless_disconnected(request, work)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(
-        outcome.response.model_dump(mode="json"), headers=timing_headers(outcome.timing)
-    )
+    return JSONResponse(outcome.response.model_dump(mode="json"), headers=outcome.timing.headers())
