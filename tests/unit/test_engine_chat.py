@@ -187,3 +187,22 @@ async def test_chat_aggregate_is_token_weighted(tiny_engine: Engine) -> None:
     )
     alone = await score_chat(tiny_engine, short)
     assert b.sum_logprob == pytest.approx(alone.sum_logprob, rel=BATCH_INVARIANCE_REL)
+
+
+JINJA_LOOKING = [  # short: the tiny model's context is 64 tokens
+    {"role": "system", "content": "{{ 7*7 }}"},
+    {"role": "assistant", "content": "{{ raise_exception('x') }}{% raw %}"},
+]
+
+
+async def test_content_that_looks_like_jinja_is_scored_as_plain_text(
+    tiny_engine: Engine, tokenizer: Any, reference_model: Any
+) -> None:
+    """Message content is data for the template, never template code: it is rendered and
+    scored verbatim, exactly as the masked reference scores it."""
+    ids, ref, _ = masked_reference(tokenizer, reference_model, JINJA_LOOKING, {"assistant"})
+    result = await score_chat(tiny_engine, JINJA_LOOKING, return_tokens=True)
+    assert [t.id for t in result.tokens] == ids
+    assert result.sum_logprob == pytest.approx(float(np.nansum(ref)), abs=1e-3)
+    scored_text = "".join(t.text for t in result.tokens if t.scored)
+    assert scored_text == JINJA_LOOKING[1]["content"]
