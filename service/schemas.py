@@ -10,19 +10,31 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     StrictStr,
-    field_validator,
     model_serializer,
 )
 
 MAX_TOP_K = 20
 
+
+def _encodable(value: str) -> str:
+    # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them (422, not 500).
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("not valid Unicode text (lone surrogate)") from exc
+    return value
+
+
 Overflow = Literal["error", "truncate", "sliding_window"]
-NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+# Text that reaches a tokenizer: a string of Unicode scalar values.
+Text = Annotated[StrictStr, AfterValidator(_encodable)]
+NonEmptyText = Annotated[Text, Field(min_length=1)]
 
 
 def _is_none(value: object) -> bool:
@@ -94,18 +106,8 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    role: StrictStr
-    content: StrictStr
-
-    @field_validator("role", "content")
-    @classmethod
-    def _encodable(cls, value: str) -> str:
-        # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them (422, not 500).
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValueError("not valid Unicode text (lone surrogate)") from exc
-        return value
+    role: Text
+    content: Text
 
 
 class ChatScoreRequest(_Request):
@@ -266,7 +268,7 @@ class ContinuationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field("default", description="Name of a served model (see /v1/models).")
-    context: StrictStr = Field(
+    context: Text = Field(
         ..., description="The shared context; empty means the model's BOS (or EOS) token."
     )
     continuations: list[NonEmptyText] = Field(
@@ -397,3 +399,29 @@ class ReferenceCard(BaseModel):
 class ReferenceList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ReferenceCard]
+
+
+ErrorType = Literal[
+    "invalid_request",
+    "not_found",
+    "too_large",
+    "unauthorized",
+    "overloaded",
+    "timeout",
+    "unavailable",
+    "internal",
+]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong (``service.errors.LMScoreError.to_dict``)."""
+
+    type: ErrorType
+    message: str
+    param: str | None = Field(description="The offending request field (texts[3]), or null.")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response of the HTTP doors."""
+
+    error: ErrorDetail

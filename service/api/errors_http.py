@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,8 +20,48 @@ from service.errors import (
     from_validation_errors,
     http_status,
 )
+from service.schemas import ErrorResponse
 
 log = logging.getLogger(__name__)
+
+# What each error status means, as the OpenAPI document says it.
+_MEANING = {
+    400: "invalid_request: the body is not valid JSON.",
+    401: "unauthorized: missing or wrong API key.",
+    404: "not_found: unknown model.",
+    413: "too_large: body, texts, messages or characters over the limits.",
+    422: "invalid_request: the request breaks a rule (named by param).",
+    429: "overloaded: the model's queue is full; retry after Retry-After seconds.",
+    500: "internal: a fault of the server.",
+    503: "unavailable: models still loading, or the server is shutting down.",
+    504: "timeout: the request did not finish within its deadline.",
+}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 1},
+        "required": True,
+    }
+}
+
+# The error statuses each kind of route answers with (500 only if the server is at fault).
+# 422 is declared wherever there is a parameter (the authorization header included), as
+# FastAPI would, but with the contract's body.
+SCORING_ERRORS = (400, 401, 404, 413, 422, 429, 500, 503, 504)
+TOKENIZER_ERRORS = (400, 401, 404, 413, 422, 500, 503)
+MODEL_LOOKUP_ERRORS = (401, 404, 422, 500, 503)
+LISTING_ERRORS = (401, 422, 500)
+
+
+def error_responses(statuses: tuple[int, ...]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` declaring the contract's error body for ``statuses`` (which
+    also replaces FastAPI's default 422 body, a shape this service never sends)."""
+    declared: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        declared[status] = {"model": ErrorResponse, "description": _MEANING[status]}
+        if status == 429:
+            declared[status]["headers"] = _RETRY_AFTER
+    return declared
 
 
 def error_response(error: LMScoreError) -> JSONResponse:

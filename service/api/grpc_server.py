@@ -12,7 +12,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from service.api import grpc_convert as convert
 from service.api.auth import KeyChecker
+from service.api.grpc_handlers import add_lenient_service
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from service.engine import Engine
@@ -249,6 +250,15 @@ def _discard(task: asyncio.Task[pb.ScoreTextResponse]) -> None:
         task.exception()
 
 
+async def _refused(method: str, context: grpc.aio.ServicerContext, error: LMScoreError) -> Any:
+    """Answer a request refused before it reached its method, observed like any refusal."""
+
+    async def refuse() -> NoReturn:
+        raise error
+
+    return await _observe(method, context, refuse())
+
+
 class GrpcDoor:
     """The gRPC server: Scorer, health and reflection, on one port."""
 
@@ -261,8 +271,9 @@ class GrpcDoor:
                 ("grpc.max_send_message_length", settings.grpc_max_send_bytes),
             ]
         )
-        pb_grpc.add_ScorerServicer_to_server(
-            ScorerServicer(engine, KeyChecker(settings.all_api_keys())), self.server
+        servicer = ScorerServicer(engine, KeyChecker(settings.all_api_keys()))
+        add_lenient_service(
+            pb.DESCRIPTOR.services_by_name["Scorer"], servicer, self.server, _refused
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

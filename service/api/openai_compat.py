@@ -19,6 +19,12 @@ from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 
+from service.api.errors_http import (
+    MODEL_LOOKUP_ERRORS,
+    SCORING_ERRORS,
+    TOKENIZER_ERRORS,
+    error_responses,
+)
 from service.api.observe import CLIENT_CLOSED
 from service.api.openai_schemas import (
     CompletionChoice,
@@ -43,7 +49,12 @@ from service.validation import check_count, check_length, check_token_ids
 def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depends]) -> None:
     """Register the OpenAI-compatible routes on ``app``."""
 
-    @app.post("/v1/completions", response_model=CompletionResponse, dependencies=list(guarded))
+    @app.post(
+        "/v1/completions",
+        response_model=CompletionResponse,
+        dependencies=list(guarded),
+        responses=error_responses(SCORING_ERRORS),
+    )
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """Legacy completions: echo + logprobs scoring, and at most one greedy token."""
         options = completion_options(body)
@@ -54,14 +65,26 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         response = completion_response(body, outcome)
         return JSONResponse(response.model_dump(mode="json"), headers=outcome.timing.headers())
 
-    @app.post("/tokenize", response_model=TokenizeResponse, dependencies=list(guarded))
+    tokenizer_errors = error_responses(TOKENIZER_ERRORS)
+
+    @app.post(
+        "/tokenize",
+        response_model=TokenizeResponse,
+        dependencies=list(guarded),
+        responses=tokenizer_errors,
+    )
     async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt, or of chat messages rendered with the model's template."""
         _check_tokenize_limits(body, engine.settings)
         model = engine.get_model(body.model)
         return await model.prepare(_tokenize, model, body)
 
-    @app.post("/detokenize", response_model=DetokenizeResponse, dependencies=list(guarded))
+    @app.post(
+        "/detokenize",
+        response_model=DetokenizeResponse,
+        dependencies=list(guarded),
+        responses=tokenizer_errors,
+    )
     async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
         """The text of token ids (special tokens kept)."""
         model = engine.get_model(body.model)
@@ -72,7 +95,11 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         text = await model.prepare(decode, body.tokens)
         return DetokenizeResponse(prompt=str(text))
 
-    @app.get("/tokenizer_info", dependencies=list(guarded))
+    @app.get(
+        "/tokenizer_info",
+        dependencies=list(guarded),
+        responses=error_responses(MODEL_LOOKUP_ERRORS),
+    )
     async def tokenizer_info(model: str = "default") -> dict[str, Any]:
         """The tokenizer's special tokens and chat template, as vLLM reports them."""
         return _tokenizer_info(engine.get_model(model))

@@ -7,12 +7,18 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
 from service.api.auth import KeyChecker
-from service.api.errors_http import error_response, install_error_handlers
+from service.api.errors_http import (
+    LISTING_ERRORS,
+    SCORING_ERRORS,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from service.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware
 from service.api.observe import CLIENT_CLOSED, RequestMetricsMiddleware
 from service.api.openai_compat import install_openai_routes
@@ -39,7 +45,8 @@ def create_app(engine: Engine) -> FastAPI:
     settings = engine.settings
     keys = KeyChecker(settings.all_api_keys())
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+    async def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        # async: a plain function would run in the thread pool, one thread hop per request
         keys.check(authorization)
 
     app = FastAPI(
@@ -62,38 +69,54 @@ def create_app(engine: Engine) -> FastAPI:
         )
     install_error_handlers(app)
     guarded = [Depends(authorized)]
+    scoring = error_responses(SCORING_ERRORS)
     install_openai_routes(app, engine, guarded)
 
-    @app.post("/v1/score/text", response_model=ScoreResponse, dependencies=guarded)
+    @app.post(
+        "/v1/score/text", response_model=ScoreResponse, dependencies=guarded, responses=scoring
+    )
     async def score_text(body: TextScoreRequest, request: Request) -> Response:
         """Score texts: per-token logprobs and aggregates (PPL, bits per byte/char)."""
         return await _respond(request, engine.score_text(body))
 
-    @app.post("/v1/score/chat", response_model=ScoreResponse, dependencies=guarded)
+    @app.post(
+        "/v1/score/chat", response_model=ScoreResponse, dependencies=guarded, responses=scoring
+    )
     async def score_chat(body: ChatScoreRequest, request: Request) -> Response:
         """Score conversations rendered with the model's chat template (assistant-only by
         default)."""
         return await _respond(request, engine.score_chat(body))
 
-    @app.post("/v1/score/continuations", response_model=ContinuationResponse, dependencies=guarded)
+    @app.post(
+        "/v1/score/continuations",
+        response_model=ContinuationResponse,
+        dependencies=guarded,
+        responses=scoring,
+    )
     async def score_continuations(body: ContinuationRequest, request: Request) -> Response:
         """Score candidate continuations of one context (each log p(continuation |
         context), greedy or not); the context is computed once."""
         return await _respond(request, engine.score_continuations(body))
 
-    @app.post("/v1/score/compare", response_model=CompareResponse, dependencies=guarded)
+    @app.post(
+        "/v1/score/compare", response_model=CompareResponse, dependencies=guarded, responses=scoring
+    )
     async def score_compare(body: CompareRequest, request: Request) -> Response:
         """Score texts under two models: both models' scores, the bits-per-byte ratio, and
         with token_level (identical tokenizers) KL divergence, top-1 agreement and
         binoculars."""
         return await _respond(request, engine.compare_models(body))
 
-    @app.get("/v1/models", response_model=ModelList, dependencies=guarded)
+    listing = error_responses(LISTING_ERRORS)
+
+    @app.get("/v1/models", response_model=ModelList, dependencies=guarded, responses=listing)
     async def list_models() -> ModelList:
         """The served models."""
         return engine.list_models()
 
-    @app.get("/v1/references", response_model=ReferenceList, dependencies=guarded)
+    @app.get(
+        "/v1/references", response_model=ReferenceList, dependencies=guarded, responses=listing
+    )
     async def list_references() -> ReferenceList:
         """The reference profiles (``--reference``) requests may name."""
         return engine.list_references()
@@ -105,7 +128,7 @@ def create_app(engine: Engine) -> FastAPI:
         """200 while the process runs."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=None)
+    @app.get("/readyz", response_model=None, responses=error_responses((503,)))
     async def readyz() -> JSONResponse | dict[str, str]:
         """200 once every model is loaded and warmed up; 503 while loading or draining."""
         if engine.draining:
@@ -114,7 +137,12 @@ def create_app(engine: Engine) -> FastAPI:
             return error_response(Unavailable("models are loading"))
         return {"status": "ready"}
 
-    @app.get("/metrics", dependencies=guarded if settings.protect_metrics else [])
+    @app.get(
+        "/metrics",
+        dependencies=guarded if settings.protect_metrics else [],
+        response_class=PlainTextResponse,  # the document's type; the body is Prometheus text
+        responses=error_responses((401,)) if settings.protect_metrics else None,
+    )
     async def prometheus_metrics() -> Response:
         """Prometheus text exposition of every lmscore_* metric."""
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import typing
 
 import pytest
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +26,7 @@ from service.errors import (
     http_status,
     param_from_loc,
 )
+from service.schemas import ErrorResponse, ErrorType
 
 # (class, type string, HTTP status, gRPC code name), straight from the contract's table.
 CONTRACT = [
@@ -53,6 +55,16 @@ def test_every_error_class_is_in_both_tables() -> None:
     classes = {cls for cls, *_ in CONTRACT}
     assert set(HTTP_STATUS) == classes
     assert set(GRPC_CODE) == classes
+
+
+def test_every_error_body_is_a_documented_error_response() -> None:
+    """What each error class answers is an ErrorResponse, the body the OpenAPI document
+    declares for error statuses (its type list cannot miss a class)."""
+    for cls, type_, status, _ in CONTRACT:
+        response = error_response(cls("boom", param="texts[0]"))
+        body = ErrorResponse.model_validate_json(response.body)
+        assert (body.error.type, response.status_code) == (type_, status)
+    assert set(typing.get_args(ErrorType)) == {type_ for _, type_, *_ in CONTRACT}
 
 
 def test_subclass_falls_back_to_parent_mapping() -> None:

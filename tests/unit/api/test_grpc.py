@@ -212,6 +212,28 @@ async def test_errors(grpc_served: Served, case: str) -> None:
     await assert_answers(grpc_served)
 
 
+# A field tag whose varint never ends; texts (field 2) holding bytes that are not UTF-8.
+UNDECODABLE = [b"\xff\xff\xff", b"\x12\x02\xc3\x28"]
+
+
+async def test_undecodable_message_is_invalid_argument(grpc_served: Served) -> None:
+    """Bytes that do not parse as the request type are INVALID_ARGUMENT and counted like
+    any refusal, on unary calls and streams (the transport answered UNKNOWN; found by
+    test_grpc_fuzz)."""
+    labels = {"endpoint": "score_text", "protocol": "grpc", "code": "INVALID_ARGUMENT"}
+    before = sample("lmscore_requests_total", **labels)
+    unary = grpc_served.channel.unary_unary("/lmscore.v1.Scorer/ScoreText")
+    for garbage in UNDECODABLE:
+        await assert_code(unary(garbage, timeout=T), Code.INVALID_ARGUMENT, "malformed")
+    await eventually(lambda: sample("lmscore_requests_total", **labels) == before + 2)
+    call = grpc_served.channel.stream_stream("/lmscore.v1.Scorer/ScoreTextStream")(timeout=T)
+    await call.write(pb.ScoreTextRequest(texts=TEXTS[:1]).SerializeToString())
+    assert pb.ScoreTextResponse.FromString(await call.read()).results[0].num_tokens > 0
+    await call.write(UNDECODABLE[0])
+    await assert_code(call.read(), Code.INVALID_ARGUMENT, "malformed")
+    await assert_answers(grpc_served)
+
+
 async def test_tiny_deadline(grpc_served: Served) -> None:
     call = grpc_served.stub.ScoreText(pb.ScoreTextRequest(texts=[LONG[:200]] * 8), timeout=0.001)
     await assert_code(call, Code.DEADLINE_EXCEEDED, None)

@@ -176,6 +176,9 @@ async def test_empty_body(client: httpx.AsyncClient) -> None:
             b'{"role": "assistant", "content": "\\udc00"}]]}',
             "conversations[0][1].content",
         ),
+        # A context is not checked for length, so nothing rejected its surrogate: it
+        # reached the tokenizer and was a 500 (found by test_openapi_fuzz).
+        ("/v1/score/continuations", b'{"context": "a\\ud800", "continuations": ["b"]}', "context"),
     ],
 )
 async def test_lone_surrogates_are_invalid(
@@ -183,6 +186,28 @@ async def test_lone_surrogates_are_invalid(
 ) -> None:
     response = await client.post(url, content=raw, headers={"content-type": "application/json"})
     assert_error(response, 422, "invalid_request", param)
+
+
+async def test_openapi_declares_the_error_body(client: httpx.AsyncClient) -> None:
+    """Every error status an operation declares has the contract's body (not FastAPI's
+    {"detail": [...]}), and every scoring route declares all the errors it can answer."""
+    document = (await client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert response["content"]["application/json"]["schema"] == error_ref, (
+                        method,
+                        path,
+                        status,
+                    )
+    for path in (TEXT_URL, CHAT_URL, "/v1/score/continuations", "/v1/completions"):
+        declared = set(document["paths"][path]["post"]["responses"])
+        assert declared == {"200", "400", "401", "404", "413", "422", "429", "500", "503", "504"}
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert set(metrics) == {"text/plain"}
 
 
 async def test_json_of_the_wrong_shape(client: httpx.AsyncClient) -> None:
