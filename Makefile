@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lmscore-installed
 HOST ?= 127.0.0.1
 ARGS ?=
 
-.PHONY: install install-vllm system-deps tools serve test test-vllm lint typecheck unit integration bench bench-ray proto clean
+.PHONY: install install-vllm system-deps tools serve test test-vllm lint typecheck unit integration bench bench-ray soak overload proto clean
 
 install: $(STAMP)
 
@@ -87,6 +87,14 @@ bench: install
 # The Ray path (remote and in-process) next to score-file on the same server and rows.
 bench-ray: install
 	$(BIN)/python bench/ray_rows.py $(ARGS)
+
+# 20,000 mixed requests after a warm-up: RSS, file descriptors, threads, every answer checked.
+soak: install
+	$(BIN)/python bench/soak.py $(ARGS)
+
+# 256 callers at once against --max-queue 16 on the embedded model: 429s, no 5xx, right 200s.
+overload: install
+	$(BIN)/python bench/soak.py --mode overload --requests 512 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
