@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from service import compare as comparison
 from service import continuations, metrics
 from service.errors import InvalidRequest, NotFound, Timeout
+from service.memory import IdleTrimmer
 from service.models import ModelSpec
 from service.references import (
     check_profile,
@@ -85,6 +86,7 @@ class Engine:
         self.references: dict[str, ReferenceProfile] = {}
         self.inflight = 0
         self._idle = asyncio.Event()
+        self.trimmer = IdleTrimmer(settings.memory_trim_after_idle_s, lambda: self.inflight == 0)
 
     # ---- lifecycle -------------------------------------------------------------------
     async def load(self, specs: list[ModelSpec]) -> None:
@@ -189,6 +191,7 @@ class Engine:
             metrics.INFLIGHT.dec()
             if self.inflight == 0:
                 self._idle.set()
+                self.trimmer.idle()
         histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
         for ppl in text_ppls(outcome):
             histogram.observe(ppl)

@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         "comma-separated; '*' for any). Empty: no CORS headers, so browsers on other origins "
         "are refused.",
     )
+    memory_trim_after_idle_s: float = Field(
+        0.5,
+        ge=0,
+        description="Once the server has had nothing in flight this many seconds, hand freed "
+        "heap memory back to the system (glibc malloc_trim); 0 never. Keeps resident memory "
+        "flat over days of varied batch shapes; never runs while requests are in flight.",
+    )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
         description="Where dequantized GGUF weights and file hashes are cached.",

@@ -1,0 +1,47 @@
+"""Handing freed heap memory back once the engine has been idle a moment."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from collections.abc import Callable
+
+import pytest
+
+from service.engine import Engine
+from service.memory import IdleTrimmer
+from service.schemas import TextScoreRequest
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_trims_only_after_a_quiet_moment() -> None:
+    busy, trimmed = [False], []
+    trimmer = IdleTrimmer(0.05, lambda: not busy[0], trim=lambda: trimmed.append(1))
+    trimmer.idle()
+    trimmer.idle()  # a second idle moment restarts the wait; still one trim
+    await asyncio.sleep(0.2)
+    assert trimmed == [1]
+    busy[0] = True
+    trimmer.idle()
+    await asyncio.sleep(0.2)
+    assert trimmed == [1]  # work came in before the quiet moment was over
+
+
+async def test_zero_never_trims() -> None:
+    trimmed: list[int] = []
+    trimmer = IdleTrimmer(0.0, lambda: True, trim=lambda: trimmed.append(1))
+    trimmer.idle()
+    await asyncio.sleep(0.05)
+    assert not trimmer.enabled and trimmed == []
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+async def test_the_engine_trims_when_idle(engine_factory: Callable[..., Engine]) -> None:
+    engine = engine_factory(memory_trim_after_idle_s=0.05)
+    await engine.score_text(TextScoreRequest(texts=["hello world"]))
+    for _ in range(100):
+        if engine.trimmer.trims:
+            break
+        await asyncio.sleep(0.02)
+    assert engine.trimmer.trims == 1
