@@ -66,9 +66,8 @@ from service.served import (
 )
 from service.settings import Settings
 from service.validation import (
-    check_count,
     check_length,
-    check_lengths,
+    check_texts,
     check_token_ids,
     validate_chat,
 )
@@ -149,8 +148,7 @@ class Engine:
         ``timeout_s`` (e.g. a gRPC deadline) shortens ``--request-timeout-s``, never extends it.
         """
         model = self.registry.get(req.model)
-        check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
-        check_lengths(req.texts, self.settings.max_chars_per_text, "texts")
+        check_texts(req.texts, self.settings, "texts")
         profile = find_reference(self.references, req.reference, model.name)
         work = functools.partial(self._score_texts, model, for_profile(req, profile))
         outcome = await self._admitted(work, model, "score_text", timeout_s)
@@ -267,8 +265,7 @@ class Engine:
         token given the ones before it, plus the distribution after the last token when
         ``options.next_token``. Prompts must fit the context (``prompt[i]`` otherwise)."""
         model = self.registry.get(model_name)
-        check_count(len(prompts), self.settings.max_texts_per_request, "prompt")
-        check_lengths(prompts, self.settings.max_chars_per_text, "prompt")
+        check_texts(prompts, self.settings, "prompt")
         check_token_ids(prompts, len(model.backend.tokenizer))
 
         async def work(deadline: float) -> PromptOutcome:
@@ -285,9 +282,8 @@ class Engine:
         """Each continuation's log-likelihood given the shared context (computed once where
         the backend takes token trees)."""
         model = self.registry.get(req.model)
-        check_count(len(req.continuations), self.settings.max_texts_per_request, "continuations")
         check_length(req.context, self.settings.max_chars_per_text, "context")
-        check_lengths(req.continuations, self.settings.max_chars_per_text, "continuations")
+        check_texts(req.continuations, self.settings, "continuations")
 
         async def work(deadline: float) -> ContinuationOutcome:
             tokenizer, bos = model.backend.tokenizer, model.backend.bos_id()
@@ -320,8 +316,7 @@ class Engine:
         """The texts under two models: both models' scores, the bits-per-byte ratio and,
         with ``token_level``, the comparison of their distributions position by position."""
         models = (self._compared(req, 0), self._compared(req, 1))
-        check_count(len(req.texts), self.settings.max_texts_per_request, "texts")
-        check_lengths(req.texts, self.settings.max_chars_per_text, "texts")
+        check_texts(req.texts, self.settings, "texts")
         same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
 
         async def work(deadline: float) -> CompareOutcome:

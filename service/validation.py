@@ -24,10 +24,19 @@ def check_length(text: str | Sequence[int], limit: int, param: str) -> None:
         raise TooLarge(f"{len(text)} characters exceed the limit of {limit} per text", param=param)
 
 
-def check_lengths(texts: Sequence[str | Sequence[int]], limit: int, name: str) -> None:
-    """``check_length`` for each of ``texts``, named ``name[i]``."""
+def check_texts(texts: Sequence[str | Sequence[int]], settings: Settings, name: str) -> None:
+    """Texts per request, then characters per text (each named ``name[i]``)."""
+    check_count(len(texts), settings.max_texts_per_request, name)
     for i, text in enumerate(texts):
-        check_length(text, limit, f"{name}[{i}]")
+        check_length(text, settings.max_chars_per_text, f"{name}[{i}]")
+
+
+def check_conversation(contents: Sequence[str], settings: Settings, name: str) -> None:
+    """Messages per conversation, then characters per message content
+    (``name[j].content``)."""
+    check_count(len(contents), settings.max_messages_per_conversation, name)
+    for j, content in enumerate(contents):
+        check_length(content, settings.max_chars_per_text, f"{name}[{j}].content")
 
 
 def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: Settings) -> None:
@@ -39,11 +48,8 @@ def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: S
         if role not in KNOWN_ROLES:
             raise InvalidRequest(f"unknown role {role!r}", param=f"score_roles[{k}]")
     for i, conv in enumerate(req.conversations):
-        check_count(len(conv), settings.max_messages_per_conversation, f"conversations[{i}]")
+        check_conversation([m.content for m in conv], settings, f"conversations[{i}]")
         for j, message in enumerate(conv):
-            check_length(
-                message.content, settings.max_chars_per_text, f"conversations[{i}][{j}].content"
-            )
             if message.role not in KNOWN_ROLES:
                 raise InvalidRequest(
                     f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",

@@ -43,7 +43,7 @@ from service.errors import InvalidRequest
 from service.sequences import RunOptions, ScoredSequence, SequenceScores, next_piece
 from service.served import PromptOutcome, ServedModel
 from service.settings import Settings
-from service.validation import check_count, check_length, check_token_ids
+from service.validation import check_conversation, check_length, check_token_ids
 
 
 def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depends]) -> None:
@@ -231,11 +231,8 @@ def _check_tokenize_limits(body: TokenizeRequest, settings: Settings) -> None:
     """The scoring routes' size limits, for a prompt or chat messages to tokenize."""
     if body.prompt is not None:
         check_length(body.prompt, settings.max_chars_per_text, "prompt")
-    messages = body.messages or []
-    check_count(len(messages), settings.max_messages_per_conversation, "messages")
-    for j, message in enumerate(messages):
-        content = message.get("content")
-        check_length(str(content or ""), settings.max_chars_per_text, f"messages[{j}].content")
+    contents = [str(message.get("content") or "") for message in body.messages or []]
+    check_conversation(contents, settings, "messages")
 
 
 def _tokenize(model: ServedModel, body: TokenizeRequest) -> TokenizeResponse:
