@@ -6,7 +6,8 @@ checking that a ragged batch scores like the same windows one at a time. Otherwi
 are right-padded with no attention mask: under causal attention a real token never
 attends to the pads after it, and SDPA keeps its fast causal path. Only the hidden states
 of scored positions go through the vocabulary projection, a bounded chunk at a time (see
-``scoring.logprobs``), with a float32 log-softmax.
+``scoring.logprobs``), with a float32 log-softmax; a linear head scoring only the targets
+is applied one vocabulary slice at a time (``scoring.projection``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from service.backends.base import (
 )
 from service.backends.precision import Precision, model_context, pick_device
 from service.backends.ragged import RaggedBatch
-from service.scoring.logprobs import PositionScores, score_hidden_states
+from service.scoring.logprobs import PositionScores, Projection, score_hidden_states
+from service.scoring.projection import DEFAULT_VOCAB_SLICE, VocabProjection
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class HFBackend:
         max_context: int | None = None,
         attention: str = "auto",
         logits_chunk: int = 256,
+        vocab_slice: int = DEFAULT_VOCAB_SLICE,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -61,6 +64,7 @@ class HFBackend:
         self._head: Any = self.model.get_output_embeddings()
         self._softcap: float | None = getattr(self.model.config, "final_logit_softcapping", None)
         self._logit_scale: float | None = getattr(self.model.config, "logit_scale", None)
+        self._project = self._pick_projection(vocab_slice)
         self._chunk = logits_chunk
         self._pad_id = self._pick_pad_id()
         self._bow: torch.Tensor | None = None
@@ -147,7 +151,16 @@ class HFBackend:
             [ForwardItem(ids, 1, 2, True), ForwardItem(ids[: max(2, len(ids) // 2)], 1, 0)]
         )
 
-    def _project(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _pick_projection(self, vocab_slice: int) -> Projection | VocabProjection:
+        """A linear head as a ``VocabProjection`` (its vocabulary can be sliced), any other
+        head as the module itself followed by the model's logit scale and soft cap."""
+        if type(self._head) is torch.nn.Linear:
+            return VocabProjection(
+                self._head.weight, self._head.bias, self._logit_scale, self._softcap, vocab_slice
+            )
+        return self._project_with_module
+
+    def _project_with_module(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self._head(hidden)
         if self._logit_scale is not None:
             logits = logits * self._logit_scale

@@ -1,7 +1,9 @@
 """Log-probabilities of target tokens from hidden states or logits, always in float32.
 
 Natural log throughout. The vocabulary projection is applied to bounded chunks of
-positions so a float32 [positions, vocab] tensor never exists for a whole batch.
+positions so a float32 [positions, vocab] tensor never exists for a whole batch. When only
+the targets' logprobs are asked for and the projection is a plain linear map, it is applied
+one vocabulary slice at a time instead (``scoring.projection``), which is faster.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from service.scoring.projection import VocabProjection, sliced_target_logprobs
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 
@@ -92,7 +96,7 @@ def logprobs_from_logits(
 def score_hidden_states(
     hidden: torch.Tensor,
     targets: torch.Tensor,
-    project: Projection,
+    project: Projection | VocabProjection,
     top_k: int,
     chunk_size: int = 256,
     with_ranks: bool = True,
@@ -103,10 +107,18 @@ def score_hidden_states(
     """Score ``targets`` [N] from final hidden states [N, H] through ``project`` (to logits).
 
     Works over ``chunk_size`` positions at a time; peak extra memory is about
-    ``chunk_size x vocab`` float32 values, whatever N is.
+    ``chunk_size x vocab`` float32 values, whatever N is. With a ``VocabProjection`` and
+    nothing asked beyond the targets' logprobs, the vocabulary is sliced instead (see
+    ``scoring.projection``); ranks are then 0 and the top-k empty, as without them here.
     """
     if hidden.shape[0] != targets.shape[0]:
         raise ValueError("hidden and targets disagree on the number of positions")
+    only_targets = top_k == 0 and not (with_ranks or with_stats or with_full)
+    if isinstance(project, VocabProjection) and only_targets and bow_mask is None:
+        logprobs = sliced_target_logprobs(hidden, targets, project)
+        empty = logprobs.new_empty((logprobs.shape[0], 0))
+        no_ids = torch.empty((logprobs.shape[0], 0), dtype=torch.long, device=hidden.device)
+        return PositionScores(logprobs, torch.zeros_like(targets), no_ids, empty)
     parts = [
         logprobs_from_logits(
             project(hidden[i : i + chunk_size]),
