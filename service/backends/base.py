@@ -50,6 +50,16 @@ class ForwardItem:
     def num_scored(self) -> int:
         return len(self.input_ids) - self.score_from
 
+    @property
+    def model_input(self) -> tuple[int, ...]:
+        """The tokens a backend has to run through the model. The last token of a sequence
+        is attended to by no other token, so its hidden state and keys/values are never
+        read unless ``next_token`` asks for the distribution after it: it is left out.
+        A token tree runs whole (its leaves are not all at the end)."""
+        if self.next_token or self.parents is not None or len(self.input_ids) < 2:
+            return self.input_ids
+        return self.input_ids[:-1]
+
     def predecessor(self, p: int) -> int:
         """The token whose hidden state predicts token ``p``."""
         return p - 1 if self.parents is None else self.parents[p]

@@ -173,7 +173,7 @@ class HFBackend:
         """Score a batch of windows in one forward pass (ragged or right-padded)."""
         if not items:
             return []
-        windows = [item.input_ids for item in items]
+        windows = [item.model_input for item in items]
         trees = [item.parents for item in items]
         with self.precision.context(self.device):
             if self.layout is BatchLayout.RAGGED:
