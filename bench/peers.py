@@ -133,9 +133,14 @@ def vllm_peer(
             command, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=1800, check=False
         )
     result = _last_json_line(log.read_text())
-    if done.returncode != 0 or result is None:
+    if result is None:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         return {"skipped": f"vLLM peer failed (exit {done.returncode}, see {log}):\n{tail}"}
+    if done.returncode != 0:
+        # The result line is printed once every corpus is scored; vLLM's engine process can
+        # still abort while shutting down (SIGABRT at exit), which does not touch the figures.
+        print(f"vLLM peer: exit {done.returncode} after its result (see {log})", flush=True)
+        result["exit_after_result"] = done.returncode
     return result
 
 
