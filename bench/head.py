@@ -9,14 +9,19 @@ embedded model's real head weight, for several numbers of scored positions:
   slice reduced to its max and sum of exp while in cache (``scoring.projection``).
 
 Prints ms per call, the head's TFLOP/s (2 x positions x hidden x vocab per call) and the
-largest difference between the two (nats). A benchmark, not a test.
+largest difference between the two (nats). With ``--forward N``, also whole forwards of N
+short texts (stdlib docstrings, 32 per forward) through two float32 transformers backends,
+one with each head, taking turns so that a drift of the machine's speed hits both alike.
+A benchmark, not a test.
 
     .venv/bin/python bench/head.py [--positions 64,256,1024,2048] [--repeat 5]
+        [--forward 96 --rounds 4]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -26,8 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from docstrings import stdlib_docstrings
 from peers import model_dir
 
+from service.backends.base import ForwardItem
+from service.backends.hf import HFBackend
 from service.scoring.logprobs import score_hidden_states
 from service.scoring.projection import VocabProjection, sliced_target_logprobs
 
@@ -65,10 +73,40 @@ def compare(projection: VocabProjection, n: int, repeat: int) -> str:
     )
 
 
+def forward_turns(texts: int, rounds: int) -> str:
+    """Median forward tok/s (real tokens) of whole rows against slices, in turns."""
+    path = model_dir()
+    backends = {
+        "whole rows": HFBackend(path, dtype="float32", device="cpu", vocab_slice=None),
+        "sliced": HFBackend(path, dtype="float32", device="cpu"),
+    }
+    tokenizer = backends["sliced"].tokenizer
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in stdlib_docstrings(60, 300, texts)]
+    items = [ForwardItem(tuple(i), 1) for i in ids if len(i) > 1]
+    batches = [items[k : k + 32] for k in range(0, len(items), 32)]
+    tokens = sum(len(item.input_ids) for item in items)
+    rates: dict[str, list[float]] = {name: [] for name in backends}
+    for backend in backends.values():
+        backend.forward(batches[0])  # warm-up
+    for _ in range(rounds):
+        for name, backend in backends.items():
+            started = time.perf_counter()
+            for batch in batches:
+                backend.forward(batch)
+            rates[name].append(tokens / (time.perf_counter() - started))
+    medians = {name: statistics.median(r) for name, r in rates.items()}
+    lines = [f"forward, {len(items)} texts ({tokens} tokens), 32 per forward, {rounds} rounds:"]
+    lines += [f"  {name:<10} {m:6.0f} tok/s (median)" for name, m in medians.items()]
+    lines.append(f"  sliced / whole rows: {medians['sliced'] / medians['whole rows']:.2f}x")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", default="64,256,1024,2048")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--forward", type=int, default=0, help="texts for whole forwards")
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -83,6 +121,8 @@ def main() -> int:
     with torch.inference_mode():
         for n in (int(p) for p in args.positions.split(",")):
             print(compare(projection, n, args.repeat))
+    if args.forward:
+        print(forward_turns(args.forward, args.rounds))
     return 0
 
 

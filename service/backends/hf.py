@@ -48,7 +48,7 @@ class HFBackend:
         max_context: int | None = None,
         attention: str = "auto",
         logits_chunk: int = 256,
-        vocab_slice: int = DEFAULT_VOCAB_SLICE,
+        vocab_slice: int | None = DEFAULT_VOCAB_SLICE,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -151,10 +151,11 @@ class HFBackend:
             [ForwardItem(ids, 1, 2, True), ForwardItem(ids[: max(2, len(ids) // 2)], 1, 0)]
         )
 
-    def _pick_projection(self, vocab_slice: int) -> Projection | VocabProjection:
+    def _pick_projection(self, vocab_slice: int | None) -> Projection | VocabProjection:
         """A linear head as a ``VocabProjection`` (its vocabulary can be sliced), any other
-        head as the module itself followed by the model's logit scale and soft cap."""
-        if type(self._head) is torch.nn.Linear:
+        head, or any head with ``vocab_slice=None``, as the module itself followed by the
+        model's logit scale and soft cap (whole rows of logits)."""
+        if vocab_slice is not None and type(self._head) is torch.nn.Linear:
             return VocabProjection(
                 self._head.weight, self._head.bias, self._logit_scale, self._softcap, vocab_slice
             )

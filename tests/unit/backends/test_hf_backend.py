@@ -191,15 +191,16 @@ def test_ranks_are_skipped_unless_asked(backend: HFBackend, token_ids: list[list
     assert (without.ranks == 0).all()
 
 
-@pytest.mark.parametrize("vocab_slice", [1, 37, 4096])
+@pytest.mark.parametrize("vocab_slice", [1, 37, 4096, None])
 def test_sliced_head_matches_float64_reference(
     tiny_model_dir: Path,
     token_ids: list[list[int]],
     reference_logprobs: Callable[..., np.ndarray],
-    vocab_slice: int,
+    vocab_slice: int | None,
 ) -> None:
-    """Plain logprobs (no ranks, no top-k) go through the vocabulary one slice at a time;
-    whatever the slice, they equal the float64 reference and a batch equals its texts alone."""
+    """Plain logprobs (no ranks, no top-k) go through the vocabulary one slice at a time
+    (``None``: whole rows); whatever the slice, they equal the float64 reference and a
+    batch equals its texts alone."""
     sliced = HFBackend(tiny_model_dir, dtype="float32", device="cpu", vocab_slice=vocab_slice)
     items = [ForwardItem(tuple(ids), 1, 0, False) for ids in token_ids]
     batched = sliced.forward(items)
