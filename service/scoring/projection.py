@@ -61,8 +61,9 @@ def sliced_target_logprobs(
     rows: int = DEFAULT_ROWS,
 ) -> torch.Tensor:
     """log p(target | prefix) in nats, float32 [N], for final hidden states [N, H] and
-    target ids [N]. At most ``rows x projection.slice_size`` logits exist at once, whatever N and
-    the vocabulary size are. The reductions run in float32 whatever the model dtype."""
+    target ids [N]. At most ``rows x projection.slice_size`` logits exist at once,
+    whatever N and the vocabulary size are. The reductions run in float32 whatever the
+    model dtype."""
     if hidden.shape[0] != targets.shape[0]:
         raise ValueError("hidden and targets disagree on the number of positions")
     parts = [
