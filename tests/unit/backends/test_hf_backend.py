@@ -214,31 +214,32 @@ def test_sliced_head_matches_float64_reference(
         )
 
 
+@pytest.mark.parametrize("layout", ["ragged", "padded"])
 def test_the_last_token_is_not_run_unless_its_next_token_is_asked(
     tiny_model_dir: Path,
     token_ids: list[list[int]],
     reference_logprobs: Callable[..., np.ndarray],
+    layout: str,
 ) -> None:
     """A sequence's last token predicts nothing, so the model runs one token less per
     window; the scores are those of the whole window all the same."""
-    for layout in ("ragged", "padded"):
-        backend = HFBackend(tiny_model_dir, dtype="float32", device="cpu", attention=layout)
-        fed: list[int] = []
-        hook = backend.model.base_model.embed_tokens.register_forward_hook(
-            lambda _m, args, _out: fed.append(int((args[0] != backend._pad_id).sum()))
-        )
-        ids = tuple(token_ids[0])
-        try:
-            (plain,) = backend.forward([ForwardItem(ids, 1, 3, True)])
-            (with_next,) = backend.forward([ForwardItem(ids, 1, 3, True, next_token=True)])
-        finally:
-            hook.remove()
-        assert fed == [len(ids) - 1, len(ids)], layout
-        _check_against_reference(plain, list(ids), 1, reference_logprobs(list(ids)))
-        np.testing.assert_allclose(
-            plain.logprobs, with_next.logprobs, rtol=BATCH_INVARIANCE_REL, atol=BATCH_INVARIANCE_ABS
-        )
-        assert with_next.next_top_ids is not None and plain.next_top_ids is None
+    backend = HFBackend(tiny_model_dir, dtype="float32", device="cpu", attention=layout)
+    fed: list[int] = []  # tokens per forward (one window each: no padding)
+    hook = backend.model.base_model.embed_tokens.register_forward_hook(
+        lambda _module, args, _out: fed.append(int(args[0].shape[-1]))
+    )
+    ids = tuple(token_ids[0])
+    try:
+        (plain,) = backend.forward([ForwardItem(ids, 1, 3, True)])
+        (with_next,) = backend.forward([ForwardItem(ids, 1, 3, True, next_token=True)])
+    finally:
+        hook.remove()
+    assert fed == [len(ids) - 1, len(ids)]
+    _check_against_reference(plain, list(ids), 1, reference_logprobs(list(ids)))
+    np.testing.assert_allclose(
+        plain.logprobs, with_next.logprobs, rtol=BATCH_INVARIANCE_REL, atol=BATCH_INVARIANCE_ABS
+    )
+    assert with_next.next_top_ids is not None and plain.next_top_ids is None
 
 
 def test_model_input_keeps_what_a_later_token_or_the_caller_needs() -> None:
