@@ -82,8 +82,7 @@ def logprobs_from_logits(
     if top_k > 0:
         top_lp, top_ids = torch.topk(log_probs, k=min(top_k, log_probs.shape[-1]), dim=-1)
     else:
-        top_lp = log_probs.new_empty((log_probs.shape[0], 0))
-        top_ids = torch.empty((log_probs.shape[0], 0), dtype=torch.long, device=logits.device)
+        top_ids, top_lp = _no_alternatives(log_probs.shape[0], logits.device)
     entropy = std = bow = None
     if with_stats:
         entropy, std = distribution_stats(log_probs)
@@ -116,9 +115,8 @@ def score_hidden_states(
     only_targets = top_k == 0 and not (with_ranks or with_stats or with_full)
     if isinstance(project, VocabProjection) and only_targets and bow_mask is None:
         logprobs = sliced_target_logprobs(hidden, targets, project)
-        empty = logprobs.new_empty((logprobs.shape[0], 0))
-        no_ids = torch.empty((logprobs.shape[0], 0), dtype=torch.long, device=hidden.device)
-        return PositionScores(logprobs, torch.zeros_like(targets), no_ids, empty)
+        no_ids, no_logprobs = _no_alternatives(logprobs.shape[0], hidden.device)
+        return PositionScores(logprobs, torch.zeros_like(targets), no_ids, no_logprobs)
     parts = [
         logprobs_from_logits(
             project(hidden[i : i + chunk_size]),
@@ -145,6 +143,12 @@ def score_hidden_states(
         _cat([p.bow for p in parts]),
         _cat([p.full for p in parts]),
     )
+
+
+def _no_alternatives(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Empty top-k ids (int64 [n, 0]) and logprobs (float32 [n, 0])."""
+    ids = torch.empty((n, 0), dtype=torch.long, device=device)
+    return ids, torch.empty((n, 0), dtype=torch.float32, device=device)
 
 
 def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
