@@ -1,12 +1,48 @@
-"""ASGI middleware for the REST door: JSON bodies by default, and the body size limit."""
+"""ASGI middleware for the REST door: API keys before bodies, JSON bodies by default, and
+the body size limit."""
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.auth import KeyChecker
 from service.api.errors_http import error_response
 from service.api.observe import note_error
-from service.errors import TooLarge
+from service.errors import LMScoreError, TooLarge, Unauthorized
+
+
+async def _answer(error: LMScoreError, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer the request with ``error`` in the contract's shape, noted for its metrics."""
+    note_error(scope, error)
+    await error_response(error)(scope, receive, send)
+
+
+class ApiKeyMiddleware:
+    """Check the API key of a guarded route before anything reads the body, so a caller
+    without a valid key gets 401 whatever it sent (unparseable or oversized bodies
+    included), as vLLM answers. ``guarded_paths`` is filled once the routes exist."""
+
+    def __init__(self, app: ASGIApp, keys: KeyChecker, guarded_paths: Set[str]) -> None:
+        self.app = app
+        self.keys = keys
+        self.guarded_paths = guarded_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.keys.enabled
+            and scope.get("method") != "OPTIONS"  # CORS preflights carry no credentials
+            and scope.get("path") in self.guarded_paths
+        ):
+            header = dict(scope.get("headers") or []).get(b"authorization")
+            try:
+                self.keys.check(header.decode("latin-1") if header is not None else None)
+            except Unauthorized as error:
+                await _answer(error, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:
@@ -41,10 +77,7 @@ class BodyLimitMiddleware:
         return f"request body exceeds {self.max_bytes} bytes"
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = TooLarge(self._message(), param="body")
-        note_error(scope, error)
-        response = error_response(error)
-        await response(scope, receive, send)
+        await _answer(TooLarge(self._message(), param="body"), scope, receive, send)
 
 
 class JsonByDefaultMiddleware:

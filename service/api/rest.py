@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
@@ -19,7 +20,7 @@ from service.api.errors_http import (
     error_responses,
     install_error_handlers,
 )
-from service.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware
+from service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, JsonByDefaultMiddleware
 from service.api.observe import CLIENT_CLOSED, RequestMetricsMiddleware
 from service.api.openai_compat import install_openai_routes
 from service.api.responses import unless_disconnected
@@ -58,6 +59,8 @@ def create_app(engine: Engine) -> FastAPI:
     app.state.engine = engine
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    guarded_paths: set[str] = set()  # filled below, once the routes are registered
+    app.add_middleware(ApiKeyMiddleware, keys=keys, guarded_paths=guarded_paths)
     app.add_middleware(RequestMetricsMiddleware)
     if settings.cors_allow_origin:
         app.add_middleware(
@@ -147,6 +150,12 @@ def create_app(engine: Engine) -> FastAPI:
         """Prometheus text exposition of every lmscore_* metric."""
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
+    guarded_paths.update(
+        route.path
+        for route in app.routes
+        if isinstance(route, APIRoute)
+        and any(d.dependency is authorized for d in route.dependencies)
+    )
     return app
 
 

@@ -64,6 +64,24 @@ async def test_every_route_needs_the_exact_key(
 
 
 @ASYNC
+async def test_the_key_is_checked_before_the_body_is_read(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A caller without the key gets 401 whatever its body: unparseable or over the size
+    limit included (as vLLM answers); with the key, the body's own error comes back."""
+    engine = engine_factory(api_keys=[KEY], max_body_bytes=1024)
+    posts = [path for method, path in guarded_routes(engine) if method == "POST"]
+    bodies = {400: b'{"texts": ["unclosed"', 413: b'{"texts": ["' + b"x" * 2048 + b'"]}'}
+    async with asgi_client(engine) as client:
+        for path in posts:
+            for status, content in bodies.items():
+                for key, expected in ((f"Bearer {KEY}x", 401), (f"Bearer {KEY}", status)):
+                    headers = {"authorization": key, "content-type": "application/json"}
+                    answer = await client.post(path, content=content, headers=headers)
+                    assert answer.status_code == expected, (path, status, key)
+
+
+@ASYNC
 async def test_protect_metrics_puts_metrics_behind_the_key(
     engine_factory: Callable[..., Engine],
 ) -> None:
