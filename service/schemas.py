@@ -377,6 +377,8 @@ class ModelCard(BaseModel):
     max_context: int
     revision: str
     has_chat_template: bool = True
+    created: int = Field(0, description="Unix time (seconds) the model was loaded (OpenAI).")
+    owned_by: str = Field("lmscore", description="OpenAI's owner field: always 'lmscore'.")
 
 
 class ModelList(BaseModel):

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ class ServedModel:
     prep: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="tokenize")
     )
+    created: int = field(default_factory=lambda: int(time.time()))  # Unix seconds
 
     def __post_init__(self) -> None:
         self.token_text: Callable[[int], str] = functools.lru_cache(maxsize=65536)(self._decode_one)
@@ -82,6 +84,11 @@ class ServedModel:
         else:
             definition = json.dumps(sorted(tokenizer.get_vocab().items()))
         return hashlib.sha256(definition.encode()).hexdigest()
+
+    @functools.cached_property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the tokenizer's special tokens (BOS, EOS, end of turn, pad...)."""
+        return frozenset(int(i) for i in self.backend.tokenizer.all_special_ids)
 
     def _decode_one(self, token_id: int) -> str:
         return str(self.backend.tokenizer.decode([token_id]))
@@ -104,6 +111,7 @@ class ServedModel:
             max_context=info.max_context,
             revision=self.revision,
             has_chat_template=bool(getattr(self.backend.tokenizer, "chat_template", None)),
+            created=self.created,
         )
 
 

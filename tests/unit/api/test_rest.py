@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -72,6 +73,9 @@ async def test_models_shape(client: httpx.AsyncClient) -> None:
     assert card["max_context"] == 64
     assert card["revision"] == "sha256:test"
     assert card["has_chat_template"] is True
+    # OpenAI's model object: when it was loaded (Unix seconds) and who owns it.
+    assert isinstance(card["created"], int) and 1.7e9 < card["created"] <= time.time()
+    assert card["owned_by"] == "lmscore"
 
 
 async def test_score_text_response_shape(client: httpx.AsyncClient) -> None:
