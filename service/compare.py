@@ -89,7 +89,7 @@ async def score_with(
     ]
     options = RunOptions(with_full=token_level)
     windows = [
-        fit_to_context(seq, model.context, "error", None, f"texts[{i}]")
+        fit_to_context(seq, model.context, "error", None, f"texts[{i}]", offer_overflow=False)
         for i, seq in enumerate(seqs)
     ]
     items = [forward_items(s, w, options) for s, w in zip(seqs, windows, strict=True)]

@@ -348,7 +348,14 @@ class Engine:
         """Fit every sequence into the context, run its windows through the batcher, and
         stitch each sequence's scores back together."""
         plans = [
-            fit_to_context(seq, model.context, options.overflow, options.stride, param)
+            fit_to_context(
+                seq,
+                model.context,
+                options.overflow,
+                options.stride,
+                param,
+                offer_overflow=options.offer_overflow,
+            )
             for seq, param in zip(seqs, params, strict=True)
         ]
         items = [

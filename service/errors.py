@@ -155,6 +155,10 @@ def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> InvalidReques
     first = errors[0]
     if first.get("type") == "json_invalid":
         return MalformedRequest(f"the body is not valid JSON: {first.get('msg', '')}")
+    # A validator may name the exact item at fault (``prompt[1]``) below its field.
+    named = (first.get("ctx") or {}).get("param")
+    if isinstance(named, str):
+        return InvalidRequest(str(first.get("msg", "invalid value")), param=named)
     param = param_from_loc(first.get("loc", ()))
     message = str(first.get("msg", "invalid value"))
     if first.get("type") == "missing" and param:

@@ -81,6 +81,7 @@ class RunOptions:
     with_stats: bool = False
     with_bow: bool = False
     with_full: bool = False
+    offer_overflow: bool = True  # False where the door has no overflow option (error hints)
 
 
 def encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -153,21 +154,28 @@ def _owner(chat: RenderedChat, start: int) -> tuple[int | None, bool]:
 
 
 def fit_to_context(
-    seq: ScoredSequence, context: int, overflow: str, stride: int | None, param: str
+    seq: ScoredSequence,
+    context: int,
+    overflow: str,
+    stride: int | None,
+    param: str,
+    *,
+    offer_overflow: bool = True,
 ) -> list[Window]:
     """Windows for ``seq`` under ``context`` tokens; truncates ``seq`` in place for 'truncate'.
 
-    Raises InvalidRequest (naming ``param``) for an over-long sequence with 'error'.
+    Raises InvalidRequest (naming ``param``) for an over-long sequence with 'error'; its
+    message suggests the other overflow modes only where the caller's door has them
+    (``offer_overflow``).
     """
     n = len(seq.input_ids)
     if overflow == "sliding_window":
         stride = _stride(stride, context)  # refuse a bad stride even when this text fits
     if n > context:
         if overflow == "error":
+            hint = "; use overflow='truncate' or 'sliding_window'" if offer_overflow else ""
             raise InvalidRequest(
-                f"{n} tokens exceed the model's context of {context}; "
-                "use overflow='truncate' or 'sliding_window'",
-                param=param,
+                f"{n} tokens exceed the model's context of {context}{hint}", param=param
             )
         if overflow == "truncate":
             keep = context - seq.shift

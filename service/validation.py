@@ -15,7 +15,9 @@ KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "fu
 def check_count(count: int, limit: int, param: str) -> None:
     """TooLarge when a request carries more than ``limit`` of something."""
     if count > limit:
-        raise TooLarge(f"{count} {param} exceed the limit of {limit} per request", param=param)
+        raise TooLarge(
+            f"{param}: {count} items exceed the limit of {limit} per request", param=param
+        )
 
 
 def check_length(text: str | Sequence[int], limit: int, param: str) -> None:

@@ -10,14 +10,15 @@ very float reported as its logprob, since harnesses test greediness by equality.
 from __future__ import annotations
 
 import functools
+import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from service.api.errors_http import (
     MODEL_LOOKUP_ERRORS,
@@ -46,6 +47,25 @@ from service.settings import Settings
 from service.validation import check_conversation, check_length, check_token_ids
 
 
+# With ``stream: true`` the 200 answer is server-sent events. Before OpenAPI 3.2 a stream's
+# ``schema`` describes one event: its ``data`` is a chunk (a CompletionResponse without
+# usage, as JSON) or ``[DONE]``.
+_STREAM_DOCUMENTED: dict[str, Any] = {
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "type": "object",
+                "required": ["data"],
+                "properties": {
+                    "data": {"type": "string", "description": "A chunk (JSON), or [DONE]."}
+                },
+            }
+        }
+    },
+    "description": "The completion (JSON), or with stream: true its server-sent events.",
+}
+
+
 def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depends]) -> None:
     """Register the OpenAI-compatible routes on ``app``."""
 
@@ -53,7 +73,7 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         "/v1/completions",
         response_model=CompletionResponse,
         dependencies=list(guarded),
-        responses=error_responses(SCORING_ERRORS),
+        responses={**error_responses(SCORING_ERRORS), 200: _STREAM_DOCUMENTED},
     )
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """Legacy completions: echo + logprobs scoring, and at most one greedy token."""
@@ -63,7 +83,12 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         if outcome is None:
             return Response(status_code=CLIENT_CLOSED)
         response = completion_response(body, outcome)
-        return JSONResponse(response.model_dump(mode="json"), headers=outcome.timing.headers())
+        headers = outcome.timing.headers()
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            events = completion_events(response, include_usage=usage)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return JSONResponse(response.model_dump(mode="json"), headers=headers)
 
     tokenizer_errors = error_responses(TOKENIZER_ERRORS)
 
@@ -125,7 +150,9 @@ def completion_options(body: CompletionRequest) -> RunOptions:
     if generate and body.top_p not in (None, 1):
         raise InvalidRequest("only greedy decoding is served: top_p must be 1", param="top_p")
     want = body.logprobs if body.logprobs is not None else 0
-    return RunOptions(top_k=max(want, 1 if generate else 0), next_token=generate)
+    return RunOptions(
+        top_k=max(want, 1 if generate else 0), next_token=generate, offer_overflow=False
+    )
 
 
 def completion_response(body: CompletionRequest, outcome: PromptOutcome) -> CompletionResponse:
@@ -148,6 +175,21 @@ def completion_response(body: CompletionRequest, outcome: PromptOutcome) -> Comp
     )
 
 
+def completion_events(response: CompletionResponse, *, include_usage: bool) -> Iterator[str]:
+    """``response`` as OpenAI's server-sent events: one chunk per choice, whole (a scoring
+    server has every score at once), then a usage chunk with no choices when asked, then
+    ``[DONE]``. With ``include_usage`` the other chunks carry ``usage: null``, as OpenAI's do."""
+    head = response.model_dump(mode="json", exclude={"choices", "usage"})
+    usage = {"usage": None} if include_usage else {}
+    for choice in response.choices:
+        chunk = {**head, "choices": [choice.model_dump(mode="json")], **usage}
+        yield f"data: {json.dumps(chunk)}\n\n"
+    if include_usage:
+        last = {**head, "choices": [], "usage": response.usage.model_dump(mode="json")}
+        yield f"data: {json.dumps(last)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
 def _generates(body: CompletionRequest) -> bool:
     return (1 if body.max_tokens is None else body.max_tokens) > 0
 
@@ -161,20 +203,27 @@ class _LogprobsBuilder:
         self.text = ""
         self.lists = LegacyLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
 
-    def add(self, piece: str, logprob: float | None, top_ids: Any, top_lps: Any) -> None:
+    def add(
+        self, token_id: int, piece: str, logprob: float | None, top_ids: Any, top_lps: Any
+    ) -> None:
         self.lists.tokens.append(piece)
         self.lists.text_offset.append(len(self.text))
         self.text += piece
         self.lists.token_logprobs.append(logprob)
         self.lists.top_logprobs.append(
-            None if logprob is None else self._top(piece, logprob, top_ids, top_lps)
+            None if logprob is None else self._top(token_id, piece, logprob, top_ids, top_lps)
         )
 
-    def _top(self, piece: str, logprob: float, top_ids: Any, top_lps: Any) -> dict[str, float]:
+    def _top(
+        self, token_id: int, piece: str, logprob: float, top_ids: Any, top_lps: Any
+    ) -> dict[str, float]:
         top: dict[str, float] = {}
         for token, lp in zip(top_ids[: self.k], top_lps[: self.k], strict=True):
-            key = self.model.token_text(int(token))
-            top[key] = max(top.get(key, float("-inf")), float(lp))
+            # The chosen token is keyed by its piece, as in ``tokens``, never by its lone
+            # decoding: a token holding part of a character decodes alone to U+FFFD.
+            if int(token) != token_id:
+                key = self.model.token_text(int(token))
+                top[key] = max(top.get(key, float("-inf")), float(lp))
         # The chosen token's own entry, with the very float of token_logprobs (a different
         # token decoding to the same text keeps the larger value).
         top[piece] = max(top.get(piece, float("-inf")), logprob)
@@ -193,16 +242,30 @@ def _choice(
         for j, (start, end) in enumerate(seq.offsets):
             p = j + seq.shift
             logprob = float(scores.logprobs[p]) if p > 0 else None
-            builder.add(seq.text[start:end], logprob, scores.top_ids[p], scores.top_logprobs[p])
+            builder.add(
+                seq.token_ids[j],
+                seq.text[start:end],
+                logprob,
+                scores.top_ids[p],
+                scores.top_logprobs[p],
+            )
     finish_reason = "length"
     if _generates(body):
         assert scores.next_top_ids is not None and scores.next_top_logprobs is not None
         token = int(scores.next_top_ids[0])
-        piece = next_piece(model.backend.tokenizer, seq.token_ids, token)
+        tokenizer = model.backend.tokenizer
+        # A generated special token (end of turn, end of text) adds no text, as in vLLM and
+        # OpenAI, where special tokens are skipped in the output.
+        special = token in model.special_ids
+        piece = "" if special else next_piece(tokenizer, seq.token_ids, token)
         builder.add(
-            piece, float(scores.next_top_logprobs[0]), scores.next_top_ids, scores.next_top_logprobs
+            token,
+            piece,
+            float(scores.next_top_logprobs[0]),
+            scores.next_top_ids,
+            scores.next_top_logprobs,
         )
-        if token == model.backend.tokenizer.eos_token_id:
+        if token == tokenizer.eos_token_id:
             finish_reason = "stop"
     text = builder.text
     if _generates(body):
@@ -224,7 +287,7 @@ def _choice(
 def _stops(body: CompletionRequest) -> list[str]:
     if body.stop is None:
         return []
-    return [body.stop] if isinstance(body.stop, str) else [s for s in body.stop if s]
+    return [body.stop] if isinstance(body.stop, str) else list(body.stop)
 
 
 def _check_tokenize_limits(body: TokenizeRequest, settings: Settings) -> None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from service.schemas import MAX_TOP_K
@@ -53,9 +61,24 @@ def check_prompt(value: Any) -> Any:
         where = "prompt"
     if problem:
         raise PydanticCustomError(
-            "prompt", "{where} {problem}", {"where": where, "problem": problem}
+            "prompt", "{where} {problem}", {"where": where, "problem": problem, "param": where}
         )
     return value
+
+
+def check_stop(value: Any) -> Any:
+    """Refuses an empty stop string, as vLLM does: it would end every text at once."""
+    stops = [value] if isinstance(value, str) else value or []
+    if any(stop == "" for stop in stops):
+        raise ValueError("stop cannot contain an empty string")
+    return value
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``: with ``include_usage``, a last chunk carries the usage."""
+
+    include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's; accepted, every chunk here is whole
 
 
 class CompletionRequest(BaseModel):
@@ -76,7 +99,13 @@ class CompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=1)
     best_of: int | None = Field(None, ge=1, le=1)
-    stream: Literal[False] = False
+    stream: bool = Field(
+        False,
+        description="Server-sent events in OpenAI's framing: one chunk per choice (each whole, "
+        "since scores are computed at once), a usage chunk with stream_options.include_usage, "
+        "then [DONE].",
+    )
+    stream_options: StreamOptions | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     user: str | None = None
@@ -85,6 +114,21 @@ class CompletionRequest(BaseModel):
     @classmethod
     def _prompt_shape(cls, value: Any) -> Any:
         return check_prompt(value)
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: Any) -> Any:
+        return check_stop(value)
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> CompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise PydanticCustomError(
+                "stream_options",
+                "stream_options can only be set when stream is true",
+                {"param": "stream_options"},
+            )
+        return self
 
 
 class LegacyLogprobs(BaseModel):

@@ -78,6 +78,65 @@ def test_openai_client_echo_logprobs_equal_score_text(
     assert greedy.usage is not None and greedy.usage.completion_tokens == 1
 
 
+def test_greedy_tokens_inside_a_character_are_keyed_by_their_piece(http: httpx.Client) -> None:
+    """A token holding part of a character decodes alone to U+FFFD, but its entry in
+    ``top_logprobs`` is keyed by its piece, as in ``tokens``: a harness that picks the top
+    key and compares it with the token (older lm-eval's is_greedy) sees it as greedy."""
+    text = "\U0001f600\U0001f600\U0001f44d\U0001f3fd x"  # emoji and a skin tone: byte tokens
+    body = {"prompt": text, "echo": True, "logprobs": 1, "max_tokens": 0}
+    lp = http.post("/v1/completions", json=body).json()["choices"][0]["logprobs"]
+    tokens = http.post("/v1/score/text", json={"texts": [text], "return_tokens": True}).json()
+    ids = [t["id"] for t in tokens["results"][0]["tokens"]]
+    split = 0
+    for j in range(1, len(ids)):
+        piece, logprob, top = lp["tokens"][j], lp["token_logprobs"][j], lp["top_logprobs"][j]
+        assert top[piece] == logprob
+        alone = http.post("/detokenize", json={"tokens": [ids[j]]}).json()["prompt"]
+        if logprob == max(top.values()) and alone != piece:
+            split += 1
+            assert alone not in top or alone == piece
+            assert max(top, key=top.__getitem__) == piece
+    assert split > 0, "no greedy token split a character: the check did not run"
+
+
+def test_a_generated_end_of_turn_adds_no_text(http: httpx.Client) -> None:
+    """A generated special token (here the chat template's end of turn, which is also EOS)
+    is skipped in the text, as vLLM and OpenAI do, and ends with finish_reason "stop"; its
+    logprob is still reported."""
+    prompt = (
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nHello! How can I help you today?"
+    )
+    body = {"prompt": prompt, "max_tokens": 1, "logprobs": 1, "echo": True}
+    choice = http.post("/v1/completions", json=body).json()["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["text"] == prompt
+    assert choice["logprobs"]["tokens"][-1] == ""
+    assert choice["logprobs"]["token_logprobs"][-1] == max(
+        choice["logprobs"]["top_logprobs"][-1].values()
+    )
+
+
+def test_openai_client_streams_the_same_choices(server: RunningServer) -> None:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    prompts = [ENGLISH[0][:80], "The capital of France is"]
+    plain = client.completions.create(model="default", prompt=prompts, max_tokens=1, logprobs=1)
+    stream = client.completions.create(
+        model="default",
+        prompt=prompts,
+        max_tokens=1,
+        logprobs=1,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    texts = {c.choices[0].index: c.choices[0].text for c in chunks if c.choices}
+    assert texts == {c.index: c.text for c in plain.choices}
+    assert chunks[-1].usage is not None and plain.usage is not None
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens == 2
+
+
 def run_harness(model: str, model_args: str, include: Path) -> dict[str, Any]:
     script = include / "harness.py"
     script.write_text(HARNESS)

@@ -48,15 +48,19 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str | re.Pattern[str]]] = [
     ({"prompt": "x", "top_p": 0.5, "max_tokens": 1}, "top_p"),
     ({"prompt": "x", "n": 2}, "n"),
     ({"prompt": "x", "best_of": 3}, "best_of"),
-    ({"prompt": "x", "stream": True}, "stream"),
+    ({"prompt": "x", "stream": "maybe"}, "stream"),
+    ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
+    ({"prompt": "x", "stop": ""}, "stop"),
+    ({"prompt": "x", "stop": ["\n", ""]}, "stop"),
     ({"prompt": "x", "echo": "maybe"}, "echo"),
     ({}, "prompt"),
     ({"prompt": ""}, PROMPT_PARAM),
     ({"prompt": []}, PROMPT_PARAM),
     ({"prompt": [[]]}, PROMPT_PARAM),
-    ({"prompt": [""]}, PROMPT_PARAM),
-    ({"prompt": ["fine", ""]}, PROMPT_PARAM),
-    ({"prompt": [[1, 2], []]}, PROMPT_PARAM),
+    ({"prompt": [""]}, "prompt[0]"),
+    ({"prompt": ["fine", ""]}, "prompt[1]"),
+    ({"prompt": [[1, 2], []]}, "prompt[1]"),
+    ({"prompt": ["fine", "ok", 7]}, "prompt[2]"),
     ({"prompt": [[1, True]]}, PROMPT_PARAM),
     ({"prompt": [1.5, 2]}, PROMPT_PARAM),
     ({"prompt": 5}, PROMPT_PARAM),
@@ -80,13 +84,29 @@ async def test_bad_requests(
     assert_error(await client.post(URL, json=body), 422, "invalid_request", param)
 
 
+async def test_over_context_message_offers_nothing_this_door_ignores(
+    client: httpx.AsyncClient,
+) -> None:
+    """The completions door has no overflow option, so its context error must not suggest
+    one (/v1/score/text's does)."""
+    answer = await client.post(URL, json={"prompt": OVER_CONTEXT_IDS, "max_tokens": 0})
+    assert_error(answer, 422, "invalid_request", "prompt[0]")
+    assert "context" in answer.json()["error"]["message"]
+    assert "overflow" not in answer.json()["error"]["message"]
+    text = await client.post("/v1/score/text", json={"texts": [LONG_TEXT]})
+    assert "overflow" in text.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
-    "raw",
-    [b'{"prompt": "a\\ud800b", "max_tokens": 0}', b'{"prompt": ["ok", "\\udc00"], "echo": true}'],
+    ("raw", "param"),
+    [
+        (b'{"prompt": "a\\ud800b", "max_tokens": 0}', "prompt"),
+        (b'{"prompt": ["ok", "\\udc00"], "echo": true}', "prompt[1]"),
+    ],
 )
-async def test_lone_surrogates(client: httpx.AsyncClient, raw: bytes) -> None:
+async def test_lone_surrogates(client: httpx.AsyncClient, raw: bytes, param: str) -> None:
     response = await client.post(URL, content=raw, headers={"content-type": "application/json"})
-    assert_error(response, 422, "invalid_request", PROMPT_PARAM)
+    assert_error(response, 422, "invalid_request", param)
 
 
 async def test_unparseable_json(client: httpx.AsyncClient) -> None:
