@@ -46,7 +46,6 @@ from service.served import PromptOutcome, ServedModel
 from service.settings import Settings
 from service.validation import check_conversation, check_length, check_token_ids
 
-
 # With ``stream: true`` the 200 answer is server-sent events. Before OpenAPI 3.2 a stream's
 # ``schema`` describes one event: its ``data`` is a chunk (a CompletionResponse without
 # usage, as JSON) or ``[DONE]``.
