@@ -83,10 +83,7 @@ async def score_with(
 ) -> Scored:
     """Tokenize and score ``texts`` under ``model``; one window each (over-long: 422)."""
     encoded = await model.prepare(encode, model.backend.tokenizer, list(texts))
-    seqs = [
-        text_sequence(text, ids, offsets, None)
-        for text, (ids, offsets) in zip(texts, encoded, strict=True)
-    ]
+    seqs = [text_sequence(text, one, None) for text, one in zip(texts, encoded, strict=True)]
     options = RunOptions(with_full=token_level)
     windows = [
         fit_to_context(seq, model.context, "error", None, f"texts[{i}]", offer_overflow=False)

@@ -200,10 +200,7 @@ class Engine:
     ) -> ScoreOutcome:
         bos = model.backend.bos_id() if req.prepend_bos else None
         encoded = await model.prepare(encode, model.backend.tokenizer, list(req.texts))
-        seqs = [
-            text_sequence(text, ids, offsets, bos)
-            for text, (ids, offsets) in zip(req.texts, encoded, strict=True)
-        ]
+        seqs = [text_sequence(text, one, bos) for text, one in zip(req.texts, encoded, strict=True)]
         params = [f"texts[{i}]" for i in range(len(seqs))]
         results = await self._score(
             model,

@@ -58,7 +58,10 @@ def build_result(
             start, end = seq.offsets[j]
             positions.append(j + seq.shift)
             chars += end - start
-            nbytes += utf8_length(seq.text[start:end])
+            if seq.token_bytes is not None:
+                nbytes += seq.token_bytes[j]
+            else:
+                nbytes += utf8_length(seq.text[start:end])
     logprobs = [float(scores.logprobs[p]) for p in positions]
     agg = summarize(logprobs, chars, nbytes)
     result = TextResult(

@@ -17,8 +17,9 @@ import numpy.typing as npt
 from service.backends.base import ForwardItem, ForwardResult
 from service.errors import InvalidRequest
 from service.scoring.chat import ChatTemplateError, RenderedChat, render_with_spans
-from service.scoring.offsets import tile_offsets
+from service.scoring.offsets import offsets_from_bytes, shares_a_character, tile_offsets
 from service.scoring.windows import Window, plan_windows
+from service.token_bytes import token_byte_lengths
 
 
 @dataclass
@@ -37,6 +38,9 @@ class ScoredSequence:
     bos_id: int | None = None
     message_index: list[int | None] | None = None
     truncated: bool = False
+    # UTF-8 bytes each token holds where a token holds part of a character (byte-level
+    # tokenizers); None: each token holds the bytes of its offsets' text.
+    token_bytes: list[int] | None = None
 
     @property
     def input_ids(self) -> list[int]:
@@ -84,23 +88,43 @@ class RunOptions:
     offer_overflow: bool = True  # False where the door has no overflow option (error hints)
 
 
-def encode(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-    """Token ids (no special tokens added) and tiled character offsets of each text."""
+@dataclass(frozen=True)
+class Encoded:
+    """One text as token ids with tiled character offsets, and the UTF-8 bytes each token
+    holds where a token holds part of a character (None: its offsets' text)."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    token_bytes: list[int] | None = None
+
+
+def encode(tokenizer: Any, texts: list[str]) -> list[Encoded]:
+    """Each text's token ids (no special tokens added) and tiled character offsets."""
     batch = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     return [
-        (list(ids), tile_offsets([tuple(o) for o in offsets], len(text)))
+        _encoded(tokenizer, text, list(ids), [tuple(o) for o in offsets])
         for text, ids, offsets in zip(
             texts, batch["input_ids"], batch["offset_mapping"], strict=True
         )
     ]
 
 
-def text_sequence(
-    text: str, ids: list[int], offsets: list[tuple[int, int]], bos_id: int | None
-) -> ScoredSequence:
+def _encoded(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]]) -> Encoded:
+    """Offsets tiled, and each token's bytes counted exactly where a character is split
+    across tokens and the tokenizer is byte-level."""
+    if shares_a_character(offsets):
+        lengths = token_byte_lengths(tokenizer, ids, text)
+        if lengths is not None:
+            return Encoded(ids, offsets_from_bytes(text, lengths), lengths)
+    return Encoded(ids, tile_offsets(offsets, len(text)))
+
+
+def text_sequence(text: str, encoded: Encoded, bos_id: int | None) -> ScoredSequence:
     """A plain text: every token with context is scored (all of them after a BOS)."""
-    scored = [bos_id is not None or j > 0 for j in range(len(ids))]
-    return ScoredSequence(text, ids, offsets, scored, bos_id)
+    scored = [bos_id is not None or j > 0 for j in range(len(encoded.ids))]
+    return ScoredSequence(
+        text, encoded.ids, encoded.offsets, scored, bos_id, token_bytes=encoded.token_bytes
+    )
 
 
 def chat_sequence(
@@ -116,15 +140,23 @@ def chat_sequence(
         return str(tokenizer.apply_chat_template(msgs, tokenize=False))
 
     chat: RenderedChat = render_with_spans(messages, render)
-    ((ids, offsets),) = encode(tokenizer, [chat.text])
+    (encoded,) = encode(tokenizer, [chat.text])
     owner: list[int | None] = []
     scored: list[bool] = []
-    for start, _ in offsets:
+    for start, _ in encoded.offsets:
         index, in_content = _owner(chat, start)
         owner.append(index)
         counts = index is not None and messages[index]["role"] in score_roles
         scored.append(counts and (in_content or include_end_of_turn) and len(owner) > 1)
-    return ScoredSequence(chat.text, ids, offsets, scored, None, owner)
+    return ScoredSequence(
+        chat.text,
+        encoded.ids,
+        encoded.offsets,
+        scored,
+        None,
+        owner,
+        token_bytes=encoded.token_bytes,
+    )
 
 
 def chat_sequences(
@@ -182,6 +214,8 @@ def fit_to_context(
             seq.token_ids = seq.token_ids[:keep]
             seq.offsets = seq.offsets[:keep]
             seq.scored = seq.scored[:keep]
+            if seq.token_bytes is not None:
+                seq.token_bytes = seq.token_bytes[:keep]
             if seq.message_index is not None:
                 seq.message_index = seq.message_index[:keep]
             seq.truncated = True
@@ -284,8 +318,8 @@ def ids_sequence(tokenizer: Any, ids: list[int]) -> ScoredSequence:
     """A prompt given as token ids: its text is the ids decoded, cut into one piece per
     token so the pieces concatenate back to that text."""
     text = str(tokenizer.decode(ids, clean_up_tokenization_spaces=False))
-    ((again, offsets),) = encode(tokenizer, [text])
-    if again != ids:  # the text does not re-tokenize to these ids: cut it by decoding
+    (encoded,) = encode(tokenizer, [text])
+    if encoded.ids != ids:  # the text does not re-tokenize to these ids: cut it by decoding
         pieces = token_pieces(tokenizer, ids)
         text = "".join(pieces)
         offsets = []
@@ -293,7 +327,8 @@ def ids_sequence(tokenizer: Any, ids: list[int]) -> ScoredSequence:
         for piece in pieces:
             offsets.append((cursor, cursor + len(piece)))
             cursor += len(piece)
-    return text_sequence(text, list(ids), offsets, None)
+        encoded = Encoded(list(ids), offsets)
+    return text_sequence(text, encoded, None)
 
 
 def token_pieces(tokenizer: Any, ids: list[int], context: int = 6) -> list[str]:
@@ -337,8 +372,7 @@ def prompt_sequences(
     seqs = []
     for prompt in prompts:
         if isinstance(prompt, str):
-            ids, offsets = next(encoded)
-            seqs.append(text_sequence(prompt, ids, offsets, None))
+            seqs.append(text_sequence(prompt, next(encoded), None))
         else:
             seqs.append(ids_sequence(tokenizer, list(prompt)))
     return seqs

@@ -12,6 +12,7 @@ from service.errors import InvalidRequest
 from service.scoring.chat import ChatTemplateError
 from service.scoring.windows import Window
 from service.sequences import (
+    Encoded,
     RunOptions,
     ScoredSequence,
     chat_error,
@@ -29,7 +30,7 @@ BOS = 1
 def _seq(n: int, bos_id: int | None = None) -> ScoredSequence:
     text = "".join(chr(ord("a") + i % 26) for i in range(n))
     ids = [100 + i for i in range(n)]
-    return text_sequence(text, ids, [(i, i + 1) for i in range(n)], bos_id)
+    return text_sequence(text, Encoded(ids, [(i, i + 1) for i in range(n)]), bos_id)
 
 
 def _fake_forward(item: ForwardItem) -> ForwardResult:
@@ -185,9 +186,10 @@ class CharTokenizer:
 
 
 def test_encode_tiles_offsets() -> None:
-    ((ids, offsets),) = encode(CharTokenizer(), ["héllo"])
-    assert ids == [ord(c) for c in "héllo"]
-    assert offsets == [(i, i + 1) for i in range(5)]
+    (encoded,) = encode(CharTokenizer(), ["héllo"])
+    assert encoded.ids == [ord(c) for c in "héllo"]
+    assert encoded.offsets == [(i, i + 1) for i in range(5)]
+    assert encoded.token_bytes is None  # no character is split: offsets give the bytes
 
 
 @pytest.mark.parametrize("end_of_turn", [False, True])
