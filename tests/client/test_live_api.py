@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from compare import assert_close
+from prometheus_client.parser import text_string_to_metric_families
 from server_process import RunningServer
 
 from lmscore_client import (
@@ -19,6 +20,7 @@ from lmscore_client import (
     InvalidRequestError,
     NotFoundError,
     ScoreResponse,
+    TooLargeError,
 )
 
 TEXTS = ["The capital of France is Paris.", "Hello", "asdkj qwpoe zmxn ,,,, 1238 !!!"]
@@ -168,6 +170,33 @@ def test_errors_carry_type_and_param(client: Client, grpc_client: GrpcClient) ->
     assert missing.value.status == 404 and missing.value.type == "not_found"
     with pytest.raises(NotFoundError):
         grpc_client.score_text("x y", model="no-such-model")
+
+
+def test_a_message_over_grpc_limits_is_too_large_and_not_retried(
+    server: RunningServer, http: httpx.Client
+) -> None:
+    """gRPC answers RESOURCE_EXHAUSTED for a message over its size limit too; that is not a
+    full queue, and sending it again cannot help."""
+
+    def grpc_score_text_calls() -> float:
+        families = text_string_to_metric_families(http.get("/metrics").text)
+        return sum(
+            sample.value
+            for family in families
+            for sample in family.samples
+            if sample.name == "lmscore_requests_total"
+            and sample.labels.get("protocol") == "grpc"
+            and sample.labels.get("endpoint") == "score_text"
+        )
+
+    before = grpc_score_text_calls()
+    with (
+        GrpcClient(server.grpc, timeout=120, max_message_bytes=3000) as small,
+        pytest.raises(TooLargeError) as error,
+    ):
+        small.score_text(["Some text to score with its tokens. " * 20], return_tokens=True, top_k=5)
+    assert error.value.status == 413 and error.value.grpc_code == "RESOURCE_EXHAUSTED"
+    assert grpc_score_text_calls() == before + 1  # one call: not retried
 
 
 def test_async_client_matches_the_blocking_one(server: RunningServer, client: Client) -> None:

@@ -23,7 +23,7 @@ from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from lmscore_client.build import ChatFields, Conversation, ScoreOptions, TextFields
 from lmscore_client.compare import CompareResponse
 from lmscore_client.continuations import ContinuationResponse
-from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError
+from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError, TooLargeError
 from lmscore_client.results import (
     Aggregate,
     MessageScore,
@@ -153,6 +153,10 @@ def error_from_rpc(error: grpc.RpcError) -> LMScoreError:
             if key == "retry-after":
                 retry_after = parse_retry_after(str(value))
     cls, status = GRPC_CODES.get(code.name, (InternalServerError, 500))
+    if code.name == "RESOURCE_EXHAUSTED" and _OVER_MESSAGE_LIMIT in details:
+        # gRPC's own message size limit (either side), not a full queue: sending the same
+        # message again cannot succeed, so it is too large (413), never retried.
+        cls, status = TooLargeError, 413
     match = _PARAM.match(details)
     return cls(
         details,
@@ -161,6 +165,10 @@ def error_from_rpc(error: grpc.RpcError) -> LMScoreError:
         retry_after_s=retry_after,
         grpc_code=code.name,
     )
+
+
+# How gRPC core words a message over max_{send,receive}_message_length.
+_OVER_MESSAGE_LIMIT = "message larger than max"
 
 
 _RETRY_CODES = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE"})
@@ -208,7 +216,11 @@ class GrpcClient:
             delay = self.retry.next_delay_s(
                 failures, time.monotonic() - started, error.retry_after_s
             )
-            if error.grpc_code not in _RETRY_CODES or delay is None:
+            if (
+                error.grpc_code not in _RETRY_CODES
+                or isinstance(error, TooLargeError)
+                or delay is None
+            ):
                 raise error
             self._sleep(delay)
 
@@ -292,6 +304,8 @@ class GrpcClient:
                 revision=m.revision,
                 has_chat_template=m.has_chat_template,
                 object=m.object or "model",
+                created=m.created,
+                owned_by=m.owned_by or "lmscore",
             )
             for m in response.data
         ]

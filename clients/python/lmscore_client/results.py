@@ -232,6 +232,8 @@ class ModelCard:
     revision: str
     has_chat_template: bool = True
     object: str = "model"
+    created: int = 0  # Unix seconds the model was loaded (0 from servers that do not say)
+    owned_by: str = "lmscore"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelCard:
@@ -244,4 +246,6 @@ class ModelCard:
             revision=data["revision"],
             has_chat_template=bool(data.get("has_chat_template", True)),
             object=data.get("object", "model"),
+            created=int(data.get("created", 0)),
+            owned_by=str(data.get("owned_by", "lmscore")),
         )
