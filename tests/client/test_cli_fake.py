@@ -75,8 +75,19 @@ def test_rejects_are_written_with_their_errors(
     out = tmp_path / "out.jsonl"
     with FakeServer() as server:
         assert _score(server.url, inp, out, "--rows-per-request", "8", "--concurrency", "3") == 0
-    bad = {3, 5, 9, 11, 13, 17, 19, 21, 23}
-    assert [r["id"] for r in read_jsonl(out)] == [i for i in range(40) if i not in bad]
+    refused = {3, 5, 9, 11, 13, 17, 21, 23}
+    # Every row comes back in order (the blank line is no row); lines that are not JSON
+    # objects come back as {"row": ...}.
+    got = read_jsonl(out)
+    assert [r.get("id") for r in got] == [None if i in (9, 11) else i for i in range(40) if i != 19]
+    assert got[9]["row"] == "{not json" and got[11]["row"] == [1, 2]
+    for i, row in zip((i for i in range(40) if i != 19), got, strict=True):
+        if i in refused:
+            assert all(row[k] is None for k in FIELDS) and row["score_error"]["type"]
+        else:
+            assert "score_error" not in row and row["ppl"] is not None
+    assert got[3]["text"] == "" and got[3]["score_error"]["status"] == 422
+    assert got[5]["score_error"]["type"] == "missing_field"
     rejects = read_jsonl(tmp_path / "out.jsonl.rejects.jsonl")
     by_line = {r["line"]: r for r in rejects}
     assert sorted(by_line) == [4, 6, 10, 12, 14, 18, 22, 24]  # 1-based; blank line skipped
@@ -91,6 +102,27 @@ def test_rejects_are_written_with_their_errors(
     assert by_line[24]["error"]["param"] == "conversations[0]"
     err = capsys.readouterr().err
     assert "rows 39, kept 31, dropped 0, rejected 7, errors 1" in err
+
+
+def test_resume_without_the_sidecar_skips_blank_lines_and_refused_rows(tmp_path: Path) -> None:
+    """Without OUT.progress, OUT's rows are taken as the first input rows: blank lines are
+    not rows, and refused rows are in OUT too, so nothing is scored twice."""
+    lines = [json.dumps(r) + "\n" for r in _rows(60)]
+    for i in (4, 5, 20, 33):
+        lines[i] = "\n"
+    lines[10] = json.dumps({"id": 10, "body": "no text"}) + "\n"
+    lines[25] = "{not json\n"
+    inp = write_jsonl(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        assert _score(server.url, inp, out, "--rows-per-request", "8") == 0
+        full = out.read_bytes()
+        kept = full.splitlines(keepends=True)
+        for cut in (0, 3, 9, 30, len(kept)):
+            (tmp_path / "out.jsonl.progress").unlink()
+            out.write_bytes(b"".join(kept[:cut]))
+            assert _score(server.url, inp, out, "--resume") == 0
+            assert out.read_bytes() == full, cut
 
 
 def test_ppl_band_filter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

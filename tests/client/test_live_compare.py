@@ -64,8 +64,11 @@ def test_score_file_compare_model(two_models: RunningServer, tmp_path: Path) -> 
     args = ("--model", "a", "--compare-model", "b", "--rows-per-request", "4")
     done = run_cli("score-file", str(source), "-o", str(out), "--url", two_models.url, *args)
     assert done.returncode == 0, done.stderr
-    scored = read_jsonl(out)
-    assert len(scored) == 3  # the empty text is rejected
+    back = read_jsonl(out)
+    assert len(back) == 4  # every row; the empty text with null scores and the error
+    assert back[3]["ppl"] is None and back[3]["compare_ppl"] is None
+    assert back[3]["score_error"]["status"] == 422
+    scored = back[:3]
     with Client(two_models.url, timeout=120) as client:
         direct = client.compare(["a", "b"], TEXTS).results
     texts = [r for r in scored if "text" in r]

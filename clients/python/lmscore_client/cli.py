@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a JSONL file; rows come back in order with the scores added",
         description="Stream IN.jsonl through the server and write every row, in input "
         "order, with ppl, mean_nll, bits_per_byte, bits_per_char and num_scored_tokens "
-        "added. Rows the server refuses go to the rejects file with the error.",
+        "added. A row that cannot be scored comes back with null scores and score_error "
+        "(and goes to the rejects file too); blank lines are skipped.",
     )
     sf.add_argument("input", metavar="IN.jsonl")
     _common(sf, concurrency=4)

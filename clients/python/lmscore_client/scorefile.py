@@ -1,9 +1,14 @@
 """``lmscore-client score-file``: score a JSONL file row by row through the REST API.
 
-Output rows come in input order with the scores added. Progress is kept in the sidecar
-``OUT.progress`` (input lines done and the byte sizes of OUT and the rejects file after
-the last in-order write), so ``--resume`` truncates any half-written tail, skips exactly the
-lines already accounted for (written, rejected or filtered out) and appends without
+Every input row comes back, in input order, with the scores added; blank lines are not
+rows. A row that cannot be scored (not JSON, no text, refused by the server) comes back
+with null scores and ``score_error`` saying why, and is also written to the rejects file.
+``--min-ppl``/``--max-ppl`` keep only rows inside the band (refused rows have no PPL, so
+they are left out then).
+
+Progress is kept in the sidecar ``OUT.progress`` (input lines done and the byte sizes of
+OUT and the rejects file after the last in-order write), so ``--resume`` truncates any
+half-written tail, skips exactly the lines already accounted for and appends without
 duplicates.
 """
 
@@ -25,10 +30,23 @@ from lmscore_client.compare import CompareResult
 from lmscore_client.summary import ENTROPY_METRICS, EXTRA_FIELDS, Stats, plot, report
 
 SCORE_FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
+ERROR_FIELD = "score_error"  # why a row has no scores (null scores alongside)
 
 
 def _dump(obj: Any) -> bytes:
     return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _line_after_rows(path: Path, rows: int) -> int:
+    """The input line number of the ``rows``-th row of ``path`` (blank lines are not
+    rows), or its last line if it has fewer."""
+    seen = line_no = 0
+    with path.open("rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            seen += bool(line.strip())
+            if seen >= rows:
+                return line_no if rows else 0
+    return line_no
 
 
 def _complete_lines(path: Path) -> int:
@@ -82,10 +100,12 @@ def prepare(
         state["complete"] = False
         return Progress(progress_path, state)
     if args.resume and out.exists():
-        done = _complete_lines(out) + _complete_lines(rejects)
+        rows = _complete_lines(out)
+        done = _line_after_rows(Path(args.input), rows)
+        _complete_lines(rejects)
         warn(
-            f"warning: no {progress_path}; assuming the first {done} input lines are done "
-            "(the rows in OUT and the rejects file)"
+            f"warning: no {progress_path}; assuming OUT's {rows} rows are the first input "
+            f"rows (up to line {done}), which holds unless a PPL band left rows out"
         )
         state = {**base, "lines_done": done}
     else:
@@ -147,6 +167,22 @@ class Writer:
         else:
             self.stats.rejected += 1
 
+    def _row(self, item: pipeline.Item) -> dict[str, Any]:
+        """The input row with its scores (null ones and ``score_error`` if refused); a
+        line that is not a JSON object comes back as ``{"row": <it>}``."""
+        result = item.result
+        row = dict(item.row) if isinstance(item.row, dict) else {"row": item.row}
+        for name in (*SCORE_FIELDS, *self.extra_fields):
+            row[name] = getattr(result, name) if result is not None else None
+        if self.args.reference:
+            row["percentile"] = result.percentile if result is not None else None
+            row["is_outlier"] = result.is_outlier if result is not None else None
+        if self.args.compare_model:
+            row.update(comparison_fields(item.comparison if result is not None else None))
+        if result is None:
+            row[ERROR_FIELD] = item.error
+        return row
+
     def _keep(self, ppl: float | None) -> bool:
         low, high = self.args.min_ppl, self.args.max_ppl
         if low is None and high is None:
@@ -163,6 +199,8 @@ class Writer:
             stats.rows += 1
             if item.result is None:
                 self._reject(item)
+                if self._keep(None):  # no PPL band: every row comes back
+                    self.out.write(_dump(self._row(item)))
                 continue
             result = item.result
             stats.tokens += result.num_scored_tokens
@@ -172,15 +210,7 @@ class Writer:
             if not self._keep(result.ppl):
                 stats.dropped += 1
                 continue
-            row = dict(item.row)
-            for name in (*SCORE_FIELDS, *self.extra_fields):
-                row[name] = getattr(result, name)
-            if self.args.reference:
-                row["percentile"] = result.percentile
-                row["is_outlier"] = result.is_outlier
-            if self.args.compare_model:
-                row.update(comparison_fields(item.comparison))
-            self.out.write(_dump(row))
+            self.out.write(_dump(self._row(item)))
             stats.kept += 1
         self.out.flush()
         if self.rejects is not None:
