@@ -79,11 +79,21 @@ def check_pair(req: CompareRequest, a: ServedModel, b: ServedModel, max_chars: i
 
 
 async def score_with(
-    model: ServedModel, texts: Sequence[str], token_level: bool, deadline: float
+    model: ServedModel,
+    texts: Sequence[str],
+    token_level: bool,
+    deadline: float,
+    *,
+    every_byte: bool,
 ) -> Scored:
-    """Tokenize and score ``texts`` under ``model``; one window each (over-long: 422)."""
+    """Tokenize and score ``texts`` under ``model``; one window each (over-long: 422).
+
+    With ``every_byte`` the first token is scored too, given the model's BOS: two models
+    whose tokenizers differ would otherwise leave first tokens of different lengths
+    unscored, and their bits per byte would cover different bytes of the text."""
     encoded = await model.prepare(encode, model.backend.tokenizer, list(texts))
-    seqs = [text_sequence(text, one, None) for text, one in zip(texts, encoded, strict=True)]
+    bos = model.backend.bos_id() if every_byte else None
+    seqs = [text_sequence(text, one, bos) for text, one in zip(texts, encoded, strict=True)]
     options = RunOptions(with_full=token_level)
     windows = [
         fit_to_context(seq, model.context, "error", None, f"texts[{i}]", offer_overflow=False)

@@ -318,7 +318,12 @@ class Engine:
 
         async def work(deadline: float) -> CompareOutcome:
             a, b = await asyncio.gather(
-                *(comparison.score_with(m, req.texts, req.token_level, deadline) for m in models)
+                *(
+                    comparison.score_with(
+                        m, req.texts, req.token_level, deadline, every_byte=not same
+                    )
+                    for m in models
+                )
             )
             response = comparison.build_response(req, models, (a, b), same)
             queue_s = max(a.timing.queue_s, b.timing.queue_s)

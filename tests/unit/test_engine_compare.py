@@ -19,7 +19,7 @@ from service.backends import dynamic_batcher
 from service.backends.hf import HFBackend
 from service.engine import Engine
 from service.errors import InvalidRequest, NotFound, TooLarge
-from service.schemas import CompareRequest
+from service.schemas import CompareRequest, TextScoreRequest
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Привет мир 😀 hello", "a"]
@@ -131,6 +131,28 @@ async def test_different_tokenizers_compare_by_bytes_only(engine: Engine) -> Non
             CompareRequest(models=["default", "c"], texts=TEXTS, token_level=True)
         )
     assert caught.value.param == "token_level"
+
+
+@ASYNC
+async def test_different_tokenizers_score_every_byte(engine: Engine) -> None:
+    """With different tokenizers the first tokens would differ in length, so each model
+    scores its first token too (given its BOS): both sides cover every byte, and each
+    equals /v1/score/text with prepend_bos."""
+    compared = await engine.compare_models(CompareRequest(models=["default", "c"], texts=TEXTS))
+    sides = []
+    for name in ("default", "c"):
+        request = TextScoreRequest(model=name, texts=TEXTS, prepend_bos=True)
+        sides.append((await engine.score_text(request)).response.results)
+    for i, result in enumerate(compared.response.results):
+        for scores, alone in zip(result.scores, (side[i] for side in sides), strict=True):
+            assert scores.num_scored_tokens == scores.num_tokens == alone.num_tokens
+            assert scores.sum_logprob == pytest.approx(alone.sum_logprob, rel=BATCH_INVARIANCE_REL)
+            assert scores.bits_per_byte == pytest.approx(
+                alone.bits_per_byte, rel=BATCH_INVARIANCE_REL
+            )
+        a, b = (s.bits_per_byte for s in result.scores)
+        assert a is not None and b is not None
+        assert result.bits_per_byte_ratio == pytest.approx(a / b, rel=1e-12)
 
 
 @ASYNC
