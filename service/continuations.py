@@ -42,15 +42,21 @@ class EncodedPairs:
 def encode_pairs(
     tokenizer: Any, context: str, continuations: Sequence[str], bos_id: int
 ) -> EncodedPairs:
-    """Token ids split at the context boundary as lm-evaluation-harness does."""
+    """Token ids split at the context boundary as lm-evaluation-harness does: the
+    continuation's tokens are those of context + continuation after the context's own.
+
+    Where the two merge across the boundary (``"I like straw"`` + ``"berries"`` gives
+    ``" strawberries"``), that split would drop part of the continuation, so the
+    continuation is tokenized on its own instead and scored after the context's tokens:
+    every character submitted is scored, given exactly the context."""
     spaces = len(context) - len(context.rstrip())
     moved = context[len(context) - spaces :] if spaces else ""
     context = context[: len(context) - spaces]
     context_ids = tokenizer.encode(context, add_special_tokens=False) if context else []
     own: list[list[int]] = []
     for i, text in enumerate(continuations):
-        if context_ids:
-            whole = tokenizer.encode(context + moved + text, add_special_tokens=False)
+        whole = tokenizer.encode(context + moved + text, add_special_tokens=False)
+        if context_ids and whole[: len(context_ids)] == context_ids:
             ids = list(whole[len(context_ids) :])
         else:
             ids = list(tokenizer.encode(moved + text, add_special_tokens=False))

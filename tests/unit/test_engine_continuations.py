@@ -62,6 +62,31 @@ async def test_equal_to_one_text_against_float64(
 
 
 @ASYNC
+@pytest.mark.parametrize("continuation", ["ick and more", "ick"])
+async def test_a_continuation_merging_with_the_context_is_scored_whole(
+    tiny_engine: Engine,
+    tokenizer: Any,
+    reference_logprobs: Callable[[list[int]], np.ndarray],
+    continuation: str,
+) -> None:
+    """The context ends in "qu" and the continuation starts with "ick": together they
+    tokenize as " quick", so splitting context + continuation after the context's tokens
+    would drop "ick" (or leave nothing). The continuation is tokenized alone instead, and
+    every character of it is scored after exactly the context's tokens."""
+    context = "I like the qu"
+    context_ids = tokenizer.encode(context, add_special_tokens=False)
+    whole = tokenizer.encode(context + continuation, add_special_tokens=False)
+    assert whole[: len(context_ids)] != context_ids, "the tokenizer no longer merges these"
+    own = tokenizer.encode(continuation, add_special_tokens=False)
+    request = ContinuationRequest(context=context, continuations=[continuation])
+    (result,) = (await tiny_engine.score_continuations(request)).response.results
+    rows = reference_logprobs(context_ids + own)
+    want = rows[np.arange(len(context_ids) - 1, len(context_ids) + len(own) - 1), own]
+    assert result.num_tokens == len(own)
+    assert result.sum_logprob == pytest.approx(want.sum(), rel=BATCH_INVARIANCE_REL, abs=1e-4)
+
+
+@ASYNC
 async def test_greedy_continuation_is_recognised(
     tiny_engine: Engine, tokenizer: Any, reference_logprobs: Callable[[list[int]], np.ndarray]
 ) -> None:
