@@ -142,6 +142,7 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get(
         "/metrics",
+        name="metrics",  # the name request metrics leave out (a scrape is not a request)
         dependencies=guarded if settings.protect_metrics else [],
         response_class=PlainTextResponse,  # the document's type; the body is Prometheus text
         responses=error_responses((401,)) if settings.protect_metrics else None,

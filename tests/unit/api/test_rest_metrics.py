@@ -87,6 +87,20 @@ async def test_requests_total_and_duration(client: httpx.AsyncClient) -> None:
     assert after.value("lmscore_queue_depth", model="default") == 0
 
 
+async def test_probes_and_scrapes_are_not_requests(client: httpx.AsyncClient) -> None:
+    """Scrapes, health and readiness probes would dilute request totals and latency."""
+    before = await scrape(client)
+    for path in ("/metrics", "/healthz", "/readyz", "/metrics"):
+        assert (await client.get(path)).status_code == 200
+    after = await scrape(client)
+    counted = [
+        key
+        for key, value in after.samples.items()
+        if key[0].startswith("lmscore_request") and value != before.samples.get(key, 0.0)
+    ]
+    assert counted == []
+
+
 async def test_invalid_request_is_counted(client: httpx.AsyncClient) -> None:
     before = await scrape(client)
     response = await client.post(TEXT_URL, json={"texts": ["hello"], "top_k": 10_000})
