@@ -16,7 +16,12 @@ from pydantic import ValidationError
 
 from service.settings import Settings
 
-REPEATABLE = {"model": "NAME=SPEC", "api_keys": "KEY", "reference": "NAME=PROFILE.json"}
+REPEATABLE = {
+    "model": "NAME=SPEC",
+    "api_keys": "KEY",
+    "reference": "NAME=PROFILE.json",
+    "cors_allow_origin": "ORIGIN",
+}
 FLAG_NAMES = {"model": "--model", "api_keys": "--api-key"}
 
 

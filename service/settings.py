@@ -170,6 +170,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("cors_allow_origin", mode="after")
+    @classmethod
+    def _split_each_origin(cls, value: list[str]) -> list[str]:
+        # An origin holds no comma, so "--cors-allow-origin a,b" lists two, as the env does.
+        return [part.strip() for item in value for part in item.split(",") if part.strip()]
+
     def for_model(self, options: dict[str, str]) -> Settings:
         """These settings with one model's overrides (from ``--model NAME=SPEC?k=v``),
         validated like the flags (a bad value raises ValueError naming it)."""

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from service import cli
-from service.cli import build_parser, settings_from_args
+from service.cli import REPEATABLE, build_parser, settings_from_args
 from service.models import (
     ModelSpec,
     ModelSpecError,
@@ -70,6 +70,19 @@ def test_flags_map_to_fields() -> None:
     assert s.max_texts_per_request == 3 and s.max_body_bytes == 4096
     assert s.api_keys == ["k1", "k2"] and s.all_api_keys() == ["k1", "k2"]
     assert s.log_level == "debug"
+
+
+def test_every_list_field_takes_its_flag_repeated() -> None:
+    """A flag whose help says it is repeatable keeps every value, not the last."""
+    s = settings("--cors-allow-origin", "http://a", "--cors-allow-origin", "http://b")
+    assert s.cors_allow_origin == ["http://a", "http://b"]
+    assert settings("--cors-allow-origin", "http://a,http://b").cors_allow_origin == [
+        "http://a",
+        "http://b",
+    ]
+    for name, info in Settings.model_fields.items():
+        if "repeatable" in (info.description or ""):
+            assert name in REPEATABLE, name
 
 
 def test_every_field_has_a_flag_with_help() -> None:
