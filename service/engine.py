@@ -117,9 +117,10 @@ class Engine:
                 await asyncio.wait_for(self._idle.wait(), grace_s)
         return self.inflight == 0
 
-    async def close(self) -> None:
-        """Fail whatever still waits and release the models."""
-        await self.registry.close()
+    async def close(self, wait_s: float = 30.0) -> None:
+        """Fail whatever still waits (503) and release the models, waiting at most
+        ``wait_s`` per model for a forward pass in flight."""
+        await self.registry.close(wait_s)
 
     def list_models(self) -> ModelList:
         return self.registry.list_models()

@@ -103,8 +103,9 @@ class ModelRegistry:
     def list_models(self) -> ModelList:
         return ModelList(data=[m.card() for m in self.models.values()])
 
-    async def close(self) -> None:
-        """Fail whatever still waits, stop every model's workers, release the models."""
+    async def close(self, wait_s: float = 30.0) -> None:
+        """Fail whatever still waits, stop every model's workers, release the models
+        (waiting at most ``wait_s`` per model for a forward pass in flight)."""
         for model in self.models.values():
-            await model.scheduler.close()
+            await model.scheduler.close(wait_s)
             model.prep.shutdown(wait=False, cancel_futures=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 
 import uvicorn
@@ -74,32 +76,60 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.on_signal, sig)
 
+    http_address = _address(*http_sock.getsockname()[:2])
+    ready = f"ready http={http_address} grpc={_address(settings.host, grpc_port)}"
     server_task = asyncio.create_task(server.serve(sockets=[http_sock]))
     load_task = asyncio.create_task(engine.load(specs))
     try:
-        await asyncio.wait({server_task, load_task}, return_when=asyncio.FIRST_COMPLETED)
-        if load_task.done() and load_task.exception() is not None:
-            log.error("loading models failed: %s", load_task.exception())
-            server.should_exit = True
-            await server_task
-            return 1
-        if load_task.done() and not shutdown.requested:
-            await grpc_door.set_serving(True)
-            http_address = _address(*http_sock.getsockname()[:2])
-            log.info("ready http=%s grpc=%s", http_address, _address(settings.host, grpc_port))
-        await server_task
-        load_task.cancel()
-        return 0
+        code = await _run_until_stopped(server, (server_task, load_task), shutdown, ready)
     finally:
         await grpc_door.stop(grace_s=1.0)
-        await engine.close()
+        await engine.close(wait_s=0.0 if shutdown.hurry else 30.0)
         http_sock.close()
         log.info("stopped")
+    if shutdown.hurry:
+        _exit_now(code)
+    return code
+
+
+async def _run_until_stopped(
+    server: uvicorn.Server,
+    tasks: tuple[asyncio.Task[None], asyncio.Task[None]],
+    shutdown: _Shutdown,
+    ready_line: str,
+) -> int:
+    """Serve until the HTTP server stops; log ``ready_line`` once the models are loaded.
+    The exit code: 1 if loading failed, else 0."""
+    server_task, load_task = tasks
+    await asyncio.wait({server_task, load_task}, return_when=asyncio.FIRST_COMPLETED)
+    if load_task.done() and load_task.exception() is not None:
+        log.error("loading models failed: %s", load_task.exception())
+        server.should_exit = True
+        await server_task
+        return 1
+    if load_task.done() and not shutdown.requested:
+        await shutdown.grpc_door.set_serving(True)
+        log.info("%s", ready_line)
+    await server_task
+    load_task.cancel()
+    return 0
+
+
+def _exit_now(code: int) -> None:
+    """Leave without interpreter teardown: a forward pass may still run on its (daemon)
+    thread, and tearing the interpreter down under a running torch op aborts the process
+    (SIGABRT) instead of exiting with ``code``."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class _Shutdown:
     """SIGTERM/SIGINT: stop admitting (503, /readyz 503), let admitted work finish within
-    the grace period, then stop the servers. A second signal stops at once."""
+    the grace period, then stop the servers. Work still running after it, or at a second
+    signal, fails at once with 503 (UNAVAILABLE), and the process exits without waiting
+    for a forward pass in flight (``hurry``)."""
 
     def __init__(
         self, engine: Engine, server: uvicorn.Server, grpc_door: GrpcDoor, grace_s: float
@@ -109,21 +139,32 @@ class _Shutdown:
         self.grpc_door = grpc_door
         self.grace_s = grace_s
         self.requested = False
-        self._task: asyncio.Task[None] | None = None
+        self.hurry = False
+        self._tasks: list[asyncio.Task[None]] = []
 
     def on_signal(self, sig: signal.Signals) -> None:
+        loop = asyncio.get_running_loop()
         if self.requested:
             log.warning("received %s again, stopping now", sig.name)
-            self.server.force_exit = True
-            self.server.should_exit = True
+            self._tasks.append(loop.create_task(self._stop(force=True)))
             return
         self.requested = True
         log.info("received %s, draining (up to %.0f s)", sig.name, self.grace_s)
-        self._task = asyncio.get_running_loop().create_task(self._drain())
+        self._tasks.append(loop.create_task(self._drain()))
 
     async def _drain(self) -> None:
         await self.grpc_door.set_serving(False)
         finished = await self.engine.drain(self.grace_s)
-        if not finished:
-            log.warning("%d requests still running after the grace period", self.engine.inflight)
+        if finished:
+            self.server.should_exit = True
+            return
+        log.warning("%d requests still running after the grace period", self.engine.inflight)
+        await self._stop(force=False)
+
+    async def _stop(self, *, force: bool) -> None:
+        """Fail what is left with 503 (its callers get the contract's error, not a cut
+        connection), then stop the servers."""
+        self.hurry = True
+        await self.engine.close(wait_s=0.0)
+        self.server.force_exit = force
         self.server.should_exit = True

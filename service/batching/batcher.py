@@ -130,9 +130,10 @@ class DynamicBatcher:
 
         await asyncio.to_thread(run)
 
-    async def close(self) -> None:
+    async def close(self, wait_s: float = 30.0) -> None:
         """Stop taking batches; fail what still waits (and the batch in flight); release
-        the backend once the worker is out of it."""
+        the backend once the worker is out of it, waiting at most ``wait_s`` for that (the
+        worker is a daemon thread: a process that stops sooner does not wait for it)."""
         with self._changed:
             self._closed = True
             waiting, self._pending = self._pending + self._running, []
@@ -142,8 +143,10 @@ class DynamicBatcher:
         # results are dropped when it ends.
         _fail(waiting, Unavailable("the model is shutting down"))
         thread = self._thread
-        if thread is not None:
-            await asyncio.to_thread(thread.join, 30.0)
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, wait_s)
+            if thread.is_alive():
+                return  # still in a forward pass: its backend cannot be released under it
         self._backend.close()
 
     # ---- the worker thread -----------------------------------------------------------

@@ -65,7 +65,8 @@ class PassThroughScheduler:
         metrics.TOKENS_SCORED.labels(model=self._model).inc(sum(i.num_scored for i in items))
         return [ScoredItem(output, Timing(0.0, elapsed, batch=-1)) for output in outputs]
 
-    async def close(self) -> None:
-        """Refuse new work and stop the backend (its own engine fails what it held)."""
+    async def close(self, wait_s: float = 30.0) -> None:
+        """Refuse new work and stop the backend (its own engine fails what it held; it
+        keeps its own shutdown time, whatever ``wait_s``)."""
         self._closed = True
         await asyncio.to_thread(self._backend.close)

@@ -35,8 +35,9 @@ class Scheduler(Protocol):
         """Make the first real request fast (lazy initialisation, kernels)."""
         ...
 
-    async def close(self) -> None:
-        """Fail what still waits, stop the workers and release the backend."""
+    async def close(self, wait_s: float = 30.0) -> None:
+        """Fail what still waits, stop the workers and release the backend, waiting at
+        most ``wait_s`` seconds for work already running on the model."""
         ...
 
     @property

@@ -123,3 +123,45 @@ def test_sigterm_drains_admitted_work_and_exits_zero(burst_server: RunningServer
     assert burst_server.process.wait(timeout=60) == 0
     log = burst_server.log.read_text()
     assert "draining" in log and "Traceback" not in log
+
+
+async def long_work_then_sigterm(
+    server: RunningServer, signals: int
+) -> tuple[list[httpx.Response], float]:
+    """Far more work than the grace period allows, then SIGTERM ``signals`` times (0.3 s
+    apart) once it runs; the answers and the seconds from the first signal to the exit."""
+    text = " ".join(ENGLISH) * 2
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=server.url, timeout=300, limits=limits) as client:
+        work = [
+            asyncio.ensure_future(client.post("/v1/score/text", json={"texts": [text]}))
+            for _ in range(24)
+        ]
+        await asyncio.sleep(1.5)
+        signalled = asyncio.get_running_loop().time()
+        for _ in range(signals):
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+        responses = list(await asyncio.gather(*work))
+        await asyncio.to_thread(server.process.wait, 120)
+        return responses, asyncio.get_running_loop().time() - signalled
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["grace-ends", "second-signal"])
+@pytest.mark.parametrize("burst_server", [["--shutdown-grace-s", "1"]], indirect=True)
+def test_work_left_after_the_grace_period_fails_with_503_and_the_process_exits(
+    burst_server: RunningServer, signals: int
+) -> None:
+    """Past --shutdown-grace-s (or at a second signal) the remaining work fails with the
+    contract's 503, never a bare 500 from a cancelled handler, and the process exits
+    without waiting for it."""
+    responses, exit_s = asyncio.run(long_work_then_sigterm(burst_server, signals))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and 503 in codes, codes
+    for response in responses:
+        if response.status_code == 503:
+            assert response.json()["error"]["type"] == "unavailable"
+    assert burst_server.process.returncode == 0
+    # 24 long texts take minutes here; the grace period is 1 s, uvicorn's own drain is 5 s.
+    assert exit_s < 15, exit_s
+    assert "Traceback" not in burst_server.log.read_text()
