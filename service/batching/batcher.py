@@ -210,11 +210,13 @@ class DynamicBatcher:
         keep: list[PendingItem] = []
         expired: list[PendingItem] = []
         for p in self._pending:
-            if p.abandoned():
-                metrics.ITEMS_DROPPED.labels(model=self._model, reason="cancelled").inc()
-            elif p.expired(now):
+            # Past its deadline first: a caller timing out at that deadline has usually
+            # cancelled its wait already, and that is an expiry, not a cancellation.
+            if p.expired(now):
                 metrics.ITEMS_DROPPED.labels(model=self._model, reason="expired").inc()
                 expired.append(p)
+            elif p.abandoned():
+                metrics.ITEMS_DROPPED.labels(model=self._model, reason="cancelled").inc()
             else:
                 keep.append(p)
         if len(keep) != len(self._pending):

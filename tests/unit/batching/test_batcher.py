@@ -30,6 +30,9 @@ from service.schemas import TextScoreRequest
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
+DROPPED = "lmscore_batch_items_dropped_total"
+
+
 def item(length: int, tag: int, score_from: int = 1) -> ForwardItem:
     """A window of ``length`` copies of token ``tag`` (tags tell items apart)."""
     return ForwardItem((tag,) * length, score_from)
@@ -287,6 +290,25 @@ async def test_deadline_passed_while_queued(make: Make) -> None:
     with pytest.raises(Timeout):
         await batcher.submit([item(4, 668)], deadline=time.monotonic() - 1)
     assert backend.tags().isdisjoint({666, 668})
+
+
+async def test_a_caller_that_timed_out_at_its_deadline_counts_as_expired(make: Make) -> None:
+    """The engine stops waiting at the deadline (its wait is cancelled), so the queued
+    items are both abandoned and expired: they count as expired."""
+    batcher, backend = make(model="expire")
+    labels = {"model": "expire"}
+    before = {r: sample(DROPPED, reason=r, **labels) for r in ("expired", "cancelled")}
+    blocker = await occupy(batcher, backend)
+    deadline = time.monotonic() + 0.05
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batcher.submit([item(4, 777), item(5, 778)], deadline), 0.05)
+    await asyncio.sleep(0.1)
+    backend.release()
+    await blocker
+    await until(lambda: batcher.queue_depth == 0)
+    assert sample(DROPPED, reason="expired", **labels) == before["expired"] + 2
+    assert sample(DROPPED, reason="cancelled", **labels) == before["cancelled"]
+    assert backend.tags().isdisjoint({777, 778})
 
 
 async def test_failing_batch_fails_only_its_items(make: Make) -> None:
