@@ -55,10 +55,8 @@ def encode_pairs(
     context_ids = tokenizer.encode(context, add_special_tokens=False) if context else []
     own: list[list[int]] = []
     for i, text in enumerate(continuations):
-        whole = tokenizer.encode(context + moved + text, add_special_tokens=False)
-        if context_ids and whole[: len(context_ids)] == context_ids:
-            ids = list(whole[len(context_ids) :])
-        else:
+        ids = _after_context(tokenizer, context_ids, context + moved + text)
+        if ids is None:  # no context, or it merges with the continuation
             ids = list(tokenizer.encode(moved + text, add_special_tokens=False))
         if not ids:
             raise InvalidRequest(
@@ -67,6 +65,17 @@ def encode_pairs(
             )
         own.append(ids)
     return EncodedPairs(list(context_ids) or [bos_id], own)
+
+
+def _after_context(tokenizer: Any, context_ids: list[int], whole_text: str) -> list[int] | None:
+    """The tokens of ``whole_text`` after ``context_ids``, or None when there is no context
+    or the whole text does not start with those tokens (they merge at the boundary)."""
+    if not context_ids:
+        return None
+    whole = tokenizer.encode(whole_text, add_special_tokens=False)
+    if whole[: len(context_ids)] != context_ids:
+        return None
+    return list(whole[len(context_ids) :])
 
 
 def check_fits(pairs: EncodedPairs, context_window: int) -> None:

@@ -102,7 +102,7 @@ def prepare(
     if args.resume and out.exists():
         rows = _complete_lines(out)
         done = _line_after_rows(Path(args.input), rows)
-        _complete_lines(rejects)
+        _complete_lines(rejects)  # only to cut a half-written last line
         warn(
             f"warning: no {progress_path}; assuming OUT's {rows} rows are the first input "
             f"rows (up to line {done}), which holds unless a PPL band left rows out"
