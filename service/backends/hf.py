@@ -28,10 +28,11 @@ from service.backends.base import (
     ForwardResult,
     bos_or_eos,
 )
+from service.backends.logit_head import LogitTransform, check_head
 from service.backends.precision import Precision, model_context, pick_device
 from service.backends.ragged import RaggedBatch
 from service.scoring.logprobs import PositionScores, Projection, score_hidden_states
-from service.scoring.projection import DEFAULT_VOCAB_SLICE, VocabProjection
+from service.scoring.projection import DEFAULT_VOCAB_SLICE, VocabProjection, scale_and_cap
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,11 @@ class HFBackend:
         self.model: Any = model.to(self.device).eval()
         self._body: Any = self.model.base_model
         self._head: Any = self.model.get_output_embeddings()
-        self._softcap: float | None = getattr(self.model.config, "final_logit_softcapping", None)
-        self._logit_scale: float | None = getattr(self.model.config, "logit_scale", None)
+        self._transform = LogitTransform.of(self.model.config)
         self._project = self._pick_projection(vocab_slice)
         self._chunk = logits_chunk
         self._pad_id = self._pick_pad_id()
+        self._check_head()
         self._bow: torch.Tensor | None = None
         context = model_context(self.model.config)
         if max_context is not None:
@@ -155,19 +156,27 @@ class HFBackend:
         """A linear head as a ``VocabProjection`` (its vocabulary can be sliced), any other
         head, or any head with ``vocab_slice=None``, as the module itself followed by the
         model's logit scale and soft cap (whole rows of logits)."""
+        scale, softcap = self._transform.scale, self._transform.softcap
         if vocab_slice is not None and type(self._head) is torch.nn.Linear:
-            return VocabProjection(
-                self._head.weight, self._head.bias, self._logit_scale, self._softcap, vocab_slice
-            )
+            return VocabProjection(self._head.weight, self._head.bias, scale, softcap, vocab_slice)
         return self._project_with_module
 
     def _project_with_module(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self._head(hidden)
-        if self._logit_scale is not None:
-            logits = logits * self._logit_scale
-        if self._softcap is not None:
-            logits = torch.tanh(logits.float() / self._softcap) * self._softcap
-        return logits
+        return scale_and_cap(self._head(hidden), self._transform.scale, self._transform.softcap)
+
+    @torch.inference_mode()
+    def _check_head(self) -> None:
+        """Refuse a model whose own logits the body + head split does not reproduce."""
+        ids = self.tokenizer.encode("Head check: one, two, three.", add_special_tokens=False)
+        with self.precision.context(self.device):
+            hidden, _ = self._padded_hidden([tuple(ids)])
+            check_head(
+                self.model,
+                torch.tensor([ids], dtype=torch.long, device=self.device),
+                hidden,
+                self._project,
+                exact=self.precision.name == "float32",
+            )
 
     @torch.inference_mode()
     def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:

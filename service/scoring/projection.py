@@ -47,11 +47,17 @@ class VocabProjection:
         """Logits of vocabulary entries ``[start, stop)``, [N, stop - start]."""
         bias = None if self.bias is None else self.bias[start:stop]
         out = torch.nn.functional.linear(hidden, self.weight[start:stop], bias)
-        if self.scale is not None:
-            out = out * self.scale
-        if self.softcap is not None:
-            out = torch.tanh(out.float() / self.softcap) * self.softcap
-        return out
+        return scale_and_cap(out, self.scale, self.softcap)
+
+
+def scale_and_cap(logits: torch.Tensor, scale: float | None, softcap: float | None) -> torch.Tensor:
+    """``logits * scale``, then ``softcap * tanh(logits / softcap)`` in float32; each step
+    only when set."""
+    if scale is not None:
+        logits = logits * scale
+    if softcap is not None:
+        logits = torch.tanh(logits.float() / softcap) * softcap
+    return logits
 
 
 def sliced_target_logprobs(
