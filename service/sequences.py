@@ -143,8 +143,8 @@ def chat_sequence(
     (encoded,) = encode(tokenizer, [chat.text])
     owner: list[int | None] = []
     scored: list[bool] = []
-    for start, _ in encoded.offsets:
-        index, in_content = _owner(chat, start)
+    for start, end in encoded.offsets:
+        index, in_content = _owner(chat, start, end)
         owner.append(index)
         counts = index is not None and messages[index]["role"] in score_roles
         scored.append(counts and (in_content or include_end_of_turn) and len(owner) > 1)
@@ -175,11 +175,19 @@ def chat_sequences(
     return seqs
 
 
-def _owner(chat: RenderedChat, start: int) -> tuple[int | None, bool]:
-    """(message index, in its content) for a token starting at ``start``."""
+def _owner(chat: RenderedChat, start: int, end: int) -> tuple[int | None, bool]:
+    """(message index, in its content) for the token at characters ``[start, end)``.
+
+    A token holding any of a message's content is that content's: tokenizers join the
+    space a template puts before a message to its first word (``[/INST] Hello`` gives
+    ``▁Hello`` in Llama 2 and Mistral templates), and that token is the message's first
+    word, whose logprob counts. Otherwise a token starting in a message's end-of-turn text
+    belongs to that message, outside its content."""
+    stop = max(end, start + 1)  # a zero-width (special) token at ``start``
     for index, span in enumerate(chat.spans):
-        if span.start <= start < span.end:
+        if start < span.end and span.start < stop:
             return index, True
+    for index, span in enumerate(chat.spans):
         if span.end <= start < span.turn_end:
             return index, False
     return None, False

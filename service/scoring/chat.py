@@ -76,8 +76,9 @@ def _render(render: Renderer, messages: list[Message], index: int | None) -> str
 
 
 def _content_length_at(full: str, start: int, content: str, index: int) -> int:
-    # Some templates trim message content; accept the trimmed form, nothing looser.
-    for candidate in (content, content.strip()):
+    # Some templates trim message content (Llama 3, Gemma), or trim a system prompt joined
+    # to it (Mistral: only the joined text's far ends go); accept trimmed forms, nothing looser.
+    for candidate in (content, content.strip(), content.rstrip(), content.lstrip()):
         if full.startswith(candidate, start):
             return len(candidate)
     raise ChatTemplateError(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import pytest_asyncio
 import torch
+from tiny_engines import make_engine
 from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL
 
 from service.engine import Engine
@@ -54,12 +59,13 @@ def masked_reference(
     spans = content_spans(tokenizer, conversation)
     owner: list[int | None] = [None] * len(ids)
     labels = torch.full((len(ids),), -100, dtype=torch.long)
-    for j, (start, _) in enumerate(enc["offset_mapping"]):
+    for j, (start, end) in enumerate(enc["offset_mapping"]):
         for i, (s, e) in enumerate(spans):
-            if s <= start < e + len(END_OF_TURN):  # a message owns its end-of-turn token
+            if s < max(end, start + 1) and start < e + len(END_OF_TURN):  # with end-of-turn
                 owner[j] = i
                 if start < e and conversation[i]["role"] in roles and j > 0:
                     labels[j] = ids[j]
+                break
     with torch.inference_mode():
         logits = model(torch.tensor([ids])).logits[0, :-1]
         nll = torch.nn.functional.cross_entropy(
@@ -206,3 +212,68 @@ async def test_content_that_looks_like_jinja_is_scored_as_plain_text(
     assert result.sum_logprob == pytest.approx(float(np.nansum(ref)), abs=1e-3)
     scored_text = "".join(t.text for t in result.tokens if t.scored)
     assert scored_text == JINJA_LOOKING[1]["content"]
+
+
+LLAMA2_STYLE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{{ '[INST] ' + m['content'].strip() + ' [/INST]' }}"
+    "{% else %}{{ ' ' + m['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def llama2_style(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Engine, Any]]:
+    """The tiny model with a Llama 2 / Mistral style template (an engine and its tokenizer):
+    an answer follows the template's space, so byte-level BPE joins that space to the
+    answer's first word."""
+    from transformers import AutoTokenizer
+
+    path = tmp_path_factory.mktemp("llama2-template") / "model"
+    shutil.copytree(tiny_model_dir, path)
+    (path / "chat_template.jinja").write_text(LLAMA2_STYLE)
+    engine = make_engine(path)
+    yield engine, AutoTokenizer.from_pretrained(path)
+    await engine.close()
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+async def test_a_token_joining_template_space_to_content_is_scored(
+    llama2_style: tuple[Engine, Any], reference_model: Any
+) -> None:
+    """``[/INST] the quick`` tokenizes as ``... ▁the ▁quick``: ``▁the`` holds the
+    template's space and the answer's first word, and it is scored as the answer's."""
+    engine, tokenizer = llama2_style
+    conversation = [
+        {"role": "user", "content": "hello world?"},
+        {"role": "assistant", "content": "the quick dog."},
+        {"role": "user", "content": "и мир?"},
+        {"role": "assistant", "content": "the lazy fox"},
+    ]
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    answers = []
+    for message in conversation[1::2]:
+        start = text.index(f" {message['content']} ") + 1
+        answers.append((start, start + len(message["content"])))
+    joined = [(start - 1, start + len("the")) for start, _ in answers]
+    assert all(span in offsets for span in joined), "the space is not joined to the word"
+    scored = [j > 0 and any(_overlaps(o, a) for a in answers) for j, o in enumerate(offsets)]
+    with torch.inference_mode():
+        rows = torch.log_softmax(reference_model(torch.tensor([ids])).logits[0, :-1], dim=-1)
+    want = sum(float(rows[j - 1, ids[j]]) for j in range(len(ids)) if scored[j])
+
+    result = await score_chat(engine, conversation, return_tokens=True)
+    assert [t.id for t in result.tokens] == ids
+    assert [t.scored for t in result.tokens] == scored
+    assert all(result.tokens[offsets.index(span)].scored for span in joined)
+    assert result.sum_logprob == pytest.approx(want, rel=BATCH_INVARIANCE_REL, abs=1e-3)
+    per_answer = [
+        sum(s and _overlaps(o, a) for s, o in zip(scored, offsets, strict=True)) for a in answers
+    ]
+    assert [m.num_scored_tokens for m in result.messages[1::2]] == per_answer

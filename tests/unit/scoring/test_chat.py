@@ -108,6 +108,27 @@ def test_trimmed_content_is_accepted() -> None:
         assert chat.text[span.end : span.turn_end] == " </turn>"
 
 
+def mistral_like(messages: list[Message]) -> str:
+    """Mistral's template: the system prompt joins the first user message, and the joined
+    text is stripped, so only its far ends lose whitespace."""
+    system = messages[0]["content"].strip() + "\n\n" if messages[0]["role"] == "system" else ""
+    turns = messages[1:] if system else messages
+    out = "<s>"
+    for i, m in enumerate(turns):
+        content = system + m["content"] if i == 0 else m["content"]
+        if m["role"] == "user":
+            out += f"[INST] {content.strip()} [/INST]"
+        else:
+            out += f" {content.strip()} </s>"
+    return out
+
+
+def test_content_trimmed_on_one_side_only_is_accepted() -> None:
+    msgs = _conv(("system", "Be brief."), ("user", "  What is 2+2?  "), ("assistant", " 4 "))
+    chat = render_with_spans(msgs, mistral_like)
+    assert [chat.text[s.start : s.end] for s in chat.spans] == ["Be brief.", "  What is 2+2?", "4"]
+
+
 def test_renderer_exception_becomes_chat_template_error() -> None:
     msgs = _conv(("user", "a"), ("tool", "b"))
     with pytest.raises(ChatTemplateError, match="unsupported role") as info:
