@@ -7,9 +7,10 @@ kernels do. It plugs into transformers through its attention interface: the mode
 attention layers call ``ragged_attention`` with the window boundaries (``cu_seq_lens_q``,
 the keyword transformers uses for varlen kernels), and no mask is built.
 
-CPU: one causal SDPA call per window (windows of one length share a call). CUDA with
-half-precision weights: one ``varlen_attn`` kernel for the whole stream (torch's
-flash-attention varlen), where it is available; per-window SDPA otherwise.
+CPU: one causal SDPA call per window. CUDA with half-precision weights: one
+``varlen_attn`` kernel for the whole stream (torch's flash-attention varlen), where it is
+available; per-window SDPA otherwise. Models that soft-cap attention scores (Gemma 2) or add
+sink logits (gpt-oss) get attention written out per window, as their eager code does it.
 """
 
 from __future__ import annotations
@@ -115,17 +116,30 @@ def ragged_attention(
     Returns ``[1, total, heads, head_dim]`` as transformers' attention functions do.
     Without window boundaries (one plain sequence) it is ordinary causal SDPA.
     """
-    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
-        raise NotImplementedError("ragged attention has no logit soft-capping or sinks")
     windows = kwargs.get("lmscore_windows")
     if windows is None:
         windows = ((0,), (query.shape[2],), {})
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
-    if _use_varlen(query, sliding) and not windows[2]:
+    extras = ScoreExtras(kwargs.get("softcap"), kwargs.get("s_aux"))
+    if _use_varlen(query, sliding) and not windows[2] and extras.none:
         out = _varlen(query, key, value, kwargs, scaling)
     else:
-        out = _per_window(query, key, value, windows, scaling, sliding)
+        out = _per_window(query, key, value, windows, scaling, sliding, extras)
     return out, None
+
+
+@dataclass(frozen=True)
+class ScoreExtras:
+    """What some models add to attention scores and SDPA has no argument for: a soft cap
+    (``cap * tanh(score / cap)``, Gemma 2) and per-head sink logits that join each
+    softmax and are then dropped (gpt-oss)."""
+
+    softcap: float | None = None
+    sinks: torch.Tensor | None = None
+
+    @property
+    def none(self) -> bool:
+        return self.softcap is None and self.sinks is None
 
 
 def _per_window(
@@ -135,9 +149,10 @@ def _per_window(
     windows: tuple[Sequence[int], Sequence[int], dict[int, torch.Tensor]],
     scaling: float | None,
     sliding: int | None,
+    extras: ScoreExtras,
 ) -> torch.Tensor:
-    """One SDPA call per window (causal, or a token tree's mask); output
-    ``[1, total, heads, head_dim]``."""
+    """One SDPA call per window (causal, or a token tree's mask), or attention written out
+    where the model has score extras; output ``[1, total, heads, head_dim]``."""
     starts, lengths, trees = windows
     gqa = query.shape[1] != key.shape[1]
     out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
@@ -148,17 +163,51 @@ def _per_window(
             mask = _sliding_mask(length, sliding, query.device)
         elif sliding is not None:
             raise NotImplementedError("token trees with sliding-window attention")
-        part = F.scaled_dot_product_attention(
-            query[:, :, span],
-            key[:, :, span],
-            value[:, :, span],
-            attn_mask=mask,
-            is_causal=mask is None,
-            scale=scaling,
-            enable_gqa=gqa,
-        )
+        if extras.none:
+            part = F.scaled_dot_product_attention(
+                query[:, :, span],
+                key[:, :, span],
+                value[:, :, span],
+                attn_mask=mask,
+                is_causal=mask is None,
+                scale=scaling,
+                enable_gqa=gqa,
+            )
+        else:
+            part = _written_out(
+                query[:, :, span], key[:, :, span], value[:, :, span], mask, scaling, extras
+            )
         out[:, span] = part.transpose(1, 2)
     return out
+
+
+def _written_out(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float | None,
+    extras: ScoreExtras,
+) -> torch.Tensor:
+    """Attention of one window as the models' eager code computes it, with soft-capped
+    scores and sink logits; the softmax in float32. ``query`` [1, H, L, D], ``key`` and
+    ``value`` [1, H_kv, L, D], ``mask`` bool [L, L] (None: causal); output [1, H, L, D]."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    if extras.softcap is not None:
+        scores = torch.tanh(scores / extras.softcap) * extras.softcap
+    length = query.shape[2]
+    if mask is None:
+        mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
+    scores = scores.float().masked_fill(~mask, float("-inf"))
+    if extras.sinks is None:
+        probs = torch.softmax(scores, dim=-1)
+    else:
+        sinks = extras.sinks.float().reshape(1, -1, 1, 1).expand(1, -1, length, 1)
+        probs = torch.softmax(torch.cat([scores, sinks], dim=-1), dim=-1)[..., :-1]
+    return torch.matmul(probs.to(value.dtype), value)
 
 
 def _sliding_mask(length: int, sliding: int | None, device: torch.device) -> torch.Tensor | None:

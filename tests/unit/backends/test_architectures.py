@@ -3,8 +3,9 @@ scored ragged (where the model allows it) and padded, against plain transformers
 
 Each architecture differs from Llama somewhere lmscore has to get right: learned absolute
 positions (GPT-2, OPT), sliding windows (Mistral), QK norms (Qwen3), an LM head bias (Phi),
-logits scaled (Cohere multiplies, Granite divides) or soft-capped (Gemma 2), ALiBi with no
-pluggable attention (Bloom), mixture-of-experts layers (Mixtral).
+logits scaled (Cohere multiplies, Granite divides) or soft-capped (Gemma 2), attention
+scores soft-capped (Gemma 2) or joined by sink logits (gpt-oss), ALiBi with no pluggable
+attention (Bloom), mixture-of-experts layers (Mixtral, gpt-oss).
 """
 
 from __future__ import annotations
@@ -47,8 +48,24 @@ ARCHITECTURES: dict[str, tuple[dict[str, Any], BatchLayout]] = {
         BatchLayout.RAGGED,
     ),
     "gemma2": (
-        {**DECODER, "head_dim": 8, "sliding_window": 4, "final_logit_softcapping": 5.0},
-        BatchLayout.PADDED,  # attention logit soft-capping: no ragged attention for it
+        {
+            **DECODER,
+            "head_dim": 8,
+            "sliding_window": 4,
+            "final_logit_softcapping": 5.0,
+            "attn_logit_softcapping": 2.0,
+        },
+        BatchLayout.RAGGED,
+    ),
+    "gpt_oss": (
+        {
+            **DECODER,
+            "head_dim": 8,
+            "sliding_window": 4,
+            "num_local_experts": 4,
+            "num_experts_per_tok": 2,
+        },
+        BatchLayout.RAGGED,
     ),
     "bloom": (dict(hidden_size=32, n_layer=2, n_head=4), BatchLayout.PADDED),
     "mixtral": ({**DECODER, "num_local_experts": 4, "num_experts_per_tok": 2}, BatchLayout.RAGGED),
