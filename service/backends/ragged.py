@@ -121,11 +121,17 @@ def ragged_attention(
         windows = ((0,), (query.shape[2],), {})
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     extras = ScoreExtras(kwargs.get("softcap"), kwargs.get("s_aux"))
-    if _use_varlen(query, sliding) and not windows[2] and extras.none:
+    stream = "cu_seq_lens_q" in kwargs and query.shape[0] == 1
+    if stream and _use_varlen(query, sliding) and not windows[2] and extras.none:
         out = _varlen(query, key, value, kwargs, scaling)
     else:
         out = _per_window(query, key, value, windows, scaling, sliding, extras)
     return out, None
+
+
+# Attention scores held at once by the written-out path (float32: 64 MiB): queries go in
+# blocks, so a long window never holds [heads, L, L].
+WRITTEN_OUT_SCORES = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,13 @@ def _per_window(
     where the model has score extras; output ``[1, total, heads, head_dim]``."""
     starts, lengths, trees = windows
     gqa = query.shape[1] != key.shape[1]
+    if gqa and query.is_cuda and (sliding is not None or trees or query.dtype == torch.float32):
+        # CUDA's SDPA takes grouped heads only in its flash and math kernels; flash takes
+        # neither a mask nor float32, and the math kernel would hold [heads, L, L] scores.
+        # Repeated key/value heads keep the memory-efficient kernel (as transformers does).
+        groups = query.shape[1] // key.shape[1]
+        key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
+        gqa = False
     out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
     for index, (start, length) in enumerate(zip(starts, lengths, strict=True)):
         span = slice(start, start + length)
@@ -195,19 +208,24 @@ def _written_out(
     groups = query.shape[1] // key.shape[1]
     key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
-    if extras.softcap is not None:
-        scores = torch.tanh(scores / extras.softcap) * extras.softcap
-    length = query.shape[2]
+    heads, length = query.shape[1], query.shape[2]
     if mask is None:
         mask = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
-    scores = scores.float().masked_fill(~mask, float("-inf"))
-    if extras.sinks is None:
-        probs = torch.softmax(scores, dim=-1)
-    else:
-        sinks = extras.sinks.float().reshape(1, -1, 1, 1).expand(1, -1, length, 1)
-        probs = torch.softmax(torch.cat([scores, sinks], dim=-1), dim=-1)[..., :-1]
-    return torch.matmul(probs.to(value.dtype), value)
+    out = torch.empty_like(query)
+    rows = max(1, WRITTEN_OUT_SCORES // (heads * length))  # queries per block
+    for top in range(0, length, rows):
+        block = slice(top, top + rows)
+        scores = torch.matmul(query[:, :, block], key.transpose(-1, -2)) * scale
+        if extras.softcap is not None:
+            scores = torch.tanh(scores / extras.softcap) * extras.softcap
+        scores = scores.float().masked_fill(~mask[block], float("-inf"))
+        if extras.sinks is None:
+            probs = torch.softmax(scores, dim=-1)
+        else:
+            sinks = extras.sinks.float().reshape(1, -1, 1, 1).expand(1, -1, scores.shape[2], 1)
+            probs = torch.softmax(torch.cat([scores, sinks], dim=-1), dim=-1)[..., :-1]
+        out[:, :, block] = torch.matmul(probs.to(value.dtype), value)
+    return out
 
 
 def _sliding_mask(length: int, sliding: int | None, device: torch.device) -> torch.Tensor | None:
@@ -220,11 +238,15 @@ def _sliding_mask(length: int, sliding: int | None, device: torch.device) -> tor
 
 
 def _use_varlen(query: torch.Tensor, sliding: int | None) -> bool:
+    """Whether torch's flash-attention varlen kernel takes this stream: CUDA, half
+    precision, compute capability 8.0 or later, head size up to 256, no sliding window."""
     return (
         query.is_cuda
         and query.dtype in (torch.float16, torch.bfloat16)
         and _VARLEN is not None
         and sliding is None
+        and query.shape[-1] <= 256
+        and torch.cuda.get_device_capability(query.device) >= (8, 0)
     )
 
 

@@ -8,6 +8,7 @@ one vocabulary slice at a time instead (``scoring.projection``), which is faster
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -118,14 +119,16 @@ def score_hidden_states(
         no_ids, no_logprobs = _no_alternatives(logprobs.shape[0], hidden.device)
         return PositionScores(logprobs, torch.zeros_like(targets), no_ids, no_logprobs)
     parts = [
-        logprobs_from_logits(
-            project(hidden[i : i + chunk_size]),
-            targets[i : i + chunk_size],
-            top_k,
-            with_ranks,
-            with_stats,
-            bow_mask,
-            with_full,
+        _full_to_host(
+            logprobs_from_logits(
+                project(hidden[i : i + chunk_size]),
+                targets[i : i + chunk_size],
+                top_k,
+                with_ranks,
+                with_stats,
+                bow_mask,
+                with_full,
+            )
         )
         for i in range(0, hidden.shape[0], chunk_size)
     ] or [
@@ -143,6 +146,14 @@ def score_hidden_states(
         _cat([p.bow for p in parts]),
         _cat([p.full for p in parts]),
     )
+
+
+def _full_to_host(scores: PositionScores) -> PositionScores:
+    """Whole log-softmax rows moved to host memory chunk by chunk: on a GPU, N x V float32
+    rows for a whole batch would not fit beside the model."""
+    if scores.full is None or scores.full.device.type == "cpu":
+        return scores
+    return dataclasses.replace(scores, full=scores.full.cpu())
 
 
 def _no_alternatives(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

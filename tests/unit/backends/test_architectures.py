@@ -18,7 +18,7 @@ import pytest
 import torch
 from tolerances import batch_invariance_atol
 
-from service.backends import logit_head
+from service.backends import logit_head, ragged
 from service.backends.base import BatchLayout, ForwardItem
 from service.backends.hf import HFBackend
 from service.backends.logit_head import LogitTransform
@@ -147,6 +147,20 @@ def test_each_architecture_scores_like_plain_transformers(
         for got, want in zip(backend.forward(items), references, strict=True):
             assert got.logprobs.shape == want.shape
             assert np.max(np.abs(got.logprobs - want)) <= batch_invariance_atol(want), name
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gpt_oss"])
+def test_written_out_attention_in_query_blocks(
+    name: str, model_dirs: dict[str, Path], tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Soft-capped and sink attention, one query row per block, equals the reference."""
+    monkeypatch.setattr(ragged, "WRITTEN_OUT_SCORES", 1)
+    ids = [[tokenizer.bos_token_id, *tokenizer.encode(t, add_special_tokens=False)] for t in TEXTS]
+    backend = HFBackend(model_dirs[name], dtype="float32", device="cpu", attention="ragged")
+    results = backend.forward([ForwardItem(tuple(i), 1) for i in ids])
+    for got, token_ids in zip(results, ids, strict=True):
+        want = _float64_reference(model_dirs[name], token_ids)
+        assert np.max(np.abs(got.logprobs - want)) <= batch_invariance_atol(want)
 
 
 def test_an_unknown_logit_transform_is_refused(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL, batch_invariance_atol
 
-from service.backends import precision
+from service.backends import hf, precision
 from service.backends.base import ForwardItem
 from service.backends.hf import HFBackend
 from service.backends.precision import pick_device, pick_dtype
@@ -121,6 +121,43 @@ def test_mixed_top_k_in_one_batch(backend: HFBackend, token_ids: list[list[int]]
     assert with_top.top_ids.shape == (len(token_ids[1]) - 1, 7)
 
 
+def test_whole_rows_only_for_the_items_that_ask(
+    monkeypatch: pytest.MonkeyPatch,
+    backend: HFBackend,
+    token_ids: list[list[int]],
+    reference_logprobs: Callable[[list[int]], np.ndarray],
+) -> None:
+    """In a batch mixing items with and without ``with_full``, whole log-softmax rows are
+    computed and kept for the former only (equal to the float64 reference), and every item
+    scores as alone."""
+    items = [
+        ForwardItem(tuple(ids), 1, 2, True, with_full=k % 2 == 0) for k, ids in enumerate(token_ids)
+    ]
+    full_rows: list[int] = []
+    score = hf.score_hidden_states
+
+    def counting(hidden: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        full_rows.append(hidden.shape[0] if kwargs["with_full"] else 0)
+        return score(hidden, *args, **kwargs)
+
+    monkeypatch.setattr(hf, "score_hidden_states", counting)
+    mixed = backend.forward(items)
+    assert sum(full_rows) == sum(item.num_scored for item in items if item.with_full)
+    for k, (item, got) in enumerate(zip(items, mixed, strict=True)):
+        (alone,) = backend.forward([item])
+        tol = batch_invariance_atol(alone.logprobs)
+        np.testing.assert_allclose(
+            got.logprobs, alone.logprobs, rtol=BATCH_INVARIANCE_REL, atol=tol
+        )
+        assert np.array_equal(got.top_ids, alone.top_ids)
+        if item.with_full:
+            assert got.full_logprobs is not None
+            want = reference_logprobs(token_ids[k])
+            assert np.max(np.abs(got.full_logprobs - want)) <= batch_invariance_atol(want)
+        else:
+            assert got.full_logprobs is None
+
+
 def test_score_from_later_position(
     backend: HFBackend, token_ids: list[list[int]], reference_logprobs: Callable[..., np.ndarray]
 ) -> None:
@@ -174,6 +211,19 @@ def test_pick_dtype(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_dtype("auto", cpu) is torch.bfloat16
     with pytest.raises(KeyError):
         pick_dtype("float8", cpu)
+
+
+@pytest.mark.parametrize(("native", "want"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_dtype_on_cuda_takes_bf16_only_where_the_gpu_has_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool, want: torch.dtype
+) -> None:
+    """A pre-Ampere GPU (T4, V100) only emulates bf16: slow here, and refused by vLLM."""
+
+    def bf16_supported(including_emulation: bool = True) -> bool:
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_supported)
+    assert pick_dtype("auto", torch.device("cuda")) is want
 
 
 def test_ranks_are_skipped_unless_asked(backend: HFBackend, token_ids: list[list[int]]) -> None:

@@ -60,6 +60,32 @@ def test_attention_equals_a_block_diagonal_mask(window: int | None) -> None:
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
 
 
+def test_the_varlen_kernel_gets_only_a_stream_with_window_boundaries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the varlen kernel applies (CUDA, half precision), a call without window
+    boundaries (one plain sequence, or padded rows) takes per-window SDPA: the kernel
+    needs ``cu_seq_lens``, and it would read only the first row of a padded batch. Run on
+    CPU with the kernel stood in for."""
+    calls: list[tuple[int, ...]] = []
+
+    def fake_varlen(q: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(tuple(q.shape))
+        return torch.zeros_like(q)
+
+    monkeypatch.setattr(ragged, "_VARLEN", fake_varlen)
+    monkeypatch.setattr(ragged, "_use_varlen", lambda query, sliding: True)
+    q = torch.randn(2, 4, 5, 8)
+    kv = torch.randn(2, 2, 5, 8)
+    out, _ = ragged_attention(torch.nn.Module(), q, kv, kv, None)
+    want = F.scaled_dot_product_attention(q, kv, kv, is_causal=True, enable_gqa=True)
+    torch.testing.assert_close(out, want.transpose(1, 2))
+    assert calls == []
+    batch = RaggedBatch.of([[0] * 3, [0] * 2], torch.device("cpu"))
+    ragged_attention(torch.nn.Module(), q[:1], kv[:1], kv[:1], None, **batch.attention_kwargs())
+    assert calls == [(5, 4, 8)]
+
+
 def test_ragged_batch_layout() -> None:
     batch = RaggedBatch.of([(7, 8, 9), (5,), (1, 2)], torch.device("cpu"))
     assert batch.input_ids.tolist() == [[7, 8, 9, 5, 1, 2]]
