@@ -40,8 +40,11 @@ ENTRYPOINT ["lmscore", "serve"]
 
 # Optional: the vLLM backend on top (GPU hosts: --build-arg VARIANT=cuda --target vllm).
 FROM runtime AS vllm
+ARG VARIANT
 USER root
-RUN pip install --no-cache-dir vllm "transformers>=5.0,<5.20"
+RUN if [ "$VARIANT" != "cuda" ]; then \
+      echo "the vllm target is for GPU hosts: add --build-arg VARIANT=cuda" >&2; exit 1; fi
+RUN pip install --no-cache-dir vllm==0.32.0 "transformers>=5.0,<5.20"
 USER 10001
 ENV LMSCORE_BACKEND=vllm
 

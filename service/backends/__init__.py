@@ -6,6 +6,7 @@ behind the pass-through. This is the one place that knows which backend batches 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -63,10 +64,13 @@ def _transformers(model: ResolvedModel, settings: Settings) -> Scheduler:
 
 
 def _vllm(model: ResolvedModel, settings: Settings) -> Scheduler:
-    try:
-        from service.backends.vllm_engine import VLLMBackend
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError("--backend vllm needs vLLM: run `make install-vllm`") from exc
+    if importlib.util.find_spec("vllm") is None:  # it is imported inside the backend
+        raise RuntimeError(
+            "--backend vllm needs vLLM: run `make install-vllm`, or use the image built "
+            "with `--target vllm`"
+        )
+    from service.backends.vllm_engine import VLLMBackend
+
     backend = VLLMBackend(
         model.path,
         name=model.name,

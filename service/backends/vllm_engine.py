@@ -54,7 +54,13 @@ class VLLMBackend:
         if dtype == MIXED:
             raise RuntimeError(f"--dtype {MIXED} is for the transformers backend")
         on_cuda = pick_device(device).type == "cuda"
-        torch_dtype = pick_dtype(dtype, torch.device("cuda" if on_cuda else "cpu"))
+        # On CUDA, ``auto`` is vLLM's to resolve: asking torch here would start CUDA in this
+        # process, which forces vLLM's workers to spawn and keeps a context here.
+        vllm_dtype = (
+            "auto"
+            if on_cuda and dtype == "auto"
+            else str(pick_dtype(dtype, torch.device("cuda" if on_cuda else "cpu")))
+        ).removeprefix("torch.")
         if not on_cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB of KV cache
         self.name = name
@@ -64,7 +70,7 @@ class VLLMBackend:
             context = min(context, max_context)
         args = AsyncEngineArgs(
             model=str(path),
-            dtype=str(torch_dtype).removeprefix("torch."),
+            dtype=vllm_dtype,
             max_model_len=context,
             enable_prefix_caching=False,
             enforce_eager=(not on_cuda) if enforce_eager is None else enforce_eager,
@@ -76,7 +82,7 @@ class VLLMBackend:
         self.engine: Any = AsyncLLM.from_engine_args(args)
         self.info = BackendInfo(
             backend="vllm",
-            dtype=str(torch_dtype).removeprefix("torch."),
+            dtype=str(self.engine.model_config.dtype).removeprefix("torch."),
             device="cuda" if on_cuda else "cpu",
             max_context=context,
             full_distribution=False,

@@ -96,10 +96,11 @@ def test_services_pdb_monitor_and_autoscaler() -> None:
 
 
 @needs_kustomize
-def test_gpu_overlay_asks_for_a_gpu_and_the_cuda_image() -> None:
+def test_gpu_overlay_asks_for_a_gpu_and_the_image_with_vllm() -> None:
+    """The vLLM backend it selects is only in the image built with ``--target vllm``."""
     docs = build("overlays/gpu")
     container = by_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "lmscore:cuda"
+    assert container["image"] == "lmscore:vllm"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     assert config["data"]["LMSCORE_BACKEND"] == "vllm"
