@@ -83,6 +83,7 @@ class DynamicBatcher:
         with self._changed:
             if self._closed:
                 raise Unavailable("the model is shutting down")
+            self._drop_gone()  # work nobody waits for must not fill the queue
             self._admit(len(items))
             self._pending.extend(pending)
             self._depth.set(len(self._pending))
@@ -91,9 +92,17 @@ class DynamicBatcher:
         try:
             return list(await asyncio.gather(*(p.future for p in pending)))
         finally:
-            for p in pending:
-                if not p.future.done():
-                    p.future.cancel()
+            self._withdraw(pending)
+
+    def _withdraw(self, pending: list[PendingItem]) -> None:
+        """A caller stopped waiting (timeout, disconnect, a sibling failed): its queued
+        items leave the queue now, not when the batch in flight ends."""
+        for p in pending:
+            if not p.future.done():
+                p.future.cancel()
+        if any(p.future.cancelled() for p in pending):  # gather cancels them on the way out
+            with self._changed:
+                self._drop_gone()
 
     def _admit(self, count: int) -> None:
         # A request larger than the whole queue is still admitted into an empty queue.

@@ -311,6 +311,36 @@ async def test_a_caller_that_timed_out_at_its_deadline_counts_as_expired(make: M
     assert backend.tags().isdisjoint({777, 778})
 
 
+@pytest.mark.parametrize("how", ["cancelled", "timed out"])
+async def test_items_of_a_caller_that_left_free_the_queue_at_once(make: Make, how: str) -> None:
+    """While a forward pass still runs, a caller that stops waiting (a disconnect, its
+    deadline) takes its queued items out: the next caller is admitted, not told the queue
+    is full of work nobody waits for."""
+    batcher, backend = make(model=f"left-{how}", max_queue=4)
+    blocker = await occupy(batcher, backend)
+    gone = [item(4, 880 + k) for k in range(4)]
+    if how == "cancelled":
+        task = submit_later(batcher, gone)
+        await until(lambda: batcher.queue_depth == 4)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        deadline = time.monotonic() + 0.05
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(batcher.submit(gone, deadline), 0.06)
+    assert len(backend.batches) == 1  # the first pass still runs
+    assert batcher.queue_depth == 0
+    newcomer = submit_later(batcher, [item(4, 890 + k) for k in range(4)])
+    await until(lambda: batcher.queue_depth == 4)
+    backend.release()
+    await blocker
+    assert len(await newcomer) == 4
+    assert backend.tags().isdisjoint({880, 881, 882, 883})
+    reason = "cancelled" if how == "cancelled" else "expired"
+    assert sample(DROPPED, model=f"left-{how}", reason=reason) == 4
+
+
 async def test_failing_batch_fails_only_its_items(make: Make) -> None:
     batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=2)
     blocker = await occupy(batcher, backend)
