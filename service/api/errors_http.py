@@ -101,6 +101,7 @@ def install_error_handlers(app: FastAPI) -> None:
             error = InternalError(str(exc.detail))
         response = answer_error(request, error)
         response.status_code = exc.status_code
+        response.headers.update(exc.headers or {})  # e.g. a 405's Allow
         return response
 
     @app.exception_handler(Exception)

@@ -26,7 +26,7 @@ from service.api.grpc_handlers import add_lenient_service
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from service.engine import Engine
-from service.errors import InternalError, LMScoreError, TooLarge, grpc_code_name
+from service.errors import InternalError, LMScoreError, Timeout, TooLarge, grpc_code_name
 from service.request_metrics import CANCELLED, RequestRecord
 from service.served import RequestTiming
 
@@ -151,7 +151,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             record.finish(grpc_code_name(error), error)
             await _abort(context, error)
         except asyncio.CancelledError:
-            record.finish("CANCELLED", CANCELLED)
+            _finish_cancelled(record, context)
             raise
         finally:
             reader.cancel()
@@ -215,7 +215,7 @@ async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitab
         await _abort(context, error)
         raise  # not reached: abort raises
     except asyncio.CancelledError:
-        record.finish("CANCELLED", CANCELLED)
+        _finish_cancelled(record, context)
         raise
     except Exception as exc:
         if isinstance(exc, grpc.aio.AbortError):
@@ -227,6 +227,17 @@ async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitab
         raise
     record.finish("OK")
     return response
+
+
+def _finish_cancelled(record: RequestRecord, context: grpc.aio.ServicerContext) -> None:
+    """Record a handler gRPC cancelled: its deadline passed (a timeout, as the unary calls
+    that end on the engine's own deadline record it), or the client cancelled the call."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        timeout = Timeout("the call's deadline passed")
+        record.finish(grpc_code_name(timeout), timeout)
+    else:
+        record.finish("CANCELLED", CANCELLED)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: LMScoreError) -> None:

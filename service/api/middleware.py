@@ -97,3 +97,24 @@ class JsonByDefaultMiddleware:
             if not current or current.startswith(b"application/x-www-form-urlencoded"):
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
+
+
+class HeadAsGetMiddleware:
+    """Answer HEAD as GET without the body (RFC 9110), as Starlette's plain routes do:
+    health checks and load balancers probe ``/healthz`` and ``/readyz`` with HEAD, and
+    FastAPI's GET routes alone would answer 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)

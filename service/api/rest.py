@@ -20,7 +20,12 @@ from service.api.errors_http import (
     error_responses,
     install_error_handlers,
 )
-from service.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware, JsonByDefaultMiddleware
+from service.api.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    HeadAsGetMiddleware,
+    JsonByDefaultMiddleware,
+)
 from service.api.observe import CLIENT_CLOSED, RequestMetricsMiddleware
 from service.api.openai_compat import install_openai_routes
 from service.api.responses import unless_disconnected
@@ -62,6 +67,7 @@ def create_app(engine: Engine) -> FastAPI:
     guarded_paths: set[str] = set()  # filled below, once the routes are registered
     app.add_middleware(ApiKeyMiddleware, keys=keys, guarded_paths=guarded_paths)
     app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(HeadAsGetMiddleware)
     if settings.cors_allow_origin:
         app.add_middleware(
             CORSMiddleware,

@@ -4,6 +4,7 @@ and gRPC answers carry the timing REST sends in headers."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,3 +97,35 @@ async def test_grpc_answers_carry_timing_metadata(grpc_served: Served, method: s
     metadata = dict(await call.initial_metadata())
     assert float(metadata["x-queue-time-ms"]) >= 0
     assert float(metadata["x-inference-time-ms"]) > 0
+
+
+@pytest.mark.parametrize("ending", ["deadline", "client cancel"])
+async def test_a_stream_that_ends_early_is_counted_by_why(grpc_served: Served, ending: str) -> None:
+    """gRPC cancels a stream's handler both when its deadline passes and when the client
+    cancels: the first is a timeout (as for unary calls), the second a client that left."""
+    code, reason = (
+        ("DEADLINE_EXCEEDED", "timeout") if ending == "deadline" else ("CANCELLED", "cancelled")
+    )
+    labels = {"endpoint": "score_text_stream", "protocol": "grpc", "code": code}
+    before = (sample("lmscore_requests_total", **labels), rejected(reason))
+
+    async def requests_then_silence() -> Any:
+        yield pb.ScoreTextRequest(texts=["hello"])
+        await asyncio.sleep(30)  # the stream stays open
+
+    call = grpc_served.stub.ScoreTextStream(
+        requests_then_silence(), timeout=0.5 if ending == "deadline" else T
+    )
+    await call.read()
+    if ending == "client cancel":
+        call.cancel()
+    else:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(200):
+        if sample("lmscore_requests_total", **labels) > before[0]:
+            break
+        await asyncio.sleep(0.01)
+    assert sample("lmscore_requests_total", **labels) == before[0] + 1
+    assert rejected(reason) == before[1] + 1

@@ -223,9 +223,21 @@ async def test_json_of_the_wrong_shape(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/v1/nothing"), 404, "not_found", None)
-    wrong_method = await client.get(TEXT_URL)
-    assert wrong_method.status_code == 405
-    assert wrong_method.json()["error"]["type"] == "invalid_request"
+    for method in ("GET", "PUT", "DELETE", "HEAD"):
+        wrong_method = await client.request(method, TEXT_URL)
+        assert wrong_method.status_code == 405
+        assert wrong_method.headers["allow"] == "POST"  # RFC 9110: a 405 names the methods
+        if method != "HEAD":
+            assert wrong_method.json()["error"]["type"] == "invalid_request"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/v1/models", "/metrics"])
+async def test_head_answers_like_get_without_a_body(client: httpx.AsyncClient, path: str) -> None:
+    """Load balancers and health checks probe with HEAD."""
+    get, head = await client.get(path), await client.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
 
 
 async def test_too_many_texts(client_factory: ClientFactory) -> None:
