@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -170,6 +171,35 @@ def test_errors_carry_type_and_param(client: Client, grpc_client: GrpcClient) ->
     assert missing.value.status == 404 and missing.value.type == "not_found"
     with pytest.raises(NotFoundError):
         grpc_client.score_text("x y", model="no-such-model")
+
+
+@pytest.mark.parametrize(
+    ("texts", "conversation", "param"),
+    [
+        (["fine", 42], None, "texts[1]"),
+        (None, [{"role": "user", "content": None}, CHAT[-1]], "conversations[0][0].content"),
+        (None, [{"content": "no role"}, CHAT[-1]], "conversations[0][0].role"),
+    ],
+)
+def test_grpc_refuses_what_rest_refuses(
+    client: Client,
+    grpc_client: GrpcClient,
+    texts: list[Any] | None,
+    conversation: list[Any] | None,
+    param: str,
+) -> None:
+    """A value a proto string field cannot hold: 422 with its field over both doors, not
+    None taken as "" (a null message scored as empty) nor a TypeError."""
+    for door in (client, grpc_client):
+        with pytest.raises(InvalidRequestError) as refused:
+            if texts is not None:
+                door.score_text(texts)
+            else:
+                door.score_chat([conversation])
+        assert refused.value.status == 422 and refused.value.param == param, door
+    if texts is not None:  # and bytes, which JSON cannot carry to the REST door at all
+        with pytest.raises(InvalidRequestError, match="bytes"):
+            grpc_client.score_text([*texts[:-1], b"bytes"])
 
 
 def test_a_message_over_grpc_limits_is_too_large_and_not_retried(

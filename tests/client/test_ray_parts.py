@@ -128,6 +128,15 @@ def test_score_columns_keep_rows_and_types() -> None:
     assert errors[2]["param"] == "text"  # the row's field, not its place in a request
 
 
+def test_a_binary_text_column_is_a_row_error_not_a_failed_job() -> None:
+    """Parquet ``binary`` columns read as bytes, which no request can carry."""
+    block = pa.table({"id": [1, 2], "text": pa.array([b"hello", None], pa.binary())})
+    items = block_items(block, RowFormat())
+    assert [it.kind for it in items] == ["reject", "reject"]
+    assert items[0].error is not None and items[0].error["type"] == "invalid_row"
+    assert "bytes" in items[0].error["message"] and items[0].error["param"] == "text"
+
+
 def test_band_keeps_the_inside_and_every_error() -> None:
     table = pa.table(
         {

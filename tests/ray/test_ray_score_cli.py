@@ -137,6 +137,23 @@ def test_refuses_a_non_empty_output_without_resume(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--resume" in done.stderr
 
 
+def test_resume_without_an_id_column_is_refused_not_written_twice(
+    tmp_path: Path, servers: list[RunningServer]
+) -> None:
+    """Without ids a second run cannot tell which rows are written: it must stop, not
+    write every row again (the RayJob manifest always passes --resume)."""
+    rows = [{"text": row["text"]} for row in corpus_rows(12) if row.get("text")]
+    write_inputs(tmp_path / "in", rows, files=1)
+    out = tmp_path / "out"
+    args = [*command(tmp_path / "in", out, servers[0].url), "--resume"]
+    first = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert len(read_output(out, "parquet")) == len(rows)
+    second = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
+    assert second.returncode == 2 and "id column" in second.stderr
+    assert len(read_output(out, "parquet")) == len(rows)
+
+
 def test_parquet_in_jsonl_out(tmp_path: Path, servers: list[RunningServer]) -> None:
     import pyarrow as pa
 

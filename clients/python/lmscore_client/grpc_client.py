@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Unpack
 
 import grpc
@@ -23,7 +23,13 @@ from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from lmscore_client.build import ChatFields, Conversation, ScoreOptions, TextFields
 from lmscore_client.compare import CompareResponse
 from lmscore_client.continuations import ContinuationResponse
-from lmscore_client.errors import GRPC_CODES, InternalServerError, LMScoreError, TooLargeError
+from lmscore_client.errors import (
+    GRPC_CODES,
+    InternalServerError,
+    InvalidRequestError,
+    LMScoreError,
+    TooLargeError,
+)
 from lmscore_client.results import (
     Aggregate,
     MessageScore,
@@ -248,13 +254,15 @@ class GrpcClient:
         body["overflow"] = OVERFLOW[body["overflow"]]
         top_k = int(body["top_k"])
         if "conversations" not in body:
+            for i, text in enumerate(body["texts"]):
+                _require_string(text, f"texts[{i}]")
             reply = self._call(self._stub.ScoreText, pb.ScoreTextRequest(**body))
             return response_from_pb(reply, top_k)
         body["conversations"] = [
             pb.Conversation(
-                messages=[pb.ChatMessage(role=m["role"], content=m["content"]) for m in conv]
+                messages=[_message(m, f"conversations[{i}][{j}]") for j, m in enumerate(conv)]
             )
-            for conv in body["conversations"]
+            for i, conv in enumerate(body["conversations"])
         ]
         reply = self._call(self._stub.ScoreChat, pb.ScoreChatRequest(**body))
         return response_from_pb(reply, top_k, chat=True)
@@ -318,3 +326,28 @@ class GrpcClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _require_string(value: Any, param: str) -> None:
+    """Refuse what the REST door refuses with 422: a proto string field would take None as
+    "" (a message with null content scored as empty) and fail on any other type."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(
+            f"Input should be a valid string, not {type(value).__name__}",
+            status=422,
+            param=param,
+            grpc_code="INVALID_ARGUMENT",
+        )
+
+
+def _message(message: Any, param: str) -> pb.ChatMessage:
+    if not isinstance(message, Mapping):
+        raise InvalidRequestError(
+            "a message should be an object with role and content",
+            status=422,
+            param=param,
+            grpc_code="INVALID_ARGUMENT",
+        )
+    for key in ("role", "content"):
+        _require_string(message.get(key), f"{param}.{key}")
+    return pb.ChatMessage(role=message["role"], content=message["content"])

@@ -105,6 +105,10 @@ def classify(line_no: int, raw: bytes, text_field: str, chat_field: str | None) 
     return classify_row(line_no, row, text_field, chat_field)
 
 
+# What a row's text can be and still go to the server for it to judge.
+JSON_VALUES = (str, int, float, bool, list, dict)
+
+
 def _rejected(line_no: int, row: Any, kind: str, message: str, param: str | None) -> Item:
     error = {"status": 0, "type": kind, "message": message, "param": param}
     return Item(line_no, "reject", row=row, error=error)
@@ -119,8 +123,12 @@ def classify_row(line_no: int, row: Any, text_field: str, chat_field: str | None
             message = f"{chat_field!r} is not a list of messages"
             return _rejected(line_no, row, "invalid_row", message, chat_field)
         return Item(line_no, "chat", row=row, payload=row[chat_field])
-    if row.get(text_field) is not None:  # the server judges a text that is not a string
-        return Item(line_no, "text", row=row, payload=row[text_field])
+    text = row.get(text_field)
+    if text is not None and not isinstance(text, JSON_VALUES):  # bytes from Parquet...
+        message = f"{text_field!r} is a {type(text).__name__}, not a string"
+        return _rejected(line_no, row, "invalid_row", message, text_field)
+    if text is not None:  # the server judges a JSON value that is not a string (422)
+        return Item(line_no, "text", row=row, payload=text)
     wanted = f"{text_field!r}" + (f" or {chat_field!r}" if chat_field else "")
     return _rejected(line_no, row, "missing_field", f"the row has no field {wanted}", text_field)
 

@@ -21,6 +21,8 @@ from lmscore_client.ray.dataset import score_dataset
 from lmscore_client.ray.scorer import InProcess
 from lmscore_client.ray.senders import Servers
 
+EXIT_CANNOT_RESUME = 2  # as for bad arguments: nothing was scored
+
 Band = dict[str, tuple[float | None, float | None]]
 
 
@@ -117,6 +119,14 @@ def run(spec: JobSpec, address: str | None = None) -> int:
         _connect(ray, address)
     started = time.monotonic()
     mode = _checkpointing(spec, _read(spec.inputs).schema().names)
+    if mode is None and spec.output.exists() and any(spec.output.iterdir()):
+        print(
+            f"lmscore-client: {spec.output} already holds rows, and without an id column "
+            "(or with --checkpoint off) this run cannot tell which: it would write them "
+            "again. Remove it, or give the input an id column (--id-field).",
+            file=sys.stderr,
+        )
+        return EXIT_CANNOT_RESUME
     spec.output.mkdir(parents=True, exist_ok=True)
     if mode == "ray":  # before the dataset is made: it keeps the context it was made in
         resume.enable_ray_checkpoints(str(spec.rows.id_field), spec.checkpoint_dir)
