@@ -18,11 +18,13 @@ from lmscore_client.errors import (  # noqa: E402
     InvalidRequestError,
     LMScoreError,
     OverloadedError,
+    RequestTimeoutError,
 )
 from lmscore_client.ray import RowFormat, score_schema  # noqa: E402
 from lmscore_client.ray.columns import block_items, with_scores  # noqa: E402
 from lmscore_client.ray.job import keep_band  # noqa: E402
 from lmscore_client.ray.resume import ShardWriter, written_ids  # noqa: E402
+from lmscore_client.ray.scorer import as_arrow  # noqa: E402
 from lmscore_client.ray.senders import FailoverSender  # noqa: E402
 from lmscore_client.results import TextResult  # noqa: E402
 from lmscore_client.retry import RetryPolicy  # noqa: E402
@@ -92,6 +94,42 @@ def test_gives_up_after_the_attempt_budget() -> None:
     down = [FakeEndpoint(n, [ConnectionFailedError("down")] * 10) for n in "ab"]
     with pytest.raises(ConnectionFailedError):
         send(down, RetryPolicy(max_attempts=3))
+
+
+@pytest.mark.parametrize("servers", [1, 3])
+def test_a_504_is_tried_on_one_other_server_at_most(servers: int) -> None:
+    """A request that outlasted a server's deadline would outlast it again: it goes to
+    one other server (where there is one), then back to the caller as the rows' error."""
+    slow = RequestTimeoutError("deadline", status=504)
+    endpoints = [FakeEndpoint(str(n), [slow] * 5) for n in range(servers)]
+    sender = FailoverSender(endpoints, RetryPolicy(max_attempts=20, backoff_s=0.01), first=0)
+    with pytest.raises(RequestTimeoutError):
+        asyncio.run(sender.call(build.score_text("x")))
+    assert sum(len(e.calls) for e in endpoints) == min(2, servers)
+
+
+def test_waits_follow_the_retry_policy_backoff() -> None:
+    """Without Retry-After, a server that failed rests for the policy's backoff, doubling
+    with each failure of the request (jitter off)."""
+    down = FakeEndpoint("a", [ConnectionFailedError("down")] * 3)
+    retry = RetryPolicy(max_attempts=10, backoff_s=0.1, jitter=0.0)
+    send([down], retry)
+    gaps = [later - earlier for earlier, later in zip(down.calls, down.calls[1:], strict=False)]
+    assert len(gaps) == 3
+    for gap, want in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+        assert want - 0.01 <= gap <= want + 0.15
+
+
+def test_batches_in_every_ray_format_become_arrow_tables() -> None:
+    """``map_batches(RemoteScorer, ...)`` with Ray's default (numpy) or pandas format."""
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    want = pa.table({"id": [1, 2], "text": ["a b", None]})
+    as_numpy = {"id": np.array([1, 2]), "text": np.array(["a b", None], dtype=object)}
+    for batch in (want, as_numpy, pd.DataFrame({"id": [1, 2], "text": ["a b", None]})):
+        got = as_arrow(batch)
+        assert got.to_pylist() == want.to_pylist()
+        assert [it.kind for it in block_items(got, RowFormat())] == ["text", "reject"]
 
 
 def _result(ppl: float) -> TextResult:

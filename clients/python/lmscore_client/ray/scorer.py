@@ -52,8 +52,10 @@ class _BlockScorer:
         self.concurrency = concurrency
         self._loop = asyncio.new_event_loop()
 
-    def __call__(self, block: pa.Table) -> pa.Table:
-        return self._loop.run_until_complete(self.score_block(block))
+    def __call__(self, block: Any) -> pa.Table:
+        """Score a batch in any of Ray Data's formats (pyarrow, pandas, or numpy's dict of
+        arrays); the answer is a pyarrow table."""
+        return self._loop.run_until_complete(self.score_block(as_arrow(block)))
 
     async def score_block(self, block: pa.Table) -> pa.Table:
         """``block`` with the score columns appended, rows in their input order."""
@@ -114,3 +116,13 @@ class InProcessScorer(_BlockScorer):
         self.engine = EmbeddedEngine.start(**dict(target.settings))
         sender = EmbeddedSender(self.engine)
         super().__init__(sender, options, rows, rows_per_request, concurrency)
+
+
+def as_arrow(batch: Any) -> pa.Table:
+    """A Ray Data batch as a pyarrow table: pyarrow as it is, a pandas DataFrame without
+    its index, a dict of columns (numpy arrays or lists) column by column."""
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, dict):
+        return pa.table({name: pa.array(list(values)) for name, values in batch.items()})
+    return pa.Table.from_pandas(batch, preserve_index=False)

@@ -29,7 +29,6 @@ from lmscore_client.retry import NO_RETRY, RetryPolicy
 T = TypeVar("T")
 # What says "this server cannot take the request now", not "this request is wrong".
 _FAILOVER = (ConnectionFailedError, OverloadedError, UnavailableError, RequestTimeoutError)
-_DEFAULT_COOLDOWN_S = 2.0
 _GRPC_SCORING = frozenset({"/v1/score/text", "/v1/score/chat"})
 
 
@@ -118,9 +117,11 @@ def _expand(url: str, protocol: str, resolve_dns: bool) -> list[str]:
 
 class FailoverSender:
     """Spreads requests over servers (round robin) and moves a request that a server
-    cannot take (connection lost, 429, 503, timeout) to another one. A server that failed
-    is rested for its Retry-After (2 s without one); when every server rests, the request
-    waits for the first to come back. Scoring is read-only, so a request that died with
+    cannot take (connection lost, 429, 503) to another one. A server that failed is rested
+    for its Retry-After, or the retry policy's backoff (exponential, with jitter); when
+    every server rests, the request waits for the first to come back. The policy's attempts
+    and total time bound a request. A 504 (the request outlasted a server's deadline) is
+    tried on one other server at most. Scoring is read-only, so a request that died with
     its server is simply sent again."""
 
     def __init__(
@@ -155,7 +156,7 @@ class FailoverSender:
 
     async def call(self, api_call: ApiCall[T]) -> T:
         started = time.monotonic()
-        failures = 0
+        failures = timeouts = 0
         while True:
             index, wait_s = self._pick()
             if wait_s > 0:
@@ -164,12 +165,17 @@ class FailoverSender:
                 return await self._endpoints[index].call(api_call)
             except _FAILOVER as error:
                 failures += 1
-                if failures >= self._retry.max_attempts or (
-                    time.monotonic() - started > self._retry.max_total_s
-                ):
+                timeouts += isinstance(error, RequestTimeoutError)
+                # A 504 is this request being too slow: one other server may be less busy,
+                # but sending it on and on only repeats the work.
+                if timeouts and timeouts >= min(2, len(self._endpoints)):
                     raise
-                rest_s = _DEFAULT_COOLDOWN_S if error.retry_after_s is None else error.retry_after_s
-                self._resting_until[index] = time.monotonic() + max(rest_s, 0.05)
+                delay = self._retry.next_delay_s(
+                    failures, time.monotonic() - started, error.retry_after_s
+                )
+                if delay is None:
+                    raise
+                self._resting_until[index] = time.monotonic() + max(delay, 0.05)
                 self.failovers += 1
 
     async def close(self) -> None:
