@@ -153,7 +153,7 @@ def _add_token_level(
         result.tokens = [
             CompareToken(
                 id=token,
-                text=model.token_text(token),
+                text=seq.text[slice(*seq.offsets[j])],  # as score/text: the tokens tile the text
                 kl=None if j == 0 else float(positions.kl[j - 1]),
                 agree=None if j == 0 else bool(positions.agree[j - 1]),
             )

@@ -22,7 +22,12 @@ from service.errors import InvalidRequest, NotFound, TooLarge
 from service.schemas import CompareRequest, TextScoreRequest
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
-TEXTS = ["The quick brown fox jumps over the lazy dog.", "Привет мир 😀 hello", "a"]
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Привет мир 😀 hello",
+    "a",
+    "日本 \U0001d538",
+]
 
 
 def _model_copy(source: Path, target: Path, seed: int, vocab: int | None = None) -> Path:
@@ -106,6 +111,9 @@ async def test_token_level_matches_float64(
         assert result.tokens is not None and result.tokens[0].kl is None
         got = [t.kl for t in result.tokens[1:]]
         np.testing.assert_allclose(got, kl, rtol=1e-3, atol=1e-5)
+        # The tokens' texts tile the text, as score/text's do: a character split across
+        # byte tokens is in the token that completes it, never a replacement character.
+        assert "".join(t.text for t in result.tokens) == text
 
 
 @ASYNC
