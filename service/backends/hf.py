@@ -122,7 +122,7 @@ class HFBackend:
         # A leak between windows moves logits by whole units; half precision rounds a
         # logit of 30 to 0.125, and a batch's shape can flip that rounding.
         largest = max(float(one.abs().max()) for one in alone)
-        limit = 0.05 if self.precision.name == "float32" else 0.02 * max(1.0, largest)
+        limit = 0.05 if self.precision.exact else 0.02 * max(1.0, largest)
         if not worst <= limit:
             self.model.set_attn_implementation(previous)
             return f"a ragged probe differed from separate windows by {worst:.3g}"
@@ -180,7 +180,7 @@ class HFBackend:
                 torch.tensor([ids], dtype=torch.long, device=self.device),
                 hidden,
                 self._project,
-                exact=self.precision.name == "float32",
+                exact=self.precision.exact,
             )
 
     @torch.inference_mode()

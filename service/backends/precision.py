@@ -73,6 +73,11 @@ class Precision:
             return cls(MIXED, weights, torch.bfloat16)
         return cls(str(weights).removeprefix("torch."), weights)
 
+    @property
+    def exact(self) -> bool:
+        """float32 throughout: scores held to the contract's tolerances."""
+        return self.name == "float32"
+
     def context(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
         """Autocast for the forward pass, or nothing."""
         if self.autocast is None:
