@@ -39,7 +39,7 @@ class ScoredSequence:
     message_index: list[int | None] | None = None
     truncated: bool = False
     # UTF-8 bytes each token holds where a token holds part of a character (byte-level
-    # tokenizers); None: each token holds the bytes of its offsets' text.
+    # and byte-fallback tokenizers); None: each token holds the bytes of its offsets' text.
     token_bytes: list[int] | None = None
 
     @property
@@ -111,7 +111,7 @@ def encode(tokenizer: Any, texts: list[str]) -> list[Encoded]:
 
 def _encoded(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]]) -> Encoded:
     """Offsets tiled, and each token's bytes counted exactly where a character is split
-    across tokens and the tokenizer is byte-level."""
+    across tokens and the tokenizer is byte-level or SentencePiece with byte fallback."""
     if shares_a_character(offsets):
         lengths = token_byte_lengths(tokenizer, ids, text)
         if lengths is not None:

@@ -165,8 +165,7 @@ def _per_window(
         # CUDA's SDPA takes grouped heads only in its flash and math kernels; flash takes
         # neither a mask nor float32, and the math kernel would hold [heads, L, L] scores.
         # Repeated key/value heads keep the memory-efficient kernel (as transformers does).
-        groups = query.shape[1] // key.shape[1]
-        key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
+        key, value = _repeat_heads(query, key, value)
         gqa = False
     out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
     for index, (start, length) in enumerate(zip(starts, lengths, strict=True)):
@@ -205,8 +204,7 @@ def _written_out(
     """Attention of one window as the models' eager code computes it, with soft-capped
     scores and sink logits; the softmax in float32. ``query`` [1, H, L, D], ``key`` and
     ``value`` [1, H_kv, L, D], ``mask`` bool [L, L] (None: causal); output [1, H, L, D]."""
-    groups = query.shape[1] // key.shape[1]
-    key, value = (t.repeat_interleave(groups, dim=1) for t in (key, value))
+    key, value = _repeat_heads(query, key, value)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     heads, length = query.shape[1], query.shape[2]
     if mask is None:
@@ -226,6 +224,17 @@ def _written_out(
             probs = torch.softmax(torch.cat([scores, sinks], dim=-1), dim=-1)[..., :-1]
         out[:, :, block] = torch.matmul(probs.to(value.dtype), value)
     return out
+
+
+def _repeat_heads(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key and value with each grouped head repeated for its query heads (as transformers'
+    ``repeat_kv``: kv head i serves query heads i*g .. i*g + g - 1)."""
+    groups = query.shape[1] // key.shape[1]
+    if groups == 1:
+        return key, value
+    return key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
 
 
 def _sliding_mask(length: int, sliding: int | None, device: torch.device) -> torch.Tensor | None:
