@@ -163,8 +163,31 @@ def test_two_models_side_by_side_with_a_difference_panel(
     panels = wait_rendered(browser, 3)  # a, b, and b - a (same tokenizer)
     counts = {len(p.find_elements(By.CSS_SELECTOR, ".tok")) for p in panels}
     assert len(counts) == 1
+    assert_no_difference(panels[2])  # the twin is the same model
     screenshot(browser, "compare")
+    # Whatever the view, the difference panel subtracts like from like.
+    browser.find_element(By.ID, "colour-entropy").click()
+    assert_no_difference(wait_rendered(browser, 3)[2])
+    browser.find_element(By.ID, "unit-word").click()
+    panels = wait_rendered(browser, 3)
+    assert panels[2].find_elements(By.CSS_SELECTOR, ".tok.word")
+    assert_no_difference(panels[2])
     assert severe_console_entries(browser) == []
+
+
+def assert_no_difference(panel: Any) -> None:
+    """Every scored span of a difference panel shows ~0 bits (two copies of one model)."""
+    values = browser_values(panel)
+    assert values
+    assert max(abs(v) for v in values) < 1e-3
+
+
+def browser_values(panel: Any) -> list[float]:
+    raw = panel.parent.execute_script(
+        "return [...arguments[0].querySelectorAll('.tok[data-value]')].map(s => s.dataset.value)",
+        panel,
+    )
+    return [float(v) for v in raw]
 
 
 def test_chat_mode_and_api_errors(server: RunningServer, browser: Any) -> None:

@@ -184,10 +184,17 @@ function bits(logprob) {
   return logprob === null || logprob === undefined ? null : -logprob / LN2;
 }
 
-function sameTokens(a, b) {
-  const x = a.result.tokens || [];
-  const y = b.result.tokens || [];
-  return x.length === y.length && x.every((t, i) => t.id === y[i].id);
+// Two panels' units line up when they cut the text at the same places (same tokenizer, or
+// words): then "second minus first" compares like with like, whatever the colouring.
+function aligned(x, y) {
+  return x.length > 0 && x.length === y.length && x.every((item, i) => item.text === y[i].text);
+}
+
+function difference(items, base) {
+  return items.map((item, i) => {
+    const a = base[i].value;
+    return { ...item, value: item.value === null || a === null ? null : item.value - a };
+  });
 }
 
 function header(answer, extra) {
@@ -232,7 +239,7 @@ function units(answer) {
   }));
 }
 
-function renderPanel(answer, container, diffAgainst) {
+function renderPanel(answer, items, container, diffAgainst) {
   const panel = document.createElement("section");
   panel.className = "panel";
   panel.append(header(answer, diffAgainst ? " − " + diffAgainst.model + " (bits)" : ""));
@@ -241,8 +248,6 @@ function renderPanel(answer, container, diffAgainst) {
   body.dataset.model = answer.model;
   panel.append(body);
   container.append(panel);
-  const items = units(answer);
-  const other = diffAgainst ? diffAgainst.result.tokens : null;
   let lastMessage = null;
   let index = 0;
   const step = () => {
@@ -264,16 +269,13 @@ function renderPanel(answer, container, diffAgainst) {
       span.tabIndex = 0;
       span.dataset.index = String(index);
       span.textContent = item.text;
-      let value = item.value;
-      if (other && token) {
-        const a = bits(other[index].logprob);
-        value = value === null || a === null ? null : value - a;
-      }
+      const value = item.value;
       const unscored = value === null || (token && token.scored === false);
       if (unscored) {
         span.classList.add("unscored");
       } else {
-        const rgb = other ? interpolate(DIVERGING, 0.5 + value / 8) : interpolate(VIRIDIS, value / MAX_BITS);
+        span.dataset.value = String(value);
+        const rgb = diffAgainst ? interpolate(DIVERGING, 0.5 + value / 8) : interpolate(VIRIDIS, value / MAX_BITS);
         const c = colours(rgb);
         span.style.background = c.background;
         span.style.color = c.color;
@@ -300,8 +302,11 @@ function render() {
   const rich = answers[0].result.tokens && answers[0].result.tokens.some((t) => t.entropy !== null && t.entropy !== undefined);
   $("colour-entropy").disabled = !rich;
   $("unit-word").disabled = !answers[0].result.words;
-  for (const answer of answers) renderPanel(answer, panels, null);
-  if (answers.length === 2 && sameTokens(answers[0], answers[1])) renderPanel(answers[1], panels, answers[0]);
+  const items = answers.map(units);
+  answers.forEach((answer, i) => renderPanel(answer, items[i], panels, null));
+  if (answers.length === 2 && aligned(items[0], items[1])) {
+    renderPanel(answers[1], difference(items[1], items[0]), panels, answers[0]);
+  }
   const dtypes = answers.map((a) => (modelCard(a.model) || {}).dtype).filter(Boolean);
   $("precision-note").textContent = dtypes.some((d) => d !== "float32")
     ? "Scored in reduced precision (" + dtypes.join(", ") + "): on short texts bf16 moves PPL by up to several percent; serve with --dtype float32 for reference numbers."
