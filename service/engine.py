@@ -254,7 +254,7 @@ class Engine:
 
     async def score_prompts(
         self,
-        model_name: str,
+        model_name: str | None,
         prompts: Sequence[str | Sequence[int]],
         options: RunOptions,
         timeout_s: float | None = None,
@@ -422,7 +422,7 @@ class Engine:
         )
         return ScoreOutcome(response, timing)
 
-    def get_model(self, name: str) -> ServedModel:
+    def get_model(self, name: str | None) -> ServedModel:
         """A served, ready model (NotFound, or Unavailable while loading or draining)."""
         return self.registry.get(name)
 

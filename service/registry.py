@@ -10,7 +10,7 @@ import time
 from service import metrics
 from service.backends import load_scheduler
 from service.batching.scheduler import Scheduler
-from service.errors import NotFound, Unavailable
+from service.errors import InvalidRequest, NotFound, Unavailable
 from service.models import ModelSpec, resolve
 from service.schemas import ModelList
 from service.served import ServedModel
@@ -86,8 +86,10 @@ class ModelRegistry:
         metrics.MODEL_INFO.labels(name, info.backend, info.dtype, info.device, revision).set(1)
         return served
 
-    def get(self, name: str) -> ServedModel:
-        """A served, ready model (NotFound, or Unavailable while loading or draining)."""
+    def get(self, name: str | None) -> ServedModel:
+        """A served, ready model (NotFound, or Unavailable while loading or draining).
+        No name (a request that names no model) means ``default_name``."""
+        name = self.default_name() if name is None else name
         if self.draining:
             raise Unavailable("the server is shutting down")
         model = self.models.get(name)
@@ -97,6 +99,20 @@ class ModelRegistry:
             raise Unavailable(f"model {name!r} is still loading", param="model")
         raise NotFound(
             f"unknown model {name!r}; served: {', '.join(sorted(self.models)) or 'none'}",
+            param="model",
+        )
+
+    def default_name(self) -> str:
+        """The model a request gets when it names none: the one called ``default``, else
+        the only one served (as vLLM serves one model and lets requests omit it)."""
+        names = self.expected | set(self.models)
+        if "default" in names or not names:
+            return "default"
+        if len(names) == 1:
+            return next(iter(names))
+        raise InvalidRequest(
+            f"this server holds several models ({', '.join(sorted(names))}) and none is "
+            "called 'default': name one in the request's model field",
             param="model",
         )
 

@@ -44,7 +44,11 @@ def _is_none(value: object) -> bool:
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("default", description="Name of a served model (see /v1/models).")
+    model: str | None = Field(
+        None,
+        description="Name of a served model (see /v1/models). Omitted: the model named "
+        "'default', or the only one served.",
+    )
     return_tokens: bool = Field(False, description="Return per-token detail.")
     top_k: int = Field(
         0, ge=0, le=MAX_TOP_K, description="Alternatives per token (0 to 20); needs return_tokens."
@@ -267,7 +271,11 @@ class ContinuationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field("default", description="Name of a served model (see /v1/models).")
+    model: str | None = Field(
+        None,
+        description="Name of a served model (see /v1/models). Omitted: the model named "
+        "'default', or the only one served.",
+    )
     context: Text = Field(
         ..., description="The shared context; empty means the model's BOS (or EOS) token."
     )

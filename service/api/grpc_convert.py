@@ -33,7 +33,7 @@ OVERFLOW = {
 
 def _common(message: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "model": message.model or "default",
+        "model": message.model or None,
         "return_tokens": message.return_tokens,
         "top_k": message.top_k,
         "overflow": OVERFLOW.get(message.overflow, f"unknown enum value {message.overflow}"),
@@ -88,7 +88,7 @@ def chat_request(message: pb.ScoreChatRequest) -> ChatScoreRequest:
 def continuations_request(message: pb.ScoreContinuationsRequest) -> ContinuationRequest:
     """A ScoreContinuationsRequest as the shared, validated request model."""
     fields = {
-        "model": message.model or "default",
+        "model": message.model or None,
         "context": message.context,
         "continuations": list(message.continuations),
         "return_tokens": message.return_tokens,

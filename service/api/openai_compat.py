@@ -124,7 +124,7 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
         dependencies=list(guarded),
         responses=error_responses(MODEL_LOOKUP_ERRORS),
     )
-    async def tokenizer_info(model: str = "default") -> dict[str, Any]:
+    async def tokenizer_info(model: str | None = None) -> dict[str, Any]:
         """The tokenizer's special tokens and chat template, as vLLM reports them."""
         return _tokenizer_info(engine.get_model(model))
 

@@ -88,7 +88,7 @@ class CompletionRequest(BaseModel):
     # Clients send many optional OpenAI fields; the ones that change nothing here are accepted.
     model_config = ConfigDict(extra="allow")
 
-    model: str = "default"
+    model: str | None = None  # omitted: "default", or the only model served (as vLLM)
     prompt: Prompt
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_K)
@@ -165,7 +165,7 @@ class CompletionResponse(BaseModel):
 class TokenizeRequest(BaseModel):
     """``POST /tokenize``: a prompt, or chat messages rendered with the model's template."""
 
-    model: str = "default"
+    model: str | None = None  # omitted: "default", or the only model served (as vLLM)
     prompt: StrictStr | None = None
     messages: list[dict[str, Any]] | None = None
     add_special_tokens: bool | None = None
@@ -181,7 +181,7 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model: str = "default"
+    model: str | None = None  # omitted: "default", or the only model served (as vLLM)
     tokens: list[StrictInt]
 
 

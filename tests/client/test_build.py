@@ -35,9 +35,8 @@ def test_keyword_options_are_the_options_fields() -> None:
 
 def test_text_body_defaults_and_optional_fields() -> None:
     body = build.score_text("one").body
-    assert body == {
+    assert body == {  # no model: the server picks its default
         "texts": ["one"],
-        "model": "default",
         "return_tokens": False,
         "top_k": 0,
         "overflow": "error",

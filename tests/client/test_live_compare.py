@@ -80,3 +80,19 @@ def test_score_file_compare_model(two_models: RunningServer, tmp_path: Path) -> 
         assert math.isclose(row["ppl"], result.scores[0].ppl or 0, rel_tol=1e-4)
     (chat_row,) = [r for r in scored if "messages" in r]
     assert chat_row["ppl"] is not None and chat_row["compare_ppl"] is None
+
+
+def test_an_unnamed_model_on_a_server_without_default(
+    two_models: RunningServer, tmp_path: Path
+) -> None:
+    """Two models, neither called ``default``: a request that names none is refused with
+    a message saying so, and score-file stops on it rather than failing every row."""
+    with Client(two_models.url, timeout=120) as client:
+        with pytest.raises(InvalidRequestError) as caught:
+            client.score_text(TEXTS)
+        assert client.score_text(TEXTS, model="b").model == "b"
+    assert caught.value.param == "model"
+    source = write_jsonl(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    done = run_cli("score-file", str(source), "-o", str(tmp_path / "out"), "--url", two_models.url)
+    assert done.returncode != 0
+    assert "name one" in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,22 @@ from service.engine import Engine
 from service.settings import Settings
 
 
-def make_engine(model_dir: Path, **overrides: Any) -> Engine:
-    """A ready engine serving ``model_dir`` as ``default`` (Settings ``overrides`` apply)."""
+def make_engine(
+    model_dir: Path, *, names: Sequence[str] = ("default",), **overrides: Any
+) -> Engine:
+    """A ready engine serving ``model_dir`` under each of ``names`` (Settings ``overrides``
+    apply)."""
     settings = Settings(dtype="float32", device="cpu", **overrides)
     engine = Engine(settings)
-    backend = HFBackend(
-        model_dir,
-        dtype="float32",
-        device="cpu",
-        max_context=settings.max_context,
-        attention=settings.attention,
-    )
-    engine.registry.add("default", "sha256:test", dynamic_batcher(backend, "default", settings))
+    for name in names:
+        backend = HFBackend(
+            model_dir,
+            dtype="float32",
+            device="cpu",
+            max_context=settings.max_context,
+            attention=settings.attention,
+        )
+        engine.registry.add(name, "sha256:test", dynamic_batcher(backend, name, settings))
     engine.registry.ready = True
     return engine
 

@@ -50,7 +50,7 @@ class Distribution:
 
 
 class _CommonFields(TypedDict, total=False):
-    model: str
+    model: str | None
     return_tokens: bool
     top_k: int
     overflow: Overflow
@@ -84,7 +84,7 @@ class ScoreOptions:
     object serves a dataset holding both.
     """
 
-    model: str = "default"
+    model: str | None = None  # None: the server's default model
     return_tokens: bool = False
     top_k: int = 0
     overflow: Overflow = "error"
@@ -120,9 +120,15 @@ def _text_list(texts: str | Sequence[str]) -> list[str]:
     return [texts] if isinstance(texts, str) else list(texts)
 
 
+def _model_field(model: str | None) -> dict[str, str]:
+    """The request's ``model``; left out for the server's default (the model named
+    ``default``, or its only model)."""
+    return {} if model is None else {"model": model}
+
+
 def _common(options: ScoreOptions) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "model": options.model,
+        **_model_field(options.model),
         "return_tokens": options.return_tokens,
         "top_k": options.top_k,
         "overflow": options.overflow,
@@ -177,11 +183,11 @@ def score_chat(
 
 
 def score_continuations(
-    context: str, continuations: Sequence[str], *, model: str, return_tokens: bool
+    context: str, continuations: Sequence[str], *, model: str | None, return_tokens: bool
 ) -> ApiCall[ContinuationResponse]:
     """``POST /v1/score/continuations``."""
     body = {
-        "model": model,
+        **_model_field(model),
         "context": context,
         "continuations": list(continuations),
         "return_tokens": return_tokens,

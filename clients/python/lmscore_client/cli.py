@@ -38,7 +38,10 @@ def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
         default=os.environ.get("LMSCORE_URL", "http://127.0.0.1:8000"),
         help="server base URL (default $LMSCORE_URL or http://127.0.0.1:8000)",
     )
-    p.add_argument("--model", default="default", help="served model name (default: default)")
+    p.add_argument(
+        "--model",
+        help="served model name (default: the server's model named default, or its only one)",
+    )
     p.add_argument("--field", default="text", help="the rows' text field (default: text)")
     p.add_argument(
         "--chat-field",

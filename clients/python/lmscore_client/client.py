@@ -147,7 +147,7 @@ class Client(_Base):
         context: str,
         continuations: Sequence[str],
         *,
-        model: str = "default",
+        model: str | None = None,
         return_tokens: bool = False,
     ) -> ContinuationResponse:
         """Each continuation's log-likelihood given ``context`` (computed once)."""
@@ -275,7 +275,7 @@ class AsyncClient(_Base):
         context: str,
         continuations: Sequence[str],
         *,
-        model: str = "default",
+        model: str | None = None,
         return_tokens: bool = False,
     ) -> ContinuationResponse:
         """Each continuation's log-likelihood given ``context`` (computed once)."""

@@ -272,7 +272,7 @@ class GrpcClient:
         context: str,
         continuations: Sequence[str],
         *,
-        model: str = "default",
+        model: str | None = None,
         return_tokens: bool = False,
     ) -> ContinuationResponse:
         """Each continuation's log-likelihood given ``context`` (computed once)."""

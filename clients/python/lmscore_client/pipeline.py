@@ -203,14 +203,15 @@ async def score_items(
         return
 
 
-async def compare_items(sender: Sender, items: list[Item], opts: Options) -> None:
+async def compare_items(sender: Sender, items: list[Item], opts: Options, info: RunInfo) -> None:
     """Score the scored text rows under ``opts.model`` and ``opts.compare_model`` side by
     side; a row the comparison refuses keeps its own scores and no comparison."""
     assert opts.compare_model is not None
-    models = [opts.score.model, opts.compare_model]
     done = [it for it in items if it.result is not None]
-    if not done:
+    model = opts.score.model or info.model  # the server's default, as the scores named it
+    if not done or model is None:
         return
+    models = [model, opts.compare_model]
     try:
         texts = [it.payload for it in done]
         api_call = build.compare(models, texts, token_level=False, return_tokens=False)
@@ -220,7 +221,7 @@ async def compare_items(sender: Sender, items: list[Item], opts: Options) -> Non
             raise Fatal(error) from error
         if len(done) > 1:  # which row is unknown: one by one
             for item in done:
-                await compare_items(sender, [item], opts)
+                await compare_items(sender, [item], opts, info)
         return
     for item, result in zip(done, response.results, strict=True):
         item.comparison = result
@@ -233,7 +234,7 @@ async def score_batch(sender: Sender, batch: Batch, opts: Options, info: RunInfo
         if items:
             await score_items(sender, items, kind == "chat", opts, info)
             if kind == "text" and opts.compare_model is not None:
-                await compare_items(sender, items, opts)
+                await compare_items(sender, items, opts, info)
     return batch
 
 

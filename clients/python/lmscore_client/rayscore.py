@@ -46,7 +46,10 @@ def add_parser(sub: Any, positive: Any, field_groups: Any) -> None:
         help="an in-process engine setting, as `lmscore serve`'s flag without dashes "
         "(dtype=float32, max_context=512, model=NAME=SPEC)",
     )
-    p.add_argument("--model", default="default", help="served model name (default: default)")
+    p.add_argument(
+        "--model",
+        help="served model name (default: the server's model named default, or its only one)",
+    )
     p.add_argument("--field", default="text", help="the rows' text field (default: text)")
     p.add_argument("--chat-field", default="", help="field of chat rows (a list of messages)")
     p.add_argument("--id-field", default="id", help="the rows' unique id (default: id)")

@@ -63,7 +63,9 @@ def target_of(
     )
 
 
-def options_of(model: str, reference: str | None, field_groups: Sequence[str]) -> ScoreOptions:
+def options_of(
+    model: str | None, reference: str | None, field_groups: Sequence[str]
+) -> ScoreOptions:
     distribution = None
     if field_groups:
         distribution = Distribution(
