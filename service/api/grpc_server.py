@@ -146,14 +146,19 @@ class ScorerServicer(pb_grpc.ScorerServicer):
                 window.release()
                 yield response
             await reader
+            remaining = context.time_remaining()
+            if context.cancelled() or (remaining is not None and remaining <= 0):
+                # The reads also end quietly when the call itself ended (seen at the
+                # deadline): not an answered stream.
+                _finish_cancelled(record, context)
             record.finish("OK")
         except LMScoreError as error:
             record.finish(grpc_code_name(error), error)
             await _abort(context, error)
-        except asyncio.CancelledError:
-            _finish_cancelled(record, context)
-            raise
         finally:
+            # Cancelled while awaiting (CancelledError), or closed while suspended at a
+            # yield (GeneratorExit): either way the call ended early. A no-op once recorded.
+            _finish_cancelled(record, context)
             reader.cancel()
             while not in_order.empty():
                 if (task := in_order.get_nowait()) is not None:
@@ -229,11 +234,21 @@ async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitab
     return response
 
 
+# The server's deadline starts when the call arrives, the client's when it was sent: the
+# client gives up first and cancels, and the server sees that a little before its own
+# deadline. A cancel this close to the deadline is the deadline.
+_DEADLINE_SKEW_S = 0.5
+
+
+def _deadline_passed(context: grpc.aio.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= _DEADLINE_SKEW_S
+
+
 def _finish_cancelled(record: RequestRecord, context: grpc.aio.ServicerContext) -> None:
     """Record a handler gRPC cancelled: its deadline passed (a timeout, as the unary calls
     that end on the engine's own deadline record it), or the client cancelled the call."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
+    if _deadline_passed(context):
         timeout = Timeout("the call's deadline passed")
         record.finish(grpc_code_name(timeout), timeout)
     else:

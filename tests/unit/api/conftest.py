@@ -23,6 +23,7 @@ class Served:
     engine: Engine
     channel: grpc.aio.Channel
     stub: pb_grpc.ScorerStub
+    address: str
 
 
 @contextlib.asynccontextmanager
@@ -33,7 +34,7 @@ async def serve(engine: Engine) -> AsyncIterator[Served]:
     await door.set_serving(True)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Served(door, engine, channel, pb_grpc.ScorerStub(channel))
+        yield Served(door, engine, channel, pb_grpc.ScorerStub(channel), f"127.0.0.1:{port}")
     finally:
         await channel.close()
         await door.stop(0)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import httpx
 import pytest
 
+from service.api.auth import KeyChecker
+from service.api.grpc_server import ScorerServicer
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from service.api.rest import create_app
 from service.engine import Engine
 from service.metrics import REGISTRY
@@ -113,19 +116,67 @@ async def test_a_stream_that_ends_early_is_counted_by_why(grpc_served: Served, e
         yield pb.ScoreTextRequest(texts=["hello"])
         await asyncio.sleep(30)  # the stream stays open
 
-    call = grpc_served.stub.ScoreTextStream(
-        requests_then_silence(), timeout=0.5 if ending == "deadline" else T
-    )
-    await call.read()
-    if ending == "client cancel":
-        call.cancel()
-    else:
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call.read()
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    for _ in range(200):
+    # A channel of its own, closed when done, as a client process that gives up would.
+    async with grpc.aio.insecure_channel(grpc_served.address) as channel:
+        call = pb_grpc.ScorerStub(channel).ScoreTextStream(
+            requests_then_silence(), timeout=3.0 if ending == "deadline" else T
+        )  # the deadline covers the first answer too, on a loaded machine
+        await call.read()
+        if ending == "client cancel":
+            call.cancel()
+        else:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call.read()
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(1500):
         if sample("lmscore_requests_total", **labels) > before[0]:
             break
         await asyncio.sleep(0.01)
     assert sample("lmscore_requests_total", **labels) == before[0] + 1
     assert rejected(reason) == before[1] + 1
+
+
+class EndingCall:
+    """The context of a stream whose call ends (``end``) after its first answer: gRPC may
+    then end the handler's reads quietly rather than cancel it."""
+
+    def __init__(self) -> None:
+        self.remaining = 30.0
+
+    def end(self, remaining: float) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float:
+        return self.remaining
+
+    def cancelled(self) -> bool:
+        return False
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+@pytest.mark.parametrize(("remaining", "code"), [(0.0, "DEADLINE_EXCEEDED"), (25.0, "OK")])
+async def test_a_stream_whose_reads_end_at_its_deadline_is_a_timeout(
+    tiny_engine: Engine, remaining: float, code: str
+) -> None:
+    """Reads that end once the deadline has passed are the call ending, not the client
+    closing its side after its last request (which is an answered stream: OK)."""
+    servicer = ScorerServicer(tiny_engine, KeyChecker([]))
+    labels = {"endpoint": "score_text_stream", "protocol": "grpc", "code": code}
+    before = sample("lmscore_requests_total", **labels)
+    call = EndingCall()
+    answered = asyncio.Event()
+
+    async def one_request_then_end() -> Any:
+        yield pb.ScoreTextRequest(texts=["hello"])
+        await answered.wait()
+        call.end(remaining)
+
+    answers = []
+    stream = servicer.ScoreTextStream(one_request_then_end(), cast(grpc.aio.ServicerContext, call))
+    async for answer in stream:
+        answers.append(answer)
+        answered.set()
+    assert len(answers) == 1
+    assert sample("lmscore_requests_total", **labels) == before + 1
