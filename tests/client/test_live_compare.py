@@ -12,6 +12,7 @@ import pytest
 from cli_helpers import read_jsonl, run_cli, write_jsonl
 from compare import assert_close
 from server_process import RunningServer, start_server, stop_server
+from tolerances import ppl_rel
 
 from lmscore_client import AsyncClient, Client, CompareResponse, GrpcClient, InvalidRequestError
 
@@ -73,11 +74,13 @@ def test_score_file_compare_model(two_models: RunningServer, tmp_path: Path) -> 
         direct = client.compare(["a", "b"], TEXTS).results
     texts = [r for r in scored if "text" in r]
     for row, result in zip(texts, direct, strict=True):
-        assert math.isclose(row["compare_ppl"], result.scores[1].ppl or 0, rel_tol=1e-4)
+        assert math.isclose(
+            row["compare_ppl"], result.scores[1].ppl or 0, rel_tol=ppl_rel(row["compare_ppl"])
+        )
         assert math.isclose(
             row["bits_per_byte_ratio"], result.bits_per_byte_ratio or 0, rel_tol=1e-4
         )
-        assert math.isclose(row["ppl"], result.scores[0].ppl or 0, rel_tol=1e-4)
+        assert math.isclose(row["ppl"], result.scores[0].ppl or 0, rel_tol=ppl_rel(row["ppl"]))
     (chat_row,) = [r for r in scored if "messages" in r]
     assert chat_row["ppl"] is not None and chat_row["compare_ppl"] is None
 

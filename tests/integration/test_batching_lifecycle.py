@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -109,13 +109,40 @@ async def burst_then_sigterm(server: RunningServer) -> tuple[list[int], list[int
             return response.status_code
 
         first = [asyncio.ensure_future(post(t)) for t in (TEXTS * 12)[:64]]
-        await asyncio.sleep(1.0)
+        # Signal once every request is admitted (in flight or answered), not after a guess.
+        await until(client, lambda m: m["inflight"] + sum(f.done() for f in first) >= 64)
         server.process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+        await until(client, lambda m: m["ready"] == 0)
         late = [asyncio.ensure_future(post(t)) for t in TEXTS[:16]]
         return list(await asyncio.gather(*first)), list(await asyncio.gather(*late))
 
 
+async def until(client: httpx.AsyncClient, holds: Callable[[dict[str, float]], bool]) -> None:
+    """Poll ``/metrics`` (``inflight`` scoring requests, ``ready``) until ``holds``; 60 s
+    at most."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            text = (await client.get("/metrics")).text
+        except httpx.TransportError:  # no longer listening: draining, so not ready
+            text = "lmscore_ready 0\nlmscore_inflight_requests 0\n"
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        found = {
+            "inflight": samples["lmscore_inflight_requests"],
+            "ready": samples["lmscore_ready"],
+        }
+        if holds(found):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the server did not reach the awaited state in 60 s")
+
+
+# The drain must not meet the grace period or a request's timeout on a slow machine.
+@pytest.mark.parametrize(
+    "burst_server",
+    [["--shutdown-grace-s", "300", "--request-timeout-s", "300"]],
+    indirect=True,
+)
 def test_sigterm_drains_admitted_work_and_exits_zero(burst_server: RunningServer) -> None:
     admitted, late = asyncio.run(burst_then_sigterm(burst_server))
     assert admitted == [200] * len(admitted)

@@ -19,6 +19,8 @@ from tolerances import BATCH_INVARIANCE_REL
 from traffic_runs import overload, soak
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]
+LATE_FDS = 8
+LATE_THREADS = 2
 
 
 @pytest.fixture
@@ -67,7 +69,9 @@ def test_soak_20000_mixed_requests(small_server: RunningServer) -> None:
     assert run["left_early"] > 0 and run["statuses"]["400"] > 0  # the mix really was mixed
     before = result["process_after_warmup"]
     assert result["rss_growth"] < 0.10, result
+    # A leak over 20,000 requests grows by thousands; a socket not yet closed or a worker
+    # thread started late is a few.
     for checkpoint in result["process_at_checkpoints"]:
-        assert checkpoint["fds"] <= before["fds"], result
-        assert checkpoint["threads"] <= before["threads"], result
+        assert checkpoint["fds"] <= before["fds"] + LATE_FDS, result
+        assert checkpoint["threads"] <= before["threads"] + LATE_THREADS, result
     assert "Traceback" not in small_server.log.read_text()

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from ray_helpers import corpus_rows, direct_scores
 from server_process import RunningServer
-from tolerances import BATCH_INVARIANCE_REL
+from tolerances import BATCH_INVARIANCE_REL, ppl_rel
 
 pytestmark = pytest.mark.ray
 CLI = str(Path(sys.executable).with_name("lmscore-client"))
@@ -81,10 +81,13 @@ def run_killed_then_resumed(
         if read_output(out, fmt, complete_only=True) if out.exists() else []:
             break
         time.sleep(0.2)
+    finished = first.poll() is not None
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its local cluster's workers
     first.wait()
     # Ray Data writes in place, so the kill may leave a torn file; resuming removes it.
     partial = read_output(out, fmt, complete_only=True)
+    if finished or len(partial) == len(rows):
+        pytest.skip("the run finished before it could be killed (a fast machine)")
     assert 0 < len(partial) < len(rows), "the kill should land mid-run"
     resumed = subprocess.run(
         [*args, "--resume"], capture_output=True, text=True, timeout=600, check=False
@@ -104,7 +107,7 @@ def test_killed_and_resumed_run_has_no_duplicate_and_no_gap(
     reference = direct_scores(servers[0].url, rows)
     for row in written:
         expected = reference[row["id"]]
-        assert row["ppl"] == pytest.approx(expected.ppl, rel=BATCH_INVARIANCE_REL)
+        assert row["ppl"] == pytest.approx(expected.ppl, rel=ppl_rel(expected.ppl))
 
 
 def test_band_keeps_rows_inside_it_and_refused_rows(
@@ -187,4 +190,5 @@ def test_parquet_in_jsonl_out(tmp_path: Path, servers: list[RunningServer]) -> N
     assert [r["id"] for r in written] == list(range(60))
     reference = direct_scores(servers[1].url, [{"id": r["id"], "text": r["text"]} for r in rows])
     for row in written:
-        assert row["ppl"] == pytest.approx(reference[row["id"]].ppl, rel=BATCH_INVARIANCE_REL)
+        want = reference[row["id"]].ppl
+        assert row["ppl"] == pytest.approx(want, rel=ppl_rel(want))

@@ -31,6 +31,17 @@ import numpy as np
 BATCH_INVARIANCE_REL = 1e-4
 """float32 scores of two different forward passes over the same text agree to this, relative."""
 
+
+def ppl_rel(ppl: float | None) -> float:
+    """The relative tolerance of a PPL, from ``BATCH_INVARIANCE_REL`` on its mean NLL.
+
+    PPL = exp(mean NLL), so an error e in the mean NLL (nats) moves the PPL by e relative:
+    the contract's 1e-4 relative on a mean NLL of 5 nats is 5e-4 relative on the PPL.
+    """
+    mean_nll = abs(np.log(ppl)) if ppl else 0.0
+    return BATCH_INVARIANCE_REL * max(1.0, float(mean_nll))
+
+
 BATCH_INVARIANCE_ABS = 1e-4
 """Absolute floor (nats) next to ``BATCH_INVARIANCE_REL``, for values near 0.
 
