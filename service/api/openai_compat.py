@@ -148,10 +148,38 @@ def completion_options(body: CompletionRequest) -> RunOptions:
         )
     if generate and body.top_p not in (None, 1):
         raise InvalidRequest("only greedy decoding is served: top_p must be 1", param="top_p")
+    if generate:
+        _refuse_steering(body)
     want = body.logprobs if body.logprobs is not None else 0
     return RunOptions(
         top_k=max(want, 1 if generate else 0), next_token=generate, offer_overflow=False
     )
+
+
+# Fields (OpenAI's and vLLM's) that would change which token is generated, with the value
+# that changes nothing. Anything else would be a silently wrong answer: refused instead.
+_NEUTRAL_STEERING: dict[str, Any] = {
+    "logit_bias": {},
+    "allowed_token_ids": None,
+    "bad_words": [],
+    "repetition_penalty": 1,
+    "min_tokens": 0,
+    "suffix": "",
+}
+
+
+def _refuse_steering(body: CompletionRequest) -> None:
+    """Refuses a steer of the generated token this server does not apply. (OpenAI's
+    presence and frequency penalties count generated tokens only: none before the one.)"""
+    extra = body.model_extra or {}
+    for name, neutral in _NEUTRAL_STEERING.items():
+        value = extra.get(name)
+        if value is not None and value != neutral:
+            raise InvalidRequest(
+                f"{name} is not applied to the generated token here: leave it out, or score "
+                "candidates with max_tokens 0 (or POST /v1/score/continuations)",
+                param=name,
+            )
 
 
 def completion_response(body: CompletionRequest, outcome: PromptOutcome) -> CompletionResponse:

@@ -133,10 +133,36 @@ ACCEPTED = [
         "presence_penalty": 0,
         "logit_bias": {},
         "suffix": None,
+        "allowed_token_ids": None,
+        "repetition_penalty": 1.0,
+        "min_tokens": 0,
         "stop": "\n",
         "stream_options": None,
     },
 ]
+
+
+STEERING = [
+    {"logit_bias": {"42": 100}},
+    {"allowed_token_ids": [42]},
+    {"bad_words": ["Paris"]},
+    {"repetition_penalty": 1.3},
+    {"min_tokens": 1},
+    {"suffix": " and so on"},
+]
+
+
+@pytest.mark.parametrize("extra", STEERING)
+async def test_a_steer_of_the_generated_token_is_refused(
+    client: httpx.AsyncClient, extra: dict[str, Any]
+) -> None:
+    """Not applied here, so refused rather than answered with an unsteered token; with
+    nothing generated (max_tokens 0) it changes nothing and is accepted."""
+    body = {"prompt": "hello world", "max_tokens": 1, **extra}
+    response = await client.post(URL, json=body)
+    assert_error(response, 422, "invalid_request", next(iter(extra)))
+    scoring = await client.post(URL, json=body | {"max_tokens": 0, "echo": True})
+    assert scoring.status_code == 200, scoring.text
 
 
 @pytest.mark.parametrize("extra", ACCEPTED)
