@@ -151,7 +151,8 @@ class ScorerServicer(pb_grpc.ScorerServicer):
                 # The reads also end quietly when the call itself ended (seen at the
                 # deadline): not an answered stream.
                 _finish_cancelled(record, context)
-            record.finish("OK")
+            else:
+                record.finish("OK")
         except LMScoreError as error:
             record.finish(grpc_code_name(error), error)
             await _abort(context, error)
