@@ -258,16 +258,20 @@ class Engine:
         prompts: Sequence[str | Sequence[int]],
         options: RunOptions,
         timeout_s: float | None = None,
+        add_special_tokens: bool = True,
     ) -> PromptOutcome:
         """Score raw prompts (texts or token ids) for the OpenAI-compatible door: every
         token given the ones before it, plus the distribution after the last token when
-        ``options.next_token``. Prompts must fit the context (``prompt[i]`` otherwise)."""
+        ``options.next_token``. Text prompts get the special tokens their tokenizer adds
+        (a BOS) unless ``add_special_tokens`` is False, as in vLLM; token ids are taken as
+        given. Prompts must fit the context (``prompt[i]`` otherwise)."""
         model = self.registry.get(model_name)
         check_texts(prompts, self.settings, "prompt")
         check_token_ids(prompts, len(model.backend.tokenizer))
 
         async def work(deadline: float) -> PromptOutcome:
-            seqs = await model.prepare(prompt_sequences, model.backend.tokenizer, prompts)
+            tokenizer = model.backend.tokenizer
+            seqs = await model.prepare(prompt_sequences, tokenizer, prompts, add_special_tokens)
             params = [f"prompt[{i}]" for i in range(len(seqs))]
             scores, timing = await self._run(model, seqs, params, options, deadline)
             return PromptOutcome(model, seqs, scores, timing)

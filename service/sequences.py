@@ -370,17 +370,70 @@ def next_piece(tokenizer: Any, ids: list[int], token: int, context: int = 6) -> 
     return after[len(stem) :] if after.startswith(stem) else after
 
 
+def completed_piece(tokenizer: Any, context: list[int], token: int, reach: int = 4) -> str:
+    """The text of a ``token`` whose own decoding ends inside a character, after
+    ``context``, as vLLM corrects it: "" while the character stays incomplete; else all
+    the text since the last context token that ends on a whole character (that token's
+    successors showed "", so the completing token shows the whole character)."""
+
+    def decode(ids: list[int]) -> str:
+        return str(tokenizer.decode(ids, clean_up_tokenization_spaces=False))
+
+    for n in range(1, min(len(context), reach) + 1):
+        tail = context[-n:]
+        full = decode([*tail, token])
+        if full.endswith("\ufffd"):
+            continue
+        clean = len(tail)
+        while clean > 0 and decode([tail[clean - 1]]).endswith("\ufffd"):
+            clean -= 1
+        prefix = decode(tail[:clean])
+        if full.startswith(prefix):
+            return full[len(prefix) :]
+        # A normalizing decoder may spell the prefix differently inside the longer text.
+        pairs = enumerate(zip(prefix, full, strict=False))
+        common = next((i for i, (a, b) in pairs if a != b), min(len(prefix), len(full)))
+        return full[common:]
+    return ""
+
+
 def prompt_sequences(
-    tokenizer: Any, prompts: Sequence[str | Sequence[int]]
+    tokenizer: Any, prompts: Sequence[str | Sequence[int]], add_special_tokens: bool = False
 ) -> list[ScoredSequence]:
-    """Raw prompts as sequences: texts are tokenized (no special tokens added), token ids
-    are taken as they are."""
+    """Raw prompts as sequences: texts are tokenized (with the special tokens the tokenizer
+    adds, such as a BOS, when ``add_special_tokens``), token ids are taken as they are."""
     texts = [p for p in prompts if isinstance(p, str)]
     encoded = iter(encode(tokenizer, texts)) if texts else iter(())
+    added: Any = iter(())
+    if texts and add_special_tokens:
+        added = iter(tokenizer(texts, add_special_tokens=True)["input_ids"])
     seqs = []
     for prompt in prompts:
         if isinstance(prompt, str):
-            seqs.append(text_sequence(prompt, next(encoded), None))
+            plain = next(encoded)
+            if add_special_tokens:
+                seqs.append(with_added_tokens(tokenizer, prompt, plain, list(next(added))))
+            else:
+                seqs.append(text_sequence(prompt, plain, None))
         else:
             seqs.append(ids_sequence(tokenizer, list(prompt)))
     return seqs
+
+
+def with_added_tokens(
+    tokenizer: Any, text: str, plain: Encoded, full_ids: list[int]
+) -> ScoredSequence:
+    """``text`` with the tokens its tokenizer adds around it (``full_ids``: a BOS before,
+    an EOS after where the tokenizer adds one). They hold no character of the text: a
+    prefix token sits at offset 0, a suffix token at the end. The first token, added or
+    not, is unscored."""
+    n = len(plain.ids)
+    start = next((k for k in range(len(full_ids) - n + 1) if full_ids[k : k + n] == plain.ids), -1)
+    if start < 0:  # the added tokens changed how the text itself is cut: keep that cut
+        return ids_sequence(tokenizer, full_ids)
+    after = len(full_ids) - start - n
+    offsets = [(0, 0)] * start + plain.offsets + [(len(text), len(text))] * after
+    token_bytes = plain.token_bytes
+    if token_bytes is not None:
+        token_bytes = [0] * start + token_bytes + [0] * after
+    return text_sequence(text, Encoded(full_ids, offsets, token_bytes), None)

@@ -27,6 +27,7 @@ from service.api.errors_http import (
     error_responses,
 )
 from service.api.observe import CLIENT_CLOSED
+from service.api.openai_logprobs import LegacyLogprobsBuilder, prompt_logprobs, token_id_name
 from service.api.openai_schemas import (
     CompletionChoice,
     CompletionRequest,
@@ -34,7 +35,6 @@ from service.api.openai_schemas import (
     CompletionUsage,
     DetokenizeRequest,
     DetokenizeResponse,
-    LegacyLogprobs,
     TokenizeRequest,
     TokenizeResponse,
 )
@@ -77,7 +77,9 @@ def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depend
     async def completions(body: CompletionRequest, request: Request) -> Response:
         """Legacy completions: echo + logprobs scoring, and at most one greedy token."""
         options = completion_options(body)
-        work = engine.score_prompts(body.model, prompt_list(body.prompt), options)
+        prompts = prompt_list(body.prompt)
+        special = body.add_special_tokens
+        work = engine.score_prompts(body.model, prompts, options, add_special_tokens=special)
         outcome = await unless_disconnected(request, work)
         if outcome is None:
             return Response(status_code=CLIENT_CLOSED)
@@ -150,9 +152,12 @@ def completion_options(body: CompletionRequest) -> RunOptions:
         raise InvalidRequest("only greedy decoding is served: top_p must be 1", param="top_p")
     if generate:
         _refuse_steering(body)
-    want = body.logprobs if body.logprobs is not None else 0
+    want = max(body.logprobs or 0, body.prompt_logprobs or 0, 1 if generate else 0)
     return RunOptions(
-        top_k=max(want, 1 if generate else 0), next_token=generate, offer_overflow=False
+        top_k=want,
+        with_ranks=body.prompt_logprobs is not None,
+        next_token=generate,
+        offer_overflow=False,
     )
 
 
@@ -221,42 +226,6 @@ def _generates(body: CompletionRequest) -> bool:
     return (1 if body.max_tokens is None else body.max_tokens) > 0
 
 
-class _LogprobsBuilder:
-    """Accumulates the legacy logprobs lists and the choice text, token by token."""
-
-    def __init__(self, model: ServedModel, k: int) -> None:
-        self.model = model
-        self.k = k
-        self.text = ""
-        self.lists = LegacyLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
-
-    def add(
-        self, token_id: int, piece: str, logprob: float | None, top_ids: Any, top_lps: Any
-    ) -> None:
-        self.lists.tokens.append(piece)
-        self.lists.text_offset.append(len(self.text))
-        self.text += piece
-        self.lists.token_logprobs.append(logprob)
-        self.lists.top_logprobs.append(
-            None if logprob is None else self._top(token_id, piece, logprob, top_ids, top_lps)
-        )
-
-    def _top(
-        self, token_id: int, piece: str, logprob: float, top_ids: Any, top_lps: Any
-    ) -> dict[str, float]:
-        top: dict[str, float] = {}
-        for token, lp in zip(top_ids[: self.k], top_lps[: self.k], strict=True):
-            # The chosen token is keyed by its piece, as in ``tokens``, never by its lone
-            # decoding: a token holding part of a character decodes alone to U+FFFD.
-            if int(token) != token_id:
-                key = self.model.token_text(int(token))
-                top[key] = max(top.get(key, float("-inf")), float(lp))
-        # The chosen token's own entry, with the very float of token_logprobs (a different
-        # token decoding to the same text keeps the larger value).
-        top[piece] = max(top.get(piece, float("-inf")), logprob)
-        return top
-
-
 def _choice(
     index: int,
     body: CompletionRequest,
@@ -264,22 +233,17 @@ def _choice(
     seq: ScoredSequence,
     scores: SequenceScores,
 ) -> CompletionChoice:
-    builder = _LogprobsBuilder(model, body.logprobs or 0)
+    name = token_id_name if body.return_tokens_as_token_ids else model.token_text
+    builder = LegacyLogprobsBuilder(name, body.logprobs or 0)
     if body.echo:
-        for j, (start, end) in enumerate(seq.offsets):
-            p = j + seq.shift
-            logprob = float(scores.logprobs[p]) if p > 0 else None
-            builder.add(
-                seq.token_ids[j],
-                seq.text[start:end],
-                logprob,
-                scores.top_ids[p],
-                scores.top_logprobs[p],
-            )
+        _echo(builder, body, model, seq, scores)
     finish_reason = "length"
+    generated: list[int] = []
+    generated_from = len(builder.text)
     if _generates(body):
         assert scores.next_top_ids is not None and scores.next_top_logprobs is not None
         token = int(scores.next_top_ids[0])
+        generated.append(token)
         tokenizer = model.backend.tokenizer
         # A generated special token (end of turn, end of text) adds no text, as in vLLM and
         # OpenAI, where special tokens are skipped in the output.
@@ -287,28 +251,56 @@ def _choice(
         piece = "" if special else next_piece(tokenizer, seq.token_ids, token)
         builder.add(
             token,
-            piece,
+            token_id_name(token) if body.return_tokens_as_token_ids else piece,
             float(scores.next_top_logprobs[0]),
             scores.next_top_ids,
             scores.next_top_logprobs,
+            text=piece,
         )
         if token == tokenizer.eos_token_id:
             finish_reason = "stop"
     text = builder.text
-    if _generates(body):
+    if generated:
         # A stop string in the generated text ends it at its earliest occurrence (OpenAI:
         # finish_reason "stop"). Only the generated text is searched, never the echoed
         # prompt, and the order of the stops does not matter.
-        generated_from = len(text) - len(builder.lists.tokens[-1])
         cuts = [cut for stop in _stops(body) if (cut := text.find(stop, generated_from)) >= 0]
         if cuts:
             text, finish_reason = text[: min(cuts)], "stop"
+    prompt_k = body.prompt_logprobs
     return CompletionChoice(
         index=index,
         text=text,
         logprobs=builder.lists if body.logprobs is not None else None,
         finish_reason=finish_reason,
+        prompt_logprobs=None
+        if prompt_k is None
+        else prompt_logprobs(seq, scores, prompt_k, model.token_text, model.backend.tokenizer),
+        prompt_token_ids=seq.input_ids if body.return_token_ids else None,
+        token_ids=generated if body.return_token_ids else None,
     )
+
+
+def _echo(
+    builder: LegacyLogprobsBuilder,
+    body: CompletionRequest,
+    model: ServedModel,
+    seq: ScoredSequence,
+    scores: SequenceScores,
+) -> None:
+    """The prompt's tokens into ``builder``. A special token the tokenizer added (a BOS)
+    holds no character of the prompt: it shows its own text, as in vLLM, and adds none."""
+    for j, (start, end) in enumerate(seq.offsets):
+        p = j + seq.shift
+        token = seq.token_ids[j]
+        piece = seq.text[start:end]
+        shown = piece
+        if body.return_tokens_as_token_ids:
+            shown = token_id_name(token)
+        elif not piece and token in model.special_ids:
+            shown = model.token_text(token)
+        logprob = float(scores.logprobs[p]) if p > 0 else None
+        builder.add(token, shown, logprob, scores.top_ids[p], scores.top_logprobs[p], text=piece)
 
 
 def _stops(body: CompletionRequest) -> list[str]:

@@ -109,6 +109,26 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     user: str | None = None
+    # vLLM's extensions, in its shapes.
+    prompt_logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_K,
+        description="vLLM's: per prompt position, the prompt token (with its rank) and this "
+        "many alternatives, in choices[i].prompt_logprobs (nats). Only when asked: echo with "
+        "logprobs does not add them here. -1 (the whole vocabulary) is not served.",
+    )
+    add_special_tokens: bool = Field(
+        True,
+        description="Add the special tokens the tokenizer adds to a text prompt (a BOS), as "
+        "vLLM does; token-id prompts are taken as given.",
+    )
+    return_token_ids: bool = Field(
+        False, description="Also return prompt_token_ids and the generated token_ids."
+    )
+    return_tokens_as_token_ids: bool = Field(
+        False, description='Name tokens in logprobs as "token_id:<id>" rather than by text.'
+    )
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -140,11 +160,29 @@ class LegacyLogprobs(BaseModel):
     text_offset: list[int]
 
 
+def _absent(value: Any) -> bool:
+    return value is None
+
+
+class PromptLogprob(BaseModel):
+    """vLLM's ``Logprob``: natural log (nats), the 1-based rank in the model's distribution
+    (1 + the tokens more likely), and the token's text."""
+
+    logprob: float
+    rank: int
+    decoded_token: str
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: LegacyLogprobs | None
     finish_reason: Literal["length", "stop"]
+    # vLLM's, present only when asked for: per prompt position (the first None), keyed by
+    # token id, the prompt token first; and the token ids with return_token_ids.
+    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = Field(None, exclude_if=_absent)
+    prompt_token_ids: list[int] | None = Field(None, exclude_if=_absent)
+    token_ids: list[int] | None = Field(None, exclude_if=_absent)
 
 
 class CompletionUsage(BaseModel):
