@@ -370,6 +370,19 @@ def next_piece(tokenizer: Any, ids: list[int], token: int, context: int = 6) -> 
     return after[len(stem) :] if after.startswith(stem) else after
 
 
+def lone_token_text(tokenizer: Any, token_id: int) -> str:
+    """One token's text on its own, with the leading spaces its piece holds. SentencePiece
+    decoders with a dummy prefix (Llama 2, Mistral) drop the space of a word-initial "▁"
+    that starts the decoded text, though the token adds that space after any text; it is
+    put back, as vLLM does."""
+    text = str(tokenizer.decode([token_id]))
+    raw = tokenizer.convert_ids_to_tokens(token_id)
+    if not isinstance(raw, str) or not raw.startswith("▁"):
+        return text
+    missing = (len(raw) - len(raw.lstrip("▁"))) - (len(text) - len(text.lstrip(" ")))
+    return " " * missing + text if missing > 0 else text
+
+
 def completed_piece(tokenizer: Any, context: list[int], token: int, reach: int = 4) -> str:
     """The text of a ``token`` whose own decoding ends inside a character, after
     ``context``, as vLLM corrects it: "" while the character stays incomplete; else all

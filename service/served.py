@@ -18,7 +18,7 @@ from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
 from service.schemas import CompareResponse, ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
-from service.sequences import ScoredSequence, SequenceScores
+from service.sequences import ScoredSequence, SequenceScores, lone_token_text
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ class ServedModel:
         return frozenset(int(i) for i in self.backend.tokenizer.all_special_ids)
 
     def _decode_one(self, token_id: int) -> str:
-        return str(self.backend.tokenizer.decode([token_id]))
+        return lone_token_text(self.backend.tokenizer, token_id)
 
     @property
     def context(self) -> int:

@@ -136,3 +136,26 @@ async def test_bits_per_byte_count_only_the_scored_bytes(
         assert result.bits_per_char == pytest.approx(bits / chars, rel=1e-12), text
     if not prepend_bos:  # with BOS and no dummy prefix every byte is scored
         assert exercised >= 2, "no split character or dummy prefix: the check did not run"
+
+
+async def test_alternatives_keep_the_space_their_piece_starts_with(
+    sp_engine: tuple[Engine, Any],
+) -> None:
+    """A top-k alternative's text is what the token adds after text: a word-initial "▁"
+    piece is " word" even where the tokenizer's decoder strips it from a lone decoding."""
+    engine, tokenizer = sp_engine
+    request = TextScoreRequest(texts=["hello world the model"], return_tokens=True, top_k=20)
+    (result,) = (await engine.score_text(request)).response.results
+    anchor = tokenizer("hello", add_special_tokens=False)["input_ids"]
+    before = tokenizer.decode(anchor)
+    spaced = 0
+    assert result.tokens is not None
+    for token in result.tokens:
+        for alternative in token.top or []:
+            piece = tokenizer.convert_ids_to_tokens(alternative.id)
+            if piece.startswith("<"):  # byte and special tokens
+                continue
+            after = tokenizer.decode([*anchor, alternative.id])
+            assert alternative.text == after[len(before) :], piece
+            spaced += piece.startswith("▁")
+    assert spaced > 0, "no word-initial alternative: the check did not run"
