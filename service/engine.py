@@ -34,6 +34,7 @@ from service.schemas import (
     ChatScoreRequest,
     CompareRequest,
     ContinuationRequest,
+    ModelCard,
     ModelList,
     ReferenceCard,
     ReferenceList,
@@ -124,6 +125,10 @@ class Engine:
 
     def list_models(self) -> ModelList:
         return self.registry.list_models()
+
+    def model_card(self, name: str) -> ModelCard:
+        """One served model's card, as ``list_models`` lists it (NotFound if unknown)."""
+        return self.registry.card(name)
 
     def list_references(self) -> ReferenceList:
         """The reference profiles loaded with ``--reference``."""

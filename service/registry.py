@@ -12,7 +12,7 @@ from service.backends import load_scheduler
 from service.batching.scheduler import Scheduler
 from service.errors import InvalidRequest, NotFound, Unavailable
 from service.models import ModelSpec, resolve
-from service.schemas import ModelList
+from service.schemas import ModelCard, ModelList
 from service.served import ServedModel
 from service.settings import Settings
 
@@ -118,6 +118,14 @@ class ModelRegistry:
 
     def list_models(self) -> ModelList:
         return ModelList(data=[m.card() for m in self.models.values()])
+
+    def card(self, name: str) -> ModelCard:
+        """The card of the model named ``name``, as listed (NotFound for an unknown name)."""
+        model = self.models.get(name)
+        if model is None:
+            served = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"unknown model {name!r}; served: {served}", param="model")
+        return model.card()
 
     async def close(self, wait_s: float = 30.0) -> None:
         """Fail whatever still waits, stop every model's workers, release the models

@@ -15,6 +15,7 @@ from service import metrics
 from service.api.auth import KeyChecker
 from service.api.errors_http import (
     LISTING_ERRORS,
+    MODEL_LOOKUP_ERRORS,
     SCORING_ERRORS,
     error_response,
     error_responses,
@@ -38,6 +39,7 @@ from service.schemas import (
     CompareResponse,
     ContinuationRequest,
     ContinuationResponse,
+    ModelCard,
     ModelList,
     ReferenceList,
     ScoreResponse,
@@ -122,6 +124,16 @@ def create_app(engine: Engine) -> FastAPI:
     async def list_models() -> ModelList:
         """The served models."""
         return engine.list_models()
+
+    @app.get(
+        "/v1/models/{model_id:path}",
+        response_model=ModelCard,
+        dependencies=guarded,
+        responses=error_responses(MODEL_LOOKUP_ERRORS),
+    )
+    async def retrieve_model(model_id: str) -> ModelCard:
+        """One served model (OpenAI's retrieve; a name may hold slashes), 404 if unknown."""
+        return engine.model_card(model_id)
 
     @app.get(
         "/v1/references", response_model=ReferenceList, dependencies=guarded, responses=listing

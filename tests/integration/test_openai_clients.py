@@ -76,6 +76,16 @@ def test_openai_client_echo_logprobs_equal_score_text(
     assert generated is not None and len(generated.tokens) == 1
     assert generated.token_logprobs[0] == max(generated.top_logprobs[0].values())
     assert greedy.usage is not None and greedy.usage.completion_tokens == 1
+    assert client.models.retrieve("default").id == "default"
+    # vLLM's prompt_logprobs, read as the openai client hands over extra fields.
+    extended = client.completions.create(
+        model="default", prompt=text, max_tokens=0, extra_body={"prompt_logprobs": 1}
+    )
+    positions = (extended.choices[0].model_extra or {})["prompt_logprobs"]
+    assert positions[0] is None and len(positions) == len(expected)
+    for position, want in zip(positions[1:], expected[1:], strict=True):
+        mine = next(iter(position.values()))["logprob"]
+        assert math.isclose(mine, want, rel_tol=BATCH_INVARIANCE_REL, abs_tol=BATCH_INVARIANCE_ABS)
 
 
 def test_greedy_tokens_inside_a_character_are_keyed_by_their_piece(http: httpx.Client) -> None:

@@ -50,6 +50,7 @@ OPERATIONS = (
     "POST /detokenize",
     "GET /tokenizer_info",
     "GET /v1/models",
+    "GET /v1/models/{model_id}",
     "GET /v1/references",
     "GET /healthz",
     "GET /readyz",
