@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from service.api.deps import EngineDep
 from service.api.errors_http import (
     MODEL_LOOKUP_ERRORS,
     SCORING_ERRORS,
@@ -39,7 +40,6 @@ from service.api.openai_schemas import (
     TokenizeResponse,
 )
 from service.api.responses import unless_disconnected
-from service.engine import Engine
 from service.errors import InvalidRequest
 from service.sequences import RunOptions, ScoredSequence, SequenceScores, next_piece
 from service.served import PromptOutcome, ServedModel
@@ -65,70 +65,80 @@ _STREAM_DOCUMENTED: dict[str, Any] = {
 }
 
 
-def install_openai_routes(app: FastAPI, engine: Engine, guarded: Sequence[Depends]) -> None:
-    """Register the OpenAI-compatible routes on ``app``."""
+_TOKENIZER_ERRORS = error_responses(TOKENIZER_ERRORS)
 
-    @app.post(
+
+def install(app: FastAPI, guarded: Sequence[Depends]) -> None:
+    """Register the OpenAI-compatible routes on ``app``, each behind ``guarded``."""
+    deps = list(guarded)
+    app.add_api_route(
         "/v1/completions",
+        completions,
+        methods=["POST"],
+        dependencies=deps,
         response_model=CompletionResponse,
-        dependencies=list(guarded),
         responses={**error_responses(SCORING_ERRORS), 200: _STREAM_DOCUMENTED},
     )
-    async def completions(body: CompletionRequest, request: Request) -> Response:
-        """Legacy completions: echo + logprobs scoring, and at most one greedy token."""
-        options = completion_options(body)
-        prompts = prompt_list(body.prompt)
-        special = body.add_special_tokens
-        work = engine.score_prompts(body.model, prompts, options, add_special_tokens=special)
-        outcome = await unless_disconnected(request, work)
-        if outcome is None:
-            return Response(status_code=CLIENT_CLOSED)
-        response = completion_response(body, outcome)
-        headers = outcome.timing.headers()
-        if body.stream:
-            usage = body.stream_options is not None and body.stream_options.include_usage
-            events = completion_events(response, include_usage=usage)
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        return JSONResponse(response.model_dump(mode="json"), headers=headers)
-
-    tokenizer_errors = error_responses(TOKENIZER_ERRORS)
-
-    @app.post(
-        "/tokenize",
-        response_model=TokenizeResponse,
-        dependencies=list(guarded),
-        responses=tokenizer_errors,
-    )
-    async def tokenize(body: TokenizeRequest) -> TokenizeResponse:
-        """Token ids of a prompt, or of chat messages rendered with the model's template."""
-        _check_tokenize_limits(body, engine.settings)
-        model = engine.get_model(body.model)
-        return await model.prepare(_tokenize, model, body)
-
-    @app.post(
-        "/detokenize",
-        response_model=DetokenizeResponse,
-        dependencies=list(guarded),
-        responses=tokenizer_errors,
-    )
-    async def detokenize(body: DetokenizeRequest) -> DetokenizeResponse:
-        """The text of token ids (special tokens kept)."""
-        model = engine.get_model(body.model)
-        tokenizer = model.backend.tokenizer
-        check_length(body.tokens, engine.settings.max_chars_per_text, "tokens")
-        check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
-        decode = functools.partial(tokenizer.decode, clean_up_tokenization_spaces=False)
-        text = await model.prepare(decode, body.tokens)
-        return DetokenizeResponse(prompt=str(text))
-
-    @app.get(
+    for path, endpoint, response in (
+        ("/tokenize", tokenize, TokenizeResponse),
+        ("/detokenize", detokenize, DetokenizeResponse),
+    ):
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            dependencies=deps,
+            response_model=response,
+            responses=_TOKENIZER_ERRORS,
+        )
+    app.add_api_route(
         "/tokenizer_info",
-        dependencies=list(guarded),
+        tokenizer_info,
+        methods=["GET"],
+        dependencies=deps,
         responses=error_responses(MODEL_LOOKUP_ERRORS),
     )
-    async def tokenizer_info(model: str | None = None) -> dict[str, Any]:
-        """The tokenizer's special tokens and chat template, as vLLM reports them."""
-        return _tokenizer_info(engine.get_model(model))
+
+
+async def completions(body: CompletionRequest, request: Request, engine: EngineDep) -> Response:
+    """Legacy completions: echo + logprobs scoring, and at most one greedy token."""
+    options = completion_options(body)
+    prompts = prompt_list(body.prompt)
+    special = body.add_special_tokens
+    work = engine.score_prompts(body.model, prompts, options, add_special_tokens=special)
+    outcome = await unless_disconnected(request, work)
+    if outcome is None:
+        return Response(status_code=CLIENT_CLOSED)
+    response = completion_response(body, outcome)
+    headers = outcome.timing.headers()
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        events = completion_events(response, include_usage=usage)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return JSONResponse(response.model_dump(mode="json"), headers=headers)
+
+
+async def tokenize(body: TokenizeRequest, engine: EngineDep) -> TokenizeResponse:
+    """Token ids of a prompt, or of chat messages rendered with the model's template."""
+    _check_tokenize_limits(body, engine.settings)
+    model = engine.get_model(body.model)
+    return await model.prepare(_tokenize, model, body)
+
+
+async def detokenize(body: DetokenizeRequest, engine: EngineDep) -> DetokenizeResponse:
+    """The text of token ids (special tokens kept)."""
+    model = engine.get_model(body.model)
+    tokenizer = model.backend.tokenizer
+    check_length(body.tokens, engine.settings.max_chars_per_text, "tokens")
+    check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
+    decode = functools.partial(tokenizer.decode, clean_up_tokenization_spaces=False)
+    text = await model.prepare(decode, body.tokens)
+    return DetokenizeResponse(prompt=str(text))
+
+
+async def tokenizer_info(engine: EngineDep, model: str | None = None) -> dict[str, Any]:
+    """The tokenizer's special tokens and chat template, as vLLM reports them."""
+    return _tokenizer_info(engine.get_model(model))
 
 
 def prompt_list(prompt: Any) -> list[str | list[int]]:

@@ -4,6 +4,7 @@ token by its surprisal. Nothing here scores: the page calls ``/v1/...`` like any
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 from fastapi import FastAPI
@@ -20,19 +21,31 @@ _CSP = (
 )
 
 
-def install_viewer(app: FastAPI) -> None:
+_HEADERS = {"content-security-policy": _CSP, "x-content-type-options": "nosniff"}
+
+
+def install(app: FastAPI) -> None:
     """``GET /`` (the page) and ``GET /viewer/{viewer.js,viewer.css}``; open without a key
     (the page holds no data; its API calls carry the key the user types)."""
-    headers = {"content-security-policy": _CSP, "x-content-type-options": "nosniff"}
-    assets = {name: (_STATIC / name).read_bytes() for name in _TYPES}
-    page = (_STATIC / "index.html").read_text(encoding="utf-8")
+    app.add_api_route("/", viewer_page, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/viewer/{name}", viewer_asset, methods=["GET"], include_in_schema=False)
 
-    @app.get("/", include_in_schema=False)
-    async def viewer_page() -> HTMLResponse:
-        return HTMLResponse(page, headers=headers)
 
-    @app.get("/viewer/{name}", include_in_schema=False)
-    async def viewer_asset(name: str) -> Response:
-        if name not in assets:
-            raise NotFound(f"no viewer file {name!r}")
-        return Response(assets[name], media_type=_TYPES[name], headers=headers)
+@functools.cache
+def _page() -> str:
+    return (_STATIC / "index.html").read_text(encoding="utf-8")
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    return (_STATIC / name).read_bytes()
+
+
+async def viewer_page() -> HTMLResponse:
+    return HTMLResponse(_page(), headers=_HEADERS)
+
+
+async def viewer_asset(name: str) -> Response:
+    if name not in _TYPES:
+        raise NotFound(f"no viewer file {name!r}")
+    return Response(_asset(name), media_type=_TYPES[name], headers=_HEADERS)
