@@ -18,7 +18,8 @@ from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
 from service.schemas import CompareResponse, ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
-from service.sequences import ScoredSequence, SequenceScores, lone_token_text
+from service.sequences import ScoredSequence, SequenceScores
+from service.token_text import lone_token_text
 
 T = TypeVar("T")
 

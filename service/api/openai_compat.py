@@ -41,9 +41,10 @@ from service.api.openai_schemas import (
 )
 from service.api.responses import unless_disconnected
 from service.errors import InvalidRequest
-from service.sequences import RunOptions, ScoredSequence, SequenceScores, next_piece
+from service.sequences import RunOptions, ScoredSequence, SequenceScores
 from service.served import PromptOutcome, ServedModel
 from service.settings import Settings
+from service.token_text import next_piece
 from service.validation import check_conversation, check_length, check_token_ids
 
 # With ``stream: true`` the 200 answer is server-sent events. Before OpenAPI 3.2 a stream's

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from service.api.openai_schemas import LegacyLogprobs, PromptLogprob
-from service.sequences import ScoredSequence, SequenceScores, completed_piece
+from service.sequences import ScoredSequence, SequenceScores
+from service.token_text import completed_piece
 
 # OpenAI's stand-in for -inf.
 LOWEST_LOGPROB = -9999.0

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL
 
-from service.sequences import next_piece
+from service.token_text import next_piece
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
