@@ -5,6 +5,7 @@ concurrently; token-level comparison needs each text in one window."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +34,7 @@ from service.sequences import (
     stitch,
     text_sequence,
 )
-from service.served import RequestTiming, ServedModel
+from service.served import CompareOutcome, RequestTiming, ServedModel
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,21 @@ async def score_with(
     results = iter(s.result for s in scored)
     outputs = [[next(results) for _ in group] for group in items]
     return Scored(seqs, windows, outputs, RequestTiming.of(scored))
+
+
+async def score_pair(
+    req: CompareRequest, models: tuple[ServedModel, ServedModel], same: bool, deadline: float
+) -> CompareOutcome:
+    """The texts of ``req`` under both models at once (each through its own scheduler),
+    compared; ``same``: the tokenizers are identical (see ``check_pair``)."""
+    a, b = await asyncio.gather(
+        *(score_with(m, req.texts, req.token_level, deadline, every_byte=not same) for m in models)
+    )
+    response = build_response(req, models, (a, b), same)
+    queue_s = max(a.timing.queue_s, b.timing.queue_s)
+    return CompareOutcome(
+        response, RequestTiming(queue_s, a.timing.inference_s + b.timing.inference_s)
+    )
 
 
 def build_response(

@@ -20,11 +20,13 @@ import numpy as np
 from service.backends.base import ForwardItem, ForwardResult
 from service.errors import InvalidRequest
 from service.schemas import (
+    ContinuationRequest,
     ContinuationResponse,
     ContinuationResult,
     ContinuationToken,
     Usage,
 )
+from service.served import ContinuationOutcome, RequestTiming, ServedModel
 
 
 @dataclass(frozen=True)
@@ -163,3 +165,25 @@ def build_response(
         results=results,
         usage=Usage(prompt_tokens=pairs.num_tokens),
     )
+
+
+async def score(
+    model: ServedModel, req: ContinuationRequest, deadline: float
+) -> ContinuationOutcome:
+    """Each continuation of ``req`` scored given its context on ``model``: one tree window
+    where the backend takes token trees and it fits the context (its attention mask is
+    length^2), else one window per pair."""
+    tokenizer, bos = model.backend.tokenizer, model.backend.bos_id()
+    pairs = await model.prepare(encode_pairs, tokenizer, req.context, req.continuations, bos)
+    check_fits(pairs, model.context)
+    if model.backend.info.token_trees and pairs.num_tokens <= model.context:
+        items = [tree_item(pairs)]
+    else:
+        items = pair_items(pairs)
+    scored = await model.scheduler.submit(items, deadline)
+    scores = split_results(pairs, [s.result for s in scored])
+    token_text = model.token_text if req.return_tokens else None
+    response = build_response(
+        model.name, model.revision, req.continuations, pairs, scores, token_text
+    )
+    return ContinuationOutcome(response, RequestTiming.of(scored))

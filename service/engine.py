@@ -26,6 +26,7 @@ from service.references import (
     find_reference,
     for_profile,
     load_reference_arg,
+    reference_list,
     with_reference,
 )
 from service.registry import ModelRegistry
@@ -36,7 +37,6 @@ from service.schemas import (
     ContinuationRequest,
     ModelCard,
     ModelList,
-    ReferenceCard,
     ReferenceList,
     ScoreResponse,
     TextResult,
@@ -132,18 +132,7 @@ class Engine:
 
     def list_references(self) -> ReferenceList:
         """The reference profiles loaded with ``--reference``."""
-        cards = [
-            ReferenceCard(
-                name=p.name,
-                model=p.model,
-                revision=p.revision,
-                metric=p.metric,
-                threshold=p.threshold,
-                count=p.count,
-            )
-            for p in self.references.values()
-        ]
-        return ReferenceList(data=cards)
+        return reference_list(self.references.values())
 
     # ---- requests --------------------------------------------------------------------
     async def score_text(
@@ -291,30 +280,7 @@ class Engine:
         model = self.registry.get(req.model)
         check_length(req.context, self.settings.max_chars_per_text, "context")
         check_texts(req.continuations, self.settings, "continuations")
-
-        async def work(deadline: float) -> ContinuationOutcome:
-            tokenizer, bos = model.backend.tokenizer, model.backend.bos_id()
-            pairs = await model.prepare(
-                continuations.encode_pairs, tokenizer, req.context, req.continuations, bos
-            )
-            continuations.check_fits(pairs, model.context)
-            # One tree window while it fits the context (its attention mask is length^2).
-            if model.backend.info.token_trees and pairs.num_tokens <= model.context:
-                items = [continuations.tree_item(pairs)]
-            else:
-                items = continuations.pair_items(pairs)
-            scored = await model.scheduler.submit(items, deadline)
-            scores = continuations.split_results(pairs, [s.result for s in scored])
-            response = continuations.build_response(
-                model.name,
-                model.revision,
-                req.continuations,
-                pairs,
-                scores,
-                model.token_text if req.return_tokens else None,
-            )
-            return ContinuationOutcome(response, RequestTiming.of(scored))
-
+        work = functools.partial(continuations.score, model, req)
         return await self._admitted(work, model, "score_continuations", timeout_s)
 
     async def compare_models(
@@ -325,22 +291,7 @@ class Engine:
         models = (self._compared(req, 0), self._compared(req, 1))
         check_texts(req.texts, self.settings, "texts")
         same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
-
-        async def work(deadline: float) -> CompareOutcome:
-            a, b = await asyncio.gather(
-                *(
-                    comparison.score_with(
-                        m, req.texts, req.token_level, deadline, every_byte=not same
-                    )
-                    for m in models
-                )
-            )
-            response = comparison.build_response(req, models, (a, b), same)
-            queue_s = max(a.timing.queue_s, b.timing.queue_s)
-            return CompareOutcome(
-                response, RequestTiming(queue_s, a.timing.inference_s + b.timing.inference_s)
-            )
-
+        work = functools.partial(comparison.score_pair, req, models, same)
         return await self._admitted(work, models[0], "compare", timeout_s)
 
     def _compared(self, req: CompareRequest, index: int) -> ServedModel:

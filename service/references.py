@@ -3,12 +3,12 @@ against the served models, and adding percentile / is_outlier to results."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from service.errors import InvalidRequest
-from service.schemas import ChatScoreRequest, TextScoreRequest
+from service.schemas import ChatScoreRequest, ReferenceCard, ReferenceList, TextScoreRequest
 from service.scoring.reference import (
     ENTROPY_METRICS,
     ProfileError,
@@ -80,3 +80,19 @@ def for_profile(req: R, profile: ReferenceProfile | None) -> R:
     if profile is None or profile.metric not in ENTROPY_METRICS or req.return_entropy:
         return req
     return req.model_copy(update={"return_entropy": True})
+
+
+def reference_list(profiles: Iterable[ReferenceProfile]) -> ReferenceList:
+    """The cards of the loaded reference profiles, as ``GET /v1/references`` lists them."""
+    cards = [
+        ReferenceCard(
+            name=p.name,
+            model=p.model,
+            revision=p.revision,
+            metric=p.metric,
+            threshold=p.threshold,
+            count=p.count,
+        )
+        for p in profiles
+    ]
+    return ReferenceList(data=cards)
