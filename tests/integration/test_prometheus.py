@@ -112,18 +112,27 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, server: RunningServer) 
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(url, process, folder / "prometheus.log")
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait for Prometheus to answer ready; fail with its log if it exits or takes 60 s
+    (rather than letting every test fail on a server that never started)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Prometheus exited ({process.returncode}):\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/-/ready").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"Prometheus not ready in 60 s:\n{log.read_text()}")
 
 
 def load(server: RunningServer, seconds: float) -> None:
