@@ -141,7 +141,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         reader = asyncio.ensure_future(read_requests())
         try:
             self._authorize(context)
-            while (task := await in_order.get()) is not None:
+            while (task := await _before_deadline(in_order.get(), context)) is not None:
                 response = await task
                 window.release()
                 yield response
@@ -239,6 +239,18 @@ async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitab
 # client gives up first and cancels, and the server sees that a little before its own
 # deadline. A cancel this close to the deadline is the deadline.
 _DEADLINE_SKEW_S = 0.5
+
+
+async def _before_deadline(next_up: Awaitable[T], context: grpc.aio.ServicerContext) -> T:
+    """Await what the client paces (a stream's next request) only until the call's
+    deadline: gRPC cancels the handler then, but not reliably enough to wait on (Timeout).
+    ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` swallows a cancel
+    that lands as its awaitable finishes, and gRPC's cancel of the handler would be lost."""
+    try:
+        async with asyncio.timeout(context.time_remaining()):  # None: no deadline
+            return await next_up
+    except TimeoutError:
+        raise Timeout("the call's deadline passed") from None
 
 
 def _deadline_passed(context: grpc.aio.ServicerContext) -> bool:

@@ -5,6 +5,7 @@ and gRPC answers carry the timing REST sends in headers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -180,3 +181,49 @@ async def test_a_stream_whose_reads_end_at_its_deadline_is_a_timeout(
         answered.set()
     assert len(answers) == 1
     assert sample("lmscore_requests_total", **labels) == before + 1
+
+
+class UncancelledCall(EndingCall):
+    """The context of a stream whose deadline passes while gRPC never cancels its handler
+    (as the in-process server was seen to do): the handler must stop by itself."""
+
+    def __init__(self, deadline_s: float) -> None:
+        super().__init__()
+        self.deadline = time.monotonic() + deadline_s
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def time_remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+async def test_a_stream_waiting_on_a_silent_client_ends_at_its_deadline(
+    tiny_engine: Engine,
+) -> None:
+    servicer = ScorerServicer(tiny_engine, KeyChecker([]))
+    labels = {"endpoint": "score_text_stream", "protocol": "grpc", "code": "DEADLINE_EXCEEDED"}
+    before = (sample("lmscore_requests_total", **labels), rejected("timeout"))
+    call = UncancelledCall(deadline_s=2.0)
+
+    async def one_request_then_silence() -> Any:
+        yield pb.ScoreTextRequest(texts=["hello"])
+        await asyncio.sleep(60)  # the client neither writes nor closes its side
+
+    answers = []
+
+    async def read_all() -> None:
+        context = cast(grpc.aio.ServicerContext, call)
+        async for answer in servicer.ScoreTextStream(one_request_then_silence(), context):
+            answers.append(answer)
+
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AbortError):
+        await asyncio.wait_for(read_all(), timeout=15)
+    assert time.monotonic() - started < 10  # at the deadline, not when the client goes
+    assert len(answers) == 1
+    assert call.aborted is not None and call.aborted[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert sample("lmscore_requests_total", **labels) == before[0] + 1
+    assert rejected("timeout") == before[1] + 1
