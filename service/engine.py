@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from service import compare as comparison
 from service import continuations, metrics
+from service.chat_prompt import ChatPromptOptions, chat_prompt_sequence
 from service.errors import InvalidRequest, NotFound, Timeout
 from service.memory import IdleTrimmer
 from service.models import ModelSpec
@@ -47,13 +48,9 @@ from service.scoring.reference import ReferenceProfile
 from service.sequences import (
     RunOptions,
     ScoredSequence,
-    SequenceScores,
     chat_sequences,
     encode,
-    fit_to_context,
-    forward_items,
     prompt_sequences,
-    stitch,
     text_sequence,
 )
 from service.served import (
@@ -67,6 +64,7 @@ from service.served import (
 )
 from service.settings import Settings
 from service.validation import (
+    check_conversation,
     check_length,
     check_texts,
     check_token_ids,
@@ -263,14 +261,47 @@ class Engine:
         check_texts(prompts, self.settings, "prompt")
         check_token_ids(prompts, len(model.backend.tokenizer))
 
-        async def work(deadline: float) -> PromptOutcome:
-            tokenizer = model.backend.tokenizer
-            seqs = await model.prepare(prompt_sequences, tokenizer, prompts, add_special_tokens)
-            params = [f"prompt[{i}]" for i in range(len(seqs))]
-            scores, timing = await self._run(model, seqs, params, options, deadline)
-            return PromptOutcome(model, seqs, scores, timing)
-
+        prepare = functools.partial(
+            prompt_sequences, model.backend.tokenizer, prompts, add_special_tokens
+        )
+        work = functools.partial(self._score_prompts, model, prepare, "prompt[{}]", options)
         return await self._admitted(work, model, "completions", timeout_s)
+
+    async def score_chat_prompt(
+        self,
+        model_name: str | None,
+        messages: list[dict[str, str]],
+        options: RunOptions,
+        template: ChatPromptOptions,
+        timeout_s: float | None = None,
+    ) -> PromptOutcome:
+        """Score a conversation rendered by the model's chat template as one prompt, for the
+        OpenAI-compatible chat door: every token given the ones before it (nothing masked),
+        plus the distribution after it when ``options.next_token``."""
+        model = self.registry.get(model_name)
+        check_conversation([m["content"] for m in messages], self.settings, "messages")
+        tokenizer = model.backend.tokenizer
+
+        def prepare() -> list[ScoredSequence]:
+            return [chat_prompt_sequence(tokenizer, messages, template)]
+
+        work = functools.partial(self._score_prompts, model, prepare, "messages", options)
+        return await self._admitted(work, model, "chat_completions", timeout_s)
+
+    async def _score_prompts(
+        self,
+        model: ServedModel,
+        prepare: Callable[[], list[ScoredSequence]],
+        param: str,
+        options: RunOptions,
+        deadline: float,
+    ) -> PromptOutcome:
+        """Sequences made on the model's preparation thread, scored as they are; a sequence
+        over the context is refused, naming ``param.format(its index)``."""
+        seqs = await model.prepare(prepare)
+        params = [param.format(i) for i in range(len(seqs))]
+        scores, timing = await model.score_sequences(seqs, params, options, deadline)
+        return PromptOutcome(model, seqs, scores, timing)
 
     async def score_continuations(
         self, req: ContinuationRequest, timeout_s: float | None = None
@@ -300,39 +331,6 @@ class Engine:
         except NotFound as exc:
             raise comparison.models_param(exc, index) from None
 
-    async def _run(
-        self,
-        model: ServedModel,
-        seqs: list[ScoredSequence],
-        params: list[str],
-        options: RunOptions,
-        deadline: float,
-    ) -> tuple[list[SequenceScores], RequestTiming]:
-        """Fit every sequence into the context, run its windows through the batcher, and
-        stitch each sequence's scores back together."""
-        plans = [
-            fit_to_context(
-                seq,
-                model.context,
-                options.overflow,
-                options.stride,
-                param,
-                offer_overflow=options.offer_overflow,
-            )
-            for seq, param in zip(seqs, params, strict=True)
-        ]
-        items = [
-            forward_items(seq, windows, options) for seq, windows in zip(seqs, plans, strict=True)
-        ]
-        scored = await model.scheduler.submit([i for group in items for i in group], deadline)
-        outputs = [s.result for s in scored]
-        stitched: list[SequenceScores] = []
-        offset = 0
-        for seq, windows, group in zip(seqs, plans, items, strict=True):
-            stitched.append(stitch(seq, windows, outputs[offset : offset + len(group)], options))
-            offset += len(group)
-        return stitched, RequestTiming.of(scored)
-
     async def _score(
         self,
         model: ServedModel,
@@ -359,7 +357,7 @@ class Engine:
             with_stats=req.with_stats,
             with_bow=words,
         )
-        stitched, timing = await self._run(model, seqs, params, options, deadline)
+        stitched, timing = await model.score_sequences(seqs, params, options, deadline)
         results = [
             build(seq, scores, i)
             for i, (seq, scores) in enumerate(zip(seqs, stitched, strict=True))

@@ -18,7 +18,14 @@ from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
 from service.schemas import CompareResponse, ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
-from service.sequences import ScoredSequence, SequenceScores
+from service.sequences import (
+    RunOptions,
+    ScoredSequence,
+    SequenceScores,
+    fit_to_context,
+    forward_items,
+    stitch,
+)
 from service.token_text import lone_token_text
 
 T = TypeVar("T")
@@ -101,6 +108,39 @@ class ServedModel:
     async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
         """Run tokenizer work off the event loop, one call at a time per model."""
         return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
+
+    async def score_sequences(
+        self,
+        seqs: list[ScoredSequence],
+        params: list[str],
+        options: RunOptions,
+        deadline: float,
+    ) -> tuple[list[SequenceScores], RequestTiming]:
+        """Fit every sequence into the context (refusing one that cannot, naming its
+        ``params`` entry), run the windows through the scheduler before ``deadline``, and
+        stitch each sequence's scores back together."""
+        plans = [
+            fit_to_context(
+                seq,
+                self.context,
+                options.overflow,
+                options.stride,
+                param,
+                offer_overflow=options.offer_overflow,
+            )
+            for seq, param in zip(seqs, params, strict=True)
+        ]
+        items = [
+            forward_items(seq, windows, options) for seq, windows in zip(seqs, plans, strict=True)
+        ]
+        scored = await self.scheduler.submit([i for group in items for i in group], deadline)
+        outputs = [s.result for s in scored]
+        stitched: list[SequenceScores] = []
+        offset = 0
+        for seq, windows, group in zip(seqs, plans, items, strict=True):
+            stitched.append(stitch(seq, windows, outputs[offset : offset + len(group)], options))
+            offset += len(group)
+        return stitched, RequestTiming.of(scored)
 
     def card(self) -> ModelCard:
         info = self.backend.info

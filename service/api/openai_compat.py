@@ -1,6 +1,7 @@
 """The OpenAI-compatible door: legacy ``/v1/completions`` with echo and logprobs (what
-lm-evaluation-harness ``local-completions`` and the ``openai`` client speak), and vLLM's
-``/tokenize``, ``/detokenize`` and ``/tokenizer_info``.
+lm-evaluation-harness ``local-completions`` and the ``openai`` client speak), and what the
+chat door (``openai_chat``) shares with it: greedy-only options, stop strings, the answer
+as JSON or server-sent events.
 
 Completions go through the same engine, batcher, limits, auth and metrics as
 ``/v1/score/*``. At most one token is generated, greedily; its top-logprobs entry is the
@@ -13,18 +14,17 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from service.api.deps import EngineDep
 from service.api.errors_http import (
-    MODEL_LOOKUP_ERRORS,
     SCORING_ERRORS,
-    TOKENIZER_ERRORS,
     error_responses,
 )
 from service.api.observe import CLIENT_CLOSED
@@ -34,23 +34,20 @@ from service.api.openai_schemas import (
     CompletionRequest,
     CompletionResponse,
     CompletionUsage,
-    DetokenizeRequest,
-    DetokenizeResponse,
-    TokenizeRequest,
-    TokenizeResponse,
+    StreamOptions,
 )
 from service.api.responses import unless_disconnected
 from service.errors import InvalidRequest
 from service.sequences import RunOptions, ScoredSequence, SequenceScores
 from service.served import PromptOutcome, ServedModel
-from service.settings import Settings
 from service.token_text import next_piece
-from service.validation import check_conversation, check_length, check_token_ids
+
+R = TypeVar("R", bound=BaseModel)
 
 # With ``stream: true`` the 200 answer is server-sent events. Before OpenAPI 3.2 a stream's
 # ``schema`` describes one event: its ``data`` is a chunk (a CompletionResponse without
 # usage, as JSON) or ``[DONE]``.
-_STREAM_DOCUMENTED: dict[str, Any] = {
+STREAM_DOCUMENTED: dict[str, Any] = {
     "content": {
         "text/event-stream": {
             "schema": {
@@ -66,38 +63,15 @@ _STREAM_DOCUMENTED: dict[str, Any] = {
 }
 
 
-_TOKENIZER_ERRORS = error_responses(TOKENIZER_ERRORS)
-
-
 def install(app: FastAPI, guarded: Sequence[Depends]) -> None:
-    """Register the OpenAI-compatible routes on ``app``, each behind ``guarded``."""
-    deps = list(guarded)
+    """Register ``POST /v1/completions`` on ``app``, behind ``guarded``."""
     app.add_api_route(
         "/v1/completions",
         completions,
         methods=["POST"],
-        dependencies=deps,
+        dependencies=list(guarded),
         response_model=CompletionResponse,
-        responses={**error_responses(SCORING_ERRORS), 200: _STREAM_DOCUMENTED},
-    )
-    for path, endpoint, response in (
-        ("/tokenize", tokenize, TokenizeResponse),
-        ("/detokenize", detokenize, DetokenizeResponse),
-    ):
-        app.add_api_route(
-            path,
-            endpoint,
-            methods=["POST"],
-            dependencies=deps,
-            response_model=response,
-            responses=_TOKENIZER_ERRORS,
-        )
-    app.add_api_route(
-        "/tokenizer_info",
-        tokenizer_info,
-        methods=["GET"],
-        dependencies=deps,
-        responses=error_responses(MODEL_LOOKUP_ERRORS),
+        responses={**error_responses(SCORING_ERRORS), 200: STREAM_DOCUMENTED},
     )
 
 
@@ -107,39 +81,31 @@ async def completions(body: CompletionRequest, request: Request, engine: EngineD
     prompts = prompt_list(body.prompt)
     special = body.add_special_tokens
     work = engine.score_prompts(body.model, prompts, options, add_special_tokens=special)
+    stream = (body.stream_options or StreamOptions()) if body.stream else None
+    return await respond(
+        request, work, functools.partial(completion_response, body), completion_events, stream
+    )
+
+
+async def respond(
+    request: Request,
+    work: Awaitable[PromptOutcome],
+    build: Callable[[PromptOutcome], R],
+    events: Callable[..., Iterator[str]],
+    stream: StreamOptions | None,
+) -> Response:
+    """The OpenAI-shaped answer to ``work``: ``build``'s response as JSON, or with
+    ``stream`` as server-sent ``events``; timing headers either way (499 if the client
+    left meanwhile)."""
     outcome = await unless_disconnected(request, work)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)
-    response = completion_response(body, outcome)
+    response = build(outcome)
     headers = outcome.timing.headers()
-    if body.stream:
-        usage = body.stream_options is not None and body.stream_options.include_usage
-        events = completion_events(response, include_usage=usage)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    if stream is not None:
+        chunks = events(response, include_usage=stream.include_usage)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
     return JSONResponse(response.model_dump(mode="json"), headers=headers)
-
-
-async def tokenize(body: TokenizeRequest, engine: EngineDep) -> TokenizeResponse:
-    """Token ids of a prompt, or of chat messages rendered with the model's template."""
-    _check_tokenize_limits(body, engine.settings)
-    model = engine.get_model(body.model)
-    return await model.prepare(_tokenize, model, body)
-
-
-async def detokenize(body: DetokenizeRequest, engine: EngineDep) -> DetokenizeResponse:
-    """The text of token ids (special tokens kept)."""
-    model = engine.get_model(body.model)
-    tokenizer = model.backend.tokenizer
-    check_length(body.tokens, engine.settings.max_chars_per_text, "tokens")
-    check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
-    decode = functools.partial(tokenizer.decode, clean_up_tokenization_spaces=False)
-    text = await model.prepare(decode, body.tokens)
-    return DetokenizeResponse(prompt=str(text))
-
-
-async def tokenizer_info(engine: EngineDep, model: str | None = None) -> dict[str, Any]:
-    """The tokenizer's special tokens and chat template, as vLLM reports them."""
-    return _tokenizer_info(engine.get_model(model))
 
 
 def prompt_list(prompt: Any) -> list[str | list[int]]:
@@ -152,21 +118,42 @@ def prompt_list(prompt: Any) -> list[str | list[int]]:
 
 
 def completion_options(body: CompletionRequest) -> RunOptions:
-    """What to compute; refuses sampling, which a scoring server does not do."""
-    generate = (1 if body.max_tokens is None else body.max_tokens) > 0
-    if generate and body.temperature not in (None, 0):
+    """What to compute for a completion; refuses sampling (see ``greedy_options``)."""
+    return greedy_options(
+        _generates(body),
+        body.temperature,
+        body.top_p,
+        body.model_extra or {},
+        top_k=body.logprobs or 0,
+        prompt_k=body.prompt_logprobs,
+    )
+
+
+def greedy_options(
+    generate: bool,
+    temperature: float | None,
+    top_p: float | None,
+    extra: dict[str, Any],
+    *,
+    top_k: int,
+    prompt_k: int | None,
+) -> RunOptions:
+    """What to compute: ``top_k`` alternatives per position, ranks with ``prompt_k``, the
+    distribution after the prompt when a token is generated. Sampling, and any field that
+    would steer the generated token, is refused: a scoring server generates greedily."""
+    if generate and temperature not in (None, 0):
         raise InvalidRequest(
             "only greedy decoding is served: use temperature 0 (or max_tokens 0 to only score)",
             param="temperature",
         )
-    if generate and body.top_p not in (None, 1):
+    if generate and top_p not in (None, 1):
         raise InvalidRequest("only greedy decoding is served: top_p must be 1", param="top_p")
     if generate:
-        _refuse_steering(body)
-    want = max(body.logprobs or 0, body.prompt_logprobs or 0, 1 if generate else 0)
+        _refuse_steering(extra)
+    want = max(top_k, prompt_k or 0, 1 if generate else 0)
     return RunOptions(
         top_k=want,
-        with_ranks=body.prompt_logprobs is not None,
+        with_ranks=prompt_k is not None,
         next_token=generate,
         offer_overflow=False,
     )
@@ -184,10 +171,9 @@ _NEUTRAL_STEERING: dict[str, Any] = {
 }
 
 
-def _refuse_steering(body: CompletionRequest) -> None:
+def _refuse_steering(extra: dict[str, Any]) -> None:
     """Refuses a steer of the generated token this server does not apply. (OpenAI's
     presence and frequency penalties count generated tokens only: none before the one.)"""
-    extra = body.model_extra or {}
     for name, neutral in _NEUTRAL_STEERING.items():
         value = extra.get(name)
         if value is not None and value != neutral:
@@ -275,7 +261,9 @@ def _choice(
         # A stop string in the generated text ends it at its earliest occurrence (OpenAI:
         # finish_reason "stop"). Only the generated text is searched, never the echoed
         # prompt, and the order of the stops does not matter.
-        cuts = [cut for stop in _stops(body) if (cut := text.find(stop, generated_from)) >= 0]
+        cuts = [
+            cut for stop in stop_strings(body.stop) if (cut := text.find(stop, generated_from)) >= 0
+        ]
         if cuts:
             text, finish_reason = text[: min(cuts)], "stop"
     prompt_k = body.prompt_logprobs
@@ -314,68 +302,8 @@ def _echo(
         builder.add(token, shown, logprob, scores.top_ids[p], scores.top_logprobs[p], text=piece)
 
 
-def _stops(body: CompletionRequest) -> list[str]:
-    if body.stop is None:
+def stop_strings(stop: str | list[str] | None) -> list[str]:
+    """OpenAI's ``stop`` (a string, a list, or none) as a list."""
+    if stop is None:
         return []
-    return [body.stop] if isinstance(body.stop, str) else list(body.stop)
-
-
-def _check_tokenize_limits(body: TokenizeRequest, settings: Settings) -> None:
-    """The scoring routes' size limits, for a prompt or chat messages to tokenize."""
-    if body.prompt is not None:
-        check_length(body.prompt, settings.max_chars_per_text, "prompt")
-    contents = [str(message.get("content") or "") for message in body.messages or []]
-    check_conversation(contents, settings, "messages")
-
-
-def _tokenize(model: ServedModel, body: TokenizeRequest) -> TokenizeResponse:
-    tokenizer = model.backend.tokenizer
-    if (body.prompt is None) == (body.messages is None):
-        raise InvalidRequest("give exactly one of prompt or messages", param="prompt")
-    if body.messages is not None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise InvalidRequest(f"model {model.name!r} has no chat template", param="messages")
-        try:
-            text = tokenizer.apply_chat_template(
-                body.messages, tokenize=False, add_generation_prompt=body.add_generation_prompt
-            )
-        except Exception as exc:
-            raise InvalidRequest(
-                f"the chat template rejected the messages: {exc}", param="messages"
-            ) from exc
-        special = bool(body.add_special_tokens)
-    else:
-        text = body.prompt
-        special = True if body.add_special_tokens is None else body.add_special_tokens
-    try:  # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequest(
-            "not valid Unicode text (lone surrogate)",
-            param="prompt" if body.messages is None else "messages",
-        ) from exc
-    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
-    return TokenizeResponse(
-        count=len(ids),
-        max_model_len=model.context,
-        tokens=ids,
-        token_strs=tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None,
-    )
-
-
-def _tokenizer_info(model: ServedModel) -> dict[str, Any]:
-    tokenizer = model.backend.tokenizer
-    return {
-        "tokenizer_class": type(tokenizer).__name__,
-        "model": model.name,
-        "bos_token": tokenizer.bos_token,
-        "eos_token": tokenizer.eos_token,
-        "pad_token": tokenizer.pad_token,
-        "unk_token": tokenizer.unk_token,
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "chat_template": getattr(tokenizer, "chat_template", None),
-        "model_max_length": model.context,
-        "vocab_size": len(tokenizer),
-    }
+    return [stop] if isinstance(stop, str) else list(stop)

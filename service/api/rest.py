@@ -1,7 +1,7 @@
 """The REST application: middleware, error handlers, and the routers of every HTTP door.
 
 Routes live at module level, one module per door (``score_routes``, ``openai_compat``,
-``viewer``, ``probe_routes``), each with an ``install``; this module assembles them.
+``openai_chat``, ``tokenizer_routes``, ``viewer``, ``probe_routes``), each with an ``install``; this module assembles them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,14 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from service.api import openai_compat, probe_routes, score_routes, viewer
+from service.api import (
+    openai_chat,
+    openai_compat,
+    probe_routes,
+    score_routes,
+    tokenizer_routes,
+    viewer,
+)
 from service.api.auth import KeyChecker
 from service.api.deps import GUARDED, authorized
 from service.api.errors_http import install_error_handlers
@@ -41,6 +48,8 @@ def create_app(engine: Engine) -> FastAPI:
     _add_middleware(app, settings, guarded_paths)
     install_error_handlers(app)
     openai_compat.install(app, GUARDED)
+    openai_chat.install(app, GUARDED)
+    tokenizer_routes.install(app, GUARDED)
     score_routes.install(app, GUARDED)
     viewer.install(app)
     probe_routes.install(app, GUARDED if settings.protect_metrics else [])

@@ -147,6 +147,51 @@ def test_openai_client_streams_the_same_choices(server: RunningServer) -> None:
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens == 2
 
 
+def test_openai_client_chat_completions_score_the_conversation(
+    server: RunningServer, http: httpx.Client
+) -> None:
+    """``chat.completions`` with vLLM's prompt_logprobs: the conversation the template
+    renders, scored token by token as /v1/score/chat scores it; the generated token's
+    logprobs in OpenAI's chat shape, and the same through a stream."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    messages: list[Any] = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+    ]
+    scored = http.post(
+        "/v1/score/chat", json={"conversations": [messages], "return_tokens": True}
+    ).json()
+    expected = [t["logprob"] for t in scored["results"][0]["tokens"]]
+    completion = client.chat.completions.create(
+        model="default",
+        messages=messages,
+        max_tokens=1,
+        logprobs=True,
+        top_logprobs=2,
+        extra_body={"prompt_logprobs": 0, "add_generation_prompt": False},
+    )
+    choice = completion.choices[0]
+    positions = (choice.model_extra or {})["prompt_logprobs"]
+    assert positions[0] is None and len(positions) == len(expected)
+    for position, want in zip(positions[1:], expected[1:], strict=True):
+        mine = next(iter(position.values()))["logprob"]
+        assert math.isclose(mine, want, rel_tol=BATCH_INVARIANCE_REL, abs_tol=BATCH_INVARIANCE_ABS)
+    assert choice.logprobs is not None and choice.logprobs.content is not None
+    (token,) = choice.logprobs.content
+    assert (
+        token.logprob == token.top_logprobs[0].logprob == max(t.logprob for t in token.top_logprobs)
+    )
+    assert completion.usage is not None and completion.usage.completion_tokens == 1
+    stream = client.chat.completions.create(
+        model="default", messages=messages[:1], max_tokens=1, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    plain = client.chat.completions.create(model="default", messages=messages[:1], max_tokens=1)
+    assert streamed == plain.choices[0].message.content
+
+
 def run_harness(model: str, model_args: str, include: Path) -> dict[str, Any]:
     script = include / "harness.py"
     script.write_text(HARNESS)

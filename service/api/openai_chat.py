@@ -1,0 +1,192 @@
+"""The OpenAI-compatible chat door: ``POST /v1/chat/completions`` for the ``openai`` client's
+``chat.completions``, with vLLM's ``prompt_logprobs`` to score a whole conversation.
+
+The messages are rendered by the model's own chat template (``add_generation_prompt``, or
+``continue_final_message`` to leave the last message open) and scored as one prompt by the
+same engine as every other door. At most one token is generated, greedily. For scores of
+chosen messages only (assistant turns, per-message aggregates) use ``/v1/score/chat``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import FastAPI, Request
+from fastapi.params import Depends
+from fastapi.responses import Response
+
+from service.api.deps import EngineDep
+from service.api.errors_http import SCORING_ERRORS, error_responses
+from service.api.openai_chat_schemas import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceLogprobs,
+    TokenLogprob,
+    TopLogprob,
+)
+from service.api.openai_compat import STREAM_DOCUMENTED, greedy_options, respond, stop_strings
+from service.api.openai_logprobs import prompt_logprobs
+from service.api.openai_schemas import CompletionUsage, StreamOptions
+from service.chat_prompt import ChatPromptOptions
+from service.errors import InvalidRequest
+from service.sequences import ScoredSequence, SequenceScores
+from service.served import PromptOutcome, ServedModel
+from service.token_text import next_piece
+from service.validation import KNOWN_ROLES
+
+
+def install(app: FastAPI, guarded: Sequence[Depends]) -> None:
+    """Register ``POST /v1/chat/completions`` on ``app``, behind ``guarded``."""
+    app.add_api_route(
+        "/v1/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        dependencies=list(guarded),
+        response_model=ChatCompletionResponse,
+        responses={**error_responses(SCORING_ERRORS), 200: STREAM_DOCUMENTED},
+    )
+
+
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, engine: EngineDep
+) -> Response:
+    """Chat completions: the conversation's logprobs (prompt_logprobs) and at most one
+    greedy token with its logprobs."""
+    messages = chat_messages(body)
+    options = greedy_options(
+        body.generates,
+        body.temperature,
+        body.top_p,
+        body.model_extra or {},
+        top_k=(body.top_logprobs or 0) if body.logprobs else 0,
+        prompt_k=body.prompt_logprobs,
+    )
+    template = ChatPromptOptions(
+        add_generation_prompt=body.add_generation_prompt,
+        continue_final_message=body.continue_final_message,
+        add_special_tokens=body.add_special_tokens,
+        template_kwargs=body.chat_template_kwargs or {},
+    )
+    work = engine.score_chat_prompt(body.model, messages, options, template)
+    stream = (body.stream_options or StreamOptions()) if body.stream else None
+    return await respond(request, work, functools.partial(chat_response, body), chat_events, stream)
+
+
+def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
+    """The messages as the template takes them; refuses what this door does not render
+    (tools, roles no template knows)."""
+    if body.tools:
+        raise InvalidRequest("tools are not rendered here: leave them out", param="tools")
+    for j, message in enumerate(body.messages):
+        if message.role not in KNOWN_ROLES:
+            raise InvalidRequest(
+                f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",
+                param=f"messages[{j}].role",
+            )
+    return [{"role": m.role, "content": m.text()} for m in body.messages]
+
+
+@dataclass(frozen=True)
+class _Generated:
+    """The one generated token: its id, the text it adds, why generation ended, and its
+    logprobs entry (None unless asked for)."""
+
+    token: int
+    content: str
+    finish_reason: Literal["length", "stop"]
+    logprob: TokenLogprob | None
+
+
+def chat_response(body: ChatCompletionRequest, outcome: PromptOutcome) -> ChatCompletionResponse:
+    """The one choice: the generated token's text (after the echoed last message with
+    ``echo``), its logprobs when asked, and vLLM's prompt fields when asked."""
+    (seq,), (scores,) = outcome.sequences, outcome.scores
+    model = outcome.model
+    echoed = body.messages[-1].text() if body.echo and body.messages[-1].role == "assistant" else ""
+    generated = _generated(body, model, seq, scores) if body.generates else None
+    logprobs = None
+    if body.logprobs:
+        content = [generated.logprob] if generated and generated.logprob else []
+        logprobs = ChoiceLogprobs(content=content)
+    prompt_k = body.prompt_logprobs
+    token_ids = [generated.token] if generated else []
+    choice = ChatChoice(
+        index=0,
+        message=AssistantMessage(content=echoed + (generated.content if generated else "")),
+        logprobs=logprobs,
+        finish_reason=generated.finish_reason if generated else "length",
+        prompt_logprobs=None
+        if prompt_k is None
+        else prompt_logprobs(seq, scores, prompt_k, model.token_text, model.backend.tokenizer),
+        prompt_token_ids=seq.input_ids if body.return_token_ids else None,
+        token_ids=token_ids if body.return_token_ids else None,
+    )
+    prompt_tokens = len(seq.token_ids)
+    return ChatCompletionResponse(
+        id=f"chatcmpl-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        model=model.name,
+        choices=[choice],
+        usage=CompletionUsage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(token_ids),
+            total_tokens=prompt_tokens + len(token_ids),
+        ),
+    )
+
+
+def _generated(
+    body: ChatCompletionRequest, model: ServedModel, seq: ScoredSequence, scores: SequenceScores
+) -> _Generated:
+    """The greedy token after the prompt. A special token (end of turn) adds no text, as
+    in vLLM and OpenAI; EOS or a stop string in the text ends with "stop"."""
+    ids, values = scores.next_top_ids, scores.next_top_logprobs
+    assert ids is not None and values is not None
+    token = int(ids[0])
+    tokenizer = model.backend.tokenizer
+    content = "" if token in model.special_ids else next_piece(tokenizer, seq.token_ids, token)
+    finish_reason: Literal["length", "stop"] = (
+        "stop" if token == tokenizer.eos_token_id else "length"
+    )
+    cuts = [cut for stop in stop_strings(body.stop) if (cut := content.find(stop)) >= 0]
+    if cuts:
+        content, finish_reason = content[: min(cuts)], "stop"
+    logprob = None
+    if body.logprobs:
+        k = body.top_logprobs or 0
+        top = [_top(model, int(i), float(v)) for i, v in zip(ids[:k], values[:k], strict=True)]
+        chosen = _top(model, token, float(values[0]))
+        logprob = TokenLogprob(**chosen.model_dump(), top_logprobs=top)
+    return _Generated(token, content, finish_reason, logprob)
+
+
+def _top(model: ServedModel, token: int, logprob: float) -> TopLogprob:
+    """A token's entry: its text on its own and that text's UTF-8 bytes (as vLLM gives them:
+    a token ending inside a character shows U+FFFD)."""
+    text = model.token_text(token)
+    return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode("utf-8")))
+
+
+def chat_events(response: ChatCompletionResponse, *, include_usage: bool) -> Iterator[str]:
+    """``response`` as OpenAI's chat server-sent events: one ``chat.completion.chunk`` with
+    the whole message as its delta (a scoring server has it at once), a usage chunk when
+    asked, then ``[DONE]``."""
+    head = response.model_dump(mode="json", exclude={"choices", "usage", "object"})
+    head["object"] = "chat.completion.chunk"
+    usage = {"usage": None} if include_usage else {}
+    for choice in response.choices:
+        delta = choice.model_dump(mode="json", exclude={"message"})
+        delta["delta"] = choice.message.model_dump(mode="json")
+        yield f"data: {json.dumps({**head, 'choices': [delta], **usage})}\n\n"
+    if include_usage:
+        last = {**head, "choices": [], "usage": response.usage.model_dump(mode="json")}
+        yield f"data: {json.dumps(last)}\n\n"
+    yield "data: [DONE]\n\n"

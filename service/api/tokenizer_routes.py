@@ -1,0 +1,135 @@
+"""vLLM's tokenizer endpoints: ``POST /tokenize`` (a prompt, or chat messages rendered with
+the model's template), ``POST /detokenize`` and ``GET /tokenizer_info``, in vLLM's shapes,
+so lm-evaluation-harness can use the server's tokenizer (``tokenizer_backend=remote``)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.params import Depends
+
+from service.api.deps import EngineDep
+from service.api.errors_http import MODEL_LOOKUP_ERRORS, TOKENIZER_ERRORS, error_responses
+from service.api.openai_schemas import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from service.errors import InvalidRequest
+from service.served import ServedModel
+from service.settings import Settings
+from service.validation import check_conversation, check_length, check_token_ids
+
+_TOKENIZER_ERRORS = error_responses(TOKENIZER_ERRORS)
+
+
+def install(app: FastAPI, guarded: Sequence[Depends]) -> None:
+    """Register the tokenizer routes on ``app``, each behind ``guarded``."""
+    deps = list(guarded)
+    for path, endpoint, response in (
+        ("/tokenize", tokenize, TokenizeResponse),
+        ("/detokenize", detokenize, DetokenizeResponse),
+    ):
+        app.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            dependencies=deps,
+            response_model=response,
+            responses=_TOKENIZER_ERRORS,
+        )
+    app.add_api_route(
+        "/tokenizer_info",
+        tokenizer_info,
+        methods=["GET"],
+        dependencies=deps,
+        responses=error_responses(MODEL_LOOKUP_ERRORS),
+    )
+
+
+async def tokenize(body: TokenizeRequest, engine: EngineDep) -> TokenizeResponse:
+    """Token ids of a prompt, or of chat messages rendered with the model's template."""
+    _check_tokenize_limits(body, engine.settings)
+    model = engine.get_model(body.model)
+    return await model.prepare(_tokenize, model, body)
+
+
+async def detokenize(body: DetokenizeRequest, engine: EngineDep) -> DetokenizeResponse:
+    """The text of token ids (special tokens kept)."""
+    model = engine.get_model(body.model)
+    tokenizer = model.backend.tokenizer
+    check_length(body.tokens, engine.settings.max_chars_per_text, "tokens")
+    check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
+    decode = functools.partial(tokenizer.decode, clean_up_tokenization_spaces=False)
+    text = await model.prepare(decode, body.tokens)
+    return DetokenizeResponse(prompt=str(text))
+
+
+async def tokenizer_info(engine: EngineDep, model: str | None = None) -> dict[str, Any]:
+    """The tokenizer's special tokens and chat template, as vLLM reports them."""
+    return _tokenizer_info(engine.get_model(model))
+
+
+def _check_tokenize_limits(body: TokenizeRequest, settings: Settings) -> None:
+    """The scoring routes' size limits, for a prompt or chat messages to tokenize."""
+    if body.prompt is not None:
+        check_length(body.prompt, settings.max_chars_per_text, "prompt")
+    contents = [str(message.get("content") or "") for message in body.messages or []]
+    check_conversation(contents, settings, "messages")
+
+
+def _tokenize(model: ServedModel, body: TokenizeRequest) -> TokenizeResponse:
+    tokenizer = model.backend.tokenizer
+    if (body.prompt is None) == (body.messages is None):
+        raise InvalidRequest("give exactly one of prompt or messages", param="prompt")
+    if body.messages is not None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise InvalidRequest(f"model {model.name!r} has no chat template", param="messages")
+        try:
+            text = tokenizer.apply_chat_template(
+                body.messages, tokenize=False, add_generation_prompt=body.add_generation_prompt
+            )
+        except Exception as exc:
+            raise InvalidRequest(
+                f"the chat template rejected the messages: {exc}", param="messages"
+            ) from exc
+        special = bool(body.add_special_tokens)
+    else:
+        text = body.prompt
+        special = True if body.add_special_tokens is None else body.add_special_tokens
+    try:  # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            "not valid Unicode text (lone surrogate)",
+            param="prompt" if body.messages is None else "messages",
+        ) from exc
+    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    return TokenizeResponse(
+        count=len(ids),
+        max_model_len=model.context,
+        tokens=ids,
+        token_strs=tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None,
+    )
+
+
+def _tokenizer_info(model: ServedModel) -> dict[str, Any]:
+    tokenizer = model.backend.tokenizer
+    return {
+        "tokenizer_class": type(tokenizer).__name__,
+        "model": model.name,
+        "bos_token": tokenizer.bos_token,
+        "eos_token": tokenizer.eos_token,
+        "pad_token": tokenizer.pad_token,
+        "unk_token": tokenizer.unk_token,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "model_max_length": model.context,
+        "vocab_size": len(tokenizer),
+    }
