@@ -6,12 +6,15 @@ and what is refused."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from tiny_engines import asgi_client, make_engine
 from tolerances import batch_invariance_atol
 
 from service.token_text import next_piece
@@ -215,3 +218,37 @@ async def test_an_unknown_model_is_a_404(client: httpx.AsyncClient) -> None:
     response = await client.post(URL, json={"model": "nope", "messages": MESSAGES})
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found"
+
+
+def _with_template(source: Path, target: Path, template: str | None) -> Path:
+    """A copy of the tiny model whose tokenizer has ``template`` (None: no template)."""
+    shutil.copytree(source, target)
+    (target / "chat_template.jinja").unlink(missing_ok=True)
+    config_path = target / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("chat_template", None)
+    if template is not None:
+        config["chat_template"] = template
+    config_path.write_text(json.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        (None, "no chat template"),
+        ("{{ raise_exception('a system message is required') }}", "a system message is required"),
+    ],
+)
+async def test_a_model_without_a_usable_template_is_a_422(
+    tiny_model_dir: Path, tmp_path: Path, template: str | None, message: str
+) -> None:
+    engine = make_engine(_with_template(tiny_model_dir, tmp_path / "model", template))
+    try:
+        async with asgi_client(engine) as client:
+            response = await client.post(URL, json={"messages": MESSAGES})
+    finally:
+        await engine.close()
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages" and message in error["message"]
