@@ -25,8 +25,15 @@ SOAK_TEXTS = [
 ]
 
 
-def wait_idle(url: str, timeout_s: float = 60.0) -> None:
-    """Until nothing is queued or in flight (so process figures are compared at rest)."""
+# Past the server's idle trim (--memory-trim-after-idle-s, 0.5 s by default, then
+# malloc_trim in a worker thread): a reading taken just before the trim in one place and just
+# after it in another would show a step that is only the trim's timing.
+TRIMMED_S = 2.0
+
+
+def wait_idle(url: str, timeout_s: float = 60.0, settle_s: float = 0.5) -> None:
+    """Until nothing is queued or in flight, then ``settle_s`` more (so process figures are
+    compared at rest)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = httpx.get(f"{url}/metrics", timeout=30).text
@@ -37,7 +44,7 @@ def wait_idle(url: str, timeout_s: float = 60.0) -> None:
             and float(line.rsplit(" ", 1)[1]) != 0
         ]
         if not busy:
-            time.sleep(0.5)  # let closed connections and finished threads go
+            time.sleep(settle_s)  # let closed connections and finished threads go
             return
         time.sleep(0.2)
     raise TimeoutError("the server did not go idle")
@@ -87,7 +94,7 @@ def soak(
     calls = menu(SOAK_TEXTS)
     refs = asyncio.run(references(url, calls))
     warm = run(url, calls, refs, warmup, concurrency, rel_tol)
-    wait_idle(url)
+    wait_idle(url, settle_s=TRIMMED_S)
     before = ProcessFigures.of(pid)
     tally, load_s, samples = Tally(), 0.0, []
     for part in range(checkpoints):
@@ -98,7 +105,7 @@ def soak(
                   seed=part + 1, tally=tally)
         )  # fmt: skip
         load_s += time.perf_counter() - started  # the idle waits below are not load
-        wait_idle(url)
+        wait_idle(url, settle_s=TRIMMED_S)
         samples.append({"requests": tally.sent, **vars(ProcessFigures.of(pid))})
     after = ProcessFigures.of(pid)
     return {
