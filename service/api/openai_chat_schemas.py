@@ -9,7 +9,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from service.api.openai_schemas import CompletionUsage, PromptLogprob, StreamOptions, check_stop
+from service.api.openai_schemas import (
+    CompletionUsage,
+    PromptLogprobs,
+    StreamOptions,
+    TokenIdsIfAsked,
+    check_stop,
+)
 from service.schemas import MAX_TOP_K
 
 
@@ -147,19 +153,14 @@ class AssistantMessage(BaseModel):
     content: str
 
 
-def _absent(value: Any) -> bool:
-    return value is None
-
-
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None
     finish_reason: Literal["length", "stop"]
-    # vLLM's, present only when asked for.
-    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = Field(None, exclude_if=_absent)
-    prompt_token_ids: list[int] | None = Field(None, exclude_if=_absent)
-    token_ids: list[int] | None = Field(None, exclude_if=_absent)
+    prompt_logprobs: PromptLogprobs = None  # vLLM's, as in completions
+    prompt_token_ids: TokenIdsIfAsked = None
+    token_ids: TokenIdsIfAsked = None
 
 
 class ChatCompletionResponse(BaseModel):

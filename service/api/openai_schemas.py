@@ -173,16 +173,20 @@ class PromptLogprob(BaseModel):
     decoded_token: str
 
 
+# vLLM's fields of a choice, present only when asked for: per prompt position (the first
+# None), keyed by token id, the prompt token first; and the token ids with return_token_ids.
+PromptLogprobs = Annotated[list[dict[str, PromptLogprob] | None] | None, Field(exclude_if=_absent)]
+TokenIdsIfAsked = Annotated[list[int] | None, Field(exclude_if=_absent)]
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     logprobs: LegacyLogprobs | None
     finish_reason: Literal["length", "stop"]
-    # vLLM's, present only when asked for: per prompt position (the first None), keyed by
-    # token id, the prompt token first; and the token ids with return_token_ids.
-    prompt_logprobs: list[dict[str, PromptLogprob] | None] | None = Field(None, exclude_if=_absent)
-    prompt_token_ids: list[int] | None = Field(None, exclude_if=_absent)
-    token_ids: list[int] | None = Field(None, exclude_if=_absent)
+    prompt_logprobs: PromptLogprobs = None
+    prompt_token_ids: TokenIdsIfAsked = None
+    token_ids: TokenIdsIfAsked = None
 
 
 class CompletionUsage(BaseModel):
