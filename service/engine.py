@@ -174,7 +174,10 @@ class Engine:
         self._idle.clear()
         metrics.INFLIGHT.inc()
         try:
-            outcome = await asyncio.wait_for(work(time.monotonic() + timeout), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a client's
+            # cancel that lands just as the work finishes (counted then as answered).
+            async with asyncio.timeout(timeout):
+                outcome = await work(time.monotonic() + timeout)
         except TimeoutError as exc:
             raise Timeout(f"the request took longer than {timeout:g} s") from exc
         finally:

@@ -54,7 +54,10 @@ class PassThroughScheduler:
         started = time.monotonic()
         timeout = None if deadline is None else max(0.0, deadline - started)
         try:
-            outputs = await asyncio.wait_for(self._backend.score(list(items)), timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+            # that lands just as the backend finishes, and the caller would go on.
+            async with asyncio.timeout(timeout):
+                outputs = await self._backend.score(list(items))
         except TimeoutError as exc:
             raise Timeout("the request's deadline passed in the backend") from exc
         finally:
