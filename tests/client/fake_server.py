@@ -31,12 +31,29 @@ def fake_result(text: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _refusal(text: object, overflow: str) -> str | None:
+    """Why the server would refuse a text (422), as the real one does, or None. A text
+    holding "LONG" stands for one longer than the model's context."""
+    if not isinstance(text, str) or not text:
+        return "empty"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate is not valid Unicode"
+    if "LONG" in text and overflow == "error":
+        return "the text exceeds the model's context; use overflow='truncate'"
+    return None
+
+
 class FakeServer:
     """``fail_after``: successful score requests before every request answers 503."""
 
-    def __init__(self, fail_after: int | None = None, max_delay_s: float = 0.02) -> None:
+    def __init__(
+        self, fail_after: int | None = None, max_delay_s: float = 0.02, max_texts: int = 1024
+    ) -> None:
         self.fail_after = fail_after
         self.max_delay_s = max_delay_s
+        self.max_texts = max_texts  # more texts in one request: 413, as the server says
         self.lock = threading.Lock()
         self.served = 0
         self.inflight = 0
@@ -79,13 +96,20 @@ class FakeServer:
                     inputs.append(" ".join(str(m.get("content")) for m in conv))
             else:
                 inputs, name = body["texts"], "texts"
+            if len(inputs) > self.max_texts:
+                error = {"type": "too_large", "message": "too many", "param": name}
+                return 413, {"error": error}
             for i, text in enumerate(inputs):
-                if not isinstance(text, str) or not text:
-                    error = {"type": "invalid_request", "message": "empty", "param": f"{name}[{i}]"}
+                if refusal := _refusal(text, body.get("overflow", "error")):
+                    error = {"type": "invalid_request", "message": refusal, "param": f"{name}[{i}]"}
                     return 422, {"error": error}
                 if "BOOM" in text:
                     return 500, {"error": {"type": "internal", "message": "boom", "param": None}}
             results = [fake_result(t) for t in inputs]
+            if body.get("overflow") == "truncate":
+                results = [
+                    {**r, "truncated": "LONG" in t} for r, t in zip(results, inputs, strict=True)
+                ]
             with self.lock:
                 self.served += 1
                 self.batch_sizes.append(len(inputs))

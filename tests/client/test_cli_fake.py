@@ -275,3 +275,111 @@ def test_bad_paths_are_refused_before_touching_out(tmp_path: Path) -> None:
     assert _score("http://127.0.0.1:9", tmp_path / "missing.jsonl", out) == 2
     assert _score("http://127.0.0.1:9", out, out) == 2
     assert out.read_text() == '{"keep": "me"}\n'
+
+
+def _strict_json(line: str) -> object:
+    """Parse as RFC 8259 JSON: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> object:
+        raise ValueError(constant)
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_surrogates_and_numbers_json_lacks_cost_only_their_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A lone surrogate escape (scraped data has them) in a text is the server's to refuse
+    (422, that row); in another field it is written back as the same escape. NaN, Infinity
+    and numbers beyond a double are not JSON: those rows are refused as invalid JSON, as
+    OUT could hold them only as invalid JSON."""
+    lines = [json.dumps(r) + "\n" for r in _rows(12)]
+    lines[2] = '{"id": 2, "text": "bad \\udc80 text"}\n'
+    lines[4] = '{"id": 4, "text": "fine text here", "note": "odd \\ud83d end"}\n'
+    lines[6] = '{"id": 6, "text": NaN}\n'
+    lines[8] = '{"id": 8, "text": "fine row", "x": 1e400}\n'
+    lines[10] = '{"id": 10, "text": "fine row", "y": -Infinity}\n'
+    inp = write_jsonl(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        assert _score(server.url, inp, out, "--rows-per-request", "4") == 0
+    written = out.read_text(encoding="utf-8").splitlines()
+    got = [_strict_json(line) for line in written]
+    assert len(got) == 12
+    assert got[2]["score_error"]["status"] == 422
+    assert got[2]["score_error"]["param"].startswith("texts[")
+    assert got[4]["note"] == "odd \ud83d end" and got[4]["ppl"] is not None
+    assert "\\ud83d" in written[4]
+    for i in (6, 8, 10):
+        assert got[i]["score_error"]["type"] == "invalid_json"
+        assert got[i]["row"] == lines[i].rstrip("\n")
+    scored = [i for i in range(12) if i not in (2, 6, 8, 10)]
+    assert all(got[i]["ppl"] == fake_result(_rows(12)[i]["text"])["ppl"] for i in scored if i != 4)
+    assert "rows 12, kept 8, dropped 0, rejected 4, errors 0" in capsys.readouterr().err
+
+
+def test_a_request_too_large_for_the_server_is_split_in_halves(tmp_path: Path) -> None:
+    rows = _rows(64)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with FakeServer(max_texts=5) as server:
+        assert _score(server.url, inp, out, "--rows-per-request", "16") == 0
+    assert read_jsonl(out) == _expected(rows)
+    assert server.batch_sizes == [4] * 16  # 16 -> 8 -> 4, not one row per request
+
+
+def test_overflow_reaches_the_server(tmp_path: Path) -> None:
+    rows = [{"id": 0, "text": "short one here"}, {"id": 1, "text": "a LONG text here"}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    with FakeServer() as server:
+        assert _score(server.url, inp, tmp_path / "a.jsonl") == 0
+        assert _score(server.url, inp, tmp_path / "b.jsonl", "--overflow", "truncate") == 0
+    refused, truncated = read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "b.jsonl")
+    assert refused[1]["score_error"]["param"] == "texts[1]" and "truncated" not in refused[0]
+    assert [r["truncated"] for r in truncated] == [False, True]
+    assert truncated[1]["ppl"] == fake_result(rows[1]["text"])["ppl"]
+
+
+def test_a_run_that_scores_no_row_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(5))
+    with FakeServer() as server:
+        assert _score(server.url, inp, tmp_path / "out.jsonl", "--field", "txt") == 1
+    assert "no row could be scored" in capsys.readouterr().err
+
+
+def test_resume_refuses_an_output_that_belongs_to_another_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = write_jsonl(tmp_path / "first.jsonl", _rows(30))
+    second = write_jsonl(tmp_path / "second.jsonl", _rows(10))
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        assert _score(server.url, first, out) == 0
+        full = out.read_bytes()
+        assert _score(server.url, second, out, "--resume") == 2
+        assert "was written for" in capsys.readouterr().err
+        (tmp_path / "out.jsonl.progress").unlink()
+        assert _score(server.url, second, out, "--resume") == 2
+        assert "30 rows, more than" in capsys.readouterr().err
+    assert out.read_bytes() == full
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_scoring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(5))
+    out = tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        assert _score(server.url, inp, tmp_path / "no" / "out.jsonl") == 2
+        assert "no directory" in capsys.readouterr().err
+        assert _score(server.url, inp, out, "--rejects", str(out)) == 2
+        profile = tmp_path / "no" / "profile.json"
+        assert main(["calibrate", str(inp), "-o", str(profile), "--url", server.url]) == 2
+        assert server.served == 0
+    for bad in (["--max-ppl", "nan"], ["--min-ppl", "0.5"], ["--url", "127.0.0.1:8000"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["score-file", str(inp), "-o", str(out), *bad])
+        assert exited.value.code == 2
+    assert not out.exists()

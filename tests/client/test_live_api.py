@@ -177,7 +177,9 @@ def test_errors_carry_type_and_param(client: Client, grpc_client: GrpcClient) ->
     ("texts", "conversation", "param"),
     [
         (["fine", 42], None, "texts[1]"),
+        (["fine", "lone \udc80 surrogate"], None, "texts[1]"),  # scraped JSON has them
         (None, [{"role": "user", "content": None}, CHAT[-1]], "conversations[0][0].content"),
+        (None, [{"role": "user", "content": "\ud83d"}, CHAT[-1]], "conversations[0][0].content"),
         (None, [{"content": "no role"}, CHAT[-1]], "conversations[0][0].role"),
     ],
 )
@@ -189,7 +191,8 @@ def test_grpc_refuses_what_rest_refuses(
     param: str,
 ) -> None:
     """A value a proto string field cannot hold: 422 with its field over both doors, not
-    None taken as "" (a null message scored as empty) nor a TypeError."""
+    None taken as "" (a null message scored as empty), a TypeError, nor a
+    UnicodeEncodeError before the request is sent."""
     for door in (client, grpc_client):
         with pytest.raises(InvalidRequestError) as refused:
             if texts is not None:

@@ -16,6 +16,7 @@ from lmscore_client import (
     InvalidRequestError,
     NotFoundError,
     OverloadedError,
+    RequestTimeoutError,
     RetryPolicy,
     UnavailableError,
 )
@@ -134,6 +135,43 @@ def test_connection_errors_are_retried_then_raised() -> None:
     with pytest.raises(ConnectionFailedError) as info:
         client.score_text("a b")
     assert info.value.status == 0 and "lmscore.test" in str(info.value)
+
+
+def test_no_answer_within_the_client_timeout_is_a_timeout_not_retried() -> None:
+    # The request reached the server, which may still be working on it: another attempt
+    # would only add load, and "cannot reach" would send the user to check the network.
+    script = Script(*[httpx.ReadTimeout("timed out")] * 5)
+    client, waits = _client(script, timeout=2.5)
+    with pytest.raises(RequestTimeoutError) as info:
+        client.score_text("a b")
+    assert info.value.status == 0 and "timeout of 2.5 s" in str(info.value)
+    assert waits == [] and len(script.requests) == 1
+
+
+def test_a_server_url_without_a_scheme_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="http:// or https://"):
+        Client("127.0.0.1:8000")
+
+
+def test_a_text_with_a_lone_surrogate_goes_to_the_server_to_judge() -> None:
+    script = Script(_error(422, "invalid_request", "texts[1]"))
+    client, _ = _client(script)
+    with pytest.raises(InvalidRequestError) as info:
+        client.score_text(["fine", "bad \udc80 text", "fine too"])
+    assert info.value.param == "texts[1]"
+    sent = script.requests[0]
+    assert sent.headers["content-type"] == "application/json"
+    assert json.loads(sent.content)["texts"][1] == "bad \udc80 text"  # escaped, as sent
+    client.score_text(["naïve 😀"])
+    assert "naïve 😀".encode() in script.requests[1].content  # UTF-8 otherwise
+
+
+def test_nan_cannot_be_sent() -> None:
+    script = Script()
+    client, _ = _client(script)
+    with pytest.raises(InvalidRequestError, match="JSON"):
+        client.score_text("a b", stride=float("nan"))  # type: ignore[arg-type]
+    assert script.requests == []
 
 
 def test_request_body_and_unknown_fields() -> None:

@@ -52,6 +52,13 @@ def calibrate(args: argparse.Namespace) -> int:
     if not Path(args.input).is_file():
         print(f"lmscore-client: no input file {args.input}", file=sys.stderr)
         return 2
+    output = Path(args.output)
+    if not output.resolve().parent.is_dir():
+        print(
+            f"lmscore-client: no directory {output.parent} to write {output.name} in",
+            file=sys.stderr,
+        )
+        return 2
     collector = Collector(args.metric)
     info = pipeline.RunInfo()
     started = time.monotonic()
@@ -72,7 +79,12 @@ def calibrate(args: argparse.Namespace) -> int:
                 collector,
                 concurrency=args.concurrency,
                 opts=pipeline.Options(
-                    score=ScoreOptions(model=args.model, distribution=distribution)
+                    score=ScoreOptions(
+                        model=args.model,
+                        distribution=distribution,
+                        overflow=args.overflow,
+                        stride=args.stride,
+                    )
                 ),
                 info=info,
             )

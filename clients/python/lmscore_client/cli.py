@@ -2,12 +2,14 @@
 score corpora on a Ray cluster (``ray-score``).
 
 Exit status: 0 done, 1 stopped early (server down or refusing the run; OUT stays valid and
-``--resume`` continues), 2 bad arguments or missing input, 130 interrupted.
+``--resume`` continues) or no row could be scored, 2 bad arguments, missing input or an
+output that cannot be written or resumed, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -31,10 +33,24 @@ def _quantile(value: str) -> float:
     return number
 
 
+def _ppl(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 1.0:  # exp(mean NLL) >= 1
+        raise argparse.ArgumentTypeError(f"must be a finite PPL of at least 1, got {value}")
+    return number
+
+
+def _url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"must start with http:// or https://, got {value!r}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
     p.add_argument("-o", "--output", required=True, help="output file")
     p.add_argument(
         "--url",
+        type=_url,
         default=os.environ.get("LMSCORE_URL", "http://127.0.0.1:8000"),
         help="server base URL (default $LMSCORE_URL or http://127.0.0.1:8000)",
     )
@@ -52,6 +68,17 @@ def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
     p.add_argument("--concurrency", type=_positive, default=concurrency, help="requests in flight")
     p.add_argument(
         "--rows-per-request", type=_positive, default=16, help="rows per request (default 16)"
+    )
+    p.add_argument(
+        "--overflow",
+        choices=("error", "truncate", "sliding_window"),
+        default="error",
+        help="a text longer than the model's context: refused (error, the default; the row "
+        "gets score_error), its first tokens scored (truncate; rows get truncated: true), "
+        "or every token scored in windows that advance by --stride tokens (sliding_window)",
+    )
+    p.add_argument(
+        "--stride", type=_positive, default=None, help="tokens per window step (sliding_window)"
     )
     p.add_argument("--api-key", default=None, help="API key (default $LMSCORE_API_KEY)")
     p.add_argument(
@@ -91,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sf.add_argument("input", metavar="IN.jsonl")
     _common(sf, concurrency=4)
-    sf.add_argument("--max-ppl", type=float, default=None, help="keep rows with ppl <= X")
-    sf.add_argument("--min-ppl", type=float, default=None, help="keep rows with ppl >= X")
+    sf.add_argument("--max-ppl", type=_ppl, default=None, help="keep rows with ppl <= X")
+    sf.add_argument("--min-ppl", type=_ppl, default=None, help="keep rows with ppl >= X")
     sf.add_argument(
         "--resume", action="store_true", help="skip the input rows already done (see OUT.progress)"
     )

@@ -5,6 +5,7 @@ contract's error JSON raised as ``LMScoreError`` subclasses."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,13 +17,38 @@ from lmscore_client import build
 from lmscore_client.build import ChatFields, Conversation, ScoreOptions, TextFields
 from lmscore_client.compare import CompareResponse
 from lmscore_client.continuations import ContinuationResponse
-from lmscore_client.errors import ConnectionFailedError, LMScoreError, from_http
+from lmscore_client.errors import (
+    ConnectionFailedError,
+    InvalidRequestError,
+    LMScoreError,
+    RequestTimeoutError,
+    from_http,
+)
 from lmscore_client.results import ModelCard, ScoreResponse
 from lmscore_client.retry import RetryPolicy, parse_retry_after
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 300.0
 T = TypeVar("T")
+
+
+def encode_body(body: Any) -> dict[str, Any]:
+    """``httpx`` keyword arguments sending ``body`` as JSON (none for no body).
+
+    UTF-8 JSON where the text allows it. A lone surrogate (``"\\udc80"`` in scraped JSON
+    decodes to one) cannot be UTF-8: such a body goes as ASCII JSON, escapes and all, so
+    the server judges it and names the text (a 422), instead of the request failing here.
+    """
+    if body is None:
+        return {}
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False)
+        content = text.encode("utf-8")
+    except UnicodeEncodeError:
+        content = json.dumps(body, allow_nan=False).encode("ascii")
+    except ValueError as exc:  # NaN or infinity: not JSON
+        raise InvalidRequestError(f"the request cannot be sent as JSON: {exc}") from exc
+    return {"content": content, "headers": {"content-type": "application/json"}}
 
 
 def _error_of(response: httpx.Response) -> LMScoreError:
@@ -45,6 +71,8 @@ class _Base:
         retry: RetryPolicy | None,
         headers: Mapping[str, str] | None,
     ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"the server URL must start with http:// or https://: {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("LMSCORE_API_KEY")
         self.timeout = timeout
@@ -57,6 +85,13 @@ class _Base:
         self, result: httpx.Response | httpx.TransportError
     ) -> tuple[LMScoreError, bool] | None:
         """None for a success; else the error and whether it may be retried."""
+        if isinstance(result, httpx.ReadTimeout | httpx.WriteTimeout):
+            # The request reached the server, which may still be working on it: retrying
+            # would only add load. This is the client's own limit, not the server's.
+            message = f"no answer from {self.base_url} within the client's timeout of "
+            return RequestTimeoutError(f"{message}{self.timeout:g} s; raise the timeout"), False
+        if isinstance(result, httpx.UnsupportedProtocol):
+            return ConnectionFailedError(f"cannot reach {self.base_url}: {result}"), False
         if isinstance(result, httpx.TransportError):
             detail = f"{type(result).__name__}: {result}".rstrip(": ")
             error = ConnectionFailedError(f"cannot reach {self.base_url}: {detail}")
@@ -103,7 +138,7 @@ class Client(_Base):
         while True:
             try:
                 result: httpx.Response | httpx.TransportError = self._http.request(
-                    method, path, json=json
+                    method, path, **encode_body(json)
                 )
             except httpx.TransportError as exc:
                 result = exc
@@ -231,7 +266,7 @@ class AsyncClient(_Base):
         while True:
             try:
                 result: httpx.Response | httpx.TransportError = await self._http.request(
-                    method, path, json=json
+                    method, path, **encode_body(json)
                 )
             except httpx.TransportError as exc:
                 result = exc

@@ -330,14 +330,17 @@ class GrpcClient:
 
 def _require_string(value: Any, param: str) -> None:
     """Refuse what the REST door refuses with 422: a proto string field would take None as
-    "" (a message with null content scored as empty) and fail on any other type."""
+    "" (a message with null content scored as empty) and fail on any other type, and a
+    lone surrogate cannot be UTF-8, which proto strings are."""
     if not isinstance(value, str):
-        raise InvalidRequestError(
-            f"Input should be a valid string, not {type(value).__name__}",
-            status=422,
-            param=param,
-            grpc_code="INVALID_ARGUMENT",
-        )
+        message = f"Input should be a valid string, not {type(value).__name__}"
+    else:
+        try:
+            value.encode("utf-8")
+            return
+        except UnicodeEncodeError:
+            message = "not valid Unicode text (lone surrogate)"
+    raise InvalidRequestError(message, status=422, param=param, grpc_code="INVALID_ARGUMENT")
 
 
 def _message(message: Any, param: str) -> pb.ChatMessage:

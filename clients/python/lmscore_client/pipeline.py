@@ -3,10 +3,11 @@ hand batches back strictly in input order (used by ``score-file`` and ``calibrat
 
 A row the server refuses (4xx, or a 5xx that is not an outage) is marked with its error
 and handed back like any other; a batch refused as a whole is retried without the row
-the error names (``texts[i]``), or row by row when it names none. Outages (429/503/no
-connection after the client's retries) and request-wide refusals (unknown model, bad
-API key, unknown reference) stop the run: ``Fatal`` is raised after every batch before
-the failing one has been handed back.
+the error names (``texts[i]``), or in halves when it names none (down to single rows).
+Outages (429/503/no connection after the client's retries, no answer within the client's
+timeout) and request-wide refusals (unknown model, bad API key, unknown reference) stop
+the run: ``Fatal`` is raised after every batch before the failing one has been handed
+back.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -93,12 +95,25 @@ class RunInfo:
     revisions: set[str] = field(default_factory=set)
 
 
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity, which JSON has not: such a row could be
+    written back only as invalid JSON, so it is refused as the input's error."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if not math.isfinite(value):  # 1e400: it would come back as Infinity
+        raise ValueError(f"the number {number} is beyond a double's range")
+    return value
+
+
 def classify(line_no: int, raw: bytes, text_field: str, chat_field: str | None) -> Item:
     """Parse one JSONL line into an ``Item`` (rows that cannot be sent are rejects)."""
     if not raw.strip():
         return Item(line_no, "blank")
     try:
-        row = json.loads(raw)
+        row = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as exc:
         error = {"status": 0, "type": "invalid_json", "message": str(exc), "param": None}
         return Item(line_no, "reject", row=raw.decode("utf-8", "replace").rstrip("\n"), error=error)
@@ -192,8 +207,12 @@ async def score_items(
             if match and int(match.group(1)) < len(pending):
                 pending.pop(int(match.group(1))).error = error.to_dict()
                 continue
-            for item in pending:  # which row is unknown: one by one
-                await score_items(sender, [item], chat, opts, info)
+            # Which row is unknown (or the request is too large as a whole): halves, so
+            # a too-large request is split only as far as it must be, and one bad row
+            # among n costs about log2(n) requests.
+            half = len(pending) // 2
+            for part in (pending[:half], pending[half:]):
+                await score_items(sender, part, chat, opts, info)
             return
         info.model = info.model or response.model
         info.revision = info.revision or response.model_revision
@@ -219,9 +238,10 @@ async def compare_items(sender: Sender, items: list[Item], opts: Options, info: 
     except LMScoreError as error:
         if not _row_error(error):
             raise Fatal(error) from error
-        if len(done) > 1:  # which row is unknown: one by one
-            for item in done:
-                await compare_items(sender, [item], opts, info)
+        if len(done) > 1:  # which row is unknown: in halves
+            half = len(done) // 2
+            for part in (done[:half], done[half:]):
+                await compare_items(sender, part, opts, info)
         return
     for item, result in zip(done, response.results, strict=True):
         item.comparison = result

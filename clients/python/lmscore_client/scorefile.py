@@ -27,14 +27,29 @@ from typing import Any, BinaryIO
 from lmscore_client import pipeline
 from lmscore_client.build import Distribution, ScoreOptions
 from lmscore_client.compare import CompareResult
+from lmscore_client.errors import (
+    ConnectionFailedError,
+    LMScoreError,
+    OverloadedError,
+    RequestTimeoutError,
+    UnauthorizedError,
+    UnavailableError,
+)
 from lmscore_client.summary import ENTROPY_METRICS, EXTRA_FIELDS, Stats, plot, report
 
 SCORE_FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
 ERROR_FIELD = "score_error"  # why a row has no scores (null scores alongside)
+# Errors a later attempt may not meet (the client's timeout: one may raise it).
+OUTAGES = (ConnectionFailedError, OverloadedError, UnavailableError, RequestTimeoutError)
 
 
 def _dump(obj: Any) -> bytes:
-    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    """One JSONL line: UTF-8, or ASCII escapes for a row holding a lone surrogate (read
+    from a ``\\udc80`` escape), which UTF-8 cannot carry; the escape is written back."""
+    try:
+        return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(obj) + "\n").encode("ascii")
 
 
 def _line_after_rows(path: Path, rows: int) -> int:
@@ -49,6 +64,12 @@ def _line_after_rows(path: Path, rows: int) -> int:
     return line_no
 
 
+def _line_rows(path: Path, lines: int) -> int:
+    """How many rows (non-blank lines) the first ``lines`` lines of ``path`` hold."""
+    with path.open("rb") as f:
+        return sum(bool(line.strip()) for _, line in zip(range(lines), f, strict=False))
+
+
 def _complete_lines(path: Path) -> int:
     """Count the newline-terminated lines of ``path`` and cut off a partial last line."""
     if not path.exists():
@@ -61,6 +82,10 @@ def _complete_lines(path: Path) -> int:
                 good += len(line)
     os.truncate(path, good)
     return count
+
+
+class CannotResume(Exception):
+    """``--resume`` was asked, but OUT or its progress file does not belong to this run."""
 
 
 class Progress:
@@ -87,11 +112,14 @@ def prepare(
     if args.resume and progress_path.exists():
         state = json.loads(progress_path.read_text())
         if state.get("input") != base["input"]:
-            warn(f"warning: {progress_path} was written for {state.get('input')}")
+            raise CannotResume(
+                f"lmscore-client: {progress_path} was written for {state.get('input')}, "
+                f"not {base['input']}; cannot resume (run without --resume to start over)"
+            )
         for path, key in ((out, "out_bytes"), (rejects, "rejects_bytes")):
             size = path.stat().st_size if path.exists() else 0
             if size < state.get(key, 0):
-                raise SystemExit(
+                raise CannotResume(
                     f"lmscore-client: {path} is shorter than {progress_path} records; "
                     "cannot resume safely (run without --resume to start over)"
                 )
@@ -102,6 +130,11 @@ def prepare(
     if args.resume and out.exists():
         rows = _complete_lines(out)
         done = _line_after_rows(Path(args.input), rows)
+        if rows > _line_rows(Path(args.input), done):
+            raise CannotResume(
+                f"lmscore-client: {out} has {rows} rows, more than {args.input} has; it was "
+                "not written from this input (run without --resume to start over)"
+            )
         _complete_lines(rejects)  # only to cut a half-written last line
         warn(
             f"warning: no {progress_path}; assuming OUT's {rows} rows are the first input "
@@ -174,6 +207,8 @@ class Writer:
         row = dict(item.row) if isinstance(item.row, dict) else {"row": item.row}
         for name in (*SCORE_FIELDS, *self.extra_fields):
             row[name] = getattr(result, name) if result is not None else None
+        if self.args.overflow == "truncate":
+            row["truncated"] = result.truncated if result is not None else None
         if self.args.reference:
             row["percentile"] = result.percentile if result is not None else None
             row["is_outlier"] = result.is_outlier if result is not None else None
@@ -232,6 +267,15 @@ class Writer:
             self.rejects.close()
 
 
+def next_step(error: LMScoreError | None) -> str:
+    """What to do after a run stopped on ``error`` (None: interrupted)."""
+    if error is None or isinstance(error, OUTAGES):
+        return "rerun with --resume to continue"
+    if isinstance(error, UnauthorizedError):
+        return "pass the key with --api-key or $LMSCORE_API_KEY, then rerun with --resume"
+    return "fix the cause, then rerun with --resume to continue"
+
+
 def warn(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -260,17 +304,33 @@ def score_file(args: argparse.Namespace) -> int:
     if Path(args.input).resolve() in (out.resolve(), rejects.resolve()):
         warn("lmscore-client: the output must not be the input file")
         return 2
-    progress = prepare(args, out, rejects, warn)
+    if rejects.resolve() == out.resolve():
+        warn("lmscore-client: the rejects file must not be the output file")
+        return 2
+    for path in (out, rejects):
+        if not path.resolve().parent.is_dir():
+            warn(f"lmscore-client: no directory {path.parent} to write {path.name} in")
+            return 2
+    try:
+        progress = prepare(args, out, rejects, warn)
+    except CannotResume as refused:
+        warn(str(refused))
+        return 2
     skip = int(progress.state["lines_done"])
     if skip:
         warn(f"resuming after input line {skip}")
     score = ScoreOptions(
-        model=args.model, reference=args.reference, distribution=requested_distribution(args)
+        model=args.model,
+        reference=args.reference,
+        distribution=requested_distribution(args),
+        overflow=args.overflow,
+        stride=args.stride,
     )
     opts = pipeline.Options(score=score, compare_model=args.compare_model)
     info = pipeline.RunInfo()
     bar = _bar()
     status = 0
+    fatal_error: LMScoreError | None = None
     with Path(args.input).open("rb") as lines, out.open("ab") as out_file:
         writer = Writer(args, out_file, rejects, progress, bar)
         batches = pipeline.read_batches(
@@ -292,6 +352,7 @@ def score_file(args: argparse.Namespace) -> int:
             progress.save(complete=True)
         except pipeline.Fatal as fatal:
             status = 1
+            fatal_error = fatal.error
             message = f"lmscore-client: stopped: {fatal.error}"
         except KeyboardInterrupt:
             status = 130
@@ -301,12 +362,14 @@ def score_file(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
     elapsed = time.monotonic() - writer.started
-    warn(report(writer.stats, args.metric, elapsed))
+    stats = writer.stats
+    warn(report(stats, args.metric, elapsed))
     if status:
         done = progress.state["lines_done"]
-        warn(
-            f"{message}\n  {out} is valid up to input line {done}; rerun with --resume to continue"
-        )
+        warn(f"{message}\n  {out} is valid up to input line {done}; {next_step(fatal_error)}")
+    elif stats.rows and stats.rejected + stats.errors == stats.rows:
+        warn(f"lmscore-client: no row could be scored; the reasons are in {rejects}")
+        status = 1
     if args.plot:
         warn(plot(writer.stats.values, args.metric, args.plot))
     return status
