@@ -25,6 +25,10 @@ class ChatPromptOptions:
     continue_final_message: bool = False  # leave the last message open, no end of turn
     add_special_tokens: bool = False  # the template writes its own BOS where it wants one
     template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # The request's fields that its door does not declare (OpenAI clients send many): one
+    # that is an argument of the rendering (vLLM takes a request's chat_template) is
+    # refused, since it would not be applied.
+    request_fields: frozenset[str] = frozenset()
 
 
 def chat_prompt_sequence(
@@ -34,7 +38,7 @@ def chat_prompt_sequence(
     the model has no template or its template refuses the messages)."""
     if not getattr(tokenizer, "chat_template", None):
         raise InvalidRequest("the model has no chat template", param="messages")
-    _check_template_variables(tokenizer, options.template_kwargs)
+    _refuse_rendering_arguments(tokenizer, options)
     try:
         text = tokenizer.apply_chat_template(
             messages,
@@ -58,14 +62,20 @@ def chat_prompt_sequence(
     return seq
 
 
-def _check_template_variables(tokenizer: Any, variables: Mapping[str, Any]) -> None:
-    """Refuses a variable that would steer the rendering call itself (``chat_template``,
-    ``tokenize``, ``tools``...) rather than reach the template."""
+def _refuse_rendering_arguments(tokenizer: Any, options: ChatPromptOptions) -> None:
+    """Refuses what would steer the rendering call itself (``chat_template``, ``tokenize``,
+    ``documents``...): as a template variable, or as a field of the request."""
     parameters = inspect.signature(tokenizer.apply_chat_template).parameters
     steering = {"chat_template", *parameters} - {"self", "kwargs"}
-    for name in variables:
+    for name in options.template_kwargs:
         if name in steering:
             raise InvalidRequest(
                 f"{name!r} is an argument of the rendering, not a template variable",
                 param="chat_template_kwargs",
             )
+    if clashes := sorted(options.request_fields & steering):
+        raise InvalidRequest(
+            f"{clashes[0]!r} is not applied here: conversations are rendered by the model's "
+            "own chat template, as its files define it",
+            param=clashes[0],
+        )

@@ -32,7 +32,7 @@ from service.api.openai_chat_schemas import (
     TokenLogprob,
     TopLogprob,
 )
-from service.api.openai_compat import STREAM_DOCUMENTED, greedy_options, respond, stop_strings
+from service.api.openai_compat import STREAM_DOCUMENTED, generation_end, greedy_options, respond
 from service.api.openai_logprobs import prompt_logprobs
 from service.api.openai_schemas import CompletionUsage, StreamOptions
 from service.chat_prompt import ChatPromptOptions
@@ -74,6 +74,7 @@ async def chat_completions(
         continue_final_message=body.continue_final_message,
         add_special_tokens=body.add_special_tokens,
         template_kwargs=body.chat_template_kwargs or {},
+        request_fields=frozenset(body.model_extra or {}),
     )
     work = engine.score_chat_prompt(body.model, messages, options, template)
     stream = (body.stream_options or StreamOptions()) if body.stream else None
@@ -147,18 +148,13 @@ def _generated(
     body: ChatCompletionRequest, model: ServedModel, seq: ScoredSequence, scores: SequenceScores
 ) -> _Generated:
     """The greedy token after the prompt. A special token (end of turn) adds no text, as
-    in vLLM and OpenAI; EOS or a stop string in the text ends with "stop"."""
+    in vLLM and OpenAI; when it ends with "stop" is ``generation_end``'s to say."""
     ids, values = scores.next_top_ids, scores.next_top_logprobs
     assert ids is not None and values is not None
     token = int(ids[0])
     tokenizer = model.backend.tokenizer
-    content = "" if token in model.special_ids else next_piece(tokenizer, seq.token_ids, token)
-    finish_reason: Literal["length", "stop"] = (
-        "stop" if token == tokenizer.eos_token_id else "length"
-    )
-    cuts = [cut for stop in stop_strings(body.stop) if (cut := content.find(stop)) >= 0]
-    if cuts:
-        content, finish_reason = content[: min(cuts)], "stop"
+    piece = "" if token in model.special_ids else next_piece(tokenizer, seq.token_ids, token)
+    content, finish_reason = generation_end(body, model, token, piece)
     logprob = None
     if body.logprobs:
         k = body.top_logprobs or 0

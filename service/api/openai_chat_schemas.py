@@ -11,7 +11,10 @@ from pydantic_core import PydanticCustomError
 
 from service.api.openai_schemas import (
     CompletionUsage,
+    IgnoreEos,
+    IncludeStopString,
     PromptLogprobs,
+    StopTokenIds,
     StreamOptions,
     TokenIdsIfAsked,
     check_stop,
@@ -73,6 +76,9 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     tools: list[Any] | None = None
     # vLLM's extensions, in its shapes.
+    stop_token_ids: StopTokenIds = None
+    include_stop_str_in_output: IncludeStopString = False
+    ignore_eos: IgnoreEos = False
     echo: bool = Field(
         False,
         description="vLLM's: the message's content starts with the last message's content "

@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
@@ -43,6 +43,7 @@ from service.served import PromptOutcome, ServedModel
 from service.token_text import next_piece
 
 R = TypeVar("R", bound=BaseModel)
+FinishReason = Literal["length", "stop"]
 
 # With ``stream: true`` the 200 answer is server-sent events. Before OpenAPI 3.2 a stream's
 # ``schema`` describes one event: its ``data`` is a chunk (a CompletionResponse without
@@ -234,38 +235,29 @@ def _choice(
     builder = LegacyLogprobsBuilder(name, body.logprobs or 0)
     if body.echo:
         _echo(builder, body, model, seq, scores)
-    finish_reason = "length"
+    finish_reason: FinishReason = "length"
     generated: list[int] = []
-    generated_from = len(builder.text)
+    text = builder.text
     if _generates(body):
         assert scores.next_top_ids is not None and scores.next_top_logprobs is not None
         token = int(scores.next_top_ids[0])
         generated.append(token)
-        tokenizer = model.backend.tokenizer
         # A generated special token (end of turn, end of text) adds no text, as in vLLM and
-        # OpenAI, where special tokens are skipped in the output.
+        # OpenAI, where special tokens are skipped in the output; its logprobs entry shows
+        # its own text, as vLLM's does.
         special = token in model.special_ids
-        piece = "" if special else next_piece(tokenizer, seq.token_ids, token)
+        piece = "" if special else next_piece(model.backend.tokenizer, seq.token_ids, token)
         builder.add(
             token,
-            token_id_name(token) if body.return_tokens_as_token_ids else piece,
+            name(token) if special or body.return_tokens_as_token_ids else piece,
             float(scores.next_top_logprobs[0]),
             scores.next_top_ids,
             scores.next_top_logprobs,
             text=piece,
         )
-        if token == tokenizer.eos_token_id:
-            finish_reason = "stop"
-    text = builder.text
-    if generated:
-        # A stop string in the generated text ends it at its earliest occurrence (OpenAI:
-        # finish_reason "stop"). Only the generated text is searched, never the echoed
-        # prompt, and the order of the stops does not matter.
-        cuts = [
-            cut for stop in stop_strings(body.stop) if (cut := text.find(stop, generated_from)) >= 0
-        ]
-        if cuts:
-            text, finish_reason = text[: min(cuts)], "stop"
+        # Only the generated text is searched for stop strings, never the echoed prompt.
+        kept, finish_reason = generation_end(body, model, token, piece)
+        text += kept
     prompt_k = body.prompt_logprobs
     return CompletionChoice(
         index=index,
@@ -300,6 +292,33 @@ def _echo(
             shown = model.token_text(token)
         logprob = float(scores.logprobs[p]) if p > 0 else None
         builder.add(token, shown, logprob, scores.top_ids[p], scores.top_logprobs[p], text=piece)
+
+
+class StopRequest(Protocol):
+    """The fields of a request that say when generation stops (OpenAI's and vLLM's)."""
+
+    stop: str | list[str] | None
+    stop_token_ids: list[int] | None
+    include_stop_str_in_output: bool
+    ignore_eos: bool
+
+
+def generation_end(
+    body: StopRequest, model: ServedModel, token: int, piece: str
+) -> tuple[str, FinishReason]:
+    """The generated text kept of ``piece`` (the text ``token`` adds) and why generation
+    ended, as vLLM decides: EOS (unless ``ignore_eos``) or a token of ``stop_token_ids``
+    ends it with "stop" and keeps its text; else a stop string in the text ends it at its
+    earliest occurrence (the order of the stops does not matter), the stop string itself
+    kept only with ``include_stop_str_in_output``."""
+    eos = token == model.backend.tokenizer.eos_token_id and not body.ignore_eos
+    if eos or token in (body.stop_token_ids or ()):
+        return piece, "stop"
+    found = [(cut, stop) for stop in stop_strings(body.stop) if (cut := piece.find(stop)) >= 0]
+    if not found:
+        return piece, "length"
+    cut, stop = min(found, key=lambda hit: (hit[0], -len(hit[1])))
+    return piece[: cut + len(stop) if body.include_stop_str_in_output else cut], "stop"
 
 
 def stop_strings(stop: str | list[str] | None) -> list[str]:

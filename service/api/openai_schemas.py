@@ -74,6 +74,23 @@ def check_stop(value: Any) -> Any:
     return value
 
 
+# vLLM's stop extensions, shared by completions and chat completions.
+StopTokenIds = Annotated[
+    list[Annotated[int, Field(ge=0)]] | None,
+    Field(
+        description="vLLM's: a generated token among these ends generation with "
+        'finish_reason "stop"; its text is kept unless it is a special token.'
+    ),
+]
+IncludeStopString = Annotated[
+    bool, Field(description="vLLM's: keep the stop string that ended the text in it.")
+]
+IgnoreEos = Annotated[
+    bool,
+    Field(description='vLLM\'s: the end-of-sequence token does not end with "stop".'),
+]
+
+
 class StreamOptions(BaseModel):
     """``stream_options``: with ``include_usage``, a last chunk carries the usage."""
 
@@ -110,6 +127,9 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     user: str | None = None
     # vLLM's extensions, in its shapes.
+    stop_token_ids: StopTokenIds = None
+    include_stop_str_in_output: IncludeStopString = False
+    ignore_eos: IgnoreEos = False
     prompt_logprobs: int | None = Field(
         None,
         ge=0,

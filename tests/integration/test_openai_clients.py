@@ -112,7 +112,8 @@ def test_greedy_tokens_inside_a_character_are_keyed_by_their_piece(http: httpx.C
 def test_a_generated_end_of_turn_adds_no_text(http: httpx.Client) -> None:
     """A generated special token (here the chat template's end of turn, which is also EOS)
     is skipped in the text, as vLLM and OpenAI do, and ends with finish_reason "stop"; its
-    logprob is still reported."""
+    logprob is still reported, under its own text as vLLM shows it (a key "" would merge
+    special tokens). With vLLM's ignore_eos it does not end with "stop"."""
     prompt = (
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nHello! How can I help you today?"
     )
@@ -120,10 +121,12 @@ def test_a_generated_end_of_turn_adds_no_text(http: httpx.Client) -> None:
     choice = http.post("/v1/completions", json=body).json()["choices"][0]
     assert choice["finish_reason"] == "stop"
     assert choice["text"] == prompt
-    assert choice["logprobs"]["tokens"][-1] == ""
-    assert choice["logprobs"]["token_logprobs"][-1] == max(
-        choice["logprobs"]["top_logprobs"][-1].values()
-    )
+    lp = choice["logprobs"]
+    assert lp["tokens"][-1] == "<|im_end|>"
+    assert lp["top_logprobs"][-1] == {"<|im_end|>": lp["token_logprobs"][-1]}
+    ignored = http.post("/v1/completions", json={**body, "ignore_eos": True}).json()
+    assert ignored["choices"][0]["finish_reason"] == "length"
+    assert ignored["choices"][0]["text"] == prompt
 
 
 def test_openai_client_streams_the_same_choices(server: RunningServer) -> None:

@@ -119,6 +119,15 @@ async def test_the_generated_token_is_the_greedy_one_with_its_logprobs(
     assert body["usage"]["prompt_tokens"] == len(ids)
 
 
+async def test_stop_token_ids_end_the_message_with_stop(client: httpx.AsyncClient) -> None:
+    asked = MESSAGES[:2]
+    plain = await chat(client, messages=asked, max_tokens=1, return_token_ids=True)
+    (token,) = plain["choices"][0]["token_ids"]
+    stopped = await chat(client, messages=asked, max_tokens=1, stop_token_ids=[token])
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert stopped["choices"][0]["message"] == plain["choices"][0]["message"]
+
+
 async def test_continue_final_message_leaves_it_open_and_echo_prepends_it(
     client: httpx.AsyncClient, tokenizer: Any
 ) -> None:
@@ -197,6 +206,10 @@ async def test_stream_sends_one_chunk_with_the_message_then_usage_then_done(
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"chat_template_kwargs": {"chat_template": "{{ 'x' }}"}}, "chat_template_kwargs"),
         ({"chat_template_kwargs": {"tokenize": True}}, "chat_template_kwargs"),
+        ({"chat_template": "{{ 'x' }}"}, "chat_template"),  # vLLM would apply it
+        ({"tokenize": False}, "tokenize"),
+        ({"documents": [{"title": "t", "text": "x"}]}, "documents"),
+        ({"stop_token_ids": [-1]}, None),
         ({"continue_final_message": True}, "continue_final_message"),
         ({"logit_bias": {"5": 100}}, "logit_bias"),
         ({"stop": [""]}, "stop"),

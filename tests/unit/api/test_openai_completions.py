@@ -466,6 +466,28 @@ async def test_stop_string_in_the_generated_token_ends_the_text(
     assert other["choices"][0]["text"] == generated
 
 
+async def test_vllm_stop_extensions(client: httpx.AsyncClient) -> None:
+    """stop_token_ids ends with "stop" and keeps the token's text; include_stop_str_in_output
+    keeps the stop string; a stop token that is not generated changes nothing."""
+    prompt = "The quick brown fox"
+    plain = await complete(client, prompt=prompt, max_tokens=1, return_token_ids=True)
+    (token,) = plain["choices"][0]["token_ids"]
+    generated, plain_reason = plain["choices"][0]["text"], plain["choices"][0]["finish_reason"]
+    stopped = await complete(client, prompt=prompt, max_tokens=1, stop_token_ids=[token])
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert stopped["choices"][0]["text"] == generated
+    other = await complete(client, prompt=prompt, max_tokens=1, stop_token_ids=[token + 1])
+    assert other["choices"][0]["finish_reason"] == plain_reason
+    if not generated.strip():
+        pytest.skip("the tiny model generated only whitespace")
+    stop = generated.strip()[:1]
+    kept = await complete(
+        client, prompt=prompt, max_tokens=1, stop=stop, include_stop_str_in_output=True
+    )
+    assert kept["choices"][0]["finish_reason"] == "stop"
+    assert kept["choices"][0]["text"] == generated[: generated.index(stop) + len(stop)]
+
+
 async def test_stops_with_echo_cut_only_generated_text_whatever_their_order(
     client: httpx.AsyncClient,
 ) -> None:
