@@ -17,6 +17,7 @@ from service.errors import (
     InvalidRequest,
     LMScoreError,
     NotFound,
+    Unauthorized,
     from_validation_errors,
     http_status,
 )
@@ -43,6 +44,13 @@ _RETRY_AFTER = {
         "required": True,
     }
 }
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "The scheme the key goes in: Bearer.",
+        "schema": {"type": "string", "const": "Bearer"},
+        "required": True,
+    }
+}
 
 # The error statuses each kind of route answers with (500 only if the server is at fault).
 # 422 is declared wherever there is a parameter (the authorization header included), as
@@ -61,6 +69,8 @@ def error_responses(statuses: tuple[int, ...]) -> dict[int | str, dict[str, Any]
         declared[status] = {"model": ErrorResponse, "description": _MEANING[status]}
         if status == 429:
             declared[status]["headers"] = _RETRY_AFTER
+        if status == 401:
+            declared[status]["headers"] = _WWW_AUTHENTICATE
     return declared
 
 
@@ -69,6 +79,8 @@ def error_response(error: LMScoreError) -> JSONResponse:
     headers = {}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if isinstance(error, Unauthorized):  # RFC 9110: a 401 names the scheme it wants
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(error.to_dict(), status_code=http_status(error), headers=headers)
 
 

@@ -54,6 +54,7 @@ async def test_every_route_needs_the_exact_key(
                 answer = await client.request(method, path, json={}, headers=headers)
                 assert answer.status_code == 401, (method, path, headers)
                 assert answer.json()["error"]["type"] == "unauthorized"
+                assert answer.headers["www-authenticate"] == "Bearer"  # RFC 9110: a 401 has one
             right = await client.request(
                 method, path, json={}, headers={"authorization": f"Bearer {KEY}"}
             )
