@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -22,10 +22,12 @@ from pydantic import (
 MAX_TOP_K = 20
 
 
-def _encodable(value: str) -> str:
+def _encodable(value: Any) -> Any:
     # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them (422, not 500).
+    # Run before the string checks, which would refuse them in vaguer words.
     try:
-        value.encode("utf-8")
+        if isinstance(value, str):
+            value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError("not valid Unicode text (lone surrogate)") from exc
     return value
@@ -33,8 +35,10 @@ def _encodable(value: str) -> str:
 
 Overflow = Literal["error", "truncate", "sliding_window"]
 # Text that reaches a tokenizer: a string of Unicode scalar values.
-Text = Annotated[StrictStr, AfterValidator(_encodable)]
-NonEmptyText = Annotated[Text, Field(min_length=1)]
+Text = Annotated[StrictStr, BeforeValidator(_encodable)]
+# The length is the string's own constraint, so an empty text reads "String should have
+# at least 1 character", not a generic "Value ... item".
+NonEmptyText = Annotated[StrictStr, Field(min_length=1), BeforeValidator(_encodable)]
 
 
 def _is_none(value: object) -> bool:

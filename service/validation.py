@@ -12,12 +12,11 @@ from service.settings import Settings
 KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
-def check_count(count: int, limit: int, param: str) -> None:
-    """TooLarge when a request carries more than ``limit`` of something."""
+def check_count(count: int, limit: int, param: str, per: str = "request") -> None:
+    """TooLarge when a request (or a part of it, ``per``) carries more than ``limit`` of
+    something."""
     if count > limit:
-        raise TooLarge(
-            f"{param}: {count} items exceed the limit of {limit} per request", param=param
-        )
+        raise TooLarge(f"{param}: {count} items exceed the limit of {limit} per {per}", param=param)
 
 
 def check_length(text: str | Sequence[int], limit: int, param: str) -> None:
@@ -36,7 +35,7 @@ def check_texts(texts: Sequence[str | Sequence[int]], settings: Settings, name: 
 def check_conversation(contents: Sequence[str], settings: Settings, name: str) -> None:
     """Messages per conversation, then characters per message content
     (``name[j].content``)."""
-    check_count(len(contents), settings.max_messages_per_conversation, name)
+    check_count(len(contents), settings.max_messages_per_conversation, name, "conversation")
     for j, content in enumerate(contents):
         check_length(content, settings.max_chars_per_text, f"{name}[{j}].content")
 

@@ -114,3 +114,16 @@ async def test_a_chunked_body_over_the_limit_is_refused_while_streaming(
         assert len(sent) < 64 * 1024 // 512  # stopped reading early, not after the whole body
         small = await client.post("/v1/score/text", content=chunks(40))
         assert small.status_code == 200, small.text
+
+
+@ASYNC
+async def test_refusals_name_what_the_limit_counts(limited: Engine) -> None:
+    """A conversation's message limit says so (it is not per request), and an empty text
+    is called a string too short, not an empty list."""
+    async with asgi_client(limited) as client:
+        body = {"conversations": [[*CHAT, CHAT[0]]]}
+        answer = (await client.post("/v1/score/chat", json=body)).json()["error"]
+        assert answer["message"].endswith("exceed the limit of 2 per conversation")
+        answer = (await client.post("/v1/score/text", json={"texts": ["a", ""]})).json()["error"]
+        assert answer["param"] == "texts[1]"
+        assert answer["message"] == "texts[1]: String should have at least 1 character"
