@@ -92,14 +92,14 @@ def test_rejects_are_written_with_their_errors(
     by_line = {r["line"]: r for r in rejects}
     assert sorted(by_line) == [4, 6, 10, 12, 14, 18, 22, 24]  # 1-based; blank line skipped
     assert by_line[4]["error"]["status"] == 422 and by_line[4]["row"] == {"id": 3, "text": ""}
-    assert by_line[4]["error"]["param"].startswith("texts[")
+    assert by_line[4]["error"]["param"] == "text"  # the row's field, not its request place
     assert by_line[6]["error"]["type"] == "missing_field"
     assert by_line[10]["error"]["type"] == "invalid_json" and by_line[10]["row"] == "{not json"
     assert by_line[12]["error"]["type"] == "invalid_row"
     assert by_line[14]["error"]["status"] == 422
     assert by_line[18]["error"]["status"] == 500
     assert by_line[22]["error"]["type"] == "invalid_row"
-    assert by_line[24]["error"]["param"] == "conversations[0]"
+    assert by_line[24]["error"]["param"] == "messages"
     err = capsys.readouterr().err
     assert "rows 39, kept 31, dropped 0, rejected 7, errors 1" in err
 
@@ -307,7 +307,7 @@ def test_surrogates_and_numbers_json_lacks_cost_only_their_rows(
     got = [_strict_json(line) for line in written]
     assert len(got) == 12
     assert got[2]["score_error"]["status"] == 422
-    assert got[2]["score_error"]["param"].startswith("texts[")
+    assert got[2]["score_error"]["param"] == "text"
     assert got[4]["note"] == "odd \ud83d end" and got[4]["ppl"] is not None
     assert "\\ud83d" in written[4]
     for i in (6, 8, 10):
@@ -335,7 +335,7 @@ def test_overflow_reaches_the_server(tmp_path: Path) -> None:
         assert _score(server.url, inp, tmp_path / "a.jsonl") == 0
         assert _score(server.url, inp, tmp_path / "b.jsonl", "--overflow", "truncate") == 0
     refused, truncated = read_jsonl(tmp_path / "a.jsonl"), read_jsonl(tmp_path / "b.jsonl")
-    assert refused[1]["score_error"]["param"] == "texts[1]" and "truncated" not in refused[0]
+    assert refused[1]["score_error"]["param"] == "text" and "truncated" not in refused[0]
     assert [r["truncated"] for r in truncated] == [False, True]
     assert truncated[1]["ppl"] == fake_result(rows[1]["text"])["ppl"]
 

@@ -148,6 +148,22 @@ def classify_row(line_no: int, row: Any, text_field: str, chat_field: str | None
     return _rejected(line_no, row, "missing_field", f"the row has no field {wanted}", text_field)
 
 
+_REQUEST_PARAM = re.compile(r"^(?:texts|conversations)\[\d+\](.*)$")
+
+
+def row_param(param: Any, item: Item, text_field: str, chat_field: str | None) -> str | None:
+    """An error's field as the row's own: ``texts[7]`` (the row's place in the request it
+    was sent in, meaningless in the input) becomes ``text``, ``conversations[3][1].role``
+    ``messages[1].role``."""
+    if param is None:
+        return None
+    match = _REQUEST_PARAM.match(str(param))
+    if match is None:
+        return str(param)
+    field = chat_field if item.kind == "chat" and chat_field else text_field
+    return field + match.group(1)
+
+
 def read_batches(
     lines: Iterator[bytes],
     *,

@@ -194,7 +194,9 @@ class Writer:
         assert item.error is not None
         if self.rejects is None:
             self.rejects = self.rejects_path.open("ab")
-        self.rejects.write(_dump({"line": item.line_no, "error": item.error, "row": item.row}))
+        self.rejects.write(
+            _dump({"line": item.line_no, "error": self._error(item), "row": item.row})
+        )
         if item.error.get("status", 0) >= 500:
             self.stats.errors += 1
         else:
@@ -215,8 +217,16 @@ class Writer:
         if self.args.compare_model:
             row.update(comparison_fields(item.comparison if result is not None else None))
         if result is None:
-            row[ERROR_FIELD] = item.error
+            row[ERROR_FIELD] = self._error(item)
         return row
+
+    def _error(self, item: pipeline.Item) -> dict[str, Any]:
+        """The row's error, its field named as in the row (not the request it went in)."""
+        assert item.error is not None
+        param = pipeline.row_param(
+            item.error.get("param"), item, self.args.field, self.args.chat_field or None
+        )
+        return {**item.error, "param": param}
 
     def _keep(self, ppl: float | None) -> bool:
         low, high = self.args.min_ppl, self.args.max_ppl

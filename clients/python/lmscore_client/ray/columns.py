@@ -8,7 +8,6 @@ by different workers read back as one table. Units as the API's: ``sum_logprob``
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from lmscore_client.build import ScoreOptions
-from lmscore_client.pipeline import Item, classify_row
+from lmscore_client.pipeline import Item, classify_row, row_param
 from lmscore_client.results import TextResult
 
 _BASE = {
@@ -45,7 +44,6 @@ MESSAGE_SCORES = pa.list_(
         ]
     )
 )
-_REQUEST_PARAM = re.compile(r"^(?:texts|conversations)\[\d+\](.*)$")
 ERROR = pa.struct(
     [
         ("status", pa.int64()),
@@ -111,18 +109,6 @@ def _messages(result: TextResult) -> list[dict[str, Any]] | None:
     return [dataclasses.asdict(message) for message in result.messages]
 
 
-def _row_param(param: Any, item: Item, rows: RowFormat) -> str | None:
-    """The error's field as the row's own: ``texts[7]`` (the row's place in the request
-    it was sent in) becomes ``text``, ``conversations[3][1].role`` ``messages[1].role``."""
-    if param is None:
-        return None
-    match = _REQUEST_PARAM.match(str(param))
-    if match is None:
-        return str(param)
-    field = rows.chat_field if item.kind == "chat" and rows.chat_field else rows.text_field
-    return field + match.group(1)
-
-
 def _error(item: Item, rows: RowFormat) -> dict[str, Any] | None:
     error = item.error
     if error is None:
@@ -131,7 +117,7 @@ def _error(item: Item, rows: RowFormat) -> dict[str, Any] | None:
         "status": int(error.get("status") or 0),
         "type": str(error.get("type") or ""),
         "message": str(error.get("message") or ""),
-        "param": _row_param(error.get("param"), item, rows),
+        "param": row_param(error.get("param"), item, rows.text_field, rows.chat_field),
     }
 
 
