@@ -118,7 +118,7 @@ class Settings(BaseSettings):
         16 * 1024 * 1024,
         ge=1024,
         description="Largest request body (REST) or message (gRPC) in bytes; more is 413 / "
-        "RESOURCE_EXHAUSTED.",
+        "INVALID_ARGUMENT (over twice this, gRPC itself answers RESOURCE_EXHAUSTED).",
     )
     reference: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

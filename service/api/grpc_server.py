@@ -269,10 +269,15 @@ def _finish_cancelled(record: RequestRecord, context: grpc.aio.ServicerContext) 
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: LMScoreError) -> None:
+    """End the call with the error's status code, and its contract type and field as
+    trailing metadata (``lmscore-error-type``, ``lmscore-param``: REST's ``type`` and
+    ``param``, machine-readable), ``retry-after`` when there is one."""
+    trailers = [("lmscore-error-type", error.type)]
+    if error.param:
+        trailers.append(("lmscore-param", error.param))
     if error.retry_after_s is not None:
-        context.set_trailing_metadata(
-            (("retry-after", str(max(1, math.ceil(error.retry_after_s)))),)
-        )
+        trailers.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
+    context.set_trailing_metadata(tuple(trailers))
     message = (
         f"{error.param}: {error.message}"
         if error.param and error.param not in error.message

@@ -169,8 +169,14 @@ def test_errors_carry_type_and_param(client: Client, grpc_client: GrpcClient) ->
     with pytest.raises(NotFoundError) as missing:
         client.score_text("x y", model="no-such-model")
     assert missing.value.status == 404 and missing.value.type == "not_found"
-    with pytest.raises(NotFoundError):
+    with pytest.raises(NotFoundError) as missing_grpc:
         grpc_client.score_text("x y", model="no-such-model")
+    assert missing_grpc.value.param == "model"  # from the trailers; the message has no prefix
+    with pytest.raises(TooLargeError) as too_many:
+        grpc_client.score_text(["a"] * 1025)  # INVALID_ARGUMENT, too_large as REST's 413
+    assert (too_many.value.status, too_many.value.type, too_many.value.param) == (
+        413, "too_large", "texts",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -153,21 +153,23 @@ def error_from_rpc(error: grpc.RpcError) -> LMScoreError:
     """An ``LMScoreError`` subclass for a failed call (``status`` as REST would answer)."""
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     details = (error.details() if isinstance(error, grpc.Call) else None) or str(code)
-    retry_after = None
+    trailers: dict[str, str] = {}
     if isinstance(error, grpc.Call):
-        for key, value in error.trailing_metadata() or ():
-            if key == "retry-after":
-                retry_after = parse_retry_after(str(value))
+        trailers = {key: str(value) for key, value in error.trailing_metadata() or ()}
+    retry_after = parse_retry_after(trailers.get("retry-after"))
     cls, status = GRPC_CODES.get(code.name, (InternalServerError, 500))
     if code.name == "RESOURCE_EXHAUSTED" and _OVER_MESSAGE_LIMIT in details:
         # gRPC's own message size limit (either side), not a full queue: sending the same
         # message again cannot succeed, so it is too large (413), never retried.
         cls, status = TooLargeError, 413
-    match = _PARAM.match(details)
+    if trailers.get("lmscore-error-type") == "too_large":  # INVALID_ARGUMENT, 413 on REST
+        cls, status = TooLargeError, 413
+    match = _PARAM.match(details)  # servers before the lmscore-param trailer
     return cls(
         details,
         status=status,
-        param=match.group(1) if match else None,
+        type=trailers.get("lmscore-error-type"),
+        param=trailers.get("lmscore-param") or (match.group(1) if match else None),
         retry_after_s=retry_after,
         grpc_code=code.name,
     )

@@ -212,6 +212,26 @@ async def test_errors(grpc_served: Served, case: str) -> None:
     await assert_answers(grpc_served)
 
 
+TRAILERS = [  # (request, REST's type, REST's param)
+    (Text(texts=["ok", ""]), "invalid_request", "texts[1]"),
+    (Text(model="nope", texts=["hi"]), "not_found", "model"),
+    (Text(texts=[LONG]), "invalid_request", "texts[0]"),
+    (Text(texts=["hi"], return_tokens=True, top_k=21), "invalid_request", "top_k"),
+]
+
+
+async def test_errors_carry_the_contract_type_and_field_as_trailers(grpc_served: Served) -> None:
+    """REST's type and param, machine-readable: the status message alone names the
+    field only as a prefix, and not at all when the message already mentions it."""
+    for request, type_, param in TRAILERS:
+        call = grpc_served.stub.ScoreText(request, timeout=T)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await call
+        trailers = dict(failed.value.trailing_metadata() or ())
+        assert trailers.get("lmscore-error-type") == type_, request
+        assert trailers.get("lmscore-param") == param, request
+
+
 # A field tag whose varint never ends; texts (field 2) holding bytes that are not UTF-8.
 UNDECODABLE = [b"\xff\xff\xff", b"\x12\x02\xc3\x28"]
 

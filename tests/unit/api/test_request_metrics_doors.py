@@ -191,6 +191,10 @@ class UncancelledCall(EndingCall):
         super().__init__()
         self.deadline = time.monotonic() + deadline_s
         self.aborted: tuple[grpc.StatusCode, str] | None = None
+        self.trailers: tuple[tuple[str, str], ...] = ()
+
+    def set_trailing_metadata(self, trailers: tuple[tuple[str, str], ...]) -> None:
+        self.trailers = trailers
 
     def time_remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -225,5 +229,6 @@ async def test_a_stream_waiting_on_a_silent_client_ends_at_its_deadline(
     assert time.monotonic() - started < 10  # at the deadline, not when the client goes
     assert len(answers) == 1
     assert call.aborted is not None and call.aborted[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert ("lmscore-error-type", "timeout") in call.trailers
     assert sample("lmscore_requests_total", **labels) == before[0] + 1
     assert rejected("timeout") == before[1] + 1
