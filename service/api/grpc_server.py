@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from pydantic import BaseModel
 
 from service.api import grpc_convert as convert
@@ -303,6 +303,26 @@ async def _refused(method: str, context: grpc.aio.ServicerContext, error: LMScor
     return await _observe(method, context, refuse())
 
 
+# grpcio-reflection serves only v1alpha; v1 is the same protocol (the same messages, field
+# for field) under a new package, and tools that speak only v1 stop at UNIMPLEMENTED.
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _enable_reflection(server: grpc.aio.Server) -> None:
+    """Server reflection under both names, v1alpha and v1, from one servicer."""
+    names = [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1]
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": info}),)
+    )
+
+
 class GrpcDoor:
     """The gRPC server: Scorer, health and reflection, on one port."""
 
@@ -321,9 +341,7 @@ class GrpcDoor:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        _enable_reflection(self.server)
 
     def bind(self, host: str, port: int) -> int:
         """Listen on ``host:port``; returns the port (chosen by the OS when 0)."""

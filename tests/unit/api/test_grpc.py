@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL
 
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
@@ -314,15 +314,22 @@ async def test_health(grpc_factory: Factory) -> None:
     await assert_code(unknown, Code.NOT_FOUND, None)
 
 
-async def test_reflection(grpc_served: Served) -> None:
-    stub = reflection_pb2_grpc.ServerReflectionStub(grpc_served.channel)
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+async def test_reflection(grpc_served: Served, version: str) -> None:
+    """Both reflection versions (grpcurl falls back to v1alpha; newer tools speak only v1,
+    whose messages are v1alpha's, field for field)."""
+    info = grpc_served.channel.stream_stream(
+        f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
     requests = [
         reflection_pb2.ServerReflectionRequest(list_services=""),
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="lmscore.v1.Scorer"),
     ]
-    listed, files = [r async for r in stub.ServerReflectionInfo(iter(requests), timeout=T)]
+    listed, files = [r async for r in info(iter(requests), timeout=T)]
     names = {s.name for s in listed.list_services_response.service}
-    assert {"lmscore.v1.Scorer", "grpc.health.v1.Health"} <= names
+    assert {"lmscore.v1.Scorer", "grpc.health.v1.Health", f"grpc.reflection.{version}.ServerReflection"} <= names  # fmt: skip
     (raw, *_) = files.file_descriptor_response.file_descriptor_proto
     descriptor = descriptor_pb2.FileDescriptorProto.FromString(raw)
     assert descriptor.package == "lmscore.v1" and "Scorer" in {s.name for s in descriptor.service}
