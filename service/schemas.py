@@ -45,8 +45,13 @@ def _is_none(value: object) -> bool:
     return value is None
 
 
+# Request fields take their JSON type only ("3" is no top_k, "yes" no bool): a wrong type
+# is a 422 naming the field, as the contract says, not a guess.
+STRICT_REQUEST = ConfigDict(extra="forbid", strict=True)
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     model: str | None = Field(
         None,
@@ -273,7 +278,7 @@ class ScoreResponse(BaseModel):
 class ContinuationRequest(BaseModel):
     """Candidate continuations of one context, each scored given the context."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     model: str | None = Field(
         None,
@@ -315,7 +320,7 @@ class ContinuationResponse(BaseModel):
 class CompareRequest(BaseModel):
     """Texts scored under two served models, side by side."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_REQUEST
 
     models: list[StrictStr] = Field(
         ...,

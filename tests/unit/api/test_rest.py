@@ -192,6 +192,31 @@ async def test_lone_surrogates_are_invalid(
     assert_error(response, 422, "invalid_request", param)
 
 
+@pytest.mark.parametrize(
+    ("url", "change", "param"),
+    [
+        (TEXT_URL, {"top_k": "3", "return_tokens": True}, "top_k"),
+        (TEXT_URL, {"return_tokens": "yes"}, "return_tokens"),
+        (TEXT_URL, {"prepend_bos": 1}, "prepend_bos"),
+        (TEXT_URL, {"top_k": True, "return_tokens": True}, "top_k"),
+        (TEXT_URL, {"overflow": "sliding_window", "stride": "64"}, "stride"),
+        (CHAT_URL, {"include_end_of_turn": "true"}, "include_end_of_turn"),
+        ("/v1/score/continuations", {"return_tokens": "no"}, "return_tokens"),
+    ],
+)
+async def test_a_value_of_the_wrong_json_type_is_refused_not_coerced(
+    client: httpx.AsyncClient, url: str, change: dict[str, Any], param: str
+) -> None:
+    """ "3" is not a top_k and "yes" not a boolean: a 422 naming the field, never a guess."""
+    bodies = {
+        TEXT_URL: {"texts": ["a b"]},
+        CHAT_URL: {"conversations": [CHAT]},
+        "/v1/score/continuations": {"context": "a", "continuations": ["b"]},
+    }
+    response = await client.post(url, json={**bodies[url], **change})
+    assert_error(response, 422, "invalid_request", param)
+
+
 async def test_openapi_declares_the_error_body(client: httpx.AsyncClient) -> None:
     """Every error status an operation declares has the contract's body (not FastAPI's
     {"detail": [...]}), and every scoring route declares all the errors it can answer."""
