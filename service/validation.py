@@ -41,7 +41,7 @@ def check_conversation(contents: Sequence[str], settings: Settings, name: str) -
 
 
 def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: Settings) -> None:
-    """Sizes, roles and a scored message in every conversation; the model needs a template."""
+    """Sizes and roles of every conversation; the model needs a template."""
     check_count(len(req.conversations), settings.max_texts_per_request, "conversations")
     if not getattr(tokenizer, "chat_template", None):
         raise InvalidRequest(f"model {model!r} has no chat template", param="model")
@@ -56,11 +56,6 @@ def validate_chat(req: ChatScoreRequest, tokenizer: Any, model: str, settings: S
                     f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",
                     param=f"conversations[{i}][{j}].role",
                 )
-        if not any(m.role in req.score_roles for m in conv):
-            raise InvalidRequest(
-                f"no message has a role in score_roles {req.score_roles}",
-                param=f"conversations[{i}]",
-            )
 
 
 def check_token_ids(

@@ -277,3 +277,26 @@ async def test_a_token_joining_template_space_to_content_is_scored(
         sum(s and _overlaps(o, a) for s, o in zip(scored, offsets, strict=True)) for a in answers
     ]
     assert [m.num_scored_tokens for m in result.messages[1::2]] == per_answer
+
+
+async def test_a_conversation_with_nothing_to_score_is_valid_like_a_one_token_text(
+    tiny_engine: Engine,
+) -> None:
+    """No message in score_roles (a user turn awaiting its answer, common in SFT data):
+    no scored token, so null scores, as the contract gives a text with no scored token;
+    it no longer refuses the whole request, and the other conversations are unchanged."""
+    asking = [{"role": "user", "content": "hello there"}]
+    alone = await score_chat(tiny_engine, CONVERSATION)
+    request = ChatScoreRequest(conversations=[asking, CONVERSATION], return_tokens=True)
+    response = (await tiny_engine.score_chat(request)).response
+    empty, other = response.results
+    assert (empty.num_scored_tokens, empty.sum_logprob) == (0, 0.0)
+    assert empty.mean_nll is None and empty.ppl is None
+    assert empty.bits_per_byte is None and empty.bits_per_char is None
+    assert empty.num_tokens > 0 and not any(t.scored for t in empty.tokens or [])
+    assert [m.scored for m in empty.messages] == [False]
+    assert other.num_scored_tokens == alone.num_scored_tokens
+    assert other.sum_logprob == pytest.approx(
+        alone.sum_logprob, rel=BATCH_INVARIANCE_REL, abs=BATCH_INVARIANCE_ABS
+    )
+    assert response.aggregate.num_scored_tokens == other.num_scored_tokens

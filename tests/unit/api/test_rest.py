@@ -128,7 +128,6 @@ BAD_CHAT_REQUESTS = [
     ),
     ({"conversations": [CHAT], "score_roles": ["wizard"]}, "score_roles[0]"),
     ({"conversations": [CHAT], "score_roles": []}, "score_roles"),
-    ({"conversations": [CHAT, [CHAT[0]]]}, "conversations[1]"),
     ({"conversations": [[{"role": "user", "content": LONG_TEXT}, CHAT[1]]]}, "conversations[0]"),
 ]
 
