@@ -383,3 +383,35 @@ def test_outputs_that_cannot_be_written_are_refused_before_scoring(
             main(["score-file", str(inp), "-o", str(out), *bad])
         assert exited.value.code == 2
     assert not out.exists()
+
+
+def test_standard_input_and_output_stand_for_dash(tmp_path: Path) -> None:
+    """`cat IN | score-file - -o -` streams: rows in order on stdout, the summary on
+    stderr, no file written (the refused rows are in the output); --resume is refused."""
+    rows = _rows(40)
+    rows[5] = {"id": 5, "text": ""}  # refused by the server
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    with FakeServer() as server:
+        common = ["--url", server.url, "--rows-per-request", "7", "--concurrency", "3"]
+        done = subprocess.run(
+            [CLI, "score-file", "-", "-o", "-", *common],
+            input=data, capture_output=True, cwd=tmp_path, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        got = [json.loads(line) for line in done.stdout.decode().splitlines()]
+        assert got[:5] == _expected(rows[:5]) and got[6:] == _expected(rows[6:])
+        assert got[5]["score_error"]["param"] == "text" and got[5]["ppl"] is None
+        assert "rows 40, kept 39" in done.stderr.decode()
+        assert list(tmp_path.iterdir()) == []
+        to_file = subprocess.run(
+            [CLI, "score-file", "-", "-o", "out.jsonl", "--rejects", "rej.jsonl", *common],
+            input=data, capture_output=True, cwd=tmp_path, timeout=60, check=False,
+        )  # fmt: skip
+        assert to_file.returncode == 0, to_file.stderr
+        assert read_jsonl(tmp_path / "out.jsonl") == got
+        assert [r["line"] for r in read_jsonl(tmp_path / "rej.jsonl")] == [6]
+        resumed = subprocess.run(
+            [CLI, "score-file", "-", "-o", "-", "--resume", *common],
+            input=data, capture_output=True, cwd=tmp_path, timeout=60, check=False,
+        )  # fmt: skip
+        assert resumed.returncode == 2 and b"cannot be resumed" in resumed.stderr

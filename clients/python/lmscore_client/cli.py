@@ -47,7 +47,9 @@ def _url(value: str) -> str:
 
 
 def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
-    p.add_argument("-o", "--output", required=True, help="output file")
+    p.add_argument(
+        "-o", "--output", required=True, help="output file (score-file: '-' for standard output)"
+    )
     p.add_argument(
         "--url",
         type=_url,
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "added. A row that cannot be scored comes back with null scores and score_error "
         "(and goes to the rejects file too); blank lines are skipped.",
     )
-    sf.add_argument("input", metavar="IN.jsonl")
+    sf.add_argument("input", metavar="IN.jsonl", help="input rows ('-': standard input)")
     _common(sf, concurrency=4)
     sf.add_argument("--max-ppl", type=_ppl, default=None, help="keep rows with ppl <= X")
     sf.add_argument("--min-ppl", type=_ppl, default=None, help="keep rows with ppl >= X")

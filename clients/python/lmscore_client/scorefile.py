@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -35,6 +36,7 @@ from lmscore_client.errors import (
     UnauthorizedError,
     UnavailableError,
 )
+from lmscore_client.progress_file import CannotResume, Progress, in_memory, prepare
 from lmscore_client.summary import ENTROPY_METRICS, EXTRA_FIELDS, Stats, plot, report
 
 SCORE_FIELDS = ("ppl", "mean_nll", "bits_per_byte", "bits_per_char", "num_scored_tokens")
@@ -50,107 +52,6 @@ def _dump(obj: Any) -> bytes:
         return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
     except UnicodeEncodeError:
         return (json.dumps(obj) + "\n").encode("ascii")
-
-
-def _line_after_rows(path: Path, rows: int) -> int:
-    """The input line number of the ``rows``-th row of ``path`` (blank lines are not
-    rows), or its last line if it has fewer."""
-    seen = line_no = 0
-    with path.open("rb") as f:
-        for line_no, line in enumerate(f, start=1):
-            seen += bool(line.strip())
-            if seen >= rows:
-                return line_no if rows else 0
-    return line_no
-
-
-def _line_rows(path: Path, lines: int) -> int:
-    """How many rows (non-blank lines) the first ``lines`` lines of ``path`` hold."""
-    with path.open("rb") as f:
-        return sum(bool(line.strip()) for _, line in zip(range(lines), f, strict=False))
-
-
-def _complete_lines(path: Path) -> int:
-    """Count the newline-terminated lines of ``path`` and cut off a partial last line."""
-    if not path.exists():
-        return 0
-    count, good = 0, 0
-    with path.open("rb") as f:
-        for line in f:
-            if line.endswith(b"\n"):
-                count += 1
-                good += len(line)
-    os.truncate(path, good)
-    return count
-
-
-class CannotResume(Exception):
-    """``--resume`` was asked, but OUT or its progress file does not belong to this run."""
-
-
-class Progress:
-    """The sidecar file: ``lines_done`` input lines are fully reflected in OUT (its first
-    ``out_bytes`` bytes) and the rejects file (its first ``rejects_bytes`` bytes)."""
-
-    def __init__(self, path: Path, state: dict[str, Any]) -> None:
-        self.path = path
-        self.state = state
-
-    def save(self, **changes: Any) -> None:
-        self.state.update(changes)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, self.path)
-
-
-def prepare(
-    args: argparse.Namespace, out: Path, rejects: Path, warn: Callable[[str], None]
-) -> Progress:
-    """Set up OUT, the rejects file and the progress state for a fresh or resumed run."""
-    progress_path = out.with_name(out.name + ".progress")
-    base = {"input": str(Path(args.input).resolve()), "lines_done": 0}
-    if args.resume and progress_path.exists():
-        state = json.loads(progress_path.read_text())
-        if state.get("input") != base["input"]:
-            raise CannotResume(
-                f"lmscore-client: {progress_path} was written for {state.get('input')}, "
-                f"not {base['input']}; cannot resume (run without --resume to start over)"
-            )
-        for path, key in ((out, "out_bytes"), (rejects, "rejects_bytes")):
-            size = path.stat().st_size if path.exists() else 0
-            if size < state.get(key, 0):
-                raise CannotResume(
-                    f"lmscore-client: {path} is shorter than {progress_path} records; "
-                    "cannot resume safely (run without --resume to start over)"
-                )
-            if path.exists():
-                os.truncate(path, state.get(key, 0))
-        state["complete"] = False
-        return Progress(progress_path, state)
-    if args.resume and out.exists():
-        rows = _complete_lines(out)
-        done = _line_after_rows(Path(args.input), rows)
-        if rows > _line_rows(Path(args.input), done):
-            raise CannotResume(
-                f"lmscore-client: {out} has {rows} rows, more than {args.input} has; it was "
-                "not written from this input (run without --resume to start over)"
-            )
-        _complete_lines(rejects)  # only to cut a half-written last line
-        warn(
-            f"warning: no {progress_path}; assuming OUT's {rows} rows are the first input "
-            f"rows (up to line {done}), which holds unless a PPL band left rows out"
-        )
-        state = {**base, "lines_done": done}
-    else:
-        for path in (out, rejects, progress_path):
-            path.unlink(missing_ok=True)
-        out.touch()
-        state = base
-    state["out_bytes"] = out.stat().st_size
-    state["rejects_bytes"] = rejects.stat().st_size if rejects.exists() else 0
-    progress = Progress(progress_path, state)
-    progress.save()
-    return progress
 
 
 def requested_distribution(args: argparse.Namespace) -> Distribution | None:
@@ -178,7 +79,12 @@ class Writer:
     """Writes each batch handed back in order, then records the progress."""
 
     def __init__(
-        self, args: argparse.Namespace, out: BinaryIO, rejects: Path, progress: Progress, bar: Any
+        self,
+        args: argparse.Namespace,
+        out: BinaryIO,
+        rejects: Path | None,
+        progress: Progress,
+        bar: Any,
     ) -> None:
         self.args = args
         self.extra_fields = [f for group in args.fields for f in EXTRA_FIELDS[group]]
@@ -192,11 +98,11 @@ class Writer:
 
     def _reject(self, item: pipeline.Item) -> None:
         assert item.error is not None
-        if self.rejects is None:
+        if self.rejects is None and self.rejects_path is not None:
             self.rejects = self.rejects_path.open("ab")
-        self.rejects.write(
-            _dump({"line": item.line_no, "error": self._error(item), "row": item.row})
-        )
+        if self.rejects is not None:
+            line = {"line": item.line_no, "error": self._error(item), "row": item.row}
+            self.rejects.write(_dump(line))
         if item.error.get("status", 0) >= 500:
             self.stats.errors += 1
         else:
@@ -260,13 +166,7 @@ class Writer:
         self.out.flush()
         if self.rejects is not None:
             self.rejects.flush()
-        self.progress.save(
-            lines_done=batch.items[-1].line_no,
-            out_bytes=self.out.tell(),
-            rejects_bytes=self.rejects.tell()
-            if self.rejects
-            else self.progress.state["rejects_bytes"],
-        )
+        self.progress.record(batch.items[-1].line_no, self.out, self.rejects)
         if self.bar is not None:
             elapsed = max(time.monotonic() - self.started, 1e-9)
             self.bar.update(sum(it.kind != "blank" for it in batch.items))
@@ -275,15 +175,18 @@ class Writer:
     def close(self) -> None:
         if self.rejects is not None:
             self.rejects.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
-def next_step(error: LMScoreError | None) -> str:
+def next_step(error: LMScoreError | None, args: argparse.Namespace) -> str:
     """What to do after a run stopped on ``error`` (None: interrupted)."""
+    again = "rerun" if STREAM in (args.input, args.output) else "rerun with --resume"
     if error is None or isinstance(error, OUTAGES):
-        return "rerun with --resume to continue"
+        return f"{again} to continue"
     if isinstance(error, UnauthorizedError):
-        return "pass the key with --api-key or $LMSCORE_API_KEY, then rerun with --resume"
-    return "fix the cause, then rerun with --resume to continue"
+        return f"pass the key with --api-key or $LMSCORE_API_KEY, then {again}"
+    return f"fix the cause, then {again} to continue"
 
 
 def warn(message: str) -> None:
@@ -304,31 +207,84 @@ def _bar() -> Any:
     return tqdm(unit=" rows", file=sys.stderr, smoothing=0.1, **size)
 
 
-def score_file(args: argparse.Namespace) -> int:
-    """Run the subcommand; the exit status (0 done, 1 stopped early)."""
-    out = Path(args.output)
-    rejects = Path(args.rejects or f"{args.output}.rejects.jsonl")
-    if not Path(args.input).is_file():
-        warn(f"lmscore-client: no input file {args.input}")
-        return 2
-    if Path(args.input).resolve() in (out.resolve(), rejects.resolve()):
-        warn("lmscore-client: the output must not be the input file")
-        return 2
-    if rejects.resolve() == out.resolve():
-        warn("lmscore-client: the rejects file must not be the output file")
-        return 2
-    for path in (out, rejects):
+STREAM = "-"  # standard input (IN) or standard output (-o)
+
+
+def _refusal(args: argparse.Namespace, out: Path, rejects: Path | None) -> str | None:
+    """Why the paths cannot be used (checked before anything is sent), or None."""
+    streams = args.input == STREAM or args.output == STREAM
+    if args.resume and streams:
+        return "--resume needs a file for IN and -o (a stream cannot be resumed)"
+    if args.input != STREAM and not Path(args.input).is_file():
+        return f"no input file {args.input}"
+    files = [path for path in (out, rejects) if path is not None and str(path) != STREAM]
+    if args.input != STREAM and Path(args.input).resolve() in {p.resolve() for p in files}:
+        return "the output must not be the input file"
+    if rejects is not None and rejects.resolve() == out.resolve():
+        return "the rejects file must not be the output file"
+    for path in files:
         if not path.resolve().parent.is_dir():
-            warn(f"lmscore-client: no directory {path.parent} to write {path.name} in")
-            return 2
-    try:
-        progress = prepare(args, out, rejects, warn)
-    except CannotResume as refused:
-        warn(str(refused))
+            return f"no directory {path.parent} to write {path.name} in"
+    return None
+
+
+def _rejects_path(args: argparse.Namespace) -> Path | None:
+    """The rejects file: --rejects, else OUT.rejects.jsonl; none for output to a stream
+    unless named (the refused rows are in the output, with score_error)."""
+    if args.rejects:
+        return Path(args.rejects)
+    return None if args.output == STREAM else Path(f"{args.output}.rejects.jsonl")
+
+
+def score_file(args: argparse.Namespace) -> int:
+    """Run the subcommand; the exit status (0 done, 1 stopped early or nothing scored,
+    2 refused arguments). IN and OUT may be ``-``: standard input and output."""
+    out, rejects = Path(args.output), _rejects_path(args)
+    if refusal := _refusal(args, out, rejects):
+        warn(f"lmscore-client: {refusal}")
         return 2
+    progress = in_memory()
+    if args.output != STREAM:
+        assert rejects is not None  # a file output always has its rejects file
+        try:
+            progress = prepare(args, out, rejects, warn)
+        except CannotResume as refused:
+            warn(str(refused))
+            return 2
     skip = int(progress.state["lines_done"])
     if skip:
         warn(f"resuming after input line {skip}")
+    with contextlib.ExitStack() as files:
+        lines = (
+            sys.stdin.buffer
+            if args.input == STREAM
+            else files.enter_context(Path(args.input).open("rb"))
+        )
+        out_file = (
+            sys.stdout.buffer if args.output == STREAM else files.enter_context(out.open("ab"))
+        )
+        writer = Writer(args, out_file, rejects, progress, _bar())
+        status, fatal_error = _run(args, iter(lines), skip, writer)
+    stats = writer.stats
+    warn(report(stats, args.metric, time.monotonic() - writer.started))
+    if status:
+        where = "the output" if args.output == STREAM else str(out)
+        done = progress.state["lines_done"]
+        warn(f"  {where} is valid up to input line {done}; {next_step(fatal_error, args)}")
+    elif stats.rows and stats.rejected + stats.errors == stats.rows:
+        reasons = f"the reasons are in {rejects}" if rejects else "see score_error in the output"
+        warn(f"lmscore-client: no row could be scored; {reasons}")
+        status = 1
+    if args.plot:
+        warn(plot(stats.values, args.metric, args.plot))
+    return status
+
+
+def _run(
+    args: argparse.Namespace, lines: Iterator[bytes], skip: int, writer: Writer
+) -> tuple[int, LMScoreError | None]:
+    """Score the lines after ``skip`` into ``writer``: (exit status, the error that stopped
+    the run), the reason printed."""
     score = ScoreOptions(
         model=args.model,
         reference=args.reference,
@@ -337,49 +293,34 @@ def score_file(args: argparse.Namespace) -> int:
         stride=args.stride,
     )
     opts = pipeline.Options(score=score, compare_model=args.compare_model)
-    info = pipeline.RunInfo()
-    bar = _bar()
-    status = 0
-    fatal_error: LMScoreError | None = None
-    with Path(args.input).open("rb") as lines, out.open("ab") as out_file:
-        writer = Writer(args, out_file, rejects, progress, bar)
-        batches = pipeline.read_batches(
-            iter(lines),
-            skip=skip,
-            rows_per_request=args.rows_per_request,
-            text_field=args.field,
-            chat_field=args.chat_field or None,
-        )
+    batches = pipeline.read_batches(
+        lines,
+        skip=skip,
+        rows_per_request=args.rows_per_request,
+        text_field=args.field,
+        chat_field=args.chat_field or None,
+    )
 
-        async def main() -> None:
-            async with pipeline.client_from_args(args) as client:
-                await pipeline.run(
-                    client, batches, writer, concurrency=args.concurrency, opts=opts, info=info
-                )
+    async def main() -> None:
+        async with pipeline.client_from_args(args) as client:
+            await pipeline.run(
+                client,
+                batches,
+                writer,
+                concurrency=args.concurrency,
+                opts=opts,
+                info=pipeline.RunInfo(),
+            )
 
-        try:
-            asyncio.run(main())
-            progress.save(complete=True)
-        except pipeline.Fatal as fatal:
-            status = 1
-            fatal_error = fatal.error
-            message = f"lmscore-client: stopped: {fatal.error}"
-        except KeyboardInterrupt:
-            status = 130
-            message = "lmscore-client: interrupted"
-        finally:
-            writer.close()
-            if bar is not None:
-                bar.close()
-    elapsed = time.monotonic() - writer.started
-    stats = writer.stats
-    warn(report(stats, args.metric, elapsed))
-    if status:
-        done = progress.state["lines_done"]
-        warn(f"{message}\n  {out} is valid up to input line {done}; {next_step(fatal_error)}")
-    elif stats.rows and stats.rejected + stats.errors == stats.rows:
-        warn(f"lmscore-client: no row could be scored; the reasons are in {rejects}")
-        status = 1
-    if args.plot:
-        warn(plot(writer.stats.values, args.metric, args.plot))
-    return status
+    try:
+        asyncio.run(main())
+        writer.progress.save(complete=True)
+        return 0, None
+    except pipeline.Fatal as fatal:
+        warn(f"lmscore-client: stopped: {fatal.error}")
+        return 1, fatal.error
+    except KeyboardInterrupt:
+        warn("lmscore-client: interrupted")
+        return 130, None
+    finally:
+        writer.close()
