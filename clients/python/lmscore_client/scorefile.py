@@ -264,13 +264,15 @@ def score_file(args: argparse.Namespace) -> int:
             sys.stdout.buffer if args.output == STREAM else files.enter_context(out.open("ab"))
         )
         writer = Writer(args, out_file, rejects, progress, _bar())
-        status, fatal_error = _run(args, iter(lines), skip, writer)
+        status, fatal_error, stopped = _run(args, iter(lines), skip, writer)
     stats = writer.stats
     warn(report(stats, args.metric, time.monotonic() - writer.started))
     if status:
         where = "the output" if args.output == STREAM else str(out)
         done = progress.state["lines_done"]
-        warn(f"  {where} is valid up to input line {done}; {next_step(fatal_error, args)}")
+        warn(
+            f"{stopped}\n  {where} is valid up to input line {done}; {next_step(fatal_error, args)}"
+        )
     elif stats.rows and stats.rejected + stats.errors == stats.rows:
         reasons = f"the reasons are in {rejects}" if rejects else "see score_error in the output"
         warn(f"lmscore-client: no row could be scored; {reasons}")
@@ -282,9 +284,9 @@ def score_file(args: argparse.Namespace) -> int:
 
 def _run(
     args: argparse.Namespace, lines: Iterator[bytes], skip: int, writer: Writer
-) -> tuple[int, LMScoreError | None]:
-    """Score the lines after ``skip`` into ``writer``: (exit status, the error that stopped
-    the run), the reason printed."""
+) -> tuple[int, LMScoreError | None, str]:
+    """Score the lines after ``skip`` into ``writer``: the exit status, and the error that
+    stopped the run with what to print of it."""
     score = ScoreOptions(
         model=args.model,
         reference=args.reference,
@@ -315,12 +317,10 @@ def _run(
     try:
         asyncio.run(main())
         writer.progress.save(complete=True)
-        return 0, None
+        return 0, None, ""
     except pipeline.Fatal as fatal:
-        warn(f"lmscore-client: stopped: {fatal.error}")
-        return 1, fatal.error
+        return 1, fatal.error, f"lmscore-client: stopped: {fatal.error}"
     except KeyboardInterrupt:
-        warn("lmscore-client: interrupted")
-        return 130, None
+        return 130, None, "lmscore-client: interrupted"
     finally:
         writer.close()
