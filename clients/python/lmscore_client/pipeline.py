@@ -36,7 +36,8 @@ from lmscore_client.results import ScoreResponse, TextResult
 from lmscore_client.retry import RetryPolicy
 
 Kind = Literal["text", "chat", "reject", "blank"]
-_ROW_PARAM = re.compile(r"^(?:texts|conversations)\[(\d+)\]")
+# A field of one row of a request: its index in the request, then the rest of the path.
+_ROW_PARAM = re.compile(r"^(?:texts|conversations)\[(\d+)\](.*)$")
 # Statuses that concern the rows of a request rather than the run.
 _ROW_STATUSES = frozenset({400, 413, 422, 500, 504})
 T = TypeVar("T")
@@ -148,20 +149,17 @@ def classify_row(line_no: int, row: Any, text_field: str, chat_field: str | None
     return _rejected(line_no, row, "missing_field", f"the row has no field {wanted}", text_field)
 
 
-_REQUEST_PARAM = re.compile(r"^(?:texts|conversations)\[\d+\](.*)$")
-
-
 def row_param(param: Any, item: Item, text_field: str, chat_field: str | None) -> str | None:
     """An error's field as the row's own: ``texts[7]`` (the row's place in the request it
     was sent in, meaningless in the input) becomes ``text``, ``conversations[3][1].role``
     ``messages[1].role``."""
     if param is None:
         return None
-    match = _REQUEST_PARAM.match(str(param))
+    match = _ROW_PARAM.match(str(param))
     if match is None:
         return str(param)
     field = chat_field if item.kind == "chat" and chat_field else text_field
-    return field + match.group(1)
+    return field + match.group(2)
 
 
 def read_batches(
