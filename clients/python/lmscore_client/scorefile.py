@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,7 +170,7 @@ class Writer:
         self.progress.record(batch.items[-1].line_no, self.out, self.rejects)
         if self.bar is not None:
             elapsed = max(time.monotonic() - self.started, 1e-9)
-            self.bar.update(sum(it.kind != "blank" for it in batch.items))
+            self.bar.update(len(batch.items))  # input lines, blank ones too: as the total
             self.bar.set_postfix_str(f"{stats.tokens / elapsed:.0f} tok/s", refresh=False)
 
     def close(self) -> None:
@@ -193,7 +194,10 @@ def warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _bar() -> Any:
+def _bar(input_path: str, lines_done: int) -> Any:
+    """A progress bar over input lines on a terminal (None elsewhere). For a file, its
+    lines are counted on a side thread, so the bar gains a total and an ETA without
+    delaying the first request; a resumed run starts at the lines already done."""
     if not sys.stderr.isatty():
         return None
     from tqdm import tqdm
@@ -204,7 +208,23 @@ def _bar() -> Any:
         width = 0
     # A terminal that reports no size (some ptys, CI) would get an empty bar.
     size: dict[str, Any] = {"dynamic_ncols": True} if width > 0 else {"ncols": 100, "nrows": 20}
-    return tqdm(unit=" rows", file=sys.stderr, smoothing=0.1, **size)
+    bar = tqdm(unit=" rows", file=sys.stderr, smoothing=0.1, initial=lines_done, **size)
+    if input_path != STREAM:
+        counter = threading.Thread(
+            target=_set_total, args=(Path(input_path), bar), name="lmscore-count-lines", daemon=True
+        )
+        counter.start()
+    return bar
+
+
+def _set_total(path: Path, bar: Any) -> None:
+    """Set the bar's total to the file's line count (a last line without a newline counts)."""
+    lines, last = 0, b"\n"
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    bar.total = lines + (last != b"\n")
 
 
 STREAM = "-"  # standard input (IN) or standard output (-o)
@@ -263,7 +283,7 @@ def score_file(args: argparse.Namespace) -> int:
         out_file = (
             sys.stdout.buffer if args.output == STREAM else files.enter_context(out.open("ab"))
         )
-        writer = Writer(args, out_file, rejects, progress, _bar())
+        writer = Writer(args, out_file, rejects, progress, _bar(args.input, skip))
         status, fatal_error, stopped = _run(args, iter(lines), skip, writer)
     stats = writer.stats
     warn(report(stats, args.metric, time.monotonic() - writer.started))
