@@ -5,7 +5,6 @@ concurrently; token-level comparison needs each text in one window."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from service.sequences import (
     text_sequence,
 )
 from service.served import CompareOutcome, RequestTiming, ServedModel
+from service.tasks import gather_or_cancel
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ async def score_pair(
 ) -> CompareOutcome:
     """The texts of ``req`` under both models at once (each through its own scheduler),
     compared; ``same``: the tokenizers are identical (see ``check_pair``)."""
-    a, b = await asyncio.gather(
+    a, b = await gather_or_cancel(
         *(score_with(m, req.texts, req.token_level, deadline, every_byte=not same) for m in models)
     )
     response = build_response(req, models, (a, b), same)

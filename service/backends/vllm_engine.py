@@ -27,6 +27,7 @@ import torch
 from service import metrics
 from service.backends.base import BackendInfo, ForwardItem, ForwardResult, bos_or_eos
 from service.backends.precision import MIXED, model_context, pick_device, pick_dtype
+from service.tasks import gather_or_cancel
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,10 @@ class VLLMBackend:
         await self.score([ForwardItem(ids, 1, 2, True, True)])
 
     async def score(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        """Score windows concurrently (vLLM batches them with everything else in flight)."""
-        return list(await asyncio.gather(*(self._one(item) for item in items)))
+        """Score windows concurrently (vLLM batches them with everything else in flight).
+        A window that fails cancels its siblings, which aborts them in vLLM: the caller's
+        slot is freed when this returns, so no work may outlive it."""
+        return await gather_or_cancel(*(self._one(item) for item in items))
 
     async def _one(self, item: ForwardItem) -> ForwardResult:
         from vllm import SamplingParams
@@ -162,7 +165,9 @@ def convert_output(item: ForwardItem, output: Any) -> ForwardResult:
         entries = sample.logprobs[0] if sample.logprobs else {}
         if k == 0 or not entries:
             token = sample.token_ids[0]
-            lp = entries[token].logprob if token in entries else 0.0
+            if token not in entries:  # logprobs=0 returns the sampled token's own
+                raise RuntimeError("vLLM returned no logprob for the generated token")
+            lp = entries[token].logprob
             ids, lps = np.array([token], dtype=np.int64), np.array([lp], dtype=np.float32)
         else:
             ids, lps = _top(entries, k)

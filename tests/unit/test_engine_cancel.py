@@ -13,8 +13,9 @@ import pytest
 from fakes import FakeSelfBatchingBackend
 
 from service.backends import pass_through
+from service.backends.base import ForwardItem, ForwardResult
 from service.engine import Engine
-from service.schemas import TextScoreRequest
+from service.schemas import CompareRequest, TextScoreRequest
 from service.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -57,4 +58,36 @@ async def test_a_request_cancelled_while_scoring_aborts_its_windows(tokenizer: A
         assert engine.inflight == 0
     finally:
         backend.release()
+        await engine.close()
+
+
+class FailsOnceOtherRuns(FakeSelfBatchingBackend):
+    """Fails its call as soon as ``other`` is scoring: one model of a comparison fails
+    while the other's windows are in its backend."""
+
+    def __init__(self, tokenizer: Any, other: FakeSelfBatchingBackend) -> None:
+        super().__init__(tokenizer)
+        self.other = other
+
+    async def score(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        await self.other.called.wait()
+        raise RuntimeError("this backend failed")
+
+
+async def test_a_comparison_whose_second_model_fails_aborts_the_first(tokenizer: Any) -> None:
+    # asyncio.gather left the first model's windows running after the request had failed
+    # and left the in-flight count: work nobody waited for, unseen by the drain.
+    held = FakeSelfBatchingBackend(tokenizer)
+    engine = engine_over(held)
+    failing = FailsOnceOtherRuns(tokenizer, held)
+    engine.registry.add("b", "sha256:y", pass_through(failing, "b", engine.settings))
+    try:
+        held.hold()
+        request = CompareRequest(models=["default", "b"], texts=["hello world"])
+        with pytest.raises(RuntimeError, match="this backend failed"):  # a door's 500
+            await asyncio.wait_for(engine.compare_models(request), 10)
+        assert held.aborted == 1  # cancelled before the error reached the caller
+        assert engine.inflight == 0
+    finally:
+        held.release()
         await engine.close()

@@ -1,0 +1,114 @@
+"""The vLLM backend over a stand-in for vLLM's async engine (vLLM itself is in
+``.venv-vllm``; ``tests/vllm`` runs it for real): how a window's scores are read from its
+output, and that a failing window aborts its siblings in the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.backends.base import ForwardItem
+from service.backends.vllm_engine import VLLMBackend
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+FAIL = 3  # a prompt holding this token id fails in the stand-in engine
+HANG = 4  # one holding this id runs until it is aborted
+
+
+class Logprob:
+    def __init__(self, logprob: float, rank: int) -> None:
+        self.logprob, self.rank = logprob, rank
+
+
+class FakeAsyncLLM:
+    """Answers each prompt token p with {p: -p/10 at rank 2, 1: -0.05 at rank 1}; the
+    generated token is 1, with its logprob unless ``drop_sampled``."""
+
+    def __init__(self) -> None:
+        self.model_config = types.SimpleNamespace(dtype="torch.float32")
+        self.aborted: list[str] = []
+        self.started: list[str] = []
+        self.drop_sampled = False
+
+    @classmethod
+    def from_engine_args(cls, args: Any) -> FakeAsyncLLM:
+        return cls()
+
+    async def generate(
+        self, prompt: dict[str, Any], params: Any, request_id: str
+    ) -> AsyncIterator[Any]:
+        ids = prompt["prompt_token_ids"]
+        self.started.append(request_id)
+        await asyncio.sleep(0)
+        if FAIL in ids:
+            raise RuntimeError("engine error")
+        if HANG in ids:
+            await asyncio.Event().wait()
+        entries = [None] + [{t: Logprob(-t / 10, 2), 1: Logprob(-0.05, 1)} for t in ids[1:]]
+        sampled = {} if self.drop_sampled else {1: Logprob(-0.05, 1)}
+        yield types.SimpleNamespace(
+            prompt_logprobs=entries,
+            outputs=[types.SimpleNamespace(token_ids=[1], logprobs=[sampled])],
+        )
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.fixture
+def backend(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> VLLMBackend:
+    """The backend built through its constructor, with vLLM's modules stood in for."""
+    modules = {
+        "vllm": {
+            "SamplingParams": lambda **kwargs: types.SimpleNamespace(**kwargs),
+        },
+        "vllm.inputs": {"TokensPrompt": lambda **kwargs: kwargs},
+        "vllm.engine": {},
+        "vllm.engine.arg_utils": {"AsyncEngineArgs": lambda **kwargs: kwargs},
+        "vllm.v1": {},
+        "vllm.v1.engine": {},
+        "vllm.v1.engine.async_llm": {"AsyncLLM": FakeAsyncLLM},
+    }
+    for name, attributes in modules.items():
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        monkeypatch.setitem(sys.modules, name, module)
+    return VLLMBackend(tiny_model_dir, name="fake-vllm", device="cpu")
+
+
+async def test_scores_come_from_prompt_logprobs(backend: VLLMBackend) -> None:
+    [result] = await backend.score([ForwardItem((5, 6, 7), 1, top_k=1, next_token=True)])
+    assert result.logprobs.tolist() == pytest.approx([-0.6, -0.7])
+    assert result.ranks.tolist() == [2, 2]
+    assert result.top_ids.tolist() == [[1], [1]]
+    assert result.next_top_ids is not None and result.next_top_ids.tolist() == [1]
+
+
+async def test_a_failing_window_aborts_its_siblings_in_the_engine(backend: VLLMBackend) -> None:
+    # asyncio.gather left the sibling running in vLLM after the call had failed; the
+    # pass-through had already given its slot back.
+    engine: FakeAsyncLLM = backend.engine
+    with pytest.raises(RuntimeError, match="engine error"):
+        await asyncio.wait_for(
+            backend.score([ForwardItem((5, HANG), 1), ForwardItem((5, FAIL), 1)]), 10
+        )
+    assert len(engine.started) == 2
+    assert engine.aborted == [engine.started[0]]  # the hanging one, before score returned
+
+
+async def test_a_generated_token_without_its_logprob_is_an_error(backend: VLLMBackend) -> None:
+    # It was reported as logprob 0 (probability 1).
+    engine: FakeAsyncLLM = backend.engine
+    engine.drop_sampled = True
+    with pytest.raises(RuntimeError, match="no logprob for the generated token"):
+        await backend.score([ForwardItem((5, 6), 1, next_token=True)])
