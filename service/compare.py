@@ -95,6 +95,9 @@ async def score_with(
     encoded = await model.prepare(encode, model.backend.tokenizer, list(texts))
     bos = model.backend.bos_id() if every_byte else None
     seqs = [text_sequence(text, one, bos) for text, one in zip(texts, encoded, strict=True)]
+    model.check_vocabulary(
+        [seq.token_ids for seq in seqs], [f"texts[{i}]" for i in range(len(seqs))]
+    )
     options = RunOptions(with_full=token_level)
     windows = [
         fit_to_context(seq, model.context, "error", None, f"texts[{i}]", offer_overflow=False)

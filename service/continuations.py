@@ -175,6 +175,10 @@ async def score(
     length^2), else one window per pair."""
     tokenizer, bos = model.backend.tokenizer, model.backend.bos_id()
     pairs = await model.prepare(encode_pairs, tokenizer, req.context, req.continuations, bos)
+    model.check_vocabulary(
+        [pairs.context, *pairs.continuations],
+        ["context", *(f"continuations[{i}]" for i in range(len(pairs.continuations)))],
+    )
     check_fits(pairs, model.context)
     if model.backend.info.token_trees and pairs.num_tokens <= model.context:
         items = [tree_item(pairs)]

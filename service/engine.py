@@ -262,7 +262,7 @@ class Engine:
         given. Prompts must fit the context (``prompt[i]`` otherwise)."""
         model = self.registry.get(model_name)
         check_texts(prompts, self.settings, "prompt")
-        check_token_ids(prompts, len(model.backend.tokenizer))
+        check_token_ids(prompts, model.vocab_limit)
 
         prepare = functools.partial(
             prompt_sequences, model.backend.tokenizer, prompts, add_special_tokens

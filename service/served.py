@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from service.backends.base import ModelBackend
 from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
+from service.errors import InvalidRequest
 from service.schemas import CompareResponse, ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
 from service.sequences import (
@@ -105,6 +106,27 @@ class ServedModel:
     def context(self) -> int:
         return self.backend.info.max_context
 
+    @functools.cached_property
+    def vocab_limit(self) -> int:
+        """Token ids below this are ones both the tokenizer and the model know."""
+        tokenizer_size = len(self.backend.tokenizer)
+        rows = self.backend.info.vocab_size
+        return tokenizer_size if rows is None else min(tokenizer_size, rows)
+
+    def check_vocabulary(self, token_lists: Sequence[Sequence[int]], params: Sequence[str]) -> None:
+        """Refuse (422 naming ``params[i]``) a sequence holding a token the model has no
+        embedding for (a tokenizer's added tokens): in a batch it would fail every request."""
+        limit = self.vocab_limit
+        for ids, param in zip(token_lists, params, strict=True):
+            outside = next((t for t in ids if not 0 <= t < limit), None)
+            if outside is not None:
+                raise InvalidRequest(
+                    f"token {self.token_text(outside)!r} (id {outside}) is outside the "
+                    f"model's vocabulary (ids 0..{limit - 1}): the tokenizer has tokens the "
+                    "model has no embedding for",
+                    param=param,
+                )
+
     async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
         """Run tokenizer work off the event loop, one call at a time per model."""
         return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
@@ -119,6 +141,7 @@ class ServedModel:
         """Fit every sequence into the context (refusing one that cannot, naming its
         ``params`` entry), run the windows through the scheduler before ``deadline``, and
         stitch each sequence's scores back together."""
+        self.check_vocabulary([seq.token_ids for seq in seqs], params)
         plans = [
             fit_to_context(
                 seq,

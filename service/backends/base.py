@@ -104,6 +104,9 @@ class BackendInfo:
     full_distribution: bool = True
     # Whether ``ForwardItem.parents`` (token trees) is understood.
     token_trees: bool = False
+    # Token ids the model can take (rows of its input embedding); None: every id of its
+    # tokenizer. A tokenizer may hold added tokens the model has no embedding for.
+    vocab_size: int | None = None
 
 
 class BatchLayout(enum.Enum):

@@ -77,6 +77,7 @@ class HFBackend:
             dtype=self.precision.name,
             device=str(self.device),
             max_context=context,
+            vocab_size=int(self.model.get_input_embeddings().weight.shape[0]),
         )
         self.layout = self._pick_layout(attention)
         if self.layout is BatchLayout.RAGGED:
@@ -144,7 +145,7 @@ class HFBackend:
     def _bow_mask(self) -> torch.Tensor:
         """Beginning-of-word tokens (see ``scoring.words``), computed once."""
         if self._bow is None:
-            vocab = max(len(self.tokenizer), int(self._head.weight.shape[0]))
+            vocab = int(self._head.weight.shape[0])  # one entry per logit
             self._bow = beginning_of_word_mask(self.tokenizer, vocab).to(self.device)
         return self._bow
 
@@ -313,14 +314,15 @@ def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResu
 def beginning_of_word_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     """bool [vocab_size]: tokens that start a new word in a leading-space tokenizer (their
     piece carries a space marker, or their text starts with whitespace: a space, a
-    newline...), and the end-of-text token."""
-    ids = list(range(len(tokenizer)))
+    newline...), and the end-of-text token. Ids the tokenizer lacks (padded embedding
+    rows) are False; tokens beyond ``vocab_size`` are left out."""
+    ids = list(range(min(len(tokenizer), vocab_size)))
     pieces = tokenizer.convert_ids_to_tokens(ids)
     texts = tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
     mask = torch.zeros(vocab_size, dtype=torch.bool)
     for i, (piece, text) in enumerate(zip(pieces, texts, strict=True)):
         if (piece and piece[0] in "Ġ▁") or (text and text[0].isspace()):
             mask[i] = True
-    if tokenizer.eos_token_id is not None:
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id < vocab_size:
         mask[int(tokenizer.eos_token_id)] = True
     return mask

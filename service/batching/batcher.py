@@ -8,7 +8,7 @@ backend's layout, see ``cost``; or ``max_batch_size``) or ``max_wait_ms`` after 
 item arrived. Padded batches are built around the oldest item from the items nearest to it
 in length (less padding, no starvation); ragged batches in arrival order. Items whose caller
 is gone or whose deadline passed are dropped before they cost a forward pass. A failing
-batch fails only its own items.
+batch runs again in halves, so the item that fails fails alone.
 """
 
 from __future__ import annotations
@@ -234,6 +234,9 @@ class DynamicBatcher:
         _fail(expired, Timeout("the request's deadline passed while queued"))
 
     def _execute(self, batch: list[PendingItem]) -> None:
+        """Run ``batch`` and deliver its results. When the forward pass fails, its halves
+        run again, down to single items: an item the model cannot take (one bad input)
+        then fails alone, and the requests that shared its batch are still answered."""
         started = time.monotonic()
         try:
             with self._forwarding:
@@ -241,6 +244,14 @@ class DynamicBatcher:
             if len(outputs) != len(batch):
                 raise RuntimeError(f"{len(outputs)} results for {len(batch)} windows")
         except Exception as exc:  # a failing batch fails its own items, nothing else
+            if len(batch) > 1 and not self._closed:
+                log.warning("forward pass of %d items failed (%r); retrying in halves",
+                            len(batch), exc)  # fmt: skip
+                half = len(batch) // 2
+                for part in (batch[:half], batch[half:]):
+                    if waited_for := [p for p in part if not p.abandoned()]:
+                        self._execute(waited_for)
+                return
             log.exception("forward pass of %d items failed", len(batch))
             _fail(batch, InternalError(f"inference failed: {type(exc).__name__}: {exc}"))
             return

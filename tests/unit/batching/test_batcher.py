@@ -346,21 +346,31 @@ async def test_items_of_a_caller_that_left_free_the_queue_at_once(make: Make, ho
     assert sample(DROPPED, model=f"left-{how}", reason=reason) == 4
 
 
-async def test_failing_batch_fails_only_its_items(make: Make) -> None:
-    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=2)
+async def test_a_failing_item_fails_alone(make: Make) -> None:
+    # The failing batch runs again in halves: the item the model cannot take fails, the
+    # requests that shared its batch are answered (they all failed before).
+    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=4)
     blocker = await occupy(batcher, backend)
     bad = submit_later(batcher, [item(4, 999)])
     await until(lambda: batcher.queue_depth == 1)
     partner = submit_later(batcher, [item(4, 11)])  # shares the failing batch
-    other = submit_later(batcher, [item(4, 12), item(4, 13)])
+    both = submit_later(batcher, [item(4, 12), item(4, 13)])  # one half with the bad item
     await until(lambda: batcher.queue_depth == 4)
     backend.release()
     await blocker
-    for task in (bad, partner):
-        with pytest.raises(InternalError, match="RuntimeError"):
-            await task
-    assert_scored([item(4, 12), item(4, 13)], await other)
+    with pytest.raises(InternalError, match="RuntimeError"):
+        await bad
+    assert_scored([item(4, 11)], await partner)
+    assert_scored([item(4, 12), item(4, 13)], await both)
+    runs = [sorted(it.input_ids[0] for it in b) for b in backend.batches[1:]]
+    assert runs == [[11, 12, 13, 999], [11, 999], [999], [11], [12, 13]]
     assert_scored([item(4, 14)], await batcher.submit([item(4, 14)]))  # the loop survived
+
+
+async def test_a_failing_batch_of_one_request_fails_it(make: Make) -> None:
+    batcher, _ = make(FakeBackend(fail_on=999))
+    with pytest.raises(InternalError, match="marker token"):
+        await asyncio.wait_for(batcher.submit([item(4, 21), item(4, 999), item(4, 22)]), 5)
 
 
 class ShortBackend(FakeBackend):
