@@ -170,6 +170,7 @@ class Engine:
         timeout = self.settings.request_timeout_s
         if timeout_s is not None:
             timeout = max(0.0, min(timeout, timeout_s))
+        model.scheduler.check_room()  # a full queue refuses now, not after tokenizing
         self.inflight += 1
         self._idle.clear()
         metrics.INFLIGHT.inc()

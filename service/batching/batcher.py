@@ -104,14 +104,24 @@ class DynamicBatcher:
             with self._changed:
                 self._drop_gone()
 
+    def check_room(self) -> None:
+        """Overloaded when ``max_queue`` items already wait."""
+        with self._changed:
+            self._drop_gone()
+            if len(self._pending) >= self._max_queue:
+                raise self._overloaded()
+
     def _admit(self, count: int) -> None:
         # A request larger than the whole queue is still admitted into an empty queue.
         waiting = len(self._pending)
         if waiting and waiting + count > self._max_queue:
-            raise Overloaded(
-                f"the queue of model {self._model!r} is full ({waiting} items waiting)",
-                retry_after_s=self.retry_after_s(),
-            )
+            raise self._overloaded()
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"the queue of model {self._model!r} is full ({len(self._pending)} items waiting)",
+            retry_after_s=self.retry_after_s(),
+        )
 
     def retry_after_s(self) -> float:
         """A guess of when the queue will have room: the batches ahead of a new item."""

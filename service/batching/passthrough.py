@@ -38,6 +38,17 @@ class PassThroughScheduler:
     def retry_after_s(self) -> float:
         return 1.0
 
+    def check_room(self) -> None:
+        """Overloaded when ``max_queue`` windows are already in flight."""
+        if self._inflight >= self._max_queue:
+            raise self._overloaded()
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"model {self._model!r} has {self._inflight} windows in flight",
+            retry_after_s=self.retry_after_s(),
+        )
+
     async def submit(
         self, items: Sequence[ForwardItem], deadline: float | None = None
     ) -> list[ScoredItem]:
@@ -45,10 +56,7 @@ class PassThroughScheduler:
         if self._closed:
             raise Unavailable("the model is shutting down")
         if self._inflight and self._inflight + len(items) > self._max_queue:
-            raise Overloaded(
-                f"model {self._model!r} has {self._inflight} windows in flight",
-                retry_after_s=self.retry_after_s(),
-            )
+            raise self._overloaded()
         self._inflight += len(items)
         self._depth.set(self._inflight)
         started = time.monotonic()

@@ -31,6 +31,11 @@ class Scheduler(Protocol):
         once closed. Cancelling the caller cancels its items."""
         ...
 
+    def check_room(self) -> None:
+        """Raise Overloaded when the queue is already full, so a request is refused before
+        it costs tokenizing; ``submit`` still checks the request's own windows."""
+        ...
+
     async def warmup(self) -> None:
         """Make the first real request fast (lazy initialisation, kernels)."""
         ...

@@ -393,12 +393,15 @@ async def test_overloaded_queue(make: Make) -> None:
     await until(lambda: sum(t.done() for t in burst) == 3)
     with pytest.raises(Overloaded):  # too large for a non-empty queue
         await batcher.submit([item(4, 40 + k) for k in range(5)])
+    with pytest.raises(Overloaded):  # the engine's check before it tokenizes a request
+        batcher.check_room()
     backend.release()
     outcomes = await asyncio.gather(blocker, *burst, return_exceptions=True)
     refused = [o for o in outcomes if isinstance(o, Overloaded)]
     assert len(refused) == 3
     assert all(e.retry_after_s is not None and e.retry_after_s >= 1 for e in refused)
     assert all(isinstance(o, list) for o in outcomes if o not in refused)
+    batcher.check_room()  # room again
     big = [item(4, 50 + k) for k in range(5)]  # larger than max_queue, into an empty queue
     assert_scored(big, await batcher.submit(big))
 

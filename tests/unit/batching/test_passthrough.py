@@ -65,9 +65,12 @@ async def test_a_full_queue_refuses_with_retry_after_and_a_lone_big_request_is_t
     with pytest.raises(Overloaded) as refused:
         await sched.submit([item(3, 1)])
     assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 0
+    with pytest.raises(Overloaded):  # the engine's check before it tokenizes a request
+        sched.check_room()
     backend.release()
     assert len(await big) == 6
     assert sched.queue_depth == 0
+    sched.check_room()  # room again
     assert len(await sched.submit([item(3, 1)] * 4)) == 4
 
 

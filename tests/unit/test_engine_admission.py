@@ -1,0 +1,47 @@
+"""Engine: a model whose queue is full refuses a request at once (429), before its texts
+are tokenized, whichever scheduler the model has."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+from fakes import FakeSelfBatchingBackend
+
+from service.backends import pass_through
+from service.engine import Engine
+from service.errors import Overloaded
+from service.schemas import TextScoreRequest
+from service.settings import Settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_a_full_queue_refuses_before_tokenizing(tokenizer: Any) -> None:
+    # The refusal came from the scheduler only after tokenizing: under overload requests
+    # queued for the tokenizer thread and ended as 504s instead of fast 429s.
+    backend = FakeSelfBatchingBackend(tokenizer)
+    settings = Settings(request_timeout_s=30, max_queue=1)
+    engine = Engine(settings)
+    model = engine.registry.add("default", "sha256:x", pass_through(backend, "default", settings))
+    engine.registry.ready = True
+    tokenizer_free = threading.Event()
+    try:
+        backend.hold()
+        first = asyncio.create_task(engine.score_text(TextScoreRequest(texts=["one"])))
+        await asyncio.wait_for(backend.called.wait(), 5)  # its window fills the queue
+        model.prep.submit(tokenizer_free.wait, 30)  # the tokenizer thread is busy
+        with pytest.raises(Overloaded) as refused:
+            await asyncio.wait_for(engine.score_text(TextScoreRequest(texts=["two"])), 5)
+        assert refused.value.retry_after_s is not None and refused.value.retry_after_s >= 1
+        assert engine.inflight == 1
+        tokenizer_free.set()
+        backend.release()
+        answered = (await asyncio.wait_for(first, 5)).response.results[0]
+        assert answered.num_tokens == len(tokenizer.encode("one", add_special_tokens=False))
+    finally:
+        tokenizer_free.set()
+        backend.release()
+        await engine.close()
