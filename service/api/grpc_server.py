@@ -156,6 +156,10 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         except LMScoreError as error:
             record.finish(grpc_code_name(error), error)
             await _abort(context, error)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _internal("ScoreTextStream", record, context, exc)
         finally:
             # Cancelled while awaiting (CancelledError), or closed while suspended at a
             # yield (GeneratorExit): either way the call ended early. A no-op once recorded.
@@ -226,13 +230,21 @@ async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitab
     except Exception as exc:
         if isinstance(exc, grpc.aio.AbortError):
             raise
-        log.exception("internal error in %s", method)
-        internal = InternalError(f"internal error: {type(exc).__name__}")
-        record.finish("INTERNAL", internal)
-        await _abort(context, internal)
-        raise
+        await _internal(method, record, context, exc)
+        raise  # not reached: abort raises
     record.finish("OK")
     return response
+
+
+async def _internal(
+    method: str, record: RequestRecord, context: grpc.aio.ServicerContext, exc: Exception
+) -> None:
+    """A bug of ours: logged with its traceback, recorded, and answered INTERNAL (not
+    UNKNOWN with nothing logged)."""
+    log.error("internal error in %s", method, exc_info=exc)
+    internal = InternalError(f"internal error: {type(exc).__name__}")
+    record.finish("INTERNAL", internal)
+    await _abort(context, internal)
 
 
 # The server's deadline starts when the call arrives, the client's when it was sent: the

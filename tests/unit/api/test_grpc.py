@@ -377,6 +377,41 @@ async def test_stream_ends_at_bad_request(grpc_served: Served) -> None:
     await assert_answers(grpc_served)
 
 
+async def test_a_bug_in_a_stream_is_internal_and_recorded(
+    grpc_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only our own errors were handled: gRPC answered UNKNOWN, nothing was logged, and
+    # the call was counted as CANCELLED.
+    served = await grpc_factory()
+    real_score = served.engine.score_text
+    calls = 0
+
+    async def failing_second(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a bug")
+        return await real_score(*args, **kwargs)
+
+    monkeypatch.setattr(served.engine, "score_text", failing_second)
+    labels = {"endpoint": "score_text_stream", "protocol": "grpc"}
+    internal = sample("lmscore_requests_total", **labels, code="INTERNAL")
+    cancelled = sample("lmscore_requests_total", **labels, code="CANCELLED")
+    call = served.stub.ScoreTextStream(iter(stream_requests()[:3]), timeout=T)
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for response in call:
+            received.append(response)
+    assert info.value.code() == Code.INTERNAL and "RuntimeError" in (info.value.details() or "")
+    assert len(received) == 1
+    await eventually(
+        lambda: sample("lmscore_requests_total", **labels, code="INTERNAL") == internal + 1
+    )
+    assert sample("lmscore_requests_total", **labels, code="CANCELLED") == cancelled
+    monkeypatch.setattr(served.engine, "score_text", real_score)
+    await assert_answers(served)
+
+
 async def test_abandoned_stream_is_cleaned_up(
     grpc_factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
