@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -192,3 +197,37 @@ def test_work_left_after_the_grace_period_fails_with_503_and_the_process_exits(
     # 24 long texts take minutes here; the grace period is 1 s, uvicorn's own drain is 5 s.
     assert exit_s < 15, exit_s
     assert "Traceback" not in burst_server.log.read_text()
+
+
+def test_a_signal_while_a_model_loads_stops_the_process(tmp_path: Path) -> None:
+    """A download (or a read) that hangs while models load does not keep a stopping
+    server alive: the process exited only once the load's thread had finished."""
+    with socket.socket() as hub:  # takes the connection and never answers
+        hub.bind(("127.0.0.1", 0))
+        hub.listen(4)
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": f"http://127.0.0.1:{hub.getsockname()[1]}",
+            "HF_HUB_ETAG_TIMEOUT": "600",
+            "HF_HUB_DOWNLOAD_TIMEOUT": "600",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+        }
+        env.pop("HF_HUB_OFFLINE", None)
+        exe = Path(sys.executable).with_name("lmscore")
+        args = ["serve", "--model", "m=someone/some-model", "--http-port", "0", "--grpc-port", "0"]
+        log = (tmp_path / "log").open("w")
+        process = subprocess.Popen([str(exe), *args], env=env, stdout=log, stderr=log)
+        try:
+            hub.settimeout(120)
+            connection, _ = hub.accept()  # the load is under way, in its thread
+            process.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            code = process.wait(timeout=60)
+            assert code == 0 and time.monotonic() - sent < 30
+            connection.close()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+    assert "Traceback" not in (tmp_path / "log").read_text()
