@@ -155,6 +155,10 @@ def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> InvalidReques
     first = errors[0]
     if first.get("type") == "json_invalid":
         return MalformedRequest(f"the body is not valid JSON: {first.get('msg', '')}")
+    if tuple(first.get("loc", ())) == ("body",):  # the body as a whole
+        if first.get("type") == "missing":  # FastAPI's reading of an empty body
+            return MalformedRequest("the body is empty: send a JSON object")
+        return InvalidRequest("the body must be a JSON object", param="body")
     # A validator may name the exact item at fault (``prompt[1]``) below its field.
     named = (first.get("ctx") or {}).get("param")
     if isinstance(named, str):

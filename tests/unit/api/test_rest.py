@@ -161,12 +161,22 @@ async def test_unparseable_json(client: httpx.AsyncClient, raw: bytes) -> None:
     assert_error(response, 400, "invalid_request", None)
 
 
-async def test_empty_body(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("url", [TEXT_URL, CHAT_URL, "/v1/completions", "/tokenize"])
+async def test_empty_body(client: httpx.AsyncClient, url: str) -> None:
+    # Not JSON at all, so a 400 (it was a 422 "Field required" naming no field).
+    for headers in ({"content-type": "application/json"}, {}):
+        response = await client.post(url, content=b"", headers=headers)
+        assert_error(response, 400, "invalid_request", None)
+        assert "empty" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", [b"null", b"[]", b'"texts"', b"3"])
+async def test_a_body_that_is_not_an_object(client: httpx.AsyncClient, raw: bytes) -> None:
     response = await client.post(
-        TEXT_URL, content=b"", headers={"content-type": "application/json"}
+        TEXT_URL, content=raw, headers={"content-type": "application/json"}
     )
-    assert response.status_code in (400, 422), response.text
-    assert response.json()["error"]["type"] == "invalid_request"
+    assert_error(response, 422, "invalid_request", "body")
+    assert "JSON object" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
