@@ -147,6 +147,10 @@ def param_from_loc(loc: Sequence[Any]) -> str | None:
     return out or None
 
 
+# pydantic's error types for a model given something that is not a mapping.
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "model_type", "dict_type"})
+
+
 def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     """The first pydantic validation problem as an InvalidRequest naming its field
     (MalformedRequest when the body was not JSON at all)."""
@@ -158,7 +162,8 @@ def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> InvalidReques
     if tuple(first.get("loc", ())) == ("body",):  # the body as a whole
         if first.get("type") == "missing":  # FastAPI's reading of an empty body
             return MalformedRequest("the body is empty: send a JSON object")
-        return InvalidRequest("the body must be a JSON object", param="body")
+        if first.get("type") in _NOT_AN_OBJECT:
+            return InvalidRequest("the body must be a JSON object", param="body")
     # A validator may name the exact item at fault (``prompt[1]``) below its field.
     named = (first.get("ctx") or {}).get("param")
     if isinstance(named, str):
