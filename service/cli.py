@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from typing import Any, get_args, get_origin
 
 from pydantic import ValidationError
 
 from service.settings import Settings
+
+log = logging.getLogger("service.cli")
 
 REPEATABLE = {
     "model": "NAME=SPEC",
@@ -23,6 +27,9 @@ REPEATABLE = {
     "cors_allow_origin": "ORIGIN",
 }
 FLAG_NAMES = {"model": "--model", "api_keys": "--api-key"}
+ENV_PREFIX = "LMSCORE_"
+# The client's variables (lmscore-client, the Python clients): not the server's business.
+CLIENT_ENV = {"LMSCORE_URL", "LMSCORE_API_KEY"}
 
 
 def _flag(name: str) -> str:
@@ -30,7 +37,7 @@ def _flag(name: str) -> str:
 
 
 def _add_field(parser: argparse.ArgumentParser, name: str, info: Any) -> None:
-    help_text = (info.description or "").replace("%", "%%")
+    help_text = (info.description or "").replace("%", "%%") + f" [env {ENV_PREFIX}{name.upper()}]"
     annotation = info.annotation
     if name in REPEATABLE:
         parser.add_argument(
@@ -80,6 +87,21 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
+def warn_about_env(environ: Mapping[str, str], settings: Settings) -> None:
+    """Log ``LMSCORE_*`` variables the server does not read (a typo would otherwise leave
+    a limit at its default without a word), and the client's key variable when the
+    server itself has no keys."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    for variable in sorted(environ):
+        if variable.startswith(ENV_PREFIX) and variable not in known | CLIENT_ENV:
+            log.warning("ignoring %s: no setting of that name (see lmscore serve --help)", variable)
+    if "LMSCORE_API_KEY" in environ and not settings.all_api_keys():
+        log.warning(
+            "LMSCORE_API_KEY is the client's variable: the server takes its keys from "
+            "LMSCORE_API_KEYS (comma-separated) or --api-keys-file, and has none"
+        )
+
+
 def prepare(settings: Settings) -> int:
     """Resolve every model into the cache and print where it lives."""
     from service.models import ModelSpecError, parse_model_args, resolve
@@ -106,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    warn_about_env(os.environ, settings)
     if args.command == "prepare":
         return prepare(settings)
     from service.server import serve

@@ -59,9 +59,21 @@ async def serve(settings: Settings) -> int:
         log.error("%s", exc)
         return 2
     engine = Engine(settings)
-    http_sock = bind_socket(settings.host, settings.http_port)
     grpc_door = GrpcDoor(engine)
-    grpc_port = grpc_door.bind(settings.host, settings.grpc_port)
+    try:
+        http_sock = bind_socket(settings.host, settings.http_port)
+    except OSError as exc:
+        log.error("cannot listen on %s (HTTP): %s", _address(settings.host, settings.http_port),
+                  exc.strerror or exc)  # fmt: skip
+        return 1
+    try:
+        grpc_port = grpc_door.bind(settings.host, settings.grpc_port)
+    except (OSError, RuntimeError) as exc:  # grpcio raises RuntimeError("Failed to bind...")
+        log.error("cannot listen on %s (gRPC): %s", _address(settings.host, settings.grpc_port),
+                  exc)  # fmt: skip
+        http_sock.close()
+        return 1
+    _log_auth(settings)
     await grpc_door.start()
     config = uvicorn.Config(
         create_app(engine),
@@ -92,6 +104,17 @@ async def serve(settings: Settings) -> int:
         # cannot be interrupted, and the interpreter would wait for it at exit.
         _exit_now(code)
     return code
+
+
+def _log_auth(settings: Settings) -> None:
+    """Say at start-up whether scoring needs a key: an open server should be a choice."""
+    keys = settings.all_api_keys()
+    if keys:
+        log.info("auth on: %d API key(s); scoring and completions need 'Authorization: "
+                 "Bearer KEY'", len(keys))  # fmt: skip
+    else:
+        log.info("auth off: no API keys (LMSCORE_API_KEYS or --api-keys-file); every endpoint "
+                 "is open")  # fmt: skip
 
 
 async def _run_until_stopped(

@@ -176,6 +176,14 @@ class Settings(BaseSettings):
         # An origin holds no comma, so "--cors-allow-origin a,b" lists two, as the env does.
         return [part.strip() for item in value for part in item.split(",") if part.strip()]
 
+    @field_validator("api_keys_file", mode="after")
+    @classmethod
+    def _keys_file_has_keys(cls, value: Path | None) -> Path | None:
+        # An empty or missing keys file would start the server with auth off, unnoticed.
+        if value is not None and not _keys_in(value):
+            raise ValueError(f"{value} holds no API key (one per line)")
+        return value
+
     def for_model(self, options: dict[str, str]) -> Settings:
         """These settings with one model's overrides (from ``--model NAME=SPEC?k=v``),
         validated like the flags (a bad value raises ValueError naming it)."""
@@ -188,8 +196,14 @@ class Settings(BaseSettings):
         """Keys from ``api_keys`` and ``api_keys_file`` together."""
         keys = list(self.api_keys)
         if self.api_keys_file is not None:
-            for line in self.api_keys_file.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    keys.append(line)
+            keys += _keys_in(self.api_keys_file)
         return keys
+
+
+def _keys_in(path: Path) -> list[str]:
+    """The keys of a keys file: one per line, blank lines and # comments skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from exc
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]

@@ -345,6 +345,9 @@ class GrpcDoor:
                 # Twice the body limit: in between, the servicer answers too_large itself.
                 ("grpc.max_receive_message_length", 2 * settings.max_body_bytes),
                 ("grpc.max_send_message_length", settings.grpc_max_send_bytes),
+                # A port another process holds is an error, as for HTTP, not a silent
+                # share of its calls (gRPC sets SO_REUSEPORT by default).
+                ("grpc.so_reuseport", 0),
             ]
         )
         servicer = ScorerServicer(engine, KeyChecker(settings.all_api_keys()))

@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 import re
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -164,6 +167,60 @@ def test_api_keys_file(tmp_path: Path) -> None:
     keys.write_text("# comment\n\nfile-key-1\n  file-key-2  \n")
     s = settings("--api-key", "flag-key", "--api-keys-file", str(keys))
     assert s.all_api_keys() == ["flag-key", "file-key-1", "file-key-2"]
+
+
+@pytest.mark.parametrize(
+    "content", ["", "# keys go here\n\n", None], ids=["empty", "comments", "missing"]
+)
+def test_a_keys_file_without_keys_is_refused(tmp_path: Path, content: str | None) -> None:
+    # It started the server with auth off and said nothing.
+    keys = tmp_path / "keys.txt"
+    if content is not None:
+        keys.write_text(content)
+    with pytest.raises(ValidationError, match=r"keys\.txt"):
+        settings("--api-keys-file", str(keys))
+
+
+def test_help_names_each_flags_env_var(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for name in Settings.model_fields:
+        assert f"[env LMSCORE_{name.upper()}]" in help_text, name
+
+
+def test_unknown_env_vars_are_named_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    environ = {"LMSCORE_MAXQUEUE": "5", "LMSCORE_MAX_QUEUE": "5", "LMSCORE_URL": "http://x",
+               "LMSCORE_API_KEY": "k", "PATH": "/bin"}  # fmt: skip
+    with caplog.at_level("WARNING", logger="service.cli"):
+        cli.warn_about_env(environ, Settings())
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "LMSCORE_MAXQUEUE" in warned and "LMSCORE_MAX_QUEUE:" not in warned
+    assert "LMSCORE_URL" not in warned  # the client's, on purpose
+    assert "LMSCORE_API_KEYS" in warned  # the client's key variable, and the server has none
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="service.cli"):
+        cli.warn_about_env({"LMSCORE_API_KEY": "k"}, Settings(api_keys=["k"]))
+    assert not caplog.records
+
+
+def test_a_port_in_use_is_one_line_and_exit_1() -> None:
+    # A traceback before; and gRPC shared a port whose holder allows it (SO_REUSEPORT).
+    exe = Path(sys.executable).with_name("lmscore")
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for ports in (
+            ["--http-port", port, "--grpc-port", "0"],
+            ["--http-port", "0", "--grpc-port", port],
+        ):
+            done = subprocess.run(
+                [str(exe), "serve", *ports], capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
 
 
 def test_per_model_options() -> None:
