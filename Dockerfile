@@ -35,7 +35,7 @@ USER 10001
 WORKDIR /app
 EXPOSE 8000 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status != 200)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('LMSCORE_HTTP_PORT', '8000'); sys.exit(urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=2).status != 200)"]
 ENTRYPOINT ["lmscore", "serve"]
 
 # Optional: the vLLM backend on top (GPU hosts: --build-arg VARIANT=cuda --target vllm).

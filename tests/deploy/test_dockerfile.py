@@ -54,6 +54,7 @@ def test_stages_user_ports_and_health_check() -> None:
     assert any(w == "EXPOSE" and a.split() == ["8000", "50051"] for w, a in instructions())
     health = next(a for w, a in instructions() if w == "HEALTHCHECK")
     assert "/readyz" in health
+    assert "LMSCORE_HTTP_PORT" in health  # the port the server listens on, not always 8000
 
 
 def test_dockerignore_keeps_environments_out() -> None:

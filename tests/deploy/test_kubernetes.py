@@ -82,6 +82,13 @@ def test_services_pdb_monitor_and_autoscaler() -> None:
     assert by_kind(docs, "Service", "lmscore-headless")["spec"]["clusterIP"] == "None"
     assert by_kind(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     monitor = by_kind(docs, "ServiceMonitor")
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    scraped = [
+        d["metadata"]["name"]
+        for d in docs
+        if d["kind"] == "Service" and wanted <= d["metadata"]["labels"].items()
+    ]
+    assert scraped == ["lmscore"]  # not the headless one too: each pod once
     assert monitor["spec"]["endpoints"][0] == {
         "port": "http",
         "path": "/metrics",
