@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from service import compare as comparison
 from service import continuations, metrics
 from service.chat_prompt import ChatPromptOptions, chat_prompt_sequence
+from service.chat_sequences import chat_sequences
 from service.errors import InvalidRequest, NotFound, Timeout
 from service.memory import IdleTrimmer
 from service.models import ModelSpec
@@ -48,7 +49,6 @@ from service.scoring.reference import ReferenceProfile
 from service.sequences import (
     RunOptions,
     ScoredSequence,
-    chat_sequences,
     encode,
     prompt_sequences,
     text_sequence,

@@ -7,7 +7,7 @@ fits it into the model's context; ``stitch`` puts the windows' scores back in pl
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,6 @@ import numpy.typing as npt
 
 from service.backends.base import ForwardItem, ForwardResult
 from service.errors import InvalidRequest
-from service.scoring.chat import ChatTemplateError, RenderedChat, render_with_spans
 from service.scoring.offsets import offsets_from_bytes, shares_a_character, tile_offsets
 from service.scoring.windows import Window, plan_windows
 from service.token_bytes import token_byte_lengths
@@ -103,14 +102,16 @@ def encode(tokenizer: Any, texts: list[str]) -> list[Encoded]:
     """Each text's token ids (no special tokens added) and tiled character offsets."""
     batch = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     return [
-        _encoded(tokenizer, text, list(ids), [tuple(o) for o in offsets])
+        encoded_from_offsets(tokenizer, text, list(ids), [tuple(o) for o in offsets])
         for text, ids, offsets in zip(
             texts, batch["input_ids"], batch["offset_mapping"], strict=True
         )
     ]
 
 
-def _encoded(tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]]) -> Encoded:
+def encoded_from_offsets(
+    tokenizer: Any, text: str, ids: list[int], offsets: list[tuple[int, int]]
+) -> Encoded:
     """Offsets tiled, and each token's bytes counted exactly where a character is split
     across tokens and the tokenizer is byte-level or SentencePiece with byte fallback."""
     if shares_a_character(offsets):
@@ -126,72 +127,6 @@ def text_sequence(text: str, encoded: Encoded, bos_id: int | None) -> ScoredSequ
     return ScoredSequence(
         text, encoded.ids, encoded.offsets, scored, bos_id, token_bytes=encoded.token_bytes
     )
-
-
-def chat_sequence(
-    tokenizer: Any,
-    messages: list[dict[str, str]],
-    score_roles: Collection[str],
-    include_end_of_turn: bool,
-) -> ScoredSequence:
-    """A conversation rendered by the model's chat template, scoring the content tokens of
-    messages whose role is in ``score_roles`` (and their end-of-turn tokens if asked)."""
-
-    def render(msgs: list[dict[str, str]]) -> str:
-        return str(tokenizer.apply_chat_template(msgs, tokenize=False))
-
-    chat: RenderedChat = render_with_spans(messages, render)
-    (encoded,) = encode(tokenizer, [chat.text])
-    owner: list[int | None] = []
-    scored: list[bool] = []
-    for start, end in encoded.offsets:
-        index, in_content = _owner(chat, start, end)
-        owner.append(index)
-        counts = index is not None and messages[index]["role"] in score_roles
-        scored.append(counts and (in_content or include_end_of_turn) and len(owner) > 1)
-    return ScoredSequence(
-        chat.text,
-        encoded.ids,
-        encoded.offsets,
-        scored,
-        None,
-        owner,
-        token_bytes=encoded.token_bytes,
-    )
-
-
-def chat_sequences(
-    tokenizer: Any,
-    conversations: list[list[dict[str, str]]],
-    score_roles: Collection[str],
-    include_end_of_turn: bool,
-) -> list[ScoredSequence]:
-    """Every conversation as a sequence; a template failure is a 422 naming it."""
-    seqs = []
-    for i, messages in enumerate(conversations):
-        try:
-            seqs.append(chat_sequence(tokenizer, messages, score_roles, include_end_of_turn))
-        except ChatTemplateError as exc:
-            raise chat_error(exc, i) from exc
-    return seqs
-
-
-def _owner(chat: RenderedChat, start: int, end: int) -> tuple[int | None, bool]:
-    """(message index, in its content) for the token at characters ``[start, end)``.
-
-    A token holding any of a message's content is that content's: tokenizers join the
-    space a template puts before a message to its first word (``[/INST] Hello`` gives
-    ``▁Hello`` in Llama 2 and Mistral templates), and that token is the message's first
-    word, whose logprob counts. Otherwise a token starting in a message's end-of-turn text
-    belongs to that message, outside its content."""
-    stop = max(end, start + 1)  # a zero-width (special) token at ``start``
-    for index, span in enumerate(chat.spans):
-        if start < span.end and span.start < stop:
-            return index, True
-    for index, span in enumerate(chat.spans):
-        if span.end <= start < span.turn_end:
-            return index, False
-    return None, False
 
 
 def fit_to_context(
@@ -313,14 +248,6 @@ def stitch(
         std,
         bow,
     )
-
-
-def chat_error(exc: ChatTemplateError, conversation: int) -> InvalidRequest:
-    """The InvalidRequest for a template failure, naming the conversation or message."""
-    param = f"conversations[{conversation}]"
-    if exc.index is not None:
-        param += f"[{exc.index}]"
-    return InvalidRequest(str(exc), param=param)
 
 
 def ids_sequence(tokenizer: Any, ids: list[int]) -> ScoredSequence:

@@ -9,6 +9,7 @@ when the conversation ends with that message (trailing whitespace excluded).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -40,21 +41,23 @@ class RenderedChat:
     spans: list[MessageSpan]
 
 
-def _sentinel(index: int) -> str:
-    # Private-use code points: no real content or template contains them.
-    return f"\ue000lmscore-{index}\ue001"
+def _sentinel(index: int, nonce: str) -> str:
+    # Private-use code points and a fresh nonce per rendering: content cannot contain it.
+    return f"\ue000lmscore-{nonce}-{index}\ue001"
 
 
 def render_with_spans(messages: Sequence[Message], render: Renderer) -> RenderedChat:
     """Render ``messages`` and locate each message's content and end-of-turn text."""
     messages = [dict(m) for m in messages]
     full = _render(render, messages, None)
+    nonce = secrets.token_hex(8)
     spans: list[MessageSpan] = []
     cursor = 0
     for i, message in enumerate(messages):
-        probe = [*messages[:i], {**message, "content": _sentinel(i)}, *messages[i + 1 :]]
+        sentinel = _sentinel(i, nonce)
+        probe = [*messages[:i], {**message, "content": sentinel}, *messages[i + 1 :]]
         probe_text = _render(render, probe, i)
-        start = probe_text.find(_sentinel(i))
+        start = probe_text.find(sentinel, cursor)  # past earlier messages, whatever they hold
         if start < 0 or not full.startswith(probe_text[:start]) or start < cursor:
             raise ChatTemplateError(
                 "the chat template does not render this message's content verbatim", i

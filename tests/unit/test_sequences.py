@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 from service.backends.base import ForwardItem, ForwardResult
+from service.chat_sequences import chat_error, chat_sequence
 from service.errors import InvalidRequest
 from service.scoring.chat import ChatTemplateError
 from service.scoring.windows import Window
@@ -15,8 +16,6 @@ from service.sequences import (
     Encoded,
     RunOptions,
     ScoredSequence,
-    chat_error,
-    chat_sequence,
     encode,
     fit_to_context,
     forward_items,
@@ -172,6 +171,9 @@ def test_stitch_rejects_missing_results() -> None:
 
 class CharTokenizer:
     """One token per character (id = code point); ChatML chat template."""
+
+    all_special_ids: ClassVar[list[int]] = []  # its ChatML markers are plain characters
+    added_tokens_decoder: ClassVar[dict[int, Any]] = {}
 
     def __call__(self, texts: list[str], **kwargs: Any) -> dict[str, Any]:
         assert kwargs == {"add_special_tokens": False, "return_offsets_mapping": True}

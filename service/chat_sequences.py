@@ -1,0 +1,138 @@
+"""A conversation as a scored sequence: rendered by the model's chat template, tokenized
+with message content as plain text, each token owned by a message (or the template)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from service.errors import InvalidRequest
+from service.scoring.chat import ChatTemplateError, RenderedChat, render_with_spans
+from service.sequences import Encoded, ScoredSequence, encoded_from_offsets
+
+
+def chat_sequence(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    score_roles: Collection[str],
+    include_end_of_turn: bool,
+) -> ScoredSequence:
+    """A conversation rendered by the model's chat template, scoring the content tokens of
+    messages whose role is in ``score_roles`` (and their end-of-turn tokens if asked)."""
+
+    def render(msgs: list[dict[str, str]]) -> str:
+        return str(tokenizer.apply_chat_template(msgs, tokenize=False))
+
+    chat: RenderedChat = render_with_spans(messages, render)
+    encoded = _encode_rendered_chat(tokenizer, chat)
+    owner: list[int | None] = []
+    scored: list[bool] = []
+    for start, end in encoded.offsets:
+        index, in_content = _owner(chat, start, end)
+        owner.append(index)
+        counts = index is not None and messages[index]["role"] in score_roles
+        scored.append(counts and (in_content or include_end_of_turn) and len(owner) > 1)
+    return ScoredSequence(
+        chat.text,
+        encoded.ids,
+        encoded.offsets,
+        scored,
+        None,
+        owner,
+        token_bytes=encoded.token_bytes,
+    )
+
+
+def _encode_rendered_chat(tokenizer: Any, chat: RenderedChat) -> Encoded:
+    """The rendering's tokens, with message content as plain text: a special token's text
+    written in a message (an answer quoting ``<|im_end|>``) stays that text, not the control
+    token, so content cannot end a turn or open a forged one. The text between two of the
+    template's own special tokens is tokenized as one plain-text piece, so everything else
+    tokenizes as in the whole rendering (which is all there is to it when no content holds
+    a special token's text, the usual case)."""
+    text = chat.text
+    ids, offsets = _tokenize(tokenizer, text, literal=False)
+    special = _special_ids(tokenizer)
+
+    def in_content(start: int, end: int) -> bool:
+        return any(start < span.end and span.start < end for span in chat.spans)
+
+    template = [j for j, t in enumerate(ids) if t in special and not in_content(*offsets[j])]
+    if len(template) == sum(t in special for t in ids):
+        return encoded_from_offsets(tokenizer, text, ids, offsets)
+    out_ids: list[int] = []
+    out_offsets: list[tuple[int, int]] = []
+    previous = -1  # the template special token before the current piece
+    for j in [*template, len(ids)]:
+        piece = range(previous + 1, j)
+        if any(ids[k] in special for k in piece):  # a piece holding a forged one
+            a = offsets[previous][1] if previous >= 0 else 0
+            b = offsets[j][0] if j < len(ids) else len(text)
+            piece_ids, piece_offsets = _tokenize(tokenizer, text[a:b], literal=True)
+            out_ids += piece_ids
+            out_offsets += [(a + s, a + e) for s, e in piece_offsets]
+        else:
+            out_ids += [ids[k] for k in piece]
+            out_offsets += [offsets[k] for k in piece]
+        if j < len(ids):
+            out_ids.append(ids[j])
+            out_offsets.append(offsets[j])
+        previous = j
+    return encoded_from_offsets(tokenizer, text, out_ids, out_offsets)
+
+
+def _tokenize(
+    tokenizer: Any, text: str, *, literal: bool
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and raw character offsets; ``literal``: special tokens' text is plain text."""
+    options = {"split_special_tokens": True} if literal else {}
+    enc = tokenizer([text], add_special_tokens=False, return_offsets_mapping=True, **options)
+    return list(enc["input_ids"][0]), [tuple(o) for o in enc["offset_mapping"][0]]
+
+
+def _special_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids of the tokenizer's special tokens, declared or added as special."""
+    added = tokenizer.added_tokens_decoder.items()
+    return frozenset(tokenizer.all_special_ids) | {i for i, t in added if t.special}
+
+
+def chat_sequences(
+    tokenizer: Any,
+    conversations: list[list[dict[str, str]]],
+    score_roles: Collection[str],
+    include_end_of_turn: bool,
+) -> list[ScoredSequence]:
+    """Every conversation as a sequence; a template failure is a 422 naming it."""
+    seqs = []
+    for i, messages in enumerate(conversations):
+        try:
+            seqs.append(chat_sequence(tokenizer, messages, score_roles, include_end_of_turn))
+        except ChatTemplateError as exc:
+            raise chat_error(exc, i) from exc
+    return seqs
+
+
+def _owner(chat: RenderedChat, start: int, end: int) -> tuple[int | None, bool]:
+    """(message index, in its content) for the token at characters ``[start, end)``.
+
+    A token holding any of a message's content is that content's: tokenizers join the
+    space a template puts before a message to its first word (``[/INST] Hello`` gives
+    ``▁Hello`` in Llama 2 and Mistral templates), and that token is the message's first
+    word, whose logprob counts. Otherwise a token starting in a message's end-of-turn text
+    belongs to that message, outside its content."""
+    stop = max(end, start + 1)  # a zero-width (special) token at ``start``
+    for index, span in enumerate(chat.spans):
+        if start < span.end and span.start < stop:
+            return index, True
+    for index, span in enumerate(chat.spans):
+        if span.end <= start < span.turn_end:
+            return index, False
+    return None, False
+
+
+def chat_error(exc: ChatTemplateError, conversation: int) -> InvalidRequest:
+    """The InvalidRequest for a template failure, naming the conversation or message."""
+    param = f"conversations[{conversation}]"
+    if exc.index is not None:
+        param += f"[{exc.index}]"
+    return InvalidRequest(str(exc), param=param)
