@@ -63,7 +63,8 @@ BATCH_SIZE = Histogram(
 )
 BATCH_TOKENS = Histogram(
     "lmscore_batch_tokens",
-    "Padded tokens (longest x count) per forward pass.",
+    "Tokens one forward pass computed, as its layout costs them: real tokens for ragged "
+    "batches, longest x count for padded ones.",
     ["model"],
     buckets=_BATCH_TOKENS,
     registry=REGISTRY,
@@ -77,12 +78,16 @@ PADDING_RATIO = Histogram(
 )
 TOKENS_SCORED = Counter(
     "lmscore_tokens_scored_total",
-    "Tokens whose logprob was computed.",
+    "Token positions whose logprob was computed (compute, not returned scores: a chat's "
+    "unscored turns and the work of callers that left count too).",
     ["model"],
     registry=REGISTRY,
 )
 QUEUE_DEPTH = Gauge(
-    "lmscore_queue_depth", "Items waiting in the batch queue.", ["model"], registry=REGISTRY
+    "lmscore_queue_depth",
+    "Windows waiting for a forward pass (our batcher), or in the backend's own engine (vLLM).",
+    ["model"],
+    registry=REGISTRY,
 )
 QUEUE_CAPACITY = Gauge(
     "lmscore_queue_capacity",
