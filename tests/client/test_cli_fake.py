@@ -3,6 +3,7 @@ concurrency, rejects, filters, outages and resuming (fast; no model)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pty
@@ -192,23 +193,31 @@ def test_resume_cuts_a_half_written_tail(tmp_path: Path) -> None:
         assert server.served == served and out.read_bytes() == full
 
 
-def test_plot_without_matplotlib_says_so(
+def test_the_summary_has_a_text_histogram_of_the_metric(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", _rows(20))
-    png = tmp_path / "hist.png"
     with FakeServer() as server:
-        code = _score(
-            server.url, inp, tmp_path / "out.jsonl", "--plot", str(png), "--metric", "bits_per_char"
-        )
+        code = _score(server.url, inp, tmp_path / "out.jsonl", "--metric", "bits_per_char")
     assert code == 0
+    assert "histogram of bits_per_char (linear bins)" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_is_refused_before_scoring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It scored the whole file, then said matplotlib was missing and exited 0.
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(20))
+    png, out = tmp_path / "hist.png", tmp_path / "out.jsonl"
+    with FakeServer() as server:
+        code = _score(server.url, inp, out, "--plot", str(png), "--metric", "bits_per_char")
+        served = server.served
     err = capsys.readouterr().err
-    assert "histogram of bits_per_char (linear bins)" in err
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        assert "matplotlib is not installed" in err and not png.exists()
+    if importlib.util.find_spec("matplotlib") is None:
+        assert code == 2 and "pip install 'lmscore-client[plot]'" in err
+        assert served == 0 and not out.exists() and not png.exists()
     else:
+        assert code == 0 and "histogram of bits_per_char (linear bins)" in err
         assert png.stat().st_size > 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -237,6 +238,9 @@ def _refusal(args: argparse.Namespace, out: Path, rejects: Path | None) -> str |
         return "--resume needs a file for IN and -o (a stream cannot be resumed)"
     if args.input != STREAM and not Path(args.input).is_file():
         return f"no input file {args.input}"
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # Known now, not after hours of scoring.
+        return "--plot needs matplotlib: pip install 'lmscore-client[plot]'"
     files = [path for path in (out, rejects) if path is not None and str(path) != STREAM]
     if args.input != STREAM and Path(args.input).resolve() in {p.resolve() for p in files}:
         return "the output must not be the input file"
