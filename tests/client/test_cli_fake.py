@@ -425,3 +425,30 @@ def test_standard_input_and_output_stand_for_dash(tmp_path: Path) -> None:
             input=data, capture_output=True, cwd=tmp_path, timeout=60, check=False,
         )  # fmt: skip
         assert resumed.returncode == 2 and b"cannot be resumed" in resumed.stderr
+
+
+def test_a_slow_input_stream_does_not_hold_back_answered_rows(tmp_path: Path) -> None:
+    """A row's answer is written while the next row has not arrived on stdin yet: the input
+    was read on the event loop, so a pipe waiting for its producer stalled everything."""
+    rows = _rows(2)
+    with FakeServer() as server:
+        process = subprocess.Popen(
+            [CLI, "score-file", "-", "-o", "-", "--url", server.url, "--rows-per-request", "1"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write((json.dumps(rows[0]) + "\n").encode())
+            process.stdin.flush()
+            ready, _, _ = select.select([process.stdout], [], [], 30)
+            assert ready, "the first row's answer waited for the second row"
+            first = json.loads(process.stdout.readline())
+            process.stdin.write((json.dumps(rows[1]) + "\n").encode())
+            process.stdin.close()
+            second = json.loads(process.stdout.readline())
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert [first, second] == _expected(rows)

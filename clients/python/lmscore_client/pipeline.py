@@ -32,6 +32,7 @@ from lmscore_client.errors import (
     OverloadedError,
     UnavailableError,
 )
+from lmscore_client.read_ahead import next_off_loop
 from lmscore_client.results import ScoreResponse, TextResult
 from lmscore_client.retry import RetryPolicy
 
@@ -286,31 +287,34 @@ async def run(
     one that failed (the others are cancelled)."""
     window: deque[asyncio.Task[Batch]] = deque()
     max_window = 4 * concurrency  # finished batches waiting for a slow earlier one
+    reading: asyncio.Task[Batch | None] | None = None  # the next batch, read off the loop
     exhausted = False
     try:
         while True:
-            running = sum(not t.done() for t in window)
-            while not exhausted and running < concurrency and len(window) < max_window:
-                batch = next(batches, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                window.append(asyncio.create_task(score_batch(sender, batch, opts, info)))
-                running += 1
             while window and window[0].done():
                 on_batch(window.popleft().result())  # raises the batch's Fatal
-            if not window:
-                if exhausted:
+            running = sum(not t.done() for t in window)
+            room = running < concurrency and len(window) < max_window
+            if reading is None and not exhausted and room:
+                reading = asyncio.create_task(next_off_loop(batches))
+            waiting = [t for t in window if not t.done()] + ([reading] if reading else [])
+            if not waiting:
+                if exhausted and not window:
                     return
                 continue
-            await asyncio.wait(
-                [t for t in window if not t.done()], return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if reading is not None and reading.done():
+                batch, reading = reading.result(), None
+                if batch is None:
+                    exhausted = True
+                else:
+                    window.append(asyncio.create_task(score_batch(sender, batch, opts, info)))
     finally:
-        for task in window:
+        unfinished = [*window, *([reading] if reading else [])]
+        for task in unfinished:
             task.cancel()
-        if window:
-            await asyncio.gather(*window, return_exceptions=True)
+        if unfinished:
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
 
 def client_from_args(args: argparse.Namespace) -> AsyncClient:
