@@ -77,7 +77,9 @@ class ServedModel:
     created: int = field(default_factory=lambda: int(time.time()))  # Unix seconds
 
     def __post_init__(self) -> None:
-        self.token_text: Callable[[int], str] = functools.lru_cache(maxsize=65536)(self._decode_one)
+        # One entry per token id at most: a cache the size of the vocabulary (65,536 entries
+        # thrashed on 128k-256k vocabularies).
+        self.token_text: Callable[[int], str] = functools.cache(self._decode_one)
 
     @property
     def backend(self) -> ModelBackend:

@@ -4,6 +4,7 @@ bits-per-byte ratio against float64 references; tokenizers that differ get a 422
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 from tiny_engines import asgi_client, make_engine
 from tolerances import BATCH_INVARIANCE_REL
 
+from service import compare
 from service.backends import dynamic_batcher
 from service.backends.hf import HFBackend
 from service.engine import Engine
@@ -226,3 +228,22 @@ async def test_grpc_equals_rest(engine: Engine) -> None:
         for key in ("kl_divergence", "top1_agreement", "binoculars", "bits_per_byte_ratio"):
             assert g[key] == pytest.approx(r[key], rel=BATCH_INVARIANCE_REL, abs=1e-6)
         assert len(g["tokens"]) == len(r["tokens"])
+
+
+@ASYNC
+async def test_token_level_comparison_runs_off_the_event_loop(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It walked [positions, vocabulary] float64 arrays on the event loop, stalling every
+    # other request meanwhile.
+    threads: list[threading.Thread] = []
+    real = compare.compare_positions
+
+    def recording(*args: Any) -> Any:
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(compare, "compare_positions", recording)
+    request = CompareRequest(models=["default", "b"], texts=TEXTS[:1], token_level=True)
+    await engine.compare_models(request)
+    assert threads and threading.main_thread() not in threads
