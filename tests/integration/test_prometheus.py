@@ -163,31 +163,42 @@ def query(prometheus: str, expr: str) -> dict[str, Any]:
 
 def test_every_dashboard_and_alert_expression_runs(server: RunningServer, prometheus: str) -> None:
     load(server, seconds=12)
-    time.sleep(3)  # the last scrapes
     panels = [expand(e) for e in dashboard_expressions()]
     alerts = alert_expressions()
     assert len(panels) >= 15 and len(alerts) >= 6
     for expr in alerts:  # quiet now, as they should be: each must only run
         query(prometheus, expr)
+    deadline = time.monotonic() + 60  # until the last scrapes land (not a fixed sleep)
+    while (empty := panels_without_data(prometheus, panels)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert empty == [], f"no data for core panels: {empty}"
+
+
+def panels_without_data(prometheus: str, panels: list[str]) -> list[str]:
+    """The core panels' expressions that return nothing yet."""
     empty = []
     for expr in panels:
-        result = query(prometheus, expr)["data"]["result"]
         metric = re.search(r"lmscore_\w+", expr)
-        if metric and metric.group(0) in MUST_HAVE_DATA and not result:
+        core = metric is not None and metric.group(0) in MUST_HAVE_DATA
+        if core and not query(prometheus, expr)["data"]["result"]:
             empty.append(expr)
-    assert empty == [], f"no data for core panels: {empty}"
+    return empty
 
 
 def test_dashboard_variables_resolve(server: RunningServer, prometheus: str) -> None:
     load(server, seconds=3)
-    time.sleep(2)
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "lmscore.json").read_text())
     for variable in dashboard["templating"]["list"]:
         match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable.get("definition", ""))
         if match is None:
             continue
         metric, label = match.groups()
-        answer = httpx.get(
-            f"{prometheus}/api/v1/label/{label}/values", params={"match[]": metric}
-        ).json()
+        deadline = time.monotonic() + 60  # until a scrape has seen it
+        while True:
+            answer = httpx.get(
+                f"{prometheus}/api/v1/label/{label}/values", params={"match[]": metric}
+            ).json()
+            if answer["data"] or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         assert answer["status"] == "success" and answer["data"], variable["name"]
