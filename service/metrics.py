@@ -136,3 +136,13 @@ MODEL_INFO = Gauge(
 REJECTION_REASONS = ("overloaded", "timeout", "cancelled", "invalid", "unauthorized")
 for _reason in REJECTION_REASONS:
     REJECTED.labels(reason=_reason)
+
+
+def start_model_series(model: str) -> None:
+    """Create a newly served model's series at zero, so dashboards and rate() see 0 after a
+    restart, not "no data" until its first request."""
+    for per_model in (QUEUE_DURATION, INFERENCE_DURATION, BATCH_SIZE, BATCH_TOKENS,
+                      PADDING_RATIO, TOKENS_SCORED, QUEUE_DEPTH, BACKEND_ABORTS):  # fmt: skip
+        per_model.labels(model=model)
+    for reason in ("expired", "cancelled"):
+        ITEMS_DROPPED.labels(model=model, reason=reason)

@@ -84,6 +84,7 @@ class ModelRegistry:
         self.models[name] = served
         info = scheduler.backend.info
         metrics.MODEL_INFO.labels(name, info.backend, info.dtype, info.device, revision).set(1)
+        metrics.start_model_series(name)
         return served
 
     def get(self, name: str | None) -> ServedModel:

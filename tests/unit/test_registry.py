@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from fakes import FakeSelfBatchingBackend
+
+from service.backends import pass_through
 from service.errors import InvalidRequest, NotFound
+from service.metrics import REGISTRY
 from service.registry import ModelRegistry
 from service.settings import Settings
 
@@ -35,3 +40,16 @@ def test_several_models_without_a_default_must_be_named() -> None:
 def test_a_named_model_that_is_not_served_is_not_found() -> None:
     with pytest.raises(NotFound):
         registry_expecting("smol").get("default")
+
+
+def test_a_served_model_has_its_series_at_zero_before_any_request(tokenizer: Any) -> None:
+    # They appeared only with the first request: dashboards read "no data" after a restart.
+    registry = ModelRegistry(Settings())
+    backend = FakeSelfBatchingBackend(tokenizer)
+    registry.add("series-at-zero", "sha256:x", pass_through(backend, "series-at-zero", Settings()))
+    model = {"model": "series-at-zero"}
+    assert REGISTRY.get_sample_value("lmscore_tokens_scored_total", model) == 0.0
+    assert REGISTRY.get_sample_value("lmscore_inference_duration_seconds_count", model) == 0.0
+    assert REGISTRY.get_sample_value("lmscore_batch_size_count", model) == 0.0
+    dropped = {**model, "reason": "expired"}
+    assert REGISTRY.get_sample_value("lmscore_batch_items_dropped_total", dropped) == 0.0
