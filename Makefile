@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmscore-installed
-HOST ?= 127.0.0.1
+# make serve's address: HOST=..., else LMSCORE_HOST as for `lmscore serve`, else loopback.
+HOST ?= $(or $(LMSCORE_HOST),127.0.0.1)
 ARGS ?=
 
 .PHONY: install install-vllm system-deps tools serve test test-vllm lint typecheck unit integration bench bench-ray soak overload proto clean

@@ -5,7 +5,9 @@ after a few batches the per-batch buffers (logits are ~200 kB per token with a 4
 vocabulary) come from the heap arenas, whose freed space fragments and stays resident: RSS
 climbs in steps as batch shapes vary (measured: +6% to +11% over a 20,000-request soak,
 README "Operations"). ``malloc_trim`` hands that free space back; the engine calls it once
-it has been idle a moment, so it never runs while a loaded server computes.
+no request has been in flight for a moment, so it does not run under load (a forward pass
+whose callers have all left may still be finishing; the trim only takes the heap lock
+beside it).
 (Pinning the mmap threshold instead, at 1 MiB, kept RSS flat but cost 19% throughput on
 the embedded model: every activation became a fresh, zeroed mapping.)
 """

@@ -153,7 +153,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Once the server has had nothing in flight this many seconds, hand freed "
         "heap memory back to the system (glibc malloc_trim); 0 never. Keeps resident memory "
-        "flat over days of varied batch shapes; never runs while requests are in flight.",
+        "flat over days of varied batch shapes; never runs while a request is in flight.",
     )
     cache_dir: Path = Field(
         default_factory=_default_cache_dir,
