@@ -452,3 +452,24 @@ def test_a_slow_input_stream_does_not_hold_back_answered_rows(tmp_path: Path) ->
             if process.poll() is None:
                 process.kill()
     assert [first, second] == _expected(rows)
+
+
+def test_a_run_that_stops_while_stdin_stays_open_exits_cleanly(tmp_path: Path) -> None:
+    """The next line's read is still waiting when the run stops (here: no server): the
+    interpreter aborted at exit (134, "could not acquire lock for <stdin>")."""
+    process = subprocess.Popen(
+        [CLI, "score-file", "-", "-o", "-", "--url", "http://127.0.0.1:9", "--max-attempts", "1",
+         "--rows-per-request", "1"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stderr is not None
+    try:
+        process.stdin.write((json.dumps(_rows(1)[0]) + "\n").encode())
+        process.stdin.flush()  # and left open, as `tail -f corpus | score-file -` leaves it
+        assert process.wait(timeout=60) == 1
+        err = process.stderr.read().decode()
+        assert "cannot reach" in err and "Fatal Python error" not in err
+    finally:
+        process.stdin.close()
+        if process.poll() is None:
+            process.kill()

@@ -280,7 +280,7 @@ def score_file(args: argparse.Namespace) -> int:
         warn(f"resuming after input line {skip}")
     with contextlib.ExitStack() as files:
         lines = (
-            sys.stdin.buffer
+            _private_stdin()
             if args.input == STREAM
             else files.enter_context(Path(args.input).open("rb"))
         )
@@ -304,6 +304,14 @@ def score_file(args: argparse.Namespace) -> int:
     if args.plot:
         warn(plot(stats.values, args.metric, args.plot))
     return status
+
+
+def _private_stdin() -> BinaryIO:
+    """Standard input through a stream of our own. Lines are read on a daemon thread (see
+    ``read_ahead``); a read still waiting when a run stops early holds its stream's lock,
+    and the interpreter aborts at exit closing ``sys.stdin`` under it. This copy is never
+    closed: the process ends with it."""
+    return open(os.dup(sys.stdin.fileno()), "rb")
 
 
 def _run(
