@@ -3,6 +3,8 @@ with message content as plain text, each token owned by a message (or the templa
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Collection
 from typing import Any
 
@@ -46,43 +48,67 @@ def chat_sequence(
 def _encode_rendered_chat(tokenizer: Any, chat: RenderedChat) -> Encoded:
     """The rendering's tokens, with message content as plain text: a special token's text
     written in a message (an answer quoting ``<|im_end|>``) stays that text, not the control
-    token, so content cannot end a turn or open a forged one. The text between two of the
-    template's own special tokens is tokenized as one plain-text piece, so everything else
-    tokenizes as in the whole rendering (which is all there is to it when no content holds
-    a special token's text, the usual case)."""
+    token, so content cannot end a turn or open a forged one. Where content holds no such
+    text (the usual case) these are the whole rendering's tokens."""
     text = chat.text
-    ids, offsets = _tokenize(tokenizer, text, literal=False)
-    special = _special_ids(tokenizer)
+    ids, offsets = _tokenize(tokenizer, text)
+    control = _control_ids(tokenizer)
+    forged = {
+        j
+        for j, token in enumerate(ids)
+        if token in control and _in_content(chat, _marker_span(tokenizer, text, token, offsets[j]))
+    }
+    if forged:
+        ids, offsets = _as_plain_text(tokenizer, text, ids, offsets, control, forged)
+    return encoded_from_offsets(tokenizer, text, ids, offsets)
 
-    def in_content(start: int, end: int) -> bool:
-        return any(start < span.end and span.start < end for span in chat.spans)
 
-    template = [j for j, t in enumerate(ids) if t in special and not in_content(*offsets[j])]
-    if len(template) == sum(t in special for t in ids):
-        return encoded_from_offsets(tokenizer, text, ids, offsets)
+def _as_plain_text(
+    tokenizer: Any,
+    text: str,
+    ids: list[int],
+    offsets: list[tuple[int, int]],
+    control: frozenset[int],
+    forged: set[int],
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """The tokens with each stretch between two of the template's own control tokens that
+    holds a forged one tokenized again as one plain-text piece (the rest unchanged)."""
+    template = [j for j, token in enumerate(ids) if token in control and j not in forged]
     out_ids: list[int] = []
     out_offsets: list[tuple[int, int]] = []
-    previous = -1  # the template special token before the current piece
+    previous = -1  # the template's control token before the current stretch
     for j in [*template, len(ids)]:
-        piece = range(previous + 1, j)
-        if any(ids[k] in special for k in piece):  # a piece holding a forged one
+        stretch = range(previous + 1, j)
+        if forged.intersection(stretch):
             a = offsets[previous][1] if previous >= 0 else 0
             b = offsets[j][0] if j < len(ids) else len(text)
-            piece_ids, piece_offsets = _tokenize(tokenizer, text[a:b], literal=True)
+            piece_ids, piece_offsets = _tokenize(_literal(tokenizer), text[a:b], literal=True)
             out_ids += piece_ids
             out_offsets += [(a + s, a + e) for s, e in piece_offsets]
         else:
-            out_ids += [ids[k] for k in piece]
-            out_offsets += [offsets[k] for k in piece]
+            out_ids += [ids[k] for k in stretch]
+            out_offsets += [offsets[k] for k in stretch]
         if j < len(ids):
             out_ids.append(ids[j])
             out_offsets.append(offsets[j])
         previous = j
-    return encoded_from_offsets(tokenizer, text, out_ids, out_offsets)
+    return out_ids, out_offsets
+
+
+def _in_content(chat: RenderedChat, span: tuple[int, int]) -> bool:
+    return any(span[0] < m.end and m.start < span[1] for m in chat.spans)
+
+
+def _marker_span(tokenizer: Any, text: str, token: int, offset: tuple[int, int]) -> tuple[int, int]:
+    """Where a control token's own text lies: its offsets also cover the whitespace a token
+    defined with lstrip/rstrip absorbs (Phi-3's ``<|user|>``), which may be content's."""
+    marker = tokenizer.convert_ids_to_tokens(token)
+    found = text.find(marker, *offset)
+    return (found, found + len(marker)) if found >= 0 else offset
 
 
 def _tokenize(
-    tokenizer: Any, text: str, *, literal: bool
+    tokenizer: Any, text: str, *, literal: bool = False
 ) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and raw character offsets; ``literal``: special tokens' text is plain text."""
     options = {"split_special_tokens": True} if literal else {}
@@ -90,10 +116,20 @@ def _tokenize(
     return list(enc["input_ids"][0]), [tuple(o) for o in enc["offset_mapping"][0]]
 
 
-def _special_ids(tokenizer: Any) -> frozenset[int]:
-    """Ids of the tokenizer's special tokens, declared or added as special."""
+def _control_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids of the tokenizer's special tokens, declared or added as special, but the unknown
+    token (which stands for text, not markup)."""
     added = tokenizer.added_tokens_decoder.items()
-    return frozenset(tokenizer.all_special_ids) | {i for i, t in added if t.special}
+    special = frozenset(tokenizer.all_special_ids) | {i for i, t in added if t.special}
+    return special - {tokenizer.unk_token_id}
+
+
+@functools.lru_cache(maxsize=16)
+def _literal(tokenizer: Any) -> Any:
+    """A private copy of ``tokenizer`` for plain-text pieces: asking for split special
+    tokens flips a flag on a fast tokenizer's shared Rust object, which another thread
+    decoding with it at that moment would trip over ("Already borrowed")."""
+    return copy.deepcopy(tokenizer)
 
 
 def chat_sequences(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+from tokenizers import AddedToken
 
 from service.backends.base import ForwardItem, ForwardResult
 from service.chat_sequences import chat_error, chat_sequence
@@ -174,6 +176,7 @@ class CharTokenizer:
 
     all_special_ids: ClassVar[list[int]] = []  # its ChatML markers are plain characters
     added_tokens_decoder: ClassVar[dict[int, Any]] = {}
+    unk_token_id = None
 
     def __call__(self, texts: list[str], **kwargs: Any) -> dict[str, Any]:
         assert kwargs == {"add_special_tokens": False, "return_offsets_mapping": True}
@@ -241,3 +244,22 @@ def test_only_the_last_window_asks_for_the_next_token() -> None:
     windows = fit_to_context(seq, 8, "sliding_window", 4, "prompt[0]")
     items = forward_items(seq, windows, RunOptions(top_k=1, next_token=True))
     assert [it.next_token for it in items] == [False] * (len(items) - 1) + [True]
+
+
+def test_a_control_token_absorbing_contents_whitespace_stays_a_control_token(
+    tokenizer: Any,
+) -> None:
+    """A marker defined with rstrip (Phi-3's ``<|user|>``) takes the spaces after it into its
+    offsets; content starting with spaces made it look forged, and it was scored as text."""
+    phi_like = copy.deepcopy(tokenizer)
+    phi_like.add_special_tokens(
+        {"additional_special_tokens": [AddedToken("<|im_start|>", rstrip=True, special=True)]}
+    )
+    phi_like.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    )
+    messages = [{"role": "user", "content": "  indented"}, {"role": "assistant", "content": "ok"}]
+    seq = chat_sequence(phi_like, messages, ["assistant"], False)
+    rendered = phi_like.apply_chat_template(messages, tokenize=False)
+    assert seq.token_ids == phi_like(rendered, add_special_tokens=False)["input_ids"]
+    assert seq.token_ids[0] == phi_like.convert_tokens_to_ids("<|im_start|>")
