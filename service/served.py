@@ -109,25 +109,33 @@ class ServedModel:
         return self.backend.info.max_context
 
     @functools.cached_property
+    def tokenizer_ids(self) -> int:
+        """One past the tokenizer's highest token id (``len`` undercounts ids with gaps)."""
+        tokenizer = self.backend.tokenizer
+        return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+
+    @property
     def vocab_limit(self) -> int:
-        """Token ids below this are ones both the tokenizer and the model know."""
-        tokenizer_size = len(self.backend.tokenizer)
+        """Token ids a client may send: below this, both the tokenizer and the model know."""
         rows = self.backend.info.vocab_size
-        return tokenizer_size if rows is None else min(tokenizer_size, rows)
+        return self.tokenizer_ids if rows is None else min(self.tokenizer_ids, rows)
 
     def check_vocabulary(self, token_lists: Sequence[Sequence[int]], params: Sequence[str]) -> None:
         """Refuse (422 naming ``params[i]``) a sequence holding a token the model has no
         embedding for (a tokenizer's added tokens): in a batch it would fail every request."""
-        limit = self.vocab_limit
+        rows = self.backend.info.vocab_size
+        if rows is None or rows >= self.tokenizer_ids:
+            return  # the usual case: every token id has its row
         for ids, param in zip(token_lists, params, strict=True):
-            outside = next((t for t in ids if not 0 <= t < limit), None)
-            if outside is not None:
-                raise InvalidRequest(
-                    f"token {self.token_text(outside)!r} (id {outside}) is outside the "
-                    f"model's vocabulary (ids 0..{limit - 1}): the tokenizer has tokens the "
-                    "model has no embedding for",
-                    param=param,
-                )
+            if max(ids, default=0) < rows:
+                continue
+            outside = next(t for t in ids if t >= rows)
+            raise InvalidRequest(
+                f"token {self.token_text(outside)!r} (id {outside}) is outside the model's "
+                f"vocabulary (ids 0..{rows - 1}): the tokenizer has tokens the model has no "
+                "embedding for",
+                param=param,
+            )
 
     async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
         """Run tokenizer work off the event loop, one call at a time per model."""

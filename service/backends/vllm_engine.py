@@ -66,7 +66,8 @@ class VLLMBackend:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # GiB of KV cache
         self.name = name
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
-        context = model_context(AutoConfig.from_pretrained(path))
+        config = AutoConfig.from_pretrained(path)
+        context = model_context(config)
         if max_context is not None:
             context = min(context, max_context)
         args = AsyncEngineArgs(
@@ -87,6 +88,7 @@ class VLLMBackend:
             device="cuda" if on_cuda else "cpu",
             max_context=context,
             full_distribution=False,
+            vocab_size=int(config.get_text_config().vocab_size),
         )
         self._aborted = metrics.BACKEND_ABORTS.labels(model=name)
 

@@ -5,6 +5,7 @@ to the model, and never reaches a batch, where it would fail every request besid
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from fakes import FakeSelfBatchingBackend
 from tiny_engines import asgi_client, make_engine
+
+from service.backends import pass_through
+from service.errors import InvalidRequest
+from service.registry import ModelRegistry
+from service.settings import Settings
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 EXTRA = "<extra>"
@@ -79,3 +86,39 @@ def tokenizer_size(added_token_dir: Path) -> int:
     from transformers import AutoTokenizer
 
     return len(AutoTokenizer.from_pretrained(added_token_dir)) - 1
+
+
+class GappedTokenizer:
+    """Three tokens with ids 0, 1 and 7: ``len`` is 3, the highest id 7 (as in tokenizers
+    derived from larger ones)."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def get_vocab(self) -> dict[str, int]:
+        return {"a": 0, "b": 1, "c": 7}
+
+    def decode(self, ids: list[int], **kwargs: object) -> str:
+        return "".join(self.convert_ids_to_tokens(i) for i in ids)
+
+    def convert_ids_to_tokens(self, token: int) -> str:
+        return {0: "a", 1: "b", 7: "c"}.get(token, "")
+
+
+@pytest.mark.parametrize(("rows", "refused"), [(8, False), (None, False), (5, True)])
+def test_ids_are_checked_against_the_embedding_not_the_tokenizers_length(
+    rows: int | None, refused: bool
+) -> None:
+    # len(tokenizer) counted 3, so the tokenizer's own id 7 ("c") was refused as outside.
+    backend = FakeSelfBatchingBackend(GappedTokenizer())
+    backend.info = dataclasses.replace(backend.info, vocab_size=rows)
+    model = ModelRegistry(Settings()).add(
+        "gapped", "sha256:x", pass_through(backend, "gapped", Settings())
+    )
+    assert model.vocab_limit == (8 if rows is None else min(8, rows))
+    if refused:
+        with pytest.raises(InvalidRequest, match="id 7") as info:
+            model.check_vocabulary([[0, 1], [0, 7]], ["texts[0]", "texts[1]"])
+        assert info.value.param == "texts[1]"
+    else:
+        model.check_vocabulary([[0, 1], [0, 7]], ["texts[0]", "texts[1]"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from transformers import AutoConfig
 
 from service.backends.base import ForwardItem
 from service.backends.vllm_engine import VLLMBackend
@@ -84,6 +85,13 @@ def backend(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> VLLMBacken
         module.__dict__.update(attributes)
         monkeypatch.setitem(sys.modules, name, module)
     return VLLMBackend(tiny_model_dir, name="fake-vllm", device="cpu")
+
+
+async def test_the_model_declares_its_vocabulary(
+    backend: VLLMBackend, tiny_model_dir: Path
+) -> None:
+    # So a token the model has no embedding for is a 422 here too, not vLLM's error (500).
+    assert backend.info.vocab_size == AutoConfig.from_pretrained(tiny_model_dir).vocab_size
 
 
 async def test_scores_come_from_prompt_logprobs(backend: VLLMBackend) -> None:
