@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -243,10 +244,14 @@ class DynamicBatcher:
             self._depth.set(len(keep))
         _fail(expired, Timeout("the request's deadline passed while queued"))
 
-    def _execute(self, batch: list[PendingItem]) -> None:
+    def _execute(self, batch: list[PendingItem], retries: int | None = None) -> int:
         """Run ``batch`` and deliver its results. When the forward pass fails, its halves
         run again, down to single items: an item the model cannot take (one bad input)
-        then fails alone, and the requests that shared its batch are still answered."""
+        then fails alone, and the requests that shared its batch are still answered. The
+        extra passes are capped at what isolating one item takes (``retries``, returned
+        less what was used), so a model that fails every pass fails fast."""
+        if retries is None:
+            retries = 2 * math.ceil(math.log2(max(2, len(batch))))
         started = time.monotonic()
         try:
             with self._forwarding:
@@ -254,21 +259,32 @@ class DynamicBatcher:
             if len(outputs) != len(batch):
                 raise RuntimeError(f"{len(outputs)} results for {len(batch)} windows")
         except Exception as exc:  # a failing batch fails its own items, nothing else
-            if len(batch) > 1 and not self._closed:
-                log.warning("forward pass of %d items failed (%r); retrying in halves",
-                            len(batch), exc)  # fmt: skip
-                half = len(batch) // 2
-                for part in (batch[:half], batch[half:]):
-                    if waited_for := [p for p in part if not p.abandoned()]:
-                        self._execute(waited_for)
-                return
-            log.exception("forward pass of %d items failed", len(batch))
-            _fail(batch, InternalError(f"inference failed: {type(exc).__name__}: {exc}"))
-            return
+            error = InternalError(f"inference failed: {type(exc).__name__}: {exc}")
+            if len(batch) == 1 or retries <= 0 or self._closed:
+                log.exception("forward pass of %d items failed", len(batch))
+                _fail(batch, error)
+                return retries
+            log.warning("forward pass of %d items failed (%r); retrying in halves",
+                        len(batch), exc)  # fmt: skip
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):
+                if waiting := self._still_waited_for(part):
+                    if retries > 0:
+                        retries = self._execute(waiting, retries - 1)
+                    else:
+                        _fail(waiting, error)
+            return retries
         elapsed = time.monotonic() - started
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
         self._record(batch, started, elapsed)
         _deliver(batch, outputs, started, elapsed, next(self._batches))
+        return retries
+
+    def _still_waited_for(self, items: list[PendingItem]) -> list[PendingItem]:
+        """Items whose callers still wait; those past their deadline fail with a timeout."""
+        now = time.monotonic()
+        _fail([p for p in items if p.expired(now)], Timeout("the request's deadline passed"))
+        return [p for p in items if not p.abandoned() and not p.expired(now)]
 
     def _record(self, batch: list[PendingItem], started: float, elapsed: float) -> None:
         model = self._model

@@ -367,6 +367,21 @@ async def test_a_failing_item_fails_alone(make: Make) -> None:
     assert_scored([item(4, 14)], await batcher.submit([item(4, 14)]))  # the loop survived
 
 
+async def test_a_model_failing_every_pass_fails_its_batch_fast(make: Make) -> None:
+    # Halving without a cap ran 2N - 1 passes (15 for 8 items), each failing, while the
+    # queue behind waited; the cap is what isolating one item takes: 2 per halving.
+    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=8)
+    blocker = await occupy(batcher, backend)
+    callers = [submit_later(batcher, [item(4, 999)]) for _ in range(8)]
+    await until(lambda: batcher.queue_depth == 8)
+    backend.release()
+    await blocker
+    for caller in callers:
+        with pytest.raises(InternalError, match="marker token"):
+            await caller
+    assert len(backend.batches) - 1 <= 1 + 2 * 3
+
+
 async def test_a_failing_batch_of_one_request_fails_it(make: Make) -> None:
     batcher, _ = make(FakeBackend(fail_on=999))
     with pytest.raises(InternalError, match="marker token"):
