@@ -5,7 +5,6 @@ concurrently; token-level comparison needs each text in one window."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -120,8 +119,9 @@ async def score_pair(
         *(score_with(m, req.texts, req.token_level, deadline, every_byte=not same) for m in models)
     )
     # Off the event loop: token-level comparison walks [positions, vocabulary] arrays in
-    # float64 (hundreds of MB and milliseconds per long text) that would stall every request.
-    response = await asyncio.to_thread(build_response, req, models, (a, b), same)
+    # float64 (hundreds of MB per long text) that would stall every request. On the first
+    # model's preparation thread: one comparison at a time, so their memory stays bounded.
+    response = await models[0].prepare(build_response, req, models, (a, b), same)
     queue_s = max(a.timing.queue_s, b.timing.queue_s)
     return CompareOutcome(
         response, RequestTiming(queue_s, a.timing.inference_s + b.timing.inference_s)

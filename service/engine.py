@@ -326,6 +326,7 @@ class Engine:
         models = (self._compared(req, 0), self._compared(req, 1))
         check_texts(req.texts, self.settings, "texts")
         same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
+        models[1].scheduler.check_room()  # the first model's is checked on admission
         work = functools.partial(comparison.score_pair, req, models, same)
         return await self._admitted(work, models[0], "compare", timeout_s)
 

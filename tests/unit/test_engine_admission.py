@@ -13,7 +13,7 @@ from fakes import FakeSelfBatchingBackend
 from service.backends import pass_through
 from service.engine import Engine
 from service.errors import Overloaded
-from service.schemas import TextScoreRequest
+from service.schemas import CompareRequest, TextScoreRequest
 from service.settings import Settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -44,4 +44,31 @@ async def test_a_full_queue_refuses_before_tokenizing(tokenizer: Any) -> None:
     finally:
         tokenizer_free.set()
         backend.release()
+        await engine.close()
+
+
+async def test_a_comparison_checks_both_models_queues_before_tokenizing(tokenizer: Any) -> None:
+    settings = Settings(request_timeout_s=30, max_queue=1)
+    engine = Engine(settings)
+    free, full = FakeSelfBatchingBackend(tokenizer), FakeSelfBatchingBackend(tokenizer)
+    engine.registry.add("default", "sha256:x", pass_through(free, "default", settings))
+    second = engine.registry.add("b", "sha256:y", pass_through(full, "b", settings))
+    engine.registry.ready = True
+    tokenizer_free = threading.Event()
+    try:
+        full.hold()
+        busy = asyncio.create_task(
+            engine.score_text(TextScoreRequest(model="b", texts=["a few words"]))
+        )
+        await asyncio.wait_for(full.called.wait(), 5)  # model b's queue is full
+        second.prep.submit(tokenizer_free.wait, 30)
+        request = CompareRequest(models=["default", "b"], texts=["hello"])
+        with pytest.raises(Overloaded):
+            await asyncio.wait_for(engine.compare_models(request), 5)
+        tokenizer_free.set()
+        full.release()
+        await asyncio.wait_for(busy, 5)
+    finally:
+        tokenizer_free.set()
+        full.release()
         await engine.close()
