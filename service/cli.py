@@ -93,7 +93,8 @@ def warn_about_env(environ: Mapping[str, str], settings: Settings) -> None:
     server itself has no keys."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     for variable in sorted(environ):
-        if variable.startswith(ENV_PREFIX) and variable not in known | CLIENT_ENV:
+        # Read whatever its case (pydantic-settings), so compared in upper case.
+        if variable.upper().startswith(ENV_PREFIX) and variable.upper() not in known | CLIENT_ENV:
             log.warning("ignoring %s: no setting of that name (see lmscore serve --help)", variable)
     if "LMSCORE_API_KEY" in environ and not settings.all_api_keys():
         log.warning(

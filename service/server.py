@@ -99,7 +99,7 @@ async def serve(settings: Settings) -> int:
         await engine.close(wait_s=0.0 if shutdown.hurry else 30.0)
         http_sock.close()
         log.info("stopped")
-    if shutdown.hurry or load_task.cancelled():
+    if shutdown.hurry or not load_task.done() or load_task.cancelled():
         # Stopped while loading: the load goes on in a thread (a download, a read) that
         # cannot be interrupted, and the interpreter would wait for it at exit.
         _exit_now(code)

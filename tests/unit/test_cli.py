@@ -191,11 +191,13 @@ def test_help_names_each_flags_env_var(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_unknown_env_vars_are_named_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
     environ = {"LMSCORE_MAXQUEUE": "5", "LMSCORE_MAX_QUEUE": "5", "LMSCORE_URL": "http://x",
-               "LMSCORE_API_KEY": "k", "PATH": "/bin"}  # fmt: skip
+               "LMSCORE_API_KEY": "k", "PATH": "/bin", "lmscore_max_batch_size": "8",
+               "lmscore_maxbatch": "8"}  # fmt: skip
     with caplog.at_level("WARNING", logger="service.cli"):
         cli.warn_about_env(environ, Settings())
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "LMSCORE_MAXQUEUE" in warned and "LMSCORE_MAX_QUEUE:" not in warned
+    assert "lmscore_maxbatch" in warned and "lmscore_max_batch_size" not in warned  # any case
     assert "LMSCORE_URL" not in warned  # the client's, on purpose
     assert "LMSCORE_API_KEYS" in warned  # the client's key variable, and the server has none
     caplog.clear()
