@@ -180,10 +180,18 @@ def test_validation_error_missing_field() -> None:
 
 
 def test_validation_error_without_location() -> None:
-    exc = RequestValidationError([{"type": "model_type", "loc": ("body",), "msg": "bad body"}])
+    # A whole-request validator's own problem keeps its message and names no field.
+    exc = RequestValidationError([{"type": "value_error", "loc": ("body",), "msg": "bad body"}])
     error = validation_error(exc)
     assert error.param is None
     assert error.message == "bad body"
+    assert http_status(error) == 422
+
+
+def test_a_body_that_is_not_an_object_names_body() -> None:
+    exc = RequestValidationError([{"type": "model_type", "loc": ("body",), "msg": "bad body"}])
+    error = validation_error(exc)
+    assert (error.param, error.message) == ("body", "the body must be a JSON object")
     assert http_status(error) == 422
 
 
