@@ -14,6 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+# Not cuDNN's attention, which builds an execution plan for every new shape: batches of
+# texts rarely repeat a shape, and the plans made bf16 forward passes many times slower.
+CUDA_SDPA_KERNELS = (
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.MATH,
+)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MIXED = "bf16-mixed"
@@ -79,10 +88,14 @@ class Precision:
         return self.name == "float32"
 
     def context(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-        """Autocast for the forward pass, or nothing."""
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=self.autocast)
+        """What the forward pass runs under: autocast where asked for, and on CUDA the
+        SDPA kernels in ``CUDA_SDPA_KERNELS``."""
+        stack = contextlib.ExitStack()
+        if self.autocast is not None:
+            stack.enter_context(torch.autocast(device.type, dtype=self.autocast))
+        if device.type == "cuda":
+            stack.enter_context(sdpa_kernel(list(CUDA_SDPA_KERNELS)))
+        return stack
 
 
 def model_context(config: Any) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -13,8 +14,8 @@ from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL, batch_invaria
 
 from service.backends import hf, precision
 from service.backends.base import ForwardItem
-from service.backends.hf import HFBackend
-from service.backends.precision import pick_device, pick_dtype
+from service.backends.hf import HFBackend, keep_attention_softcap
+from service.backends.precision import Precision, pick_device, pick_dtype
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. Grüße aus München!",
@@ -298,3 +299,33 @@ def test_model_input_keeps_what_a_later_token_or_the_caller_needs() -> None:
     assert ForwardItem(ids, 1, next_token=True).model_input == ids
     assert ForwardItem(ids, 1, parents=(-1, 0, 1, 1)).model_input == ids
     assert ForwardItem((5,), 1).model_input == (5,)
+
+
+def test_cuda_forward_passes_skip_cudnn_attention() -> None:
+    """cuDNN's attention plans every new shape anew; scoring batches rarely repeat one.
+    The flags are process state, so this runs without a GPU."""
+    import torch.backends.cuda as backends_cuda
+
+    precision = Precision.pick("float32", torch.device("cuda"))
+    with precision.context(torch.device("cuda")):
+        assert not backends_cuda.cudnn_sdp_enabled()
+        assert backends_cuda.flash_sdp_enabled() and backends_cuda.mem_efficient_sdp_enabled()
+    with precision.context(torch.device("cpu")):
+        assert backends_cuda.cudnn_sdp_enabled() == backends_cuda.flash_sdp_enabled()
+
+
+def test_a_soft_capped_model_loaded_with_sdpa_runs_eager() -> None:
+    """Some transformers releases load Gemma 2 with SDPA, which drops its soft cap."""
+    switched: list[str] = []
+
+    def model(softcap: float | None, implementation: str) -> Any:
+        config = SimpleNamespace(
+            attn_logit_softcapping=softcap, _attn_implementation=implementation
+        )
+        return SimpleNamespace(config=config, set_attn_implementation=switched.append)
+
+    keep_attention_softcap(model(50.0, "sdpa"))
+    assert switched == ["eager"]
+    for other in (model(None, "sdpa"), model(50.0, "eager"), model(50.0, "flash_attention_2")):
+        keep_attention_softcap(other)
+    assert switched == ["eager"]
