@@ -61,6 +61,7 @@ class HFBackend:
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
         model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.weights)
         self.model: Any = model.to(self.device).eval()
+        keep_attention_softcap(self.model)
         self._body: Any = self.model.base_model
         self._head: Any = self.model.get_output_embeddings()
         self._transform = LogitTransform.of(self.model.config)
@@ -326,3 +327,13 @@ def beginning_of_word_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id < vocab_size:
         mask[int(tokenizer.eos_token_id)] = True
     return mask
+
+
+def keep_attention_softcap(model: Any) -> None:
+    """Run a model that soft-caps its attention scores (Gemma 2) with its own eager
+    attention where it was loaded with SDPA: some transformers releases do that, and SDPA
+    drops the cap (moving logprobs by a tenth of a nat on a tiny model)."""
+    config = model.config
+    if getattr(config, "attn_logit_softcapping", None) and config._attn_implementation == "sdpa":
+        log.info("attention soft cap: eager attention instead of SDPA for padded batches")
+        model.set_attn_implementation("eager")

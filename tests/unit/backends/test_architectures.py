@@ -115,11 +115,15 @@ def model_dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 @torch.inference_mode()
 def _float64_reference(path: Path, ids: list[int]) -> np.ndarray:
     """log p(ids[p] | ids[:p]) from plain transformers (float64 where the model's kernels
-    take it; grouped mixture-of-experts matmuls only run float32)."""
+    take it; grouped mixture-of-experts matmuls only run float32), with the model's own
+    eager attention: some transformers releases run Gemma 2 under SDPA, which drops its
+    attention soft cap."""
     from transformers import AutoModelForCausalLM
 
     for dtype in (torch.float64, torch.float32):
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation="eager"
+        ).eval()
         try:
             logits = model(torch.tensor([ids])).logits[0].double()
         except RuntimeError:
