@@ -15,7 +15,9 @@ sink logits (gpt-oss) get attention written out per window, as their eager code 
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +124,12 @@ def ragged_attention(
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     extras = ScoreExtras(kwargs.get("softcap"), kwargs.get("s_aux"))
     stream = "cu_seq_lens_q" in kwargs and query.shape[0] == 1
-    if stream and _use_varlen(query, sliding) and not windows[2] and extras.none:
+    if query.is_cuda and torch.is_autocast_enabled("cuda"):
+        # What autocast does to SDPA's inputs, done here so the varlen kernel (which
+        # autocast does not know) takes them too: rotary embeddings leave float32 queries.
+        half = torch.get_autocast_dtype("cuda")
+        query, key, value = (t.to(half) for t in (query, key, value))
+    if stream and _use_varlen(query, sliding, scaling) and not windows[2] and extras.none:
         out = _varlen(query, key, value, kwargs, scaling)
     else:
         out = _per_window(query, key, value, windows, scaling, sliding, extras)
@@ -246,15 +253,16 @@ def _sliding_mask(length: int, sliding: int | None, device: torch.device) -> tor
     return (back >= 0) & (back < sliding)
 
 
-def _use_varlen(query: torch.Tensor, sliding: int | None) -> bool:
-    """Whether torch's flash-attention varlen kernel takes this stream: CUDA, half
-    precision, compute capability 8.0 or later, head size up to 256, no sliding window."""
+def _use_varlen(query: torch.Tensor, sliding: int | None, scaling: float | None) -> bool:
+    """Whether torch's flash-attention varlen kernel takes this stream."""
+    return _VARLEN is not None and _VARLEN.takes(query, sliding, scaling) and _flash(query)
+
+
+def _flash(query: torch.Tensor) -> bool:
+    """Whether flash attention runs here: CUDA, half precision, compute capability 8.0+."""
     return (
         query.is_cuda
         and query.dtype in (torch.float16, torch.bfloat16)
-        and _VARLEN is not None
-        and sliding is None
-        and query.shape[-1] <= 256
         and torch.cuda.get_device_capability(query.device) >= (8, 0)
     )
 
@@ -269,19 +277,56 @@ def _varlen(
     """The whole stream in one flash-attention varlen kernel (CUDA, half precision)."""
     assert _VARLEN is not None
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # [total, heads, dim]
-    out = _VARLEN(
-        q,
-        k,
-        v,
-        kwargs["cu_seq_lens_q"],
-        kwargs["cu_seq_lens_k"],
-        int(kwargs["max_length_q"]),
-        int(kwargs["max_length_k"]),
-        scale=scaling,
-        window_size=(-1, 0),
-        enable_gqa=q.shape[1] != k.shape[1],
-    )
-    return out.unsqueeze(0)
+    options: dict[str, Any] = {}
+    if _VARLEN.takes_scale:
+        options["scale"] = scaling
+    if _VARLEN.takes_window:
+        options["window_size"] = (-1, 0)  # causal
+    else:
+        options["is_causal"] = True
+    if q.shape[1] != k.shape[1]:
+        if _VARLEN.takes_gqa:
+            options["enable_gqa"] = True
+        else:
+            k, v = _repeat_heads(q, k, v)  # heads are dim 1 here too
+    bounds = (kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"])
+    lengths = (int(kwargs["max_length_q"]), int(kwargs["max_length_k"]))
+    return _VARLEN.kernel(q, k, v, *bounds, *lengths, **options).unsqueeze(0)
+
+
+@dataclass(frozen=True)
+class VarlenKernel:
+    """torch's ``varlen_attn`` and what its signature takes, which has changed between
+    torch releases: causality as ``is_causal`` or as ``window_size=(-1, 0)``; a ``scale``
+    or only 1/sqrt(head size); grouped heads (``enable_gqa``) or equal head counts only."""
+
+    kernel: Any
+    takes_scale: bool
+    takes_window: bool
+    takes_gqa: bool
+
+    @classmethod
+    def of(cls, kernel: Any) -> VarlenKernel | None:
+        """The kernel with its signature read, or None for one this module cannot drive."""
+        accepted = inspect.signature(kernel).parameters.keys()
+        if not {"window_size", "is_causal"} & accepted:
+            return None
+        return cls(
+            kernel,
+            takes_scale="scale" in accepted,
+            takes_window="window_size" in accepted,
+            takes_gqa="enable_gqa" in accepted,
+        )
+
+    def takes(self, query: torch.Tensor, sliding: int | None, scaling: float | None) -> bool:
+        """Head size up to 256, no sliding window, and a scale this kernel can be given
+        (a kernel without ``scale`` applies 1/sqrt(head size) only)."""
+        usual = query.shape[-1] ** -0.5
+        return (
+            sliding is None
+            and query.shape[-1] <= 256
+            and (self.takes_scale or scaling is None or math.isclose(scaling, usual, rel_tol=1e-6))
+        )
 
 
 def _no_mask(*args: Any, **kwargs: Any) -> None:
@@ -289,12 +334,12 @@ def _no_mask(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-def _find_varlen() -> Any:
+def _find_varlen() -> VarlenKernel | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:  # pragma: no cover - older torch
         return None
-    return varlen_attn
+    return VarlenKernel.of(varlen_attn)
 
 
 _VARLEN = _find_varlen()

@@ -1,4 +1,5 @@
-"""Engines and ASGI clients over a model directory, for the unit tests (float32, CPU)."""
+"""Engines and ASGI clients over a model directory, for the unit tests (float32, CPU unless
+asked)."""
 
 from __future__ import annotations
 
@@ -16,17 +17,21 @@ from service.settings import Settings
 
 
 def make_engine(
-    model_dir: Path, *, names: Sequence[str] = ("default",), **overrides: Any
+    model_dir: Path,
+    *,
+    names: Sequence[str] = ("default",),
+    device: str = "cpu",
+    **overrides: Any,
 ) -> Engine:
-    """A ready engine serving ``model_dir`` under each of ``names`` (Settings ``overrides``
-    apply)."""
-    settings = Settings(dtype="float32", device="cpu", **overrides)
+    """A ready engine serving ``model_dir`` under each of ``names`` on ``device`` (Settings
+    ``overrides`` apply)."""
+    settings = Settings(dtype="float32", device=device, **overrides)
     engine = Engine(settings)
     for name in names:
         backend = HFBackend(
             model_dir,
             dtype="float32",
-            device="cpu",
+            device=device,
             max_context=settings.max_context,
             attention=settings.attention,
         )

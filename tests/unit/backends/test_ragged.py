@@ -73,8 +73,8 @@ def test_the_varlen_kernel_gets_only_a_stream_with_window_boundaries(
         calls.append(tuple(q.shape))
         return torch.zeros_like(q)
 
-    monkeypatch.setattr(ragged, "_VARLEN", fake_varlen)
-    monkeypatch.setattr(ragged, "_use_varlen", lambda query, sliding: True)
+    monkeypatch.setattr(ragged, "_VARLEN", ragged.VarlenKernel(fake_varlen, True, True, True))
+    monkeypatch.setattr(ragged, "_use_varlen", lambda *args: True)
     q = torch.randn(2, 4, 5, 8)
     kv = torch.randn(2, 2, 5, 8)
     out, _ = ragged_attention(torch.nn.Module(), q, kv, kv, None)
@@ -84,6 +84,102 @@ def test_the_varlen_kernel_gets_only_a_stream_with_window_boundaries(
     batch = RaggedBatch.of([[0] * 3, [0] * 2], torch.device("cpu"))
     ragged_attention(torch.nn.Module(), q[:1], kv[:1], kv[:1], None, **batch.attention_kwargs())
     assert calls == [(5, 4, 8)]
+
+
+def _varlen_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, causal: bool, **sdpa: Any
+) -> torch.Tensor:
+    """What a varlen kernel computes: ``[total, heads, dim]`` in, each window alone."""
+    parts = []
+    for start, end in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
+        qs, ks, vs = (t[start:end].transpose(0, 1)[None] for t in (q, k, v))
+        parts.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=causal, **sdpa)[0])
+    return torch.cat(parts, dim=1).transpose(0, 1)
+
+
+def first_varlen_kernel(  # torch's first signature: is_causal, equal head counts only
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seq_q: torch.Tensor,
+    cu_seq_k: torch.Tensor,
+    max_q: int,
+    max_k: int,
+    is_causal: bool = False,
+    return_aux: Any = None,
+) -> torch.Tensor:
+    assert query.shape[1] == key.shape[1], "this kernel takes equal head counts only"
+    return _varlen_reference(query, key, value, cu_seq_q, is_causal)
+
+
+def scaled_varlen_kernel(  # torch 2.11: scale and window_size, equal head counts only
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seq_q: torch.Tensor,
+    cu_seq_k: torch.Tensor,
+    max_q: int,
+    max_k: int,
+    *,
+    return_aux: Any = None,
+    scale: float | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+) -> torch.Tensor:
+    assert query.shape[1] == key.shape[1], "this kernel takes equal head counts only"
+    return _varlen_reference(query, key, value, cu_seq_q, window_size == (-1, 0), scale=scale)
+
+
+def later_varlen_kernel(  # later: scale, window_size (-1, 0) for causal, enable_gqa
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seq_q: torch.Tensor,
+    cu_seq_k: torch.Tensor | None,
+    max_q: int,
+    max_k: int,
+    *,
+    return_aux: Any = None,
+    scale: float | None = None,
+    window_size: tuple[int, int] = (-1, -1),
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    causal = window_size == (-1, 0)
+    return _varlen_reference(
+        query, key, value, cu_seq_q, causal, scale=scale, enable_gqa=enable_gqa
+    )
+
+
+@pytest.mark.parametrize("kernel", [first_varlen_kernel, scaled_varlen_kernel, later_varlen_kernel])
+@pytest.mark.parametrize("scaling", [None, 8**-0.5, 0.3])
+def test_both_varlen_kernel_signatures_compute_per_window_causal_attention(
+    monkeypatch: pytest.MonkeyPatch, kernel: Callable[..., torch.Tensor], scaling: float | None
+) -> None:
+    """torch's varlen kernel changed its signature; each one is driven to the same
+    attention as per-window SDPA. The first takes no scale: a model with an unusual one
+    (0.3 here) takes per-window SDPA instead. Run on CPU with the kernels stood in for."""
+    varlen = ragged.VarlenKernel.of(kernel)
+    assert varlen is not None and varlen.takes_scale == (kernel is not first_varlen_kernel)
+    assert varlen.takes_gqa == (kernel is later_varlen_kernel)
+    monkeypatch.setattr(ragged, "_VARLEN", varlen)
+    monkeypatch.setattr(ragged, "_flash", lambda query: True)
+    used: list[bool] = []
+    real = ragged._varlen
+    monkeypatch.setattr(ragged, "_varlen", lambda *args: used.append(True) or real(*args))
+    torch.manual_seed(0)
+    lengths = [5, 1, 9, 2]
+    q = torch.randn(1, 4, sum(lengths), 8, dtype=torch.float64)
+    k, v = (torch.randn(1, 2, sum(lengths), 8, dtype=torch.float64) for _ in range(2))
+    batch = RaggedBatch.of([[0] * n for n in lengths], torch.device("cpu"))
+    out, _ = ragged_attention(
+        torch.nn.Module(), q, k, v, None, scaling=scaling, **batch.attention_kwargs()
+    )
+    assert used == ([] if scaling == 0.3 and not varlen.takes_scale else [True])
+    want = _block_causal_reference(q * (scaling or 8**-0.5) * 8**0.5, k, v, lengths, None)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+
+
+def test_a_varlen_kernel_of_unknown_signature_is_not_used() -> None:
+    assert ragged.VarlenKernel.of(lambda query, key, value: query) is None
 
 
 def test_ragged_batch_layout() -> None:
