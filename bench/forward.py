@@ -8,6 +8,7 @@ text). No server, no HTTP: this isolates the model. A benchmark, not a test.
 
     .venv/bin/python bench/forward.py [--texts 256] [--batch 32]
         [--dtypes float32,bfloat16,bf16-mixed] [--layouts ragged,padded]
+        [--device auto|cpu|cuda] [--model SOURCE]
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ def main() -> int:
     parser.add_argument("--chars", default="60-300", help="text length range in characters")
     parser.add_argument("--dtypes", default="float32,bfloat16,bf16-mixed")
     parser.add_argument("--layouts", default="ragged,padded")
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--model", default="default", help="as lmscore serve --model takes it")
     args = parser.parse_args()
-    path = model_dir()
+    path = model_dir(args.model)
     low, high = (int(n) for n in args.chars.split("-"))
     texts = stdlib_docstrings(low, high, args.texts)
     rows = {}
@@ -58,9 +61,10 @@ def main() -> int:
     dtypes = ["float32", *(d for d in args.dtypes.split(",") if d != "float32")]
     combos = [(d, layout) for d in dtypes for layout in args.layouts.split(",")]
     for dtype, layout in combos:
-        backend = HFBackend(path, dtype=dtype, device="cpu", attention=layout)
+        backend = HFBackend(path, dtype=dtype, device=args.device, attention=layout)
         ids = [tuple(backend.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
-        items = [ForwardItem(i, 1) for i in ids if len(i) > 1]
+        kept = [i for i in ids if len(i) > 1]
+        items = [ForwardItem(i, 1) for i in kept]
         ppls, tok_s = score(backend, items, args.batch)
         if reference is None:
             reference = ppls
@@ -72,7 +76,7 @@ def main() -> int:
             "ppl_rel_diff_median": float(np.median(diffs)),
             "ppl_rel_diff_p90": float(np.percentile(diffs, 90)),
             "ppl_rel_diff_max": float(diffs[worst]),
-            "worst_text_tokens": len(ids[worst]),
+            "worst_text_tokens": len(kept[worst]),
         }
         print(name, json.dumps(rows[name]), flush=True)
     print(f"{len(items)} texts, {args.batch} per forward pass; PPL differences vs the first row")

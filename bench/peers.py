@@ -26,26 +26,28 @@ VLLM_MISSING = "vLLM peer skipped: run `make install-vllm`"
 MIXED = "bf16-mixed"  # the server's float32 weights + bfloat16 autocast
 
 
-def model_dir() -> Path:
-    """The HF directory the server loads for the embedded default model (dequantized GGUF)."""
+def model_dir(source: str = "default") -> Path:
+    """The HF directory the server loads for ``--model SOURCE`` (``default``: the embedded
+    model, its GGUF dequantized)."""
     from service.models import ModelSpec, resolve
     from service.settings import Settings
 
-    return resolve(ModelSpec("default", "default"), Settings().cache_dir).path
+    return resolve(ModelSpec("default", source), Settings().cache_dir).path
 
 
-def default_dtype(requested: str) -> str:
-    """The dtype name ``lmscore serve --dtype REQUESTED`` picks on this machine's CPU."""
-    import torch
+def default_dtype(requested: str, device: str = "auto") -> str:
+    """The dtype name ``lmscore serve --dtype REQUESTED --device DEVICE`` picks here."""
 
     try:
         from service.backends.precision import pick_dtype
     except ImportError:  # before the precision module existed
         from service.backends.hf import pick_dtype
 
+    from service.backends.precision import pick_device
+
     if requested == MIXED:
         return MIXED
-    return str(pick_dtype(requested, torch.device("cpu"))).removeprefix("torch.")
+    return str(pick_dtype(requested, pick_device(device))).removeprefix("torch.")
 
 
 def torch_precision(dtype: str) -> tuple[Any, Any]:
@@ -66,10 +68,11 @@ def tokenize(path: Path, texts: list[str]) -> list[list[int]]:
 
 
 def _naive_corpus(model: Any, corpus: list[list[int]]) -> dict[str, Any]:
-    """Time one forward per text (after a warm-up on the first); seconds, tok/s, ms per text."""
+    """Time one forward per text (after a warm-up on the first); seconds, tok/s, ms per text.
+    ``float(loss)`` waits for the device, so each time holds the whole forward."""
     import torch
 
-    tensors = [torch.tensor([ids]) for ids in corpus]
+    tensors = [torch.tensor([ids], device=model.device) for ids in corpus]
     model(input_ids=tensors[0], labels=tensors[0])  # warm-up
     per_text: list[float] = []
     nll_sum = 0.0
@@ -91,17 +94,23 @@ def _naive_corpus(model: Any, corpus: list[list[int]]) -> dict[str, Any]:
     }
 
 
-def naive_peer(path: Path, dtype: str, corpora: dict[str, list[list[int]]]) -> dict[str, Any]:
-    """The naive loop over each corpus (``short``, ``docs``) in the server's ``dtype`` name."""
+def naive_peer(
+    path: Path, dtype: str, corpora: dict[str, list[list[int]]], device: str = "auto"
+) -> dict[str, Any]:
+    """The naive loop over each corpus (``short``, ``docs``) in the server's ``dtype`` name,
+    on the device ``lmscore serve --device DEVICE`` takes."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from service.backends.precision import pick_device
+
     weights, autocast = torch_precision(dtype)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights).eval()
-    mixed = torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None)
+    where = pick_device(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=weights).to(where).eval()
+    mixed = torch.autocast(where.type, dtype=autocast or torch.bfloat16, enabled=bool(autocast))
     with torch.inference_mode(), mixed:
         results = {name: _naive_corpus(model, corpus) for name, corpus in corpora.items()}
-    return {"dtype": dtype, **results}
+    return {"dtype": dtype, "device": str(where), **results}
 
 
 def vllm_peer(

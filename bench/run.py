@@ -9,7 +9,8 @@ writes the JSON result to bench/results/. A benchmark, not a test: numbers depen
 machine; compare ratios within one run.
 
     .venv/bin/python bench/run.py [--short N] [--docs N] [--concurrency C] [--dtype D]
-        [--backend transformers|vllm] [--peer naive --peer vllm | --peers naive,vllm | --no-peers]
+        [--backend transformers|vllm] [--model SOURCE] [--device auto|cpu|cuda]
+        [--peer naive --peer vllm | --peers naive,vllm | --no-peers]
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rss-docs", type=int, default=64, help="documents in flight for RSS")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
+    parser.add_argument("--model", default="default", help="as lmscore serve --model takes it")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--peer", action="append", choices=PEERS, help="repeatable")
     parser.add_argument("--peers", help="comma-separated, e.g. naive,vllm")
     parser.add_argument("--no-peers", action="store_true", help="measure only the server")
@@ -69,7 +72,8 @@ def run_server(
     """Start ``lmscore serve``, run every server row, stop it; ``{"error": ...}`` if it fails."""
     log = args.out / "server.log"
     # Generous limits: the benchmark measures throughput, not admission control.
-    flags = ["--dtype", args.dtype, "--backend", args.backend]
+    flags = ["--dtype", args.dtype, "--backend", args.backend, "--device", args.device]
+    flags += ["--model", f"default={args.model}"]
     flags += ["--request-timeout-s", "900", "--max-queue", "100000"]
     try:
         server = start_server(flags, log, timeout_s=600)
@@ -90,21 +94,21 @@ def run_server(
 
 
 def run_peers(
-    names: list[str], dtype: str, short: list[str], docs: list[str], out: Path
+    names: list[str], args: argparse.Namespace, dtype: str, short: list[str], docs: list[str]
 ) -> dict[str, Any]:
     """Each named peer on the same token ids as the server's texts, one after another."""
     if not names:
         return {}
-    path = model_dir()
+    path = model_dir(args.model)
     corpora = {"short": tokenize(path, short), "docs": tokenize(path, docs)}
     results: dict[str, Any] = {}
     for name in names:
         print(f"peer {name}: scoring", flush=True)
         with ForeignLoad() as load:
             if name == "naive":
-                results[name] = naive_peer(path, dtype, corpora)
+                results[name] = naive_peer(path, dtype, corpora, args.device)
             else:
-                results[name] = vllm_peer(path, dtype, corpora, out)
+                results[name] = vllm_peer(path, dtype, corpora, args.out)
         results[name]["foreign_cpu_share"] = load.share
         if "skipped" in results[name]:
             print(results[name]["skipped"], flush=True)
@@ -125,10 +129,12 @@ def main() -> int:
     with ForeignLoad() as load:
         server = run_server(args, short, docs, rss_docs)
     server["foreign_cpu_share"] = load.share
-    dtype = server.get("dtype") or default_dtype(args.dtype)
+    dtype = server.get("dtype") or default_dtype(args.dtype, args.device)
     summary: dict[str, Any] = {
         "config": {
             "backend": args.backend,
+            "model": args.model,
+            "device": args.device,
             "dtype": dtype,
             "machine": machine(),
             "concurrency": args.concurrency,
@@ -136,7 +142,7 @@ def main() -> int:
             "peers": peers,
         },
         "server": server,
-        "peers": run_peers(peers, dtype, short, docs, args.out),
+        "peers": run_peers(peers, args, dtype, short, docs),
     }
     summary["corpus"] = corpus_stats(summary, short, docs)
     summary["foreign_cpu_share"] = {

@@ -35,7 +35,8 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def machine() -> str:
-    """The CPU model and core count, e.g. ``AMD EPYC, 2 cpus``."""
+    """The CPU model and core count, and the GPU where torch sees one, e.g. ``AMD EPYC,
+    2 cpus`` or ``AMD EPYC 9654, 16 cpus, NVIDIA H100 80GB HBM3``."""
     name = platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -43,7 +44,12 @@ def machine() -> str:
             if line.startswith("model name"):
                 name = line.split(":", 1)[1].strip()
                 break
-    return f"{name}, {os.cpu_count()} cpus"
+    described = f"{name}, {os.cpu_count()} cpus"
+    import torch
+
+    if torch.cuda.is_available():
+        described += f", {torch.cuda.get_device_name()}"
+    return described
 
 
 def _cpu_seconds() -> tuple[float, float]:
