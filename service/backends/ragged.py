@@ -9,7 +9,8 @@ the keyword transformers uses for varlen kernels), and no mask is built.
 
 CPU: one causal SDPA call per window. CUDA with half-precision weights: one
 ``varlen_attn`` kernel for the whole stream (torch's flash-attention varlen), where it is
-available; per-window SDPA otherwise. Models that soft-cap attention scores (Gemma 2) or add
+available; otherwise (float32) one SDPA call per group of similar-length windows
+(``padded_groups``). A lone window is one SDPA call anywhere. Models that soft-cap attention scores (Gemma 2) or add
 sink logits (gpt-oss) get attention written out per window, as their eager code does it.
 """
 
@@ -24,6 +25,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from service.backends.padded_groups import PaddedGroup, grouped_attention, padded_groups
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class RaggedBatch:
     lengths: tuple[int, ...]
     max_length: int
     masks: dict[int, torch.Tensor]
+    groups: tuple[PaddedGroup, ...] = ()
 
     @classmethod
     def of(
@@ -66,6 +70,7 @@ class RaggedBatch:
                 depth, masks[index] = tree_layout(parents, device)
                 positions.extend(depth)
         cu = torch.tensor((*starts, starts[-1] + lengths[-1]), dtype=torch.int32)
+        several = len(windows) > 1 and not masks
         return cls(
             torch.tensor([flat], dtype=torch.long, device=device),
             torch.tensor([positions], dtype=torch.long, device=device),
@@ -74,6 +79,7 @@ class RaggedBatch:
             lengths,
             max(lengths),
             masks,
+            padded_groups(starts, lengths, device) if several and device.type == "cuda" else (),
         )
 
     def attention_kwargs(self) -> dict[str, Any]:
@@ -85,6 +91,7 @@ class RaggedBatch:
             "max_length_k": self.max_length,
             # Host copies, so the CPU path never reads the boundaries back from a device.
             "lmscore_windows": (self.starts, self.lengths, self.masks),
+            "lmscore_groups": self.groups,
         }
 
 
@@ -129,8 +136,15 @@ def ragged_attention(
         # autocast does not know) takes them too: rotary embeddings leave float32 queries.
         half = torch.get_autocast_dtype("cuda")
         query, key, value = (t.to(half) for t in (query, key, value))
-    if stream and _use_varlen(query, sliding, scaling) and not windows[2] and extras.none:
+    # One window is one SDPA call; several take one kernel for the whole stream where the
+    # windows are plain causal sequences.
+    several = stream and len(windows[1]) > 1 and not windows[2] and extras.none
+    groups = kwargs.get("lmscore_groups")
+    if several and _use_varlen(query, sliding, scaling):
         out = _varlen(query, key, value, kwargs, scaling)
+    elif several and groups and sliding is None:
+        key, value, gqa = _heads_for_sdpa(query, key, value, masked=False)
+        out = grouped_attention(query, key, value, groups, scaling, gqa)
     else:
         out = _per_window(query, key, value, windows, scaling, sliding, extras)
     return out, None
@@ -167,13 +181,8 @@ def _per_window(
     """One SDPA call per window (causal, or a token tree's mask), or attention written out
     where the model has score extras; output ``[1, total, heads, head_dim]``."""
     starts, lengths, trees = windows
-    gqa = query.shape[1] != key.shape[1]
-    if gqa and query.is_cuda and (sliding is not None or trees or query.dtype == torch.float32):
-        # CUDA's SDPA takes grouped heads only in its flash and math kernels; flash takes
-        # neither a mask nor float32, and the math kernel would hold [heads, L, L] scores.
-        # Repeated key/value heads keep the memory-efficient kernel (as transformers does).
-        key, value = _repeat_heads(query, key, value)
-        gqa = False
+    masked = sliding is not None or bool(trees)
+    key, value, gqa = _heads_for_sdpa(query, key, value, masked)
     out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
     for index, (start, length) in enumerate(zip(starts, lengths, strict=True)):
         span = slice(start, start + length)
@@ -198,6 +207,20 @@ def _per_window(
             )
         out[:, span] = part.transpose(1, 2)
     return out
+
+
+def _heads_for_sdpa(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, masked: bool
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Key and value as SDPA takes them here, and whether to pass ``enable_gqa``. CUDA's
+    SDPA takes grouped heads only in its flash and math kernels; flash takes neither a mask
+    nor float32, and the math kernel would hold [heads, L, L] scores. Repeated key/value
+    heads keep the memory-efficient kernel (as transformers does)."""
+    gqa = query.shape[1] != key.shape[1]
+    if gqa and query.is_cuda and (masked or query.dtype == torch.float32):
+        key, value = _repeat_heads(query, key, value)
+        gqa = False
+    return key, value, gqa
 
 
 def _written_out(

@@ -102,6 +102,21 @@ def test_float32_layouts_on_cuda_equal_each_other_alone_and_float64(
         assert np.array_equal(r.ranks, p.ranks)
 
 
+def test_float32_streams_on_cuda_take_padded_groups(
+    cuda_backends: dict[str, HFBackend], tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No varlen kernel takes float32: the windows attend in a few padded groups, one SDPA
+    call each, not one call per window (the scores are checked above)."""
+    calls: list[int] = []
+    real = ragged.grouped_attention
+    monkeypatch.setattr(
+        ragged, "grouped_attention", lambda *a, **k: calls.append(len(a[3])) or real(*a, **k)
+    )
+    cuda_backends["float32/ragged"].forward(_items(tokenizer))
+    layers = cuda_backends["float32/ragged"].model.config.num_hidden_layers
+    assert len(calls) == layers and max(calls) < len(TEXTS)
+
+
 def test_bf16_varlen_stream_scores_like_padded_batches(
     cuda_backends: dict[str, HFBackend],
     tokenizer: Any,
