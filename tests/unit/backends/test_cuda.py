@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ragged_cases import context_tree
 from tiny_engines import asgi_client, make_engine
 from tolerances import BATCH_INVARIANCE_REL, batch_invariance_atol, ppl_rel
 
@@ -160,18 +161,7 @@ def test_bf16_mixed_runs_the_varlen_kernel(
 def test_a_token_tree_on_cuda_scores_like_its_branches(
     cuda_backends: dict[str, HFBackend], tokenizer: Any
 ) -> None:
-    context = tokenizer.encode("the quick brown fox", add_special_tokens=False)
-    branches = [
-        tokenizer.encode(t, add_special_tokens=False)
-        for t in (" jumps over the lazy dog", " sleeps", " Привет мир 😀")
-    ]
-    ids, parents = list(context), [-1, *range(len(context) - 1)]
-    for branch in branches:
-        for j, token in enumerate(branch):
-            parents.append(len(context) - 1 if j == 0 else len(ids) - 1)
-            ids.append(token)
-    tree = ForwardItem(tuple(ids), len(context), parents=tuple(parents))
-    linear = [ForwardItem((*context, *b), len(context)) for b in branches]
+    tree, linear = context_tree(tokenizer)
     got = cuda_backends["float32/ragged"].forward([tree, *linear])
     want = np.concatenate([r.logprobs for r in got[1:]])
     np.testing.assert_allclose(

@@ -9,24 +9,13 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
+from ragged_cases import block_causal_reference
 
 from service.backends import ragged
 from service.backends.padded_groups import SLACK, grouped_attention, padded_groups
 from service.backends.ragged import RaggedBatch, ragged_attention
 
 CPU = torch.device("cpu")
-
-
-def _reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int], scale: float | None
-) -> torch.Tensor:
-    total = sum(lengths)
-    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-    pos = torch.arange(total)
-    mask = (owner[:, None] == owner[None, :]) & (pos[:, None] >= pos[None, :])
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
-    return out.transpose(1, 2)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -55,7 +44,9 @@ def test_grouped_attention_equals_each_window_alone(scale: float | None) -> None
     groups = padded_groups(starts, lengths, CPU)
     assert 1 < len(groups) < len(lengths)
     out = grouped_attention(q, k, v, groups, scale, enable_gqa=True)
-    torch.testing.assert_close(out, _reference(q, k, v, lengths, scale), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        out, block_causal_reference(q, k, v, lengths, scale=scale), rtol=0, atol=1e-12
+    )
 
 
 def test_a_stream_with_groups_takes_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,7 +69,7 @@ def test_a_stream_with_groups_takes_them(monkeypatch: pytest.MonkeyPatch) -> Non
     grouped = dataclasses.replace(batch, groups=padded_groups(batch.starts, batch.lengths, CPU))
     out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **grouped.attention_kwargs())
     assert calls == [len(grouped.groups)]
-    torch.testing.assert_close(out, _reference(q, k, v, lengths, None), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out, block_causal_reference(q, k, v, lengths), rtol=0, atol=1e-12)
     one = RaggedBatch.of([[0] * 7], CPU)
     one = dataclasses.replace(one, groups=padded_groups(one.starts, one.lengths, CPU))
     ragged_attention(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ragged_cases import block_causal_reference, context_tree
 from tolerances import BATCH_INVARIANCE_REL, batch_invariance_atol
 
 from service.backends import ragged
@@ -28,20 +29,6 @@ TEXTS = [
 ]
 
 
-def _block_causal_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: list[int], window: int | None
-) -> torch.Tensor:
-    """Attention over the whole stream with an explicit block-diagonal causal mask."""
-    total = sum(lengths)
-    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
-    pos = torch.arange(total)
-    mask = (owner[:, None] == owner[None, :]) & (pos[:, None] >= pos[None, :])
-    if window is not None:
-        mask &= pos[:, None] - pos[None, :] < window
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-    return out.transpose(1, 2)
-
-
 @pytest.mark.parametrize("window", [None, 3])
 def test_attention_equals_a_block_diagonal_mask(window: int | None) -> None:
     torch.manual_seed(0)
@@ -56,7 +43,7 @@ def test_attention_equals_a_block_diagonal_mask(window: int | None) -> None:
         module, q, k, v, None, sliding_window=window, **batch.attention_kwargs()
     )
     assert weights is None and out.shape == (1, total, 4, 8)
-    want = _block_causal_reference(q, k, v, lengths, window)
+    want = block_causal_reference(q, k, v, lengths, window)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
 
 
@@ -174,7 +161,7 @@ def test_both_varlen_kernel_signatures_compute_per_window_causal_attention(
         torch.nn.Module(), q, k, v, None, scaling=scaling, **batch.attention_kwargs()
     )
     assert used == ([] if scaling == 0.3 and not varlen.takes_scale else [True])
-    want = _block_causal_reference(q * (scaling or 8**-0.5) * 8**0.5, k, v, lengths, None)
+    want = block_causal_reference(q * (scaling or 8**-0.5) * 8**0.5, k, v, lengths, None)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
 
 
@@ -300,18 +287,7 @@ def test_a_token_tree_scores_like_its_branches_one_by_one(
     backends: dict[str, HFBackend], tokenizer: Any
 ) -> None:
     """Context + three continuations in one tree window = each context + continuation alone."""
-    context = tokenizer.encode("the quick brown fox", add_special_tokens=False)
-    branches = [
-        tokenizer.encode(t, add_special_tokens=False)
-        for t in (" jumps over the lazy dog", " sleeps", " Привет мир 😀")
-    ]
-    ids, parents = list(context), [-1, *range(len(context) - 1)]
-    for branch in branches:
-        for j, token in enumerate(branch):
-            parents.append(len(context) - 1 if j == 0 else len(ids) - 1)
-            ids.append(token)
-    tree = ForwardItem(tuple(ids), len(context), with_ranks=True, parents=tuple(parents))
-    linear = [ForwardItem((*context, *b), len(context), with_ranks=True) for b in branches]
+    tree, linear = context_tree(tokenizer, with_ranks=True)
     plain = ForwardItem(tuple(range(5, 30)), 1)
     backend = backends["ragged"]
     assert backend.info.token_trees and not backends["padded"].info.token_trees

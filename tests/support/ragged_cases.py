@@ -1,0 +1,49 @@
+"""Cases shared by the ragged-attention tests on CPU and CUDA: a block-diagonal causal
+reference and a token tree of one context with three continuations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from service.backends.base import ForwardItem
+
+
+def block_causal_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lengths: list[int],
+    window: int | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Attention over a whole ``[1, heads, total, dim]`` stream with an explicit
+    block-diagonal causal mask (``window``: sliding, tokens back); ``[1, total, heads, dim]``."""
+    total = sum(lengths)
+    owner = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    pos = torch.arange(total)
+    mask = (owner[:, None] == owner[None, :]) & (pos[:, None] >= pos[None, :])
+    if window is not None:
+        mask &= pos[:, None] - pos[None, :] < window
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+    return out.transpose(1, 2)
+
+
+def context_tree(tokenizer: Any, with_ranks: bool = False) -> tuple[ForwardItem, list[ForwardItem]]:
+    """A context and three continuations as one token-tree window, and as the three
+    context + continuation windows it must score like."""
+    context = tokenizer.encode("the quick brown fox", add_special_tokens=False)
+    branches = [
+        tokenizer.encode(t, add_special_tokens=False)
+        for t in (" jumps over the lazy dog", " sleeps", " Привет мир 😀")
+    ]
+    ids, parents = list(context), [-1, *range(len(context) - 1)]
+    for branch in branches:
+        for j, token in enumerate(branch):
+            parents.append(len(context) - 1 if j == 0 else len(ids) - 1)
+            ids.append(token)
+    tree = ForwardItem(tuple(ids), len(context), with_ranks=with_ranks, parents=tuple(parents))
+    linear = [ForwardItem((*context, *b), len(context), with_ranks=with_ranks) for b in branches]
+    return tree, linear
