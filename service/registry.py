@@ -64,7 +64,8 @@ class ModelRegistry:
             settings = self.settings.for_model(dict(spec.options))
             scheduler = await asyncio.to_thread(load_scheduler, resolved, settings)
             await scheduler.warmup()
-            self.add(spec.name, resolved.revision, scheduler)
+            served = self.add(spec.name, resolved.revision, scheduler)
+            await asyncio.to_thread(served.read_vocabulary)
             metrics.QUEUE_CAPACITY.labels(spec.name).set(settings.max_queue)
             info = scheduler.backend.info
             log.info(

@@ -114,6 +114,11 @@ class ServedModel:
         tokenizer = self.backend.tokenizer
         return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
 
+    def read_vocabulary(self) -> None:
+        """Read what requests check their token ids against now (a 256k vocabulary takes a
+        while), so the first request does not do it on the event loop."""
+        _ = self.tokenizer_ids, self.special_ids
+
     @property
     def vocab_limit(self) -> int:
         """Token ids a client may send: below this, both the tokenizer and the model know."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +55,43 @@ def test_a_served_model_has_its_series_at_zero_before_any_request(tokenizer: Any
     assert REGISTRY.get_sample_value("lmscore_batch_size_count", model) == 0.0
     dropped = {**model, "reason": "expired"}
     assert REGISTRY.get_sample_value("lmscore_batch_items_dropped_total", dropped) == 0.0
+
+
+async def test_loading_reads_the_vocabulary_off_the_event_loop(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request used to read the whole vocabulary (``get_vocab``) on the loop."""
+    from service import registry as registry_module
+    from service.models import ModelSpec, ResolvedModel
+
+    loop_thread = threading.current_thread()
+    read_in: list[threading.Thread] = []
+
+    class WatchedTokenizer:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+        def __len__(self) -> int:
+            return len(self._inner)
+
+        def get_vocab(self) -> dict[str, int]:
+            read_in.append(threading.current_thread())
+            return dict(self._inner.get_vocab())
+
+    backend = FakeSelfBatchingBackend(WatchedTokenizer(tokenizer))
+    resolved = ResolvedModel("vocabulary-read", Path("unused"), "sha256:x")
+    monkeypatch.setattr(registry_module, "resolve", lambda spec, cache: resolved)
+    monkeypatch.setattr(
+        registry_module,
+        "load_scheduler",
+        lambda model, settings: pass_through(backend, "vocabulary-read", settings),
+    )
+    registry = ModelRegistry(Settings())
+    await registry.load([ModelSpec("vocabulary-read", "unused")])
+    served = registry.models["vocabulary-read"]
+    assert "tokenizer_ids" in vars(served) and "special_ids" in vars(served)
+    assert read_in and loop_thread not in read_in
+    await registry.close()
