@@ -55,6 +55,8 @@ class PassThroughScheduler:
         """Score ``items`` in the backend; cancelling the caller cancels (aborts) them."""
         if self._closed:
             raise Unavailable("the model is shutting down")
+        if not items:
+            return []
         if self._inflight and self._inflight + len(items) > self._max_queue:
             raise self._overloaded()
         self._inflight += len(items)

@@ -116,3 +116,13 @@ async def test_closed_refuses_and_closes_the_backend_once() -> None:
     with pytest.raises(Unavailable):
         await sched.submit([item(3, 1)])
     assert backend.calls == []
+
+
+async def test_nothing_to_score_never_reaches_the_backend() -> None:
+    """A request with no window (every text too short to score) costs no engine call and
+    is not counted as an inference, as with the dynamic batcher."""
+    model = "passthrough-empty"
+    sched, backend = scheduler(model)
+    assert await sched.submit([], deadline=time.monotonic() + 5) == []
+    assert backend.calls == []
+    assert sample("lmscore_inference_duration_seconds_count", model=model) == 0
