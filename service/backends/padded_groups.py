@@ -7,8 +7,10 @@ a ~50 ms forward pass of 32 short texts), so a batch of 32 windows spent most of
 launching. Here windows of similar length are gathered into right-padded rows
 ``[rows, heads, width, head_dim]`` and each group takes one causal SDPA call. Causal
 attention never lets a real query see the pads after it, so the real tokens' outputs are
-those of each window alone. A group's padding at most doubles its tokens (``SLACK``): the
-linear layers still see no pad at all, and attention holds at most twice the stream.
+those of each window alone. A group at most doubles its windows' tokens (``SLACK``), and
+long rows add at most a quarter to their attention work (``WORK_SLACK``): the linear layers
+still see no pad at all, attention holds at most twice the stream, and a long window never
+pays for a row of short ones.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ import torch.nn.functional as F
 
 SLACK = 2.0
 """A group's rows x width stays within this many times its real tokens."""
+
+WORK_SLACK = 1.25
+"""A group's rows x width^2 (attention work) stays within this many times the sum of its
+windows' length^2: attention dominates long windows, so little of it may be spent on pads."""
+
+CHEAP_WIDTH = 256
+"""Rows up to this wide are not held to the attention-work bound: their attention costs a
+GPU less than the launches another group would."""
 
 
 @dataclass(frozen=True)
@@ -38,20 +48,23 @@ class PaddedGroup:
 def padded_groups(
     starts: Sequence[int], lengths: Sequence[int], device: torch.device
 ) -> tuple[PaddedGroup, ...]:
-    """Windows grouped longest first, each group as long as its padding stays within
-    ``SLACK`` times its tokens; every window in exactly one group."""
+    """Windows grouped longest first, each group growing while its padded tokens stay
+    within ``SLACK`` times its windows' own and (rows wider than ``CHEAP_WIDTH``) its
+    attention work within ``WORK_SLACK`` times; every window in exactly one group."""
     members: list[list[int]] = []
-    tokens = 0
+    tokens = work = 0
     for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        length = lengths[index]
         group = members[-1] if members else None
-        if group is not None and (len(group) + 1) * lengths[group[0]] <= SLACK * (
-            tokens + lengths[index]
-        ):
-            group.append(index)
-            tokens += lengths[index]
-        else:
-            members.append([index])
-            tokens = lengths[index]
+        if group is not None:
+            rows, width = len(group) + 1, lengths[group[0]]
+            cheap = width <= CHEAP_WIDTH or rows * width**2 <= WORK_SLACK * (work + length**2)
+            if cheap and rows * width <= SLACK * (tokens + length):
+                group.append(index)
+                tokens, work = tokens + length, work + length**2
+                continue
+        members.append([index])
+        tokens, work = length, length**2
     return tuple(_group(group, starts, lengths, device) for group in members)
 
 

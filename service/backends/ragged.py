@@ -16,6 +16,7 @@ sink logits (gpt-oss) get attention written out per window, as their eager code 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -48,7 +49,12 @@ class RaggedBatch:
     lengths: tuple[int, ...]
     max_length: int
     masks: dict[int, torch.Tensor]
-    groups: tuple[PaddedGroup, ...] = ()
+
+    @functools.cached_property
+    def groups(self) -> tuple[PaddedGroup, ...]:
+        """The windows in padded groups, built on first use (only CUDA's float32 path,
+        where no varlen kernel applies, takes them)."""
+        return padded_groups(self.starts, self.lengths, self.cu_seq_lens.device)
 
     @classmethod
     def of(
@@ -70,7 +76,6 @@ class RaggedBatch:
                 depth, masks[index] = tree_layout(parents, device)
                 positions.extend(depth)
         cu = torch.tensor((*starts, starts[-1] + lengths[-1]), dtype=torch.int32)
-        several = len(windows) > 1 and not masks
         return cls(
             torch.tensor([flat], dtype=torch.long, device=device),
             torch.tensor([positions], dtype=torch.long, device=device),
@@ -79,7 +84,6 @@ class RaggedBatch:
             lengths,
             max(lengths),
             masks,
-            padded_groups(starts, lengths, device) if several and device.type == "cuda" else (),
         )
 
     def attention_kwargs(self) -> dict[str, Any]:
@@ -91,7 +95,7 @@ class RaggedBatch:
             "max_length_k": self.max_length,
             # Host copies, so the CPU path never reads the boundaries back from a device.
             "lmscore_windows": (self.starts, self.lengths, self.masks),
-            "lmscore_groups": self.groups,
+            "lmscore_batch": self,
         }
 
 
@@ -139,12 +143,12 @@ def ragged_attention(
     # One window is one SDPA call; several take one kernel for the whole stream where the
     # windows are plain causal sequences.
     several = stream and len(windows[1]) > 1 and not windows[2] and extras.none
-    groups = kwargs.get("lmscore_groups")
+    batch = kwargs.get("lmscore_batch")
     if several and _use_varlen(query, sliding, scaling):
         out = _varlen(query, key, value, kwargs, scaling)
-    elif several and groups and sliding is None:
+    elif several and batch is not None and sliding is None and _groups_pay(query):
         key, value, gqa = _heads_for_sdpa(query, key, value, masked=False)
-        out = grouped_attention(query, key, value, groups, scaling, gqa)
+        out = grouped_attention(query, key, value, batch.groups, scaling, gqa)
     else:
         out = _per_window(query, key, value, windows, scaling, sliding, extras)
     return out, None
@@ -213,11 +217,12 @@ def _heads_for_sdpa(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, masked: bool
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Key and value as SDPA takes them here, and whether to pass ``enable_gqa``. CUDA's
-    SDPA takes grouped heads only in its flash and math kernels; flash takes neither a mask
-    nor float32, and the math kernel would hold [heads, L, L] scores. Repeated key/value
-    heads keep the memory-efficient kernel (as transformers does)."""
+    SDPA takes grouped heads only in its flash and math kernels; flash takes no mask, no
+    float32, no pre-Ampere GPU and no head over 256, and the math kernel would hold
+    [heads, L, L] scores. Repeated key/value heads keep the memory-efficient kernel (as
+    transformers does)."""
     gqa = query.shape[1] != key.shape[1]
-    if gqa and query.is_cuda and (masked or query.dtype == torch.float32):
+    if gqa and query.is_cuda and (masked or not _flash(query) or query.shape[-1] > 256):
         key, value = _repeat_heads(query, key, value)
         gqa = False
     return key, value, gqa
@@ -279,6 +284,12 @@ def _sliding_mask(length: int, sliding: int | None, device: torch.device) -> tor
 def _use_varlen(query: torch.Tensor, sliding: int | None, scaling: float | None) -> bool:
     """Whether torch's flash-attention varlen kernel takes this stream."""
     return _VARLEN is not None and _VARLEN.takes(query, sliding, scaling) and _flash(query)
+
+
+def _groups_pay(query: torch.Tensor) -> bool:
+    """Whether padded groups beat one SDPA call per window: on a GPU, where a small
+    model's forward pass is bound by kernel launches; a CPU has no launches to save."""
+    return query.is_cuda
 
 
 def _flash(query: torch.Tensor) -> bool:

@@ -3,7 +3,6 @@ to each window alone (float64 on CPU, against an explicit block-diagonal causal 
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from typing import Any
 
@@ -12,16 +11,22 @@ import torch
 from ragged_cases import block_causal_reference
 
 from service.backends import ragged
-from service.backends.padded_groups import SLACK, grouped_attention, padded_groups
+from service.backends.padded_groups import (
+    CHEAP_WIDTH,
+    SLACK,
+    WORK_SLACK,
+    grouped_attention,
+    padded_groups,
+)
 from service.backends.ragged import RaggedBatch, ragged_attention
 
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_every_window_in_one_group_and_padding_bounded(seed: int) -> None:
+@pytest.mark.parametrize("seed", range(8))
+def test_every_window_in_one_group_with_padding_and_attention_work_bounded(seed: int) -> None:
     rng = random.Random(seed)
-    lengths = [rng.choice([1, 2, 5, 40, 41, 300]) for _ in range(rng.randint(1, 40))]
+    lengths = [rng.choice([1, 2, 5, 40, 41, 300, 2049, 4096]) for _ in range(rng.randint(1, 60))]
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
     groups = padded_groups(starts, lengths, CPU)
     stream = torch.cat([g.stream for g in groups])
@@ -31,6 +36,22 @@ def test_every_window_in_one_group_and_padding_bounded(seed: int) -> None:
         assert group.rows * group.width <= max(SLACK * tokens, group.width)
         assert len(group.slots) == tokens and int(group.slots.max()) < group.rows * group.width
         assert len(set(group.slots.tolist())) == tokens
+        if group.width > CHEAP_WIDTH and group.rows > 1:
+            rows = group.slots // group.width
+            own = sum(int(n) ** 2 for n in torch.bincount(rows).tolist())
+            assert group.rows * group.width**2 <= WORK_SLACK * own
+
+
+def test_a_long_window_does_not_pay_for_a_row_of_short_ones() -> None:
+    """Tokens alone would put 8000 + 1 in one group of 2 x 8000 (twice the long window's
+    attention), and 4096 + 2049 x 7 in 8 x 4096 (2.9 times); short rows group among
+    themselves."""
+    for lengths, want in (
+        ([8000, *([1] * 200)], [(1, 8000), (200, 1)]),
+        ([4096, *([2049] * 7)], [(1, 4096), (7, 2049)]),
+    ):
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        assert [(g.rows, g.width) for g in padded_groups(starts, lengths, CPU)] == want
 
 
 @pytest.mark.parametrize("scale", [None, 0.3])
@@ -49,9 +70,16 @@ def test_grouped_attention_equals_each_window_alone(scale: float | None) -> None
     )
 
 
-def test_a_stream_with_groups_takes_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where the batch holds groups (CUDA builds them; here they are added on CPU), the
-    attention layer takes them instead of one SDPA call per window."""
+def _stream(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, ...]:
+    torch.manual_seed(seed)
+    q = torch.randn(1, 4, sum(lengths), 8, dtype=torch.float64)
+    k, v = (torch.randn(1, 2, sum(lengths), 8, dtype=torch.float64) for _ in range(2))
+    return q, k, v
+
+
+@pytest.fixture
+def grouped_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Padded groups taken on CPU too (on CUDA they are), recording each call's group count."""
     calls: list[int] = []
     real = ragged.grouped_attention
 
@@ -60,19 +88,48 @@ def test_a_stream_with_groups_takes_them(monkeypatch: pytest.MonkeyPatch) -> Non
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ragged, "grouped_attention", spy)
-    torch.manual_seed(1)
+    monkeypatch.setattr(ragged, "_groups_pay", lambda query: True)
+    return calls
+
+
+def test_a_stream_takes_groups_where_they_pay(grouped_calls: list[int]) -> None:
     lengths = [7, 2, 3]
-    q = torch.randn(1, 4, sum(lengths), 8, dtype=torch.float64)
-    k, v = (torch.randn(1, 2, sum(lengths), 8, dtype=torch.float64) for _ in range(2))
+    q, k, v = _stream(lengths)
     batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
-    assert batch.groups == ()  # CPU keeps one SDPA call per window
-    grouped = dataclasses.replace(batch, groups=padded_groups(batch.starts, batch.lengths, CPU))
-    out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **grouped.attention_kwargs())
-    assert calls == [len(grouped.groups)]
+    out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs())
+    assert grouped_calls == [len(batch.groups)]
     torch.testing.assert_close(out, block_causal_reference(q, k, v, lengths), rtol=0, atol=1e-12)
     one = RaggedBatch.of([[0] * 7], CPU)
-    one = dataclasses.replace(one, groups=padded_groups(one.starts, one.lengths, CPU))
     ragged_attention(
         torch.nn.Module(), q[:, :, :7], k[:, :, :7], v[:, :, :7], None, **one.attention_kwargs()
     )
-    assert calls == [len(grouped.groups)]  # a lone window is one SDPA call anyway
+    assert grouped_calls == [len(batch.groups)]  # a lone window is one SDPA call anyway
+
+
+def test_repeated_heads_in_groups_equal_grouped_query_attention() -> None:
+    """The float32 CUDA path repeats key/value heads before grouping (no grouped heads in
+    the memory-efficient kernel): head i of 2 serves query heads 2i and 2i + 1."""
+    lengths = [5, 1, 9, 2]
+    q, k, v = _stream(lengths, seed=3)
+    k4, v4 = ragged._repeat_heads(q, k, v)
+    groups = padded_groups([0, 5, 6, 15], lengths, CPU)
+    out = grouped_attention(q, k4, v4, groups, None, enable_gqa=False)
+    torch.testing.assert_close(out, block_causal_reference(q, k, v, lengths), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "extra", [{"sliding_window": 3}, {"softcap": 5.0}, {"s_aux": torch.zeros(4)}]
+)
+def test_sliding_windows_and_score_extras_never_take_groups(
+    grouped_calls: list[int], extra: dict[str, Any]
+) -> None:
+    """Groups run plain causal SDPA: a sliding window, a soft cap or sink logits take the
+    per-window path (a sliding window's result is checked against its mask)."""
+    lengths = [7, 2, 5]
+    q, k, v = _stream(lengths)
+    batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
+    out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs(), **extra)
+    assert grouped_calls == []
+    if "sliding_window" in extra:
+        want = block_causal_reference(q, k, v, lengths, window=3)
+        torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
