@@ -29,7 +29,12 @@ from service.backends.base import (
     bos_or_eos,
 )
 from service.backends.logit_head import LogitTransform, check_head
-from service.backends.precision import Precision, model_context, pick_device
+from service.backends.precision import (
+    Precision,
+    model_context,
+    pick_device,
+    skip_cudnn_attention,
+)
 from service.backends.ragged import RaggedBatch
 from service.scoring.logprobs import PositionScores, Projection, score_hidden_states
 from service.scoring.projection import DEFAULT_VOCAB_SLICE, VocabProjection, scale_and_cap
@@ -57,6 +62,7 @@ class HFBackend:
         hf_logging.disable_progress_bar()
 
         self.device = pick_device(device)
+        skip_cudnn_attention(self.device)
         self.precision = Precision.pick(dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
         model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=self.precision.weights)

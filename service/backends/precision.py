@@ -14,15 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-
-# Not cuDNN's attention, which builds an execution plan for every new shape: batches of
-# texts rarely repeat a shape, and the plans made bf16 forward passes many times slower.
-CUDA_SDPA_KERNELS = (
-    SDPBackend.FLASH_ATTENTION,
-    SDPBackend.EFFICIENT_ATTENTION,
-    SDPBackend.MATH,
-)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MIXED = "bf16-mixed"
@@ -88,14 +79,19 @@ class Precision:
         return self.name == "float32"
 
     def context(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-        """What the forward pass runs under: autocast where asked for, and on CUDA the
-        SDPA kernels in ``CUDA_SDPA_KERNELS``."""
-        stack = contextlib.ExitStack()
-        if self.autocast is not None:
-            stack.enter_context(torch.autocast(device.type, dtype=self.autocast))
-        if device.type == "cuda":
-            stack.enter_context(sdpa_kernel(list(CUDA_SDPA_KERNELS)))
-        return stack
+        """Autocast for the forward pass, or nothing."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast)
+
+
+def skip_cudnn_attention(device: torch.device) -> None:
+    """On CUDA, leave cuDNN's attention out of SDPA: it builds an execution plan for every
+    new shape, batches of texts rarely repeat a shape, and the plans made bf16 forward
+    passes several times slower (bench/NOTES.md). The switch is process-wide (torch keeps
+    one flag); setting it per forward pass would race between models' threads."""
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def model_context(config: Any) -> int:

@@ -15,7 +15,7 @@ from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL, batch_invaria
 from service.backends import hf, precision
 from service.backends.base import ForwardItem
 from service.backends.hf import HFBackend, keep_attention_softcap
-from service.backends.precision import Precision, pick_device, pick_dtype
+from service.backends.precision import pick_device, pick_dtype
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. Grüße aus München!",
@@ -301,17 +301,22 @@ def test_model_input_keeps_what_a_later_token_or_the_caller_needs() -> None:
     assert ForwardItem((5,), 1).model_input == (5,)
 
 
-def test_cuda_forward_passes_skip_cudnn_attention() -> None:
-    """cuDNN's attention plans every new shape anew; scoring batches rarely repeat one.
-    The flags are process state, so this runs without a GPU."""
+def test_cuda_leaves_out_cudnn_attention_process_wide() -> None:
+    """cuDNN's attention plans every new shape anew; scoring batches rarely repeat one. One
+    process-wide switch (a per-forward context raced between models' threads). The flag
+    is process state, so this runs without a GPU."""
     import torch.backends.cuda as backends_cuda
 
-    precision = Precision.pick("float32", torch.device("cuda"))
-    with precision.context(torch.device("cuda")):
+    before = backends_cuda.cudnn_sdp_enabled()
+    try:
+        backends_cuda.enable_cudnn_sdp(True)
+        precision.skip_cudnn_attention(torch.device("cpu"))
+        assert backends_cuda.cudnn_sdp_enabled()
+        precision.skip_cudnn_attention(torch.device("cuda"))
         assert not backends_cuda.cudnn_sdp_enabled()
         assert backends_cuda.flash_sdp_enabled() and backends_cuda.mem_efficient_sdp_enabled()
-    with precision.context(torch.device("cpu")):
-        assert backends_cuda.cudnn_sdp_enabled() == backends_cuda.flash_sdp_enabled()
+    finally:
+        backends_cuda.enable_cudnn_sdp(before)
 
 
 def test_a_soft_capped_model_loaded_with_sdpa_runs_eager() -> None:
