@@ -35,16 +35,19 @@ def model_dir(source: str = "default") -> Path:
     return resolve(ModelSpec("default", source), Settings().cache_dir).path
 
 
+def _device_and_dtype_pickers() -> tuple[Any, Any]:
+    """(pick_device, pick_dtype) of the checkout being measured (older ones kept them in
+    the transformers backend's module)."""
+    try:
+        from service.backends.precision import pick_device, pick_dtype
+    except ImportError:  # before the precision module existed
+        from service.backends.hf import pick_device, pick_dtype
+    return pick_device, pick_dtype
+
+
 def default_dtype(requested: str, device: str = "auto") -> str:
     """The dtype name ``lmscore serve --dtype REQUESTED --device DEVICE`` picks here."""
-
-    try:
-        from service.backends.precision import pick_dtype
-    except ImportError:  # before the precision module existed
-        from service.backends.hf import pick_dtype
-
-    from service.backends.precision import pick_device
-
+    pick_device, pick_dtype = _device_and_dtype_pickers()
     if requested == MIXED:
         return MIXED
     return str(pick_dtype(requested, pick_device(device))).removeprefix("torch.")
@@ -102,14 +105,15 @@ def naive_peer(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from service.backends.precision import pick_device
-
     weights, autocast = torch_precision(dtype)
-    where = pick_device(device)
+    where = _device_and_dtype_pickers()[0](device)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=weights).to(where).eval()
     mixed = torch.autocast(where.type, dtype=autocast or torch.bfloat16, enabled=bool(autocast))
     with torch.inference_mode(), mixed:
         results = {name: _naive_corpus(model, corpus) for name, corpus in corpora.items()}
+    del model
+    if where.type == "cuda":  # the vLLM peer's subprocess comes next and needs the memory
+        torch.cuda.empty_cache()
     return {"dtype": dtype, "device": str(where), **results}
 
 
