@@ -35,14 +35,21 @@ GPU less than the launches another group would."""
 
 @dataclass(frozen=True)
 class PaddedGroup:
-    """Windows attended together: ``rows`` of ``width`` tokens (the longest member). Token
-    ``stream[j]`` of the stream sits at ``slots[j]`` of the flattened ``[rows * width]``
-    rows (both int64 on the model's device)."""
+    """Windows attended together: ``rows`` of ``width`` tokens (the longest member), the
+    first starting at stream token ``first``. Token ``stream[j]`` of the stream sits at
+    ``slots[j]`` of the flattened ``[rows * width]`` rows (both int64 on the model's
+    device)."""
 
     rows: int
     width: int
+    first: int
     stream: torch.Tensor
     slots: torch.Tensor
+
+    @property
+    def span(self) -> slice:
+        """Where a group of one window lies in the stream."""
+        return slice(self.first, self.first + self.width)
 
 
 def padded_groups(
@@ -74,8 +81,9 @@ def _group(
     width = lengths[members[0]]
     stream = [torch.arange(starts[i], starts[i] + lengths[i]) for i in members]
     slots = [torch.arange(r * width, r * width + lengths[i]) for r, i in enumerate(members)]
+    first = starts[members[0]]
     return PaddedGroup(
-        len(members), width, torch.cat(stream).to(device), torch.cat(slots).to(device)
+        len(members), width, first, torch.cat(stream).to(device), torch.cat(slots).to(device)
     )
 
 
@@ -101,15 +109,26 @@ def grouped_attention(
             scale=scaling,
             enable_gqa=enable_gqa,
         )
-        flat = attended.transpose(1, 2).reshape(group.rows * group.width, *q.shape[1:])
-        out[group.stream] = flat[group.slots]
+        _unrows(out, attended, group)
     return out.unsqueeze(0)
 
 
 def _rows(stream: torch.Tensor, group: PaddedGroup) -> torch.Tensor:
     """The group's windows of a ``[total, heads, dim]`` stream as right-padded (zero) rows
-    ``[rows, heads, width, dim]``."""
+    ``[rows, heads, width, dim]``; a group of one window is a view, not a copy."""
+    if group.rows == 1:
+        return stream[group.span].unsqueeze(0).transpose(1, 2)
     heads, dim = stream.shape[1:]
     padded = stream.new_zeros(group.rows * group.width, heads, dim)
     padded[group.slots] = stream[group.stream]
     return padded.view(group.rows, group.width, heads, dim).transpose(1, 2)
+
+
+def _unrows(out: torch.Tensor, attended: torch.Tensor, group: PaddedGroup) -> None:
+    """Each window's outputs (``[rows, heads, width, dim]``, pads dropped) back into their
+    places in the ``[total, heads, dim]`` stream ``out``."""
+    if group.rows == 1:
+        out[group.span] = attended[0].transpose(0, 1)
+        return
+    flat = attended.transpose(1, 2).reshape(group.rows * group.width, *out.shape[1:])
+    out[group.stream] = flat[group.slots]

@@ -93,8 +93,8 @@ class RaggedBatch:
             "cu_seq_lens_k": self.cu_seq_lens,
             "max_length_q": self.max_length,
             "max_length_k": self.max_length,
-            # Host copies, so the CPU path never reads the boundaries back from a device.
-            "lmscore_windows": (self.starts, self.lengths, self.masks),
+            # Host copies of the boundaries ride along, so the CPU path never reads them
+            # back from a device.
             "lmscore_batch": self,
         }
 
@@ -129,12 +129,17 @@ def ragged_attention(
     Returns ``[1, total, heads, head_dim]`` as transformers' attention functions do.
     Without window boundaries (one plain sequence) it is ordinary causal SDPA.
     """
-    windows = kwargs.get("lmscore_windows")
-    if windows is None:
-        windows = ((0,), (query.shape[2],), {})
+    batch: RaggedBatch | None = kwargs.get("lmscore_batch")
+    windows: tuple[Sequence[int], Sequence[int], dict[int, torch.Tensor]] = (
+        ((0,), (query.shape[2],), {})
+        if batch is None
+        else (batch.starts, batch.lengths, batch.masks)
+    )
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+    if sliding is not None and max(windows[1]) <= sliding:
+        sliding = None  # no window reaches past it: plain causal attention
     extras = ScoreExtras(kwargs.get("softcap"), kwargs.get("s_aux"))
-    stream = "cu_seq_lens_q" in kwargs and query.shape[0] == 1
+    stream = batch is not None and query.shape[0] == 1
     if query.is_cuda and torch.is_autocast_enabled("cuda"):
         # What autocast does to SDPA's inputs, done here so the varlen kernel (which
         # autocast does not know) takes them too: rotary embeddings leave float32 queries.
@@ -143,7 +148,6 @@ def ragged_attention(
     # One window is one SDPA call; several take one kernel for the whole stream where the
     # windows are plain causal sequences.
     several = stream and len(windows[1]) > 1 and not windows[2] and extras.none
-    batch = kwargs.get("lmscore_batch")
     if several and _use_varlen(query, sliding, scaling):
         out = _varlen(query, key, value, kwargs, scaling)
     elif several and batch is not None and sliding is None and _groups_pay(query):
@@ -222,7 +226,7 @@ def _heads_for_sdpa(
     [heads, L, L] scores. Repeated key/value heads keep the memory-efficient kernel (as
     transformers does)."""
     gqa = query.shape[1] != key.shape[1]
-    if gqa and query.is_cuda and (masked or not _flash(query) or query.shape[-1] > 256):
+    if gqa and query.is_cuda and (masked or not _flash(query)):
         key, value = _repeat_heads(query, key, value)
         gqa = False
     return key, value, gqa
@@ -293,12 +297,20 @@ def _groups_pay(query: torch.Tensor) -> bool:
 
 
 def _flash(query: torch.Tensor) -> bool:
-    """Whether flash attention runs here: CUDA, half precision, compute capability 8.0+."""
+    """Whether flash attention runs here: CUDA, half precision, heads up to 256, compute
+    capability 8.0+."""
     return (
         query.is_cuda
         and query.dtype in (torch.float16, torch.bfloat16)
-        and torch.cuda.get_device_capability(query.device) >= (8, 0)
+        and query.shape[-1] <= 256
+        and _capability(query.device.index) >= (8, 0)
     )
+
+
+@functools.cache
+def _capability(index: int | None) -> tuple[int, int]:
+    """The CUDA device's compute capability, asked once (not per layer of every pass)."""
+    return torch.cuda.get_device_capability(index)
 
 
 def _varlen(
@@ -353,13 +365,11 @@ class VarlenKernel:
         )
 
     def takes(self, query: torch.Tensor, sliding: int | None, scaling: float | None) -> bool:
-        """Head size up to 256, no sliding window, and a scale this kernel can be given
-        (a kernel without ``scale`` applies 1/sqrt(head size) only)."""
+        """No sliding window, and a scale this kernel can be given (a kernel without
+        ``scale`` applies 1/sqrt(head size) only)."""
         usual = query.shape[-1] ** -0.5
-        return (
-            sliding is None
-            and query.shape[-1] <= 256
-            and (self.takes_scale or scaling is None or math.isclose(scaling, usual, rel_tol=1e-6))
+        return sliding is None and (
+            self.takes_scale or scaling is None or math.isclose(scaling, usual, rel_tol=1e-6)
         )
 
 

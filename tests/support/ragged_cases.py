@@ -1,14 +1,29 @@
-"""Cases shared by the ragged-attention tests on CPU and CUDA: a block-diagonal causal
-reference and a token tree of one context with three continuations."""
+"""Cases shared by the ragged-attention tests on CPU and CUDA: random streams of windows, a
+block-diagonal causal reference and a token tree of one context with three continuations."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from service.backends.base import ForwardItem
+
+
+def window_starts(lengths: list[int]) -> list[int]:
+    """Where each window of that many tokens starts in a stream laid end to end."""
+    return [0, *itertools.accumulate(lengths)][:-1]
+
+
+def random_stream(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """float64 ``q`` ``[1, 4, total, 8]`` and grouped-query ``k``, ``v`` ``[1, 2, total, 8]``
+    for windows of ``lengths`` laid end to end."""
+    torch.manual_seed(seed)
+    q = torch.randn(1, 4, sum(lengths), 8, dtype=torch.float64)
+    k, v = (torch.randn(1, 2, sum(lengths), 8, dtype=torch.float64) for _ in range(2))
+    return q, k, v
 
 
 def block_causal_reference(

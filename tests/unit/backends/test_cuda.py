@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from ragged_cases import context_tree
+from ragged_cases import block_causal_reference, context_tree
 from tiny_engines import asgi_client, make_engine
 from tolerances import BATCH_INVARIANCE_REL, batch_invariance_atol, ppl_rel
 
@@ -59,12 +58,7 @@ def test_the_varlen_kernel_equals_per_window_attention() -> None:
     batch = RaggedBatch.of([[0] * n for n in lengths], cuda)
     assert ragged._use_varlen(q, None, 64**-0.5)
     out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs())
-    parts = []
-    for start, length in zip(batch.starts, batch.lengths, strict=True):
-        span = slice(start, start + length)
-        qs, ks, vs = (t[:, :, span].float() for t in (q, k, v))
-        parts.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=True))
-    want = torch.cat(parts, dim=2).transpose(1, 2)
+    want = block_causal_reference(*(t.float().cpu() for t in (q, k, v)), lengths).to(cuda)
     assert out.shape == want.shape and not out.isnan().any()
     assert _relative_error(out, want) < 1e-2
 

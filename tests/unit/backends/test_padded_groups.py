@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from ragged_cases import block_causal_reference
+from ragged_cases import block_causal_reference, random_stream, window_starts
 
 from service.backends import ragged
 from service.backends.padded_groups import (
@@ -27,8 +27,7 @@ CPU = torch.device("cpu")
 def test_every_window_in_one_group_with_padding_and_attention_work_bounded(seed: int) -> None:
     rng = random.Random(seed)
     lengths = [rng.choice([1, 2, 5, 40, 41, 300, 2049, 4096]) for _ in range(rng.randint(1, 60))]
-    starts = [sum(lengths[:i]) for i in range(len(lengths))]
-    groups = padded_groups(starts, lengths, CPU)
+    groups = padded_groups(window_starts(lengths), lengths, CPU)
     stream = torch.cat([g.stream for g in groups])
     assert sorted(stream.tolist()) == list(range(sum(lengths)))  # each token exactly once
     for group in groups:
@@ -50,31 +49,25 @@ def test_a_long_window_does_not_pay_for_a_row_of_short_ones() -> None:
         ([8000, *([1] * 200)], [(1, 8000), (200, 1)]),
         ([4096, *([2049] * 7)], [(1, 4096), (7, 2049)]),
     ):
-        starts = [sum(lengths[:i]) for i in range(len(lengths))]
-        assert [(g.rows, g.width) for g in padded_groups(starts, lengths, CPU)] == want
+        groups = padded_groups(window_starts(lengths), lengths, CPU)
+        assert [(g.rows, g.width) for g in groups] == want
 
 
 @pytest.mark.parametrize("scale", [None, 0.3])
-def test_grouped_attention_equals_each_window_alone(scale: float | None) -> None:
-    torch.manual_seed(0)
-    lengths = [5, 1, 9, 2, 9, 30, 3]
-    total = sum(lengths)
-    q = torch.randn(1, 4, total, 8, dtype=torch.float64)
-    k, v = (torch.randn(1, 2, total, 8, dtype=torch.float64) for _ in range(2))
-    starts = [sum(lengths[:i]) for i in range(len(lengths))]
-    groups = padded_groups(starts, lengths, CPU)
+@pytest.mark.parametrize("lengths", [[5, 1, 9, 2, 9, 30, 3], [300, 5, 1, 9, 2]])
+def test_grouped_attention_equals_each_window_alone(
+    scale: float | None, lengths: list[int]
+) -> None:
+    """Groups of several padded rows, and (300 tokens, over the attention-work bound) a
+    group of one window taken as a slice of the stream."""
+    q, k, v = random_stream(lengths)
+    groups = padded_groups(window_starts(lengths), lengths, CPU)
     assert 1 < len(groups) < len(lengths)
+    assert any(g.rows == 1 for g in groups) == (max(lengths) > CHEAP_WIDTH)
     out = grouped_attention(q, k, v, groups, scale, enable_gqa=True)
     torch.testing.assert_close(
         out, block_causal_reference(q, k, v, lengths, scale=scale), rtol=0, atol=1e-12
     )
-
-
-def _stream(lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, ...]:
-    torch.manual_seed(seed)
-    q = torch.randn(1, 4, sum(lengths), 8, dtype=torch.float64)
-    k, v = (torch.randn(1, 2, sum(lengths), 8, dtype=torch.float64) for _ in range(2))
-    return q, k, v
 
 
 @pytest.fixture
@@ -94,7 +87,7 @@ def grouped_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_a_stream_takes_groups_where_they_pay(grouped_calls: list[int]) -> None:
     lengths = [7, 2, 3]
-    q, k, v = _stream(lengths)
+    q, k, v = random_stream(lengths, seed=1)
     batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
     out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs())
     assert grouped_calls == [len(batch.groups)]
@@ -110,9 +103,9 @@ def test_repeated_heads_in_groups_equal_grouped_query_attention() -> None:
     """The float32 CUDA path repeats key/value heads before grouping (no grouped heads in
     the memory-efficient kernel): head i of 2 serves query heads 2i and 2i + 1."""
     lengths = [5, 1, 9, 2]
-    q, k, v = _stream(lengths, seed=3)
+    q, k, v = random_stream(lengths, seed=3)
     k4, v4 = ragged._repeat_heads(q, k, v)
-    groups = padded_groups([0, 5, 6, 15], lengths, CPU)
+    groups = padded_groups(window_starts(lengths), lengths, CPU)
     out = grouped_attention(q, k4, v4, groups, None, enable_gqa=False)
     torch.testing.assert_close(out, block_causal_reference(q, k, v, lengths), rtol=0, atol=1e-12)
 
@@ -126,10 +119,25 @@ def test_sliding_windows_and_score_extras_never_take_groups(
     """Groups run plain causal SDPA: a sliding window, a soft cap or sink logits take the
     per-window path (a sliding window's result is checked against its mask)."""
     lengths = [7, 2, 5]
-    q, k, v = _stream(lengths)
+    q, k, v = random_stream(lengths, seed=1)
     batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
     out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs(), **extra)
     assert grouped_calls == []
     if "sliding_window" in extra:
         want = block_causal_reference(q, k, v, lengths, window=3)
         torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+
+
+def test_a_sliding_window_no_window_reaches_past_is_plain_causal(
+    grouped_calls: list[int],
+) -> None:
+    """Windows no longer than the sliding window attend as plain causal sequences, so they
+    take the fast paths (groups here) and equal the reference without the sliding mask."""
+    lengths = [7, 2, 5]
+    q, k, v = random_stream(lengths, seed=1)
+    batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
+    out, _ = ragged_attention(
+        torch.nn.Module(), q, k, v, None, sliding_window=7, **batch.attention_kwargs()
+    )
+    assert grouped_calls == [len(batch.groups)]
+    torch.testing.assert_close(out, block_causal_reference(q, k, v, lengths), rtol=0, atol=1e-12)

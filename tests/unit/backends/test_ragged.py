@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from ragged_cases import block_causal_reference, context_tree
+from ragged_cases import block_causal_reference, context_tree, random_stream
 from tolerances import BATCH_INVARIANCE_REL, batch_invariance_atol
 
 from service.backends import ragged
@@ -31,12 +31,9 @@ TEXTS = [
 
 @pytest.mark.parametrize("window", [None, 3])
 def test_attention_equals_a_block_diagonal_mask(window: int | None) -> None:
-    torch.manual_seed(0)
     lengths = [5, 1, 9, 2]
     total = sum(lengths)
-    q = torch.randn(1, 4, total, 8, dtype=torch.float64)
-    k = torch.randn(1, 2, total, 8, dtype=torch.float64)  # grouped-query: 2 kv heads
-    v = torch.randn(1, 2, total, 8, dtype=torch.float64)
+    q, k, v = random_stream(lengths)  # grouped-query: 2 kv heads
     batch = RaggedBatch.of([[0] * n for n in lengths], torch.device("cpu"))
     module = torch.nn.Module()
     out, weights = ragged_attention(
@@ -152,10 +149,8 @@ def test_both_varlen_kernel_signatures_compute_per_window_causal_attention(
     used: list[bool] = []
     real = ragged._varlen
     monkeypatch.setattr(ragged, "_varlen", lambda *args: used.append(True) or real(*args))
-    torch.manual_seed(0)
     lengths = [5, 1, 9, 2]
-    q = torch.randn(1, 4, sum(lengths), 8, dtype=torch.float64)
-    k, v = (torch.randn(1, 2, sum(lengths), 8, dtype=torch.float64) for _ in range(2))
+    q, k, v = random_stream(lengths)
     batch = RaggedBatch.of([[0] * n for n in lengths], torch.device("cpu"))
     out, _ = ragged_attention(
         torch.nn.Module(), q, k, v, None, scaling=scaling, **batch.attention_kwargs()
