@@ -28,11 +28,13 @@ MIXED = "bf16-mixed"  # the server's float32 weights + bfloat16 autocast
 
 def model_dir(source: str = "default") -> Path:
     """The HF directory the server loads for ``--model SOURCE`` (``default``: the embedded
-    model, its GGUF dequantized)."""
-    from service.models import ModelSpec, resolve
+    model, its GGUF dequantized), parsed as the server parses it (``SOURCE?dtype=...``
+    options included)."""
+    from service.models import parse_model_args, resolve
     from service.settings import Settings
 
-    return resolve(ModelSpec("default", source), Settings().cache_dir).path
+    (spec,) = parse_model_args([f"default={source}"])
+    return resolve(spec, Settings().cache_dir).path
 
 
 def _device_and_dtype_pickers() -> tuple[Any, Any]:
