@@ -1,4 +1,4 @@
-"""Request and response models shared by every door (REST, gRPC, OpenAI-compatible).
+"""``POST /v1/score/text`` and ``/v1/score/chat``: requests, per-text results, responses.
 
 Units: every logprob is a natural log (nats); ``mean_nll`` is nats per scored token;
 ``bits_per_byte``/``bits_per_char`` are base-2 bits per UTF-8 byte / Unicode code point
@@ -7,11 +7,10 @@ of the scored tokens' text.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
@@ -19,45 +18,21 @@ from pydantic import (
     model_serializer,
 )
 
-MAX_TOP_K = 20
-
-
-def _encodable(value: Any) -> Any:
-    # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them (422, not 500).
-    # Run before the string checks, which would refuse them in vaguer words.
-    try:
-        if isinstance(value, str):
-            value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("not valid Unicode text (lone surrogate)") from exc
-    return value
-
-
-Overflow = Literal["error", "truncate", "sliding_window"]
-# Text that reaches a tokenizer: a string of Unicode scalar values.
-Text = Annotated[StrictStr, BeforeValidator(_encodable)]
-# The length is the string's own constraint, so an empty text reads "String should have
-# at least 1 character", not a generic "Value ... item".
-NonEmptyText = Annotated[StrictStr, Field(min_length=1), BeforeValidator(_encodable)]
-
-
-def _is_none(value: object) -> bool:
-    return value is None
-
-
-# Request fields take their JSON type only ("3" is no top_k, "yes" no bool): a wrong type
-# is a 422 naming the field, as the contract says, not a guess.
-STRICT_REQUEST = ConfigDict(extra="forbid", strict=True)
+from service.schemas.fields import (
+    MAX_TOP_K,
+    STRICT_REQUEST,
+    NonEmptyText,
+    Overflow,
+    Text,
+    is_none,
+    served_model_field,
+)
 
 
 class _Request(BaseModel):
     model_config = STRICT_REQUEST
 
-    model: str | None = Field(
-        None,
-        description="Name of a served model (see /v1/models). Omitted: the model named "
-        "'default', or the only one served.",
-    )
+    model: str | None = served_model_field()
     return_tokens: bool = Field(False, description="Return per-token detail.")
     top_k: int = Field(
         0, ge=0, le=MAX_TOP_K, description="Alternatives per token (0 to 20); needs return_tokens."
@@ -163,7 +138,7 @@ class TokenScore(BaseModel):
     scored: bool | None = None
     entropy: float | None = Field(
         None,
-        exclude_if=_is_none,
+        exclude_if=is_none,
         description="With return_entropy: entropy of the distribution this token was drawn "
         "from, nats (null for the first token).",
     )
@@ -219,35 +194,35 @@ class TextResult(BaseModel):
     bits_per_byte: float | None
     bits_per_char: float | None
     truncated: bool = False
-    tokens: list[TokenScore] | None = Field(None, exclude_if=_is_none)
-    words: list[WordScore] | None = Field(None, exclude_if=_is_none)
-    messages: list[MessageScore] | None = Field(None, exclude_if=_is_none)
+    tokens: list[TokenScore] | None = Field(None, exclude_if=is_none)
+    words: list[WordScore] | None = Field(None, exclude_if=is_none)
+    messages: list[MessageScore] | None = Field(None, exclude_if=is_none)
     percentile: float | None = Field(
-        None, exclude_if=_is_none, description="With a reference: 0-100 in its distribution."
+        None, exclude_if=is_none, description="With a reference: 0-100 in its distribution."
     )
     is_outlier: bool | None = Field(
-        None, exclude_if=_is_none, description="With a reference: above its threshold."
+        None, exclude_if=is_none, description="With a reference: above its threshold."
     )
     mean_entropy: float | None = Field(
         None,
-        exclude_if=_is_none,
+        exclude_if=is_none,
         description="With return_entropy: mean entropy of the scored positions, nats.",
     )
     entropy_bits_per_char: float | None = Field(
         None,
-        exclude_if=_is_none,
+        exclude_if=is_none,
         description="With return_entropy: total entropy of the scored positions in bits, per "
         "character of the scored text.",
     )
     min_k_logprob: float | None = Field(
         None,
-        exclude_if=_is_none,
+        exclude_if=is_none,
         description="With min_k: Min-K% Prob, the mean logprob (nats) of the k% least likely "
         "scored tokens; closer to 0 looks more like training data.",
     )
     min_k_plus_plus: float | None = Field(
         None,
-        exclude_if=_is_none,
+        exclude_if=is_none,
         description="With min_k: Min-K%++, the mean of the k% lowest logprobs standardised by "
         "the model's distribution at each position (unitless); higher looks more like "
         "training data.",
@@ -273,174 +248,3 @@ class ScoreResponse(BaseModel):
     results: list[TextResult]
     aggregate: Aggregate
     usage: Usage
-
-
-class ContinuationRequest(BaseModel):
-    """Candidate continuations of one context, each scored given the context."""
-
-    model_config = STRICT_REQUEST
-
-    model: str | None = Field(
-        None,
-        description="Name of a served model (see /v1/models). Omitted: the model named "
-        "'default', or the only one served.",
-    )
-    context: Text = Field(
-        ..., description="The shared context; empty means the model's BOS (or EOS) token."
-    )
-    continuations: list[NonEmptyText] = Field(
-        ..., min_length=1, description="Candidate continuations, each scored given the context."
-    )
-    return_tokens: bool = Field(False, description="Return each continuation's tokens.")
-
-
-class ContinuationToken(BaseModel):
-    id: int
-    text: str
-    logprob: float = Field(description="log p(token | context and the tokens before it), nats.")
-    rank: int = Field(description="1 for the argmax token.")
-
-
-class ContinuationResult(BaseModel):
-    continuation: str
-    num_tokens: int
-    sum_logprob: float = Field(description="log p(continuation | context), nats.")
-    is_greedy: bool = Field(description="Every token is the model's most likely one.")
-    tokens: list[ContinuationToken] | None = Field(None, exclude_if=_is_none)
-
-
-class ContinuationResponse(BaseModel):
-    model: str
-    model_revision: str
-    context_tokens: int = Field(description="Tokens of the context (computed once).")
-    results: list[ContinuationResult]
-    usage: Usage
-
-
-class CompareRequest(BaseModel):
-    """Texts scored under two served models, side by side."""
-
-    model_config = STRICT_REQUEST
-
-    models: list[StrictStr] = Field(
-        ...,
-        min_length=2,
-        max_length=2,
-        description="Two served models: [a, b]. For binoculars a is the observer, b the "
-        "performer; KL divergence is KL(a || b).",
-    )
-    texts: list[NonEmptyText] = Field(..., min_length=1, description="Texts to score.")
-    token_level: bool = Field(
-        False,
-        description="Also compare the full next-token distributions position by position "
-        "(KL divergence, top-1 agreement, binoculars). Needs identical tokenizers (422 "
-        "otherwise) and texts that fit the context.",
-    )
-    return_tokens: bool = Field(False, description="With token_level: per-token KL.")
-
-
-class ModelScores(BaseModel):
-    """One model's scores of one text (as in /v1/score/text)."""
-
-    model: str
-    num_tokens: int
-    num_scored_tokens: int
-    sum_logprob: float
-    ppl: float | None
-    bits_per_byte: float | None
-    bits_per_char: float | None
-
-
-class CompareToken(BaseModel):
-    id: int
-    text: str
-    kl: float | None = Field(description="KL(P_a || P_b) at this token, nats; null first.")
-    agree: bool | None = Field(description="Both models' most likely token is the same.")
-
-
-class CompareResult(BaseModel):
-    scores: list[ModelScores]
-    bits_per_byte_ratio: float | None = Field(
-        description="a's bits per byte over b's (tokenizer-free: any two models)."
-    )
-    kl_divergence: float | None = Field(
-        None, exclude_if=_is_none, description="Mean KL(P_a || P_b) per scored token, nats."
-    )
-    top1_agreement: float | None = Field(
-        None, exclude_if=_is_none, description="Share of scored positions with the same argmax."
-    )
-    binoculars: float | None = Field(
-        None,
-        exclude_if=_is_none,
-        description="Mean NLL under b over the mean cross-entropy of a's distribution under "
-        "b's (Hans et al., 2024); low suggests machine-generated text.",
-    )
-    tokens: list[CompareToken] | None = Field(None, exclude_if=_is_none)
-
-
-class CompareResponse(BaseModel):
-    models: list[str]
-    same_tokenizer: bool
-    results: list[CompareResult]
-    usage: Usage
-
-
-class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    backend: str
-    dtype: str
-    device: str
-    max_context: int
-    revision: str
-    has_chat_template: bool = True
-    created: int = Field(0, description="Unix time (seconds) the model was loaded (OpenAI).")
-    owned_by: str = Field("lmscore", description="OpenAI's owner field: always 'lmscore'.")
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ReferenceCard(BaseModel):
-    """A loaded reference profile: the model it was calibrated on, its metric, and the
-    outlier threshold (in the metric's unit)."""
-
-    name: str
-    model: str
-    revision: str
-    metric: str
-    threshold: float
-    count: int
-
-
-class ReferenceList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ReferenceCard]
-
-
-ErrorType = Literal[
-    "invalid_request",
-    "not_found",
-    "too_large",
-    "unauthorized",
-    "overloaded",
-    "timeout",
-    "unavailable",
-    "internal",
-]
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong (``service.errors.LMScoreError.to_dict``)."""
-
-    type: ErrorType
-    message: str
-    param: str | None = Field(description="The offending request field (texts[3]), or null.")
-
-
-class ErrorResponse(BaseModel):
-    """The body of every error response of the HTTP doors."""
-
-    error: ErrorDetail

@@ -1,0 +1,42 @@
+"""``GET /v1/models`` and ``GET /v1/references``: what the server has loaded."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    backend: str
+    dtype: str
+    device: str
+    max_context: int
+    revision: str
+    has_chat_template: bool = True
+    created: int = Field(0, description="Unix time (seconds) the model was loaded (OpenAI).")
+    owned_by: str = Field("lmscore", description="OpenAI's owner field: always 'lmscore'.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ReferenceCard(BaseModel):
+    """A loaded reference profile: the model it was calibrated on, its metric, and the
+    outlier threshold (in the metric's unit)."""
+
+    name: str
+    model: str
+    revision: str
+    metric: str
+    threshold: float
+    count: int
+
+
+class ReferenceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ReferenceCard]
