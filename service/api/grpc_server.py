@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 from service.api import grpc_convert as convert
 from service.api.auth import KeyChecker
 from service.api.grpc_handlers import add_lenient_service
+from service.api.grpc_stream import StreamBacklog
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from service.engine import Engine
@@ -125,8 +127,10 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ScoreTextResponse]:
         """Requests are scored concurrently (at most STREAM_WINDOW ahead of the client's
-        reading); responses go out in request order."""
+        reading), paced by the stream's own backlog (``StreamBacklog``); responses go out
+        in request order."""
         record = RequestRecord(ENDPOINTS["ScoreTextStream"], "grpc")
+        backlog = StreamBacklog()
         in_order: asyncio.Queue[asyncio.Task[pb.ScoreTextResponse] | None] = asyncio.Queue()
         window = asyncio.Semaphore(STREAM_WINDOW)
 
@@ -134,7 +138,8 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             try:
                 async for request in request_iterator:
                     await window.acquire()
-                    in_order.put_nowait(asyncio.ensure_future(self._text(request, context)))
+                    attempt = functools.partial(self._text, request, context)
+                    in_order.put_nowait(asyncio.ensure_future(backlog.paced(attempt)))
             finally:
                 in_order.put_nowait(None)
 

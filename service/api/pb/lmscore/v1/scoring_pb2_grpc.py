@@ -93,7 +93,9 @@ class ScorerServicer:
     def ScoreTextStream(self, request_iterator, context):
         """A stream of requests in, one response per request out, in order. Requests are
         processed concurrently through the batcher; a failing request ends the stream
-        with its status.
+        with its status. A request refused because the model's queue is full waits for
+        the stream's own earlier requests to finish and is tried again; only a refusal
+        with none of them in flight ends the stream (RESOURCE_EXHAUSTED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
