@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 from service.errors import Unauthorized
 
@@ -29,3 +30,13 @@ class KeyChecker:
             matched |= hmac.compare_digest(presented, key)
         if scheme.lower() != "bearer" or not matched:
             raise Unauthorized("missing or invalid API key (use 'Authorization: Bearer KEY')")
+
+    def check_all(self, values: Sequence[str]) -> None:
+        """``check`` for every Authorization value one request carried. More than one is
+        refused: which of them counts would be a guess, and the layers that read the header
+        (ASGI middleware, FastAPI, gRPC metadata) would each guess differently."""
+        if not self._keys:
+            return
+        if len(values) > 1:
+            raise Unauthorized("more than one Authorization header; send one bearer key")
+        self.check(values[0] if values else None)

@@ -216,8 +216,8 @@ class ScorerServicer(pb_grpc.ScorerServicer):
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if self.keys.enabled:
-            metadata = dict(context.invocation_metadata() or ())
-            self.keys.check(metadata.get("authorization"))
+            metadata = context.invocation_metadata() or ()
+            self.keys.check_all([value for key, value in metadata if key == "authorization"])
 
 
 async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:

@@ -36,9 +36,12 @@ class ApiKeyMiddleware:
             and scope.get("method") != "OPTIONS"  # CORS preflights carry no credentials
             and scope.get("path") in self.guarded_paths
         ):
-            header = dict(scope.get("headers") or []).get(b"authorization")
+            headers = scope.get("headers") or []
+            values = [
+                value.decode("latin-1") for name, value in headers if name == b"authorization"
+            ]
             try:
-                self.keys.check(header.decode("latin-1") if header is not None else None)
+                self.keys.check_all(values)
             except Unauthorized as error:
                 await _answer(error, scope, receive, send)
                 return

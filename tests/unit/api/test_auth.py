@@ -49,3 +49,15 @@ def test_only_a_bearer_header_with_an_exact_key_passes(header: str | None) -> No
 def test_no_keys_means_open() -> None:
     KeyChecker([]).check(None)
     assert not KeyChecker([]).enabled
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["Bearer first-Key", "Bearer wrong"], ["Bearer wrong", "Bearer first-Key"],
+     ["Bearer first-Key", "Bearer first-Key"], []],
+)  # fmt: skip
+def test_a_request_passes_with_exactly_one_right_header(values: list[str]) -> None:
+    with pytest.raises(Unauthorized):
+        KeyChecker(KEYS).check_all(values)
+    KeyChecker(KEYS).check_all(["Bearer second-Key"])
+    KeyChecker([]).check_all(values)  # no keys: open, whatever was sent

@@ -1,7 +1,7 @@
 """With API keys set, every REST route and gRPC method but the probes, the viewer page and
 (unless --protect-metrics) /metrics refuses a request without the exact key: routes and
 methods are found from the app and the service descriptor, so one added later is covered
-without editing this test. Keys are compared case-sensitively and never written to the
+without editing this test. Two Authorization headers are refused, whichever holds the key. Keys are compared case-sensitively and never written to the
 logs. CORS headers are sent only to the origins --cors-allow-origin lists."""
 
 from __future__ import annotations
@@ -55,6 +55,10 @@ async def test_every_route_needs_the_exact_key(
                 assert answer.status_code == 401, (method, path, headers)
                 assert answer.json()["error"]["type"] == "unauthorized"
                 assert answer.headers["www-authenticate"] == "Bearer"  # RFC 9110: a 401 has one
+            for twice in ([f"Bearer {KEY}", "Bearer x"], ["Bearer x", f"Bearer {KEY}"]):
+                headers = [("authorization", value) for value in twice]
+                answer = await client.request(method, path, json={}, headers=headers)
+                assert answer.status_code == 401, (method, path, twice)
             right = await client.request(
                 method, path, json={}, headers={"authorization": f"Bearer {KEY}"}
             )
@@ -168,6 +172,10 @@ async def test_every_grpc_method_needs_the_exact_key(
                     metadata = (("authorization", value),) if value else ()
                     code = await call_grpc(channel, method, metadata)
                     assert code == grpc.StatusCode.UNAUTHENTICATED, (method, value)
+                for twice in ((f"Bearer {KEY}", "Bearer x"), ("Bearer x", f"Bearer {KEY}")):
+                    metadata = tuple(("authorization", value) for value in twice)
+                    code = await call_grpc(channel, method, metadata)
+                    assert code == grpc.StatusCode.UNAUTHENTICATED, (method, twice)
                 right = await call_grpc(channel, method, (("authorization", f"Bearer {KEY}"),))
                 assert right != grpc.StatusCode.UNAUTHENTICATED, method
             health = health_pb2_grpc.HealthStub(channel)
