@@ -13,7 +13,7 @@ import functools
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,7 +33,7 @@ from service.api.openai_chat_schemas import (
     TopLogprob,
 )
 from service.api.openai_compat import STREAM_DOCUMENTED, generation_end, greedy_options, respond
-from service.api.openai_logprobs import prompt_logprobs
+from service.api.openai_logprobs import finite, prompt_logprobs, token_id_name
 from service.api.openai_schemas import CompletionUsage, StreamOptions
 from service.chat_prompt import ChatPromptOptions
 from service.errors import InvalidRequest
@@ -119,16 +119,19 @@ def chat_response(body: ChatCompletionRequest, outcome: PromptOutcome) -> ChatCo
         logprobs = ChoiceLogprobs(content=content)
     prompt_k = body.prompt_logprobs
     token_ids = [generated.token] if generated else []
+    prompt = {
+        "prompt_logprobs": None
+        if prompt_k is None
+        else prompt_logprobs(seq, scores, prompt_k, model.token_text, model.backend.tokenizer),
+        "prompt_token_ids": seq.input_ids if body.return_token_ids else None,
+    }
     choice = ChatChoice(
         index=0,
         message=AssistantMessage(content=echoed + (generated.content if generated else "")),
         logprobs=logprobs,
         finish_reason=generated.finish_reason if generated else "length",
-        prompt_logprobs=None
-        if prompt_k is None
-        else prompt_logprobs(seq, scores, prompt_k, model.token_text, model.backend.tokenizer),
-        prompt_token_ids=seq.input_ids if body.return_token_ids else None,
         token_ids=token_ids if body.return_token_ids else None,
+        **prompt,
     )
     prompt_tokens = len(seq.token_ids)
     return ChatCompletionResponse(
@@ -141,6 +144,7 @@ def chat_response(body: ChatCompletionRequest, outcome: PromptOutcome) -> ChatCo
             completion_tokens=len(token_ids),
             total_tokens=prompt_tokens + len(token_ids),
         ),
+        **prompt,
     )
 
 
@@ -158,30 +162,37 @@ def _generated(
     logprob = None
     if body.logprobs:
         k = body.top_logprobs or 0
-        top = [_top(model, int(i), float(v)) for i, v in zip(ids[:k], values[:k], strict=True)]
-        chosen = _top(model, token, float(values[0]))
+        name = token_id_name if body.return_tokens_as_token_ids else model.token_text
+        top = [
+            logprob_entry(name, int(i), float(v)) for i, v in zip(ids[:k], values[:k], strict=True)
+        ]
+        chosen = logprob_entry(name, token, float(values[0]))
         logprob = TokenLogprob(**chosen.model_dump(), top_logprobs=top)
     return _Generated(token, content, finish_reason, logprob)
 
 
-def _top(model: ServedModel, token: int, logprob: float) -> TopLogprob:
-    """A token's entry: its text on its own and that text's UTF-8 bytes (as vLLM gives them:
-    a token ending inside a character shows U+FFFD)."""
-    text = model.token_text(token)
-    return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode("utf-8")))
+def logprob_entry(name: Callable[[int], str], token: int, logprob: float) -> TopLogprob:
+    """A token's entry: its name (its text on its own, or ``token_id:<id>``) and the name's
+    UTF-8 bytes, as vLLM gives them (a token ending inside a character shows U+FFFD); a
+    -inf logprob as -9999, since JSON has no infinity."""
+    text = name(token)
+    return TopLogprob(token=text, logprob=finite(logprob), bytes=list(text.encode("utf-8")))
 
 
 def chat_events(response: ChatCompletionResponse, *, include_usage: bool) -> Iterator[str]:
     """``response`` as OpenAI's chat server-sent events: one ``chat.completion.chunk`` with
     the whole message as its delta (a scoring server has it at once), a usage chunk when
     asked, then ``[DONE]``."""
-    head = response.model_dump(mode="json", exclude={"choices", "usage", "object"})
+    prompt_fields = {"prompt_logprobs", "prompt_token_ids"}
+    head = response.model_dump(mode="json", exclude={"choices", "usage", "object", *prompt_fields})
     head["object"] = "chat.completion.chunk"
     usage = {"usage": None} if include_usage else {}
+    prompt = response.model_dump(mode="json", include=prompt_fields)  # the first chunk's
     for choice in response.choices:
         delta = choice.model_dump(mode="json", exclude={"message"})
         delta["delta"] = choice.message.model_dump(mode="json")
-        yield f"data: {json.dumps({**head, 'choices': [delta], **usage})}\n\n"
+        yield f"data: {json.dumps({**head, **prompt, 'choices': [delta], **usage})}\n\n"
+        prompt = {}
     if include_usage:
         last = {**head, "choices": [], "usage": response.usage.model_dump(mode="json")}
         yield f"data: {json.dumps(last)}\n\n"

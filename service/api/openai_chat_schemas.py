@@ -13,6 +13,7 @@ from service.api.openai_schemas import (
     CompletionUsage,
     IgnoreEos,
     IncludeStopString,
+    OpenAIRequest,
     PromptLogprobs,
     StopTokenIds,
     StreamOptions,
@@ -48,7 +49,7 @@ class ChatCompletionMessage(BaseModel):
         return "\n".join(part.text for part in self.content)
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(OpenAIRequest):
     """``POST /v1/chat/completions``. Greedy only, at most one generated token: the point is
     the logprobs of the conversation (``prompt_logprobs``) and of the next token."""
 
@@ -89,7 +90,8 @@ class ChatCompletionRequest(BaseModel):
         ge=0,
         le=MAX_TOP_K,
         description="vLLM's: per position of the rendered conversation, its token (with rank) "
-        "and this many alternatives, in choices[i].prompt_logprobs (nats).",
+        "and this many alternatives, in prompt_logprobs (nats; as vLLM, at the top level of "
+        "the response, and in choices[0] as well).",
     )
     add_generation_prompt: bool = Field(
         True, description="End the rendering with the template's cue for the assistant."
@@ -106,6 +108,9 @@ class ChatCompletionRequest(BaseModel):
     )
     return_token_ids: bool = Field(
         False, description="Also return prompt_token_ids and the generated token_ids."
+    )
+    return_tokens_as_token_ids: bool = Field(
+        False, description='Name tokens in logprobs as "token_id:<id>" rather than by text.'
     )
 
     @field_validator("stop")
@@ -164,7 +169,8 @@ class ChatChoice(BaseModel):
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None
     finish_reason: Literal["length", "stop"]
-    prompt_logprobs: PromptLogprobs = None  # vLLM's, as in completions
+    # The prompt's fields as completions has them per choice (this door's first shape).
+    prompt_logprobs: PromptLogprobs = None
     prompt_token_ids: TokenIdsIfAsked = None
     token_ids: TokenIdsIfAsked = None
 
@@ -176,3 +182,6 @@ class ChatCompletionResponse(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: CompletionUsage
+    # vLLM's place for the conversation's fields: one prompt, whatever the choices.
+    prompt_logprobs: PromptLogprobs = None
+    prompt_token_ids: TokenIdsIfAsked = None

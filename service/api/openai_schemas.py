@@ -98,7 +98,26 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = False  # vLLM's; accepted, every chunk here is whole
 
 
-class CompletionRequest(BaseModel):
+class OpenAIRequest(BaseModel):
+    """A request in OpenAI's shapes. Its optional fields take null as "not set", as OpenAI's
+    and vLLM's do: a client that serialises unset fields (a struct without omit-empty, a
+    request model dumped whole) sends ``"echo": null``. Such a field gets its default;
+    a required field is still refused as null."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        defaulted = {
+            name
+            for name, field in cls.model_fields.items()
+            if not field.is_required() and field.default is not None
+        }
+        return {k: v for k, v in data.items() if v is not None or k not in defaulted}
+
+
+class CompletionRequest(OpenAIRequest):
     """``POST /v1/completions``. Sampling is greedy only: this server scores text, and
     generates at most one token."""
 
@@ -224,7 +243,7 @@ class CompletionResponse(BaseModel):
     usage: CompletionUsage
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(OpenAIRequest):
     """``POST /tokenize``: a prompt, or chat messages rendered with the model's template."""
 
     model: str | None = None  # omitted: "default", or the only model served (as vLLM)
