@@ -41,11 +41,12 @@ def check_profile(profile: ReferenceProfile, models: Mapping[str, Any]) -> None:
 
 
 def with_reference(outcome: ScoreOutcome, profile: ReferenceProfile | None) -> ScoreOutcome:
-    """Each result's percentile and outlier flag for the profile's metric (left unset when
-    the metric is null: no scored token)."""
+    """Each result's percentile and outlier flag for the profile's metric (null when the
+    metric is null: no scored token)."""
     if profile is None:
         return outcome
     for result in outcome.response.results:
+        result.mark_asked("percentile", "is_outlier")
         value = getattr(result, profile.metric)
         if value is not None:
             result.percentile = profile.percentile(value)

@@ -91,6 +91,10 @@ def _add_distribution_scores(
     chars: int,
     options: DistributionOptions,
 ) -> None:
+    if options.entropy:
+        result.mark_asked("mean_entropy", "entropy_bits_per_char")
+    if options.min_k:
+        result.mark_asked("min_k_logprob", "min_k_plus_plus")
     if scores.entropy is None or scores.logprob_std is None:
         return
     index = np.asarray(positions, dtype=np.int64)

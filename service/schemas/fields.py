@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StrictStr,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 MAX_TOP_K = 20
 
@@ -46,3 +55,16 @@ def served_model_field() -> Any:
         description="Name of a served model (see /v1/models). Omitted: the model named "
         "'default', or the only one served.",
     )
+
+
+class DeclaredSchema(BaseModel):
+    """A response model whose serializer leaves out what was not asked for: its JSON schema
+    (the OpenAPI document's) shows the fields as declared. A serializer returning ``Any``
+    would otherwise make it an empty schema, one that says nothing of the response."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        declared = {key: value for key, value in core_schema.items() if key != "serialization"}
+        return handler(declared)

@@ -13,14 +13,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     StrictStr,
     model_serializer,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from service.schemas.fields import (
     MAX_TOP_K,
     STRICT_REQUEST,
+    DeclaredSchema,
     NonEmptyText,
     Overflow,
     Text,
@@ -123,7 +126,7 @@ class TopToken(BaseModel):
     logprob: float = Field(description="Natural log probability.")
 
 
-class TokenScore(BaseModel):
+class TokenScore(DeclaredSchema):
     """One token. ``message_index`` and ``scored`` appear for chat tokens only (the index is
     null for template text outside any message)."""
 
@@ -144,7 +147,7 @@ class TokenScore(BaseModel):
     )
     # Whether alternatives were asked for (top_k > 0): then ``top`` is shown, null for the
     # first token; otherwise it is left out.
-    with_top: bool = Field(False, exclude=True)
+    with_top: SkipJsonSchema[bool] = Field(False, exclude=True)
 
     @model_serializer(mode="wrap")
     def _drop_fields_not_asked_for(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -185,7 +188,18 @@ class MessageScore(BaseModel):
     ppl: float | None
 
 
-class TextResult(BaseModel):
+# TextResult's fields present only when a request asks for them.
+ON_REQUEST = frozenset(
+    {"percentile", "is_outlier", "mean_entropy", "entropy_bits_per_char", "min_k_logprob",
+     "min_k_plus_plus"}
+)  # fmt: skip
+
+
+class TextResult(DeclaredSchema):
+    """One text's (or conversation's) scores. What a request asks for beyond the plain
+    scores (a reference, entropy, min_k) is present once asked, null where there is no
+    value (no scored token, as ``mean_nll``), and absent otherwise."""
+
     num_tokens: int
     num_scored_tokens: int
     sum_logprob: float = Field(description="Sum of scored token logprobs, nats.")
@@ -198,35 +212,46 @@ class TextResult(BaseModel):
     words: list[WordScore] | None = Field(None, exclude_if=is_none)
     messages: list[MessageScore] | None = Field(None, exclude_if=is_none)
     percentile: float | None = Field(
-        None, exclude_if=is_none, description="With a reference: 0-100 in its distribution."
+        None, description="With a reference: 0-100 in its distribution; null if nothing is scored."
     )
     is_outlier: bool | None = Field(
-        None, exclude_if=is_none, description="With a reference: above its threshold."
+        None, description="With a reference: above its threshold; null if nothing is scored."
     )
     mean_entropy: float | None = Field(
         None,
-        exclude_if=is_none,
         description="With return_entropy: mean entropy of the scored positions, nats.",
     )
     entropy_bits_per_char: float | None = Field(
         None,
-        exclude_if=is_none,
         description="With return_entropy: total entropy of the scored positions in bits, per "
         "character of the scored text.",
     )
     min_k_logprob: float | None = Field(
         None,
-        exclude_if=is_none,
         description="With min_k: Min-K% Prob, the mean logprob (nats) of the k% least likely "
         "scored tokens; closer to 0 looks more like training data.",
     )
     min_k_plus_plus: float | None = Field(
         None,
-        exclude_if=is_none,
         description="With min_k: Min-K%++, the mean of the k% lowest logprobs standardised by "
         "the model's distribution at each position (unitless); higher looks more like "
         "training data.",
     )
+    # The on-request fields this result was asked for (``mark_asked``).
+    _asked: set[str] = PrivateAttr(default_factory=set)
+
+    def mark_asked(self, *fields: str) -> None:
+        """Serialise ``fields`` even when null: the request asked for them."""
+        self._asked.update(fields)
+
+    @model_serializer(mode="wrap")
+    def _drop_fields_not_asked_for(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ON_REQUEST:
+                if name in data and data[name] is None and name not in self._asked:
+                    del data[name]
+        return data
 
 
 class Aggregate(BaseModel):

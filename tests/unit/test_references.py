@@ -77,6 +77,11 @@ async def test_rest_reference_errors_and_fields(
     assert all({"percentile", "is_outlier"} <= set(r) for r in ok.json()["results"])
     plain = await http.post("/v1/score/text", json={"texts": TEXTS})
     assert all("percentile" not in r for r in plain.json()["results"])
+    # A text of one token scores nothing: asked for, its percentile is null, not absent.
+    lone = await http.post("/v1/score/text", json={"texts": ["a", *TEXTS], "reference": "prose"})
+    first = lone.json()["results"][0]
+    assert first["num_scored_tokens"] == 0
+    assert first["percentile"] is None and first["is_outlier"] is None
     unknown = await http.post("/v1/score/text", json={"texts": TEXTS, "reference": "nope"})
     assert unknown.status_code == 422 and unknown.json()["error"]["param"] == "reference"
     engine.references["other"] = profile(model="another")

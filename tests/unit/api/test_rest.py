@@ -338,3 +338,32 @@ async def test_still_healthy_after_bad_requests(client: httpx.AsyncClient) -> No
     await assert_healthy(client)
     chat = await client.post(CHAT_URL, json={"conversations": [CHAT]})
     assert chat.status_code == 200 and chat.json()["results"][0]["num_scored_tokens"] > 0
+
+
+async def test_asked_for_fields_are_null_not_absent_when_nothing_is_scored(
+    client: httpx.AsyncClient,
+) -> None:
+    """A one-token text scores nothing: what the request asked for is there, null, as its
+    mean_nll is; what it did not ask for stays out."""
+    asked = {"texts": ["a", "hello world"], "return_entropy": True, "min_k": True}
+    lone, scored = (await client.post(TEXT_URL, json=asked)).json()["results"]
+    fields = ("mean_entropy", "entropy_bits_per_char", "min_k_logprob", "min_k_plus_plus")
+    assert lone["num_scored_tokens"] == 0 and lone["mean_nll"] is None
+    assert all(lone[field] is None for field in fields)
+    assert all(isinstance(scored[field], float) for field in fields)
+    plain = (await client.post(TEXT_URL, json={"texts": ["a"]})).json()["results"][0]
+    assert not set(fields) & set(plain) and "percentile" not in plain
+
+
+async def test_openapi_describes_results_and_tokens(client: httpx.AsyncClient) -> None:
+    """The response schemas list their fields: results and tokens drop what was not asked
+    for when serialised, which once left their schemas empty."""
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+    results = {name: schema for name, schema in schemas.items() if name.startswith("TextResult")}
+    tokens = {name: schema for name, schema in schemas.items() if name.startswith("TokenScore")}
+    assert results and tokens
+    for schema in results.values():
+        assert {"mean_nll", "bits_per_char", "tokens", "percentile"} <= set(schema["properties"])
+    for schema in tokens.values():
+        assert {"id", "logprob", "rank", "top"} <= set(schema["properties"])
+        assert "with_top" not in schema["properties"]
