@@ -32,7 +32,7 @@ class TextPart(BaseModel):
     text: StrictStr
 
 
-class ChatCompletionMessage(BaseModel):
+class ChatCompletionMessage(OpenAIRequest):
     """A message as OpenAI's chat API takes it; list content is its text parts joined by
     newlines (as vLLM joins them)."""
 

@@ -91,30 +91,27 @@ IgnoreEos = Annotated[
 ]
 
 
-class StreamOptions(BaseModel):
-    """``stream_options``: with ``include_usage``, a last chunk carries the usage."""
-
-    include_usage: bool = False
-    continuous_usage_stats: bool = False  # vLLM's; accepted, every chunk here is whole
-
-
 class OpenAIRequest(BaseModel):
-    """A request in OpenAI's shapes. Its optional fields take null as "not set", as OpenAI's
-    and vLLM's do: a client that serialises unset fields (a struct without omit-empty, a
-    request model dumped whole) sends ``"echo": null``. Such a field gets its default;
-    a required field is still refused as null."""
+    """A request (or part of one) in OpenAI's shapes. A field sent as null is "not set", as
+    OpenAI and vLLM take it: a client that serialises unset fields (a struct without
+    omit-empty, vLLM's own request model dumped whole) sends ``"echo": null`` or
+    ``"chat_template": null``. Such a field gets its default, or, if undeclared, counts as
+    not sent; a required field is still refused as null."""
 
     @model_validator(mode="before")
     @classmethod
     def _null_is_unset(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        defaulted = {
-            name
-            for name, field in cls.model_fields.items()
-            if not field.is_required() and field.default is not None
-        }
-        return {k: v for k, v in data.items() if v is not None or k not in defaulted}
+        required = {name for name, field in cls.model_fields.items() if field.is_required()}
+        return {k: v for k, v in data.items() if v is not None or k in required}
+
+
+class StreamOptions(OpenAIRequest):
+    """``stream_options``: with ``include_usage``, a last chunk carries the usage."""
+
+    include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's; accepted, every chunk here is whole
 
 
 class CompletionRequest(OpenAIRequest):

@@ -242,7 +242,7 @@ class TextResult(DeclaredSchema):
 
     def mark_asked(self, *fields: str) -> None:
         """Serialise ``fields`` even when null: the request asked for them."""
-        self._asked.update(fields)
+        self._asked = self._asked | set(fields)  # a new set: a model_copy shares the old
 
     @model_serializer(mode="wrap")
     def _drop_fields_not_asked_for(self, handler: SerializerFunctionWrapHandler) -> Any:

@@ -75,6 +75,26 @@ async def test_refusals_that_come_together_do_not_wait_on_each_other() -> None:
     assert await run_stream(queue, requests=8) == list(range(8))
 
 
+async def test_one_finished_request_lets_one_waiting_request_try_again() -> None:
+    # Waking every waiting request at each finish retried (and tokenized again) each of
+    # them for every request answered: 8 + 7 + 6 + ... attempts here, not 8 + 7.
+    queue = Queue(capacity=1, hold_s=0.02)
+    assert await run_stream(queue, requests=8) == list(range(8))
+    assert queue.refusals == 7
+
+
+async def test_a_cancelled_stream_leaves_nothing_waiting() -> None:
+    queue = Queue(capacity=1, hold_s=0.05)
+    backlog = StreamBacklog()
+    tasks = [asyncio.ensure_future(backlog.paced(functools.partial(queue.attempt, i))) for i in range(4)]  # fmt: skip
+    await asyncio.sleep(0.01)  # one holds the queue, three wait
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(result, asyncio.CancelledError) for result in results), results
+    assert queue.held == 0
+
+
 async def test_other_errors_are_not_retried() -> None:
     backlog = StreamBacklog()
     calls = 0

@@ -56,6 +56,25 @@ async def test_null_optional_fields_are_as_if_left_out(
         assert as_null["choices"][0]["logprobs"] is None  # chat's logprobs: null is false
 
 
+async def test_null_undeclared_and_nested_fields_are_as_if_left_out(
+    client: httpx.AsyncClient,
+) -> None:
+    # vLLM's own request models dumped whole send every field, most as null: a template
+    # argument or a sampling field sent as null is not one asked for.
+    extra = {"chat_template": None, "documents": None, "tools": None, "logit_bias": None,
+             "presence_penalty": None, "frequency_penalty": None, "response_format": None}  # fmt: skip
+    plain = without_ids(await post(client, "/v1/chat/completions", CHAT))
+    nulls = without_ids(await post(client, "/v1/chat/completions", {**CHAT, **extra}))
+    assert nulls == plain
+    completion = {k: v for k, v in extra.items() if k not in ("chat_template", "documents", "tools")}  # fmt: skip
+    plain = without_ids(await post(client, "/v1/completions", COMPLETION))
+    assert without_ids(await post(client, "/v1/completions", {**COMPLETION, **completion})) == plain
+    streamed = {**CHAT, "stream": True, "stream_options": {"include_usage": None}}
+    response = await client.post("/v1/chat/completions", json=streamed)
+    assert response.status_code == 200, response.text
+    assert '"usage"' not in response.text  # include_usage null: false, its default
+
+
 @pytest.mark.parametrize(
     ("url", "body", "field"),
     [("/v1/completions", COMPLETION, "prompt"), ("/v1/chat/completions", CHAT, "messages")],
