@@ -46,12 +46,19 @@ def _refusal(text: object, overflow: str) -> str | None:
 
 
 class FakeServer:
-    """``fail_after``: successful score requests before every request answers 503."""
+    """``fail_after``: successful score requests before every request answers 503.
+    ``timeouts``: score requests answered 504 (the server's deadline passed) first; a
+    request with a text holding "SLOW" is answered 504 every time."""
 
     def __init__(
-        self, fail_after: int | None = None, max_delay_s: float = 0.02, max_texts: int = 1024
+        self,
+        fail_after: int | None = None,
+        max_delay_s: float = 0.02,
+        max_texts: int = 1024,
+        timeouts: int = 0,
     ) -> None:
         self.fail_after = fail_after
+        self.timeouts = timeouts
         self.max_delay_s = max_delay_s
         self.max_texts = max_texts  # more texts in one request: 413, as the server says
         self.lock = threading.Lock()
@@ -79,6 +86,10 @@ class FakeServer:
         with self.lock:
             if self.fail_after is not None and self.served >= self.fail_after:
                 return 503, {"error": {"type": "unavailable", "message": "draining", "param": None}}
+            if self.timeouts > 0:
+                self.timeouts -= 1
+                error = {"type": "timeout", "message": "deadline passed", "param": None}
+                return 504, {"error": error}
             self.inflight += 1
             self.max_inflight = max(self.max_inflight, self.inflight)
         try:
@@ -103,6 +114,9 @@ class FakeServer:
                 if refusal := _refusal(text, body.get("overflow", "error")):
                     error = {"type": "invalid_request", "message": refusal, "param": f"{name}[{i}]"}
                     return 422, {"error": error}
+                if "SLOW" in text:
+                    error = {"type": "timeout", "message": "deadline passed", "param": None}
+                    return 504, {"error": error}
                 if "BOOM" in text:
                     return 500, {"error": {"type": "internal", "message": "boom", "param": None}}
             results = [fake_result(t) for t in inputs]

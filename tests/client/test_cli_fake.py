@@ -165,6 +165,44 @@ def test_outage_stops_then_resume_completes(
     assert f"resuming after input line {done}" in capsys.readouterr().err
 
 
+def test_a_server_timeout_is_retried_not_written_as_the_rows_error(tmp_path: Path) -> None:
+    rows = _rows(40)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    with FakeServer(timeouts=2) as server:
+        code = _score(server.url, inp, out, "--rows-per-request", "10", "--concurrency", "1")
+    assert code == 0
+    assert read_jsonl(out) == _expected(rows)  # no score_error 504 baked in
+    assert sorted(server.batch_sizes) == [10] * 4  # retried whole, not split in halves
+
+
+def test_a_server_timeout_that_persists_stops_the_run_and_resume_scores_those_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = _rows(30)
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    args = ("--rows-per-request", "10", "--concurrency", "1", "--max-attempts", "2")
+    with FakeServer(timeouts=10**6) as slow:
+        assert _score(slow.url, inp, out, *args) == 1
+    err = capsys.readouterr().err
+    assert "504 timeout" in err and "--request-timeout-s" in err and "--resume" in err
+    assert not any("score_error" in row for row in read_jsonl(out))
+    with FakeServer() as up:
+        assert _score(up.url, inp, out, *args, "--resume") == 0
+    assert read_jsonl(out) == _expected(rows)
+
+
+def test_calibrate_stops_on_a_server_timeout_rather_than_write_a_profile(tmp_path: Path) -> None:
+    rows = _rows(20)
+    rows[7]["text"] = "a SLOW row"  # its 504 used to make it a rejected row
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    profile = tmp_path / "profile.json"
+    with FakeServer() as slow:
+        code = main(["calibrate", str(inp), "-o", str(profile), "--url", slow.url, "--max-attempts", "1"])  # fmt: skip
+    assert code == 1 and not profile.exists()
+
+
 def test_resume_cuts_a_half_written_tail(tmp_path: Path) -> None:
     rows = _rows(120)
     inp = write_jsonl(tmp_path / "in.jsonl", rows)

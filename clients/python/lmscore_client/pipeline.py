@@ -30,18 +30,20 @@ from lmscore_client.errors import (
     ConnectionFailedError,
     LMScoreError,
     OverloadedError,
+    RequestTimeoutError,
     UnavailableError,
 )
 from lmscore_client.read_ahead import next_off_loop
 from lmscore_client.results import ScoreResponse, TextResult
-from lmscore_client.retry import RetryPolicy
+from lmscore_client.retry import RETRY_STATUSES, RetryPolicy
 
 Kind = Literal["text", "chat", "reject", "blank"]
 # A field of one row of a request: its index in the request, then the rest of the path.
 _ROW_PARAM = re.compile(r"^(?:texts|conversations)\[(\d+)\](.*)$")
-# Statuses that concern the rows of a request rather than the run.
-_ROW_STATUSES = frozenset({400, 413, 422, 500, 504})
+# Statuses that concern the rows of a request rather than the run (504: see Options).
+_ROW_STATUSES = frozenset({400, 413, 422, 500})
 T = TypeVar("T")
+FILE_RETRY_STATUSES = RETRY_STATUSES | {504}
 
 
 class Fatal(Exception):
@@ -79,6 +81,10 @@ class Options:
     score: ScoreOptions = field(default_factory=ScoreOptions)
     # A second served model: text rows are also scored side by side with it.
     compare_model: str | None = None
+    # A server's 504 that the sender gave up on: the rows' error (Ray: a block must not
+    # fail on one slow request), or the end of the run (the file commands: --resume then
+    # scores those rows, where an error written into the output would never be redone).
+    timeout_is_rows_error: bool = False
 
 
 class Sender(Protocol):
@@ -185,10 +191,12 @@ def read_batches(
         yield Batch(seq, items)
 
 
-def _row_error(error: LMScoreError) -> bool:
+def _row_error(error: LMScoreError, opts: Options) -> bool:
     """Whether ``error`` is about the rows sent (else it stops the run)."""
     if isinstance(error, ConnectionFailedError | OverloadedError | UnavailableError):
         return False
+    if isinstance(error, RequestTimeoutError):
+        return opts.timeout_is_rows_error and error.status == 504
     if error.status not in _ROW_STATUSES:
         return False
     if error.status == 413:  # too many or too long rows: split the request
@@ -213,7 +221,7 @@ async def score_items(
         try:
             response = await _send(sender, pending, chat, opts)
         except LMScoreError as error:
-            if not _row_error(error):
+            if not _row_error(error, opts):
                 raise Fatal(error) from error
             match = _ROW_PARAM.match(error.param or "")
             if len(pending) == 1:
@@ -251,7 +259,7 @@ async def compare_items(sender: Sender, items: list[Item], opts: Options, info: 
         api_call = build.compare(models, texts, token_level=False, return_tokens=False)
         response = await sender.call(api_call)
     except LMScoreError as error:
-        if not _row_error(error):
+        if not _row_error(error, opts):
             raise Fatal(error) from error
         if len(done) > 1:  # which row is unknown: in halves
             half = len(done) // 2
@@ -318,11 +326,13 @@ async def run(
 
 
 def client_from_args(args: argparse.Namespace) -> AsyncClient:
-    """The AsyncClient both file commands use: one connection per request in flight."""
+    """The AsyncClient both file commands use: one connection per request in flight. A
+    server's 504 (its deadline passed, as under a burst of load) is tried again with the
+    429s and 503s: scoring is read-only, and the rows are wanted, not their timeouts."""
     return AsyncClient(
         args.url,
         api_key=args.api_key,
         timeout=args.timeout,
-        retry=RetryPolicy(max_attempts=args.max_attempts),
+        retry=RetryPolicy(max_attempts=args.max_attempts, retry_statuses=FILE_RETRY_STATUSES),
         max_connections=args.concurrency,
     )

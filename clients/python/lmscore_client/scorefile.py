@@ -184,6 +184,12 @@ class Writer:
 def next_step(error: LMScoreError | None, args: argparse.Namespace) -> str:
     """What to do after a run stopped on ``error`` (None: interrupted)."""
     again = "rerun" if STREAM in (args.input, args.output) else "rerun with --resume"
+    if isinstance(error, RequestTimeoutError) and error.status == 504:
+        return (
+            "the server's deadline passed, retries included: send fewer rows per request "
+            f"(--rows-per-request) or raise the server's --request-timeout-s, then {again} "
+            "to continue"
+        )
     if error is None or isinstance(error, OUTAGES):
         return f"{again} to continue"
     if isinstance(error, UnauthorizedError):

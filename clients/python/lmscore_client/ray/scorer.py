@@ -66,7 +66,7 @@ class _BlockScorer:
             for start in range(0, len(by_length), self.rows_per_request):
                 groups.append((by_length[start : start + self.rows_per_request], kind == "chat"))
         slots = asyncio.Semaphore(self.concurrency)
-        opts = pipeline.Options(score=self.options)
+        opts = pipeline.Options(score=self.options, timeout_is_rows_error=True)
         info = pipeline.RunInfo()
 
         async def score(group: list[Item], chat: bool) -> None:
