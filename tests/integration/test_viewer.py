@@ -280,3 +280,46 @@ def test_word_view_and_entropy_colouring(server: RunningServer, browser: Any) ->
     assert len(panel.find_elements(By.CSS_SELECTOR, ".tok.word")) == len(api["words"])
     screenshot(browser, "words")
     assert severe_console_entries(browser) == []
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("viewer-keyed")
+    keys = folder / "keys.txt"
+    keys.write_text("viewer-key\n")
+    flags = ["--dtype", "float32", "--max-context", "512", "--api-keys-file", str(keys)]
+    running = start_server(flags, folder / "server.log")
+    yield running
+    stop_server(running)
+
+
+def test_with_auth_on_the_key_typed_in_the_page_is_used(
+    keyed_server: RunningServer, browser: Any
+) -> None:
+    # The model list needs the key too, so the picker starts empty: the Score button must
+    # still submit (an empty picker once blocked the form) and list the models with the key.
+    browser.get(keyed_server.url + "/")
+    error = browser.find_element(By.ID, "error")
+    WebDriverWait(browser, 30).until(expected_conditions.visibility_of(error))
+    assert "API key" in error.text
+    browser.find_element(By.ID, "text").send_keys(TEXT)
+    browser.find_element(By.ID, "api-key").send_keys("wrong-key")
+    browser.find_element(By.ID, "score").click()
+    WebDriverWait(browser, 30).until(lambda d: "401" in error.text or "key" in error.text)
+    assert not browser.find_element(By.ID, "results").is_displayed()
+
+    key_box = browser.find_element(By.ID, "api-key")
+    key_box.clear()
+    key_box.send_keys("viewer-key")
+    browser.find_element(By.ID, "score").click()
+    panel = wait_rendered(browser, 1)[0]
+    api = httpx.post(
+        keyed_server.url + "/v1/score/text",
+        json={"texts": [TEXT]},
+        headers={"Authorization": "Bearer viewer-key"},
+    ).json()["results"][0]
+    assert len(panel.find_elements(By.CSS_SELECTOR, ".tok")) == api["num_tokens"]
+    assert (
+        Select(browser.find_element(By.ID, "model")).first_selected_option.get_attribute("value")
+        == "default"
+    )
