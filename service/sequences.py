@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from service.backends.base import ForwardItem, ForwardResult
-from service.errors import InvalidRequest
+from service.errors import InternalError, InvalidRequest
+from service.scoring.aggregates import LOWEST_LOGPROB
 from service.scoring.offsets import offsets_from_bytes, shares_a_character, tile_offsets
 from service.scoring.windows import Window, plan_windows
 from service.token_bytes import token_byte_lengths
@@ -28,7 +29,9 @@ class ScoredSequence:
 
     ``offsets`` are tiled character offsets of ``token_ids`` into ``text``; ``scored[j]``
     says whether token j counts in the aggregates; ``message_index[j]`` (chats only) is
-    the message token j belongs to, or None for template text.
+    the message token j belongs to, or None for template text; ``markup[j]`` (chats only)
+    says token j is template markup, not text: an end-of-turn token scored with
+    ``include_end_of_turn`` adds its logprob but no characters or bytes.
     """
 
     text: str
@@ -41,6 +44,20 @@ class ScoredSequence:
     # UTF-8 bytes each token holds where a token holds part of a character (byte-level
     # and byte-fallback tokenizers); None: each token holds the bytes of its offsets' text.
     token_bytes: list[int] | None = None
+    markup: list[bool] | None = None
+
+    def keep_first(self, count: int) -> None:
+        """Truncate to the first ``count`` tokens (every per-token list alike)."""
+        self.token_ids = self.token_ids[:count]
+        self.offsets = self.offsets[:count]
+        self.scored = self.scored[:count]
+        if self.token_bytes is not None:
+            self.token_bytes = self.token_bytes[:count]
+        if self.message_index is not None:
+            self.message_index = self.message_index[:count]
+        if self.markup is not None:
+            self.markup = self.markup[:count]
+        self.truncated = True
 
     @property
     def input_ids(self) -> list[int]:
@@ -154,15 +171,7 @@ def fit_to_context(
                 f"{n} tokens exceed the model's context of {context}{hint}", param=param
             )
         if overflow == "truncate":
-            keep = context - seq.shift
-            seq.token_ids = seq.token_ids[:keep]
-            seq.offsets = seq.offsets[:keep]
-            seq.scored = seq.scored[:keep]
-            if seq.token_bytes is not None:
-                seq.token_bytes = seq.token_bytes[:keep]
-            if seq.message_index is not None:
-                seq.message_index = seq.message_index[:keep]
-            seq.truncated = True
+            seq.keep_first(context - seq.shift)
             n = context
         else:
             return plan_windows(n, context, _stride(stride, context))
@@ -210,9 +219,18 @@ def forward_items(
 
 
 def stitch(
-    seq: ScoredSequence, windows: list[Window], results: list[ForwardResult], options: RunOptions
+    seq: ScoredSequence,
+    windows: list[Window],
+    results: list[ForwardResult],
+    options: RunOptions,
+    param: str | None = None,
 ) -> SequenceScores:
-    """Per-position scores of ``seq`` from its active windows' results."""
+    """Per-position scores of ``seq`` from its active windows' results.
+
+    A -inf logprob (a token the model rules out) is reported as ``LOWEST_LOGPROB``; a NaN
+    (a numerical overflow in the model) fails this sequence, naming ``param``, rather
+    than being passed off as a score.
+    """
     top_k = options.top_k
     n = len(seq.input_ids)
     logprobs = np.full(n, np.nan, dtype=np.float32)
@@ -223,12 +241,18 @@ def stitch(
     std = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
     bow = np.full(n + 1, np.nan, dtype=np.float32) if options.with_bow else None
     for window, result in zip(active_windows(windows, options), results, strict=True):
+        if np.isnan(result.logprobs).any():
+            raise InternalError(
+                "the model's scores are not numbers (NaN): a numerical overflow inside the "
+                "model, most often in float16; --dtype float32 avoids it",
+                param=param,
+            )
         span = slice(window.score_from, window.end)
-        logprobs[span] = result.logprobs
+        logprobs[span] = np.maximum(result.logprobs, LOWEST_LOGPROB)
         ranks[span] = result.ranks
         if top_k:
             top_ids[span] = result.top_ids
-            top_lps[span] = result.top_logprobs
+            top_lps[span] = np.maximum(result.top_logprobs, LOWEST_LOGPROB)
         if entropy is not None and std is not None:
             entropy[span] = result.entropy
             std[span] = result.logprob_std
@@ -243,11 +267,15 @@ def stitch(
         top_ids,
         top_lps,
         last.next_top_ids if last is not None else None,
-        last.next_top_logprobs if last is not None else None,
+        _floored(last.next_top_logprobs) if last is not None else None,
         entropy,
         std,
         bow,
     )
+
+
+def _floored(logprobs: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float32] | None:
+    return None if logprobs is None else np.maximum(logprobs, LOWEST_LOGPROB)
 
 
 def ids_sequence(tokenizer: Any, ids: list[int]) -> ScoredSequence:

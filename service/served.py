@@ -175,8 +175,9 @@ class ServedModel:
         outputs = [s.result for s in scored]
         stitched: list[SequenceScores] = []
         offset = 0
-        for seq, windows, group in zip(seqs, plans, items, strict=True):
-            stitched.append(stitch(seq, windows, outputs[offset : offset + len(group)], options))
+        for seq, windows, group, param in zip(seqs, plans, items, params, strict=True):
+            results = outputs[offset : offset + len(group)]
+            stitched.append(stitch(seq, windows, results, options, param))
             offset += len(group)
         return stitched, RequestTiming.of(scored)
 

@@ -9,11 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from service.api.openai_schemas import LegacyLogprobs, PromptLogprob
+from service.scoring.aggregates import LOWEST_LOGPROB
 from service.sequences import ScoredSequence, SequenceScores
 from service.token_text import completed_piece
-
-# OpenAI's stand-in for -inf.
-LOWEST_LOGPROB = -9999.0
 
 
 def finite(logprob: float) -> float:

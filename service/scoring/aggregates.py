@@ -12,6 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 LN2 = math.log(2.0)
+# The logprob reported for a token the model rules out (log p = -inf: a logit of -inf),
+# since JSON has no infinity; OpenAI and vLLM report -9999 likewise. Any float32 log p
+# that is not -inf is far above it (exp underflows to 0 below about -104).
+LOWEST_LOGPROB = -9999.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from service.scoring.aggregates import LOWEST_LOGPROB
+
 FloatArray = npt.NDArray[np.floating]
 
 
@@ -35,8 +37,9 @@ def compare_positions(logprobs_a: FloatArray, logprobs_b: FloatArray) -> Positio
     """Compare two models' log-softmax rows [n, V] over their common vocabulary prefix
     (a padded vocabulary's extra rows hold no probability)."""
     vocab = min(logprobs_a.shape[-1], logprobs_b.shape[-1])
-    a = np.asarray(logprobs_a[:, :vocab], dtype=np.float64)
-    b = np.asarray(logprobs_b[:, :vocab], dtype=np.float64)
+    # A ruled-out token (log p = -inf) at LOWEST_LOGPROB: sums stay finite, not NaN.
+    a = np.maximum(np.asarray(logprobs_a[:, :vocab], dtype=np.float64), LOWEST_LOGPROB)
+    b = np.maximum(np.asarray(logprobs_b[:, :vocab], dtype=np.float64), LOWEST_LOGPROB)
     p_a = np.exp(a)
     kl = np.maximum((p_a * (a - b)).sum(axis=-1), 0.0)
     cross_entropy = -(p_a * b).sum(axis=-1)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from service.scoring.aggregates import LOWEST_LOGPROB
 from service.scoring.projection import VocabProjection, sliced_target_logprobs
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
@@ -49,6 +50,8 @@ def distribution_stats(log_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     the mean in a second pass (``sum p (log p + H)^2``), not as a difference of moments,
     so it keeps its precision when it is small."""
     probs = log_probs.exp()
+    # A ruled-out token (p = 0, log p = -inf) adds 0, not 0 * -inf = NaN.
+    log_probs = log_probs.clamp_min(LOWEST_LOGPROB)
     entropy = -(probs * log_probs).sum(dim=-1)
     variance = (probs * (log_probs + entropy[:, None]).square()).sum(dim=-1)
     return entropy, variance.clamp_min(0).sqrt()

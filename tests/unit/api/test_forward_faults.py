@@ -4,6 +4,7 @@ contract's shape; requests in other batches, before and after, are answered norm
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -57,3 +58,87 @@ async def test_a_failing_forward_fails_only_its_batch(
     assert alone[POISON].status_code == 500
     assert after.status_code == 200
     assert sample("lmscore_requests_total", **labels) == errors + 2
+
+
+def _with_last_logprob(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, text: str, value: float, model_name: str
+) -> None:
+    """The backend's scores for ``text`` get ``value`` as the last token's logprob and as
+    the last of its alternatives' logprobs (the rest as the model gave them)."""
+    model = engine.registry.get(model_name)
+    ids = tuple(model.backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+    real_forward = model.backend.forward
+
+    def forward(items: list[Any]) -> Any:
+        results = real_forward(items)
+        for i, item in enumerate(items):
+            if item.input_ids == ids:
+                logprobs, top = results[i].logprobs.copy(), results[i].top_logprobs.copy()
+                logprobs[-1] = value
+                if top.size:
+                    top[-1, -1] = value
+                results[i] = dataclasses.replace(results[i], logprobs=logprobs, top_logprobs=top)
+        return results
+
+    monkeypatch.setattr(model.backend, "forward", forward)
+
+
+async def test_a_ruled_out_token_is_reported_at_the_lowest_logprob(
+    engine_factory: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """log p = -inf (a logit of -inf) is a score, not a fault: every door reports it as
+    -9999, as OpenAI and vLLM do (JSON has no infinity), and the sums stay finite."""
+    # A model of its own: its saturated PPL (e^709) must not land in the drift histogram
+    # series that other tests read.
+    engine = engine_factory(names=("ruled-out",))
+    body = {"model": "ruled-out", "texts": ["a lazy dog"], "return_tokens": True, "top_k": 3}
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        before = (await client.post("/v1/score/text", json=body)).json()["results"][0]
+        _with_last_logprob(engine, monkeypatch, "a lazy dog", float("-inf"), "ruled-out")
+        answer = await client.post("/v1/score/text", json=body)
+        completion = await client.post(
+            "/v1/completions",
+            json={
+                "model": "ruled-out",
+                "prompt": "a lazy dog",
+                "echo": True,
+                "max_tokens": 0,
+                "logprobs": 3,
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["results"][0]
+    last = result["tokens"][-1]
+    assert last["logprob"] == -9999.0
+    assert min(t["logprob"] for t in last["top"]) == -9999.0
+    dropped = before["sum_logprob"] - before["tokens"][-1]["logprob"]
+    assert result["sum_logprob"] == pytest.approx(dropped - 9999.0, rel=1e-6)
+    assert result["mean_nll"] == pytest.approx(-result["sum_logprob"] / result["num_scored_tokens"])
+    assert answer.json()["aggregate"]["sum_logprob"] == result["sum_logprob"]
+    assert completion.status_code == 200, completion.text
+    assert completion.json()["choices"][0]["logprobs"]["token_logprobs"][-1] == -9999.0
+
+
+async def test_nan_scores_fail_their_request_naming_the_text(
+    engine_factory: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN (a numerical overflow in the model) is not passed off as a score: the request
+    holding that text gets a 500 naming it; a request batched with it is answered."""
+    engine = engine_factory()
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        alone = await client.post("/v1/score/text", json={"texts": ["the quick brown fox"]})
+        _with_last_logprob(engine, monkeypatch, POISON, float("nan"), "default")
+        failed, neighbour = await asyncio.gather(
+            client.post("/v1/score/text", json={"texts": ["hello world", POISON]}),
+            client.post("/v1/score/text", json={"texts": ["the quick brown fox"]}),
+        )
+    assert failed.status_code == 500, failed.text
+    error = failed.json()["error"]
+    assert error["type"] == "internal" and error["param"] == "texts[1]"
+    assert "NaN" in error["message"] and "float32" in error["message"]
+    assert neighbour.status_code == 200
+    got, want = neighbour.json()["results"][0], alone.json()["results"][0]
+    # Batched with others, float32 sums may round differently: the contract's tolerance.
+    assert got["sum_logprob"] == pytest.approx(want["sum_logprob"], rel=1e-4)

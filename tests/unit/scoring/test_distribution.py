@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from service.scoring.compare import compare_positions
 from service.scoring.distribution import (
     min_k_count,
     min_k_plus_plus,
@@ -30,6 +31,29 @@ def test_distribution_stats_match_float64() -> None:
     torch.testing.assert_close(entropy.double(), ref_entropy, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(std.double(), ref_std, rtol=1e-4, atol=1e-5)
     assert float(entropy[0]) < 1e-6
+
+
+def test_ruled_out_tokens_add_nothing_rather_than_nan() -> None:
+    """A logit of -inf (p = 0, log p = -inf) is a token the model rules out: entropy and
+    spread are those of the remaining tokens, not 0 * -inf = NaN."""
+    logits = torch.tensor([[0.0, 0.0, float("-inf"), float("-inf")], [1.0, -1.0, 0.5, 2.0]])
+    entropy, std = distribution_stats(torch.log_softmax(logits, dim=-1))
+    assert torch.isfinite(entropy).all() and torch.isfinite(std).all()
+    assert float(entropy[0]) == pytest.approx(math.log(2.0), abs=1e-6)
+    assert float(std[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_compare_positions_with_ruled_out_tokens_stays_finite() -> None:
+    inf = float("-inf")
+    with np.errstate(divide="ignore"):  # log 0 = -inf, on purpose
+        a = np.log(np.array([[0.5, 0.5, 0.0]], dtype=np.float32))  # a rules out token 2
+    b = np.log(np.array([[0.25, 0.25, 0.5]], dtype=np.float32))
+    forward = compare_positions(a, b)
+    assert a[0, 2] == inf and np.isfinite(forward.kl).all()
+    assert forward.kl[0] == pytest.approx(math.log(2.0), abs=1e-6)  # sum 0.5 log(0.5/0.25)
+    assert forward.cross_entropy[0] == pytest.approx(math.log(4.0), abs=1e-6)
+    backward = compare_positions(b, a)  # b's mass on a token a rules out: floored, finite
+    assert np.isfinite(backward.kl).all() and backward.kl[0] > 1000
 
 
 def test_uniform_distribution_has_log_v_entropy_and_no_spread() -> None:
