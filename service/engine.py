@@ -187,9 +187,11 @@ class Engine:
             if self.inflight == 0:
                 self._idle.set()
                 self.trimmer.idle()
-        histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
-        for ppl in text_ppls(outcome):
-            histogram.observe(ppl)
+        ppls = text_ppls(outcome)
+        if ppls:  # no empty series for endpoints that score no text's PPL
+            histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
+            for ppl in ppls:
+                histogram.observe(ppl)
         return outcome
 
     async def _score_texts(
@@ -328,7 +330,7 @@ class Engine:
         same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
         models[1].scheduler.check_room()  # the first model's is checked on admission
         work = functools.partial(comparison.score_pair, req, models, same)
-        return await self._admitted(work, models[0], "compare", timeout_s)
+        return await self._admitted(work, models[0], "score_compare", timeout_s)
 
     def _compared(self, req: CompareRequest, index: int) -> ServedModel:
         try:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.backends import ragged
+from service.backends import cpu_threads, ragged
 from service.backends.base import (
     BackendInfo,
     BatchLayout,
@@ -62,6 +62,8 @@ class HFBackend:
         hf_logging.disable_progress_bar()
 
         self.device = pick_device(device)
+        if self.device.type == "cpu":
+            cpu_threads.fit_threads()
         skip_cudnn_attention(self.device)
         self.precision = Precision.pick(dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)

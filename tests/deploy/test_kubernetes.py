@@ -62,6 +62,9 @@ def test_base_deployment_probes_drain_and_config() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        # Kubernetes' default of 1 s restarts a pod whose busy CPUs answer a probe late.
+        assert container[probe]["timeoutSeconds"] >= 3
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     drain_s = float(config["data"]["LMSCORE_SHUTDOWN_GRACE_S"])
     pre_stop_s = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
@@ -95,6 +98,9 @@ def test_services_pdb_monitor_and_autoscaler() -> None:
         "interval": "15s",
     }
     hpa = by_kind(docs, "HorizontalPodAutoscaler")
+    # The autoscaler owns the replica count: a Deployment's own would reset it on apply.
+    assert "replicas" not in by_kind(docs, "Deployment")["spec"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == by_kind(docs, "Deployment")["metadata"]["name"]
     metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
     custom = metrics["Pods"]["pods"]["metric"]["name"]
     assert metrics["Resource"]["resource"]["name"] == "cpu"  # the fallback

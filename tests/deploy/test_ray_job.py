@@ -3,6 +3,7 @@ a valid ``ray-score`` command, and the headless Service it names selects the lms
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,34 @@ def test_rayjob_entrypoint_is_a_valid_ray_score_command() -> None:
     assert argv[:2] == ["lmscore-client", "ray-score"]
     args = build_parser().parse_args(argv[1:])
     assert args.resume and args.resolve_dns and args.url == ["http://lmscore-headless:8000"]
+
+
+def test_the_actors_fit_the_cluster_they_ask_for() -> None:
+    """Every actor's CPUs, with some left for Ray Data's read and write tasks, fit in the
+    workers' CPUs; the head schedules only (num-cpus 0)."""
+    job = by_kind(DEPLOY / "ray" / "rayjob.yaml")["RayJob"]
+    args = build_parser().parse_args(shlex.split(job["spec"]["entrypoint"])[1:])
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    workers = cluster["workerGroupSpecs"]
+    limits = [g["template"]["spec"]["containers"][0]["resources"]["limits"] for g in workers]
+    worker_cpus = sum(
+        g["replicas"] * float(lim["cpu"]) for g, lim in zip(workers, limits, strict=True)
+    )
+    assert args.actors * args.num_cpus <= worker_cpus - 1
+
+
+def test_the_image_has_what_a_rayjob_runs() -> None:
+    """Ray's dashboard (the job API a RayJob submits through) and the commands on the PATH
+    a login shell keeps (KubeRay before 1.4 starts pods with ``bash -l``)."""
+    dockerfile = (DEPLOY.parent / "Dockerfile").read_text()
+    assert "'ray[default]'" in dockerfile
+    linked = re.search(r"ln -s ((?:/opt/venv/bin/\S+ )+)/usr/local/bin/", dockerfile)
+    assert linked and set(linked.group(1).split()) >= {
+        "/opt/venv/bin/ray",
+        "/opt/venv/bin/lmscore-client",
+        "/opt/venv/bin/lmscore",
+    }
 
 
 def test_headless_service_selects_the_lmscore_pods() -> None:

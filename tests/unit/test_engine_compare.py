@@ -16,7 +16,7 @@ import torch
 from tiny_engines import asgi_client, make_engine
 from tolerances import BATCH_INVARIANCE_REL
 
-from service import compare
+from service import compare, metrics
 from service.backends import dynamic_batcher
 from service.backends.hf import HFBackend
 from service.engine import Engine
@@ -247,3 +247,18 @@ async def test_token_level_comparison_runs_off_the_event_loop(
     request = CompareRequest(models=["default", "b"], texts=TEXTS[:1], token_level=True)
     await engine.compare_models(request)
     assert threads and threading.main_thread() not in threads
+
+
+@ASYNC
+async def test_compare_adds_no_empty_ppl_series(engine: Engine) -> None:
+    """The drift histogram's endpoint label is the one requests are counted under; an
+    endpoint that observes no text PPL (compare) leaves no empty series behind."""
+    request = CompareRequest(models=["default", "b"], texts=TEXTS[:2])
+    await engine.compare_models(request)
+    endpoints = {
+        sample.labels["endpoint"]
+        for family in metrics.REGISTRY.collect()
+        if family.name == "lmscore_text_ppl"
+        for sample in family.samples
+    }
+    assert not endpoints & {"compare", "score_compare"}
