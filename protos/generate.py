@@ -30,14 +30,18 @@ def generate_all(root: Path) -> list[Path]:
 
 def generate(out_dir: Path, package: str = PACKAGE) -> list[Path]:
     """Run protoc (grpcio-tools) and return the files written under ``out_dir``."""
+    from importlib import resources
+
     from grpc_tools import protoc
 
+    well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto
     target = out_dir / package.replace(".", "/")
     written: list[Path] = []
     with tempfile.TemporaryDirectory() as tmp:
         args = [
             "grpc_tools.protoc",
             f"-I{ROOT / 'protos'}",
+            f"-I{well_known}",
             f"--python_out={tmp}",
             f"--pyi_out={tmp}",
             f"--grpc_python_out={tmp}",

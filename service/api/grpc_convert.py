@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from pydantic import BaseModel, ValidationError
 
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
-from service.errors import from_validation_errors
+from service.errors import InvalidRequest, from_validation_errors
 from service.schemas import (
     ChatScoreRequest,
     CompareRequest,
@@ -71,8 +71,8 @@ def text_request(message: pb.ScoreTextRequest) -> TextScoreRequest:
 def chat_request(message: pb.ScoreChatRequest) -> ChatScoreRequest:
     """A ScoreChatRequest as the shared, validated request model."""
     conversations = [
-        [{"role": m.role, "content": m.content} for m in conv.messages]
-        for conv in message.conversations
+        [_chat_message(m, f"conversations[{i}][{j}]") for j, m in enumerate(conv.messages)]
+        for i, conv in enumerate(message.conversations)
     ]
     fields = {
         **_common(message),
@@ -83,6 +83,28 @@ def chat_request(message: pb.ScoreChatRequest) -> ChatScoreRequest:
         fields["score_roles"] = list(message.score_roles)
     result: ChatScoreRequest = _validated(ChatScoreRequest, fields)
     return result
+
+
+def _chat_message(message: pb.ChatMessage, param: str) -> dict[str, Any]:
+    """A message as REST's JSON object: role, content and the keys of ``extra`` beside them
+    (for the chat template: name, tool_calls...)."""
+    extra: dict[str, Any] = _whole_numbers(json_format.MessageToDict(message.extra))
+    clash = sorted(extra.keys() & {"role", "content"})
+    if clash:
+        raise InvalidRequest(f"extra must not hold {', '.join(clash)}", param=f"{param}.extra")
+    return {"role": message.role, "content": message.content, **extra}
+
+
+def _whole_numbers(value: Any) -> Any:
+    """A Struct's numbers are doubles: 3 comes back 3.0, which a template would print so.
+    Whole numbers become ints again, as in the JSON a REST client sends."""
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def continuations_request(message: pb.ScoreContinuationsRequest) -> ContinuationRequest:

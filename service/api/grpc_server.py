@@ -128,7 +128,8 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     ) -> AsyncIterator[pb.ScoreTextResponse]:
         """Requests are scored concurrently (at most STREAM_WINDOW ahead of the client's
         reading), paced by the stream's own backlog (``StreamBacklog``); responses go out
-        in request order."""
+        in request order. An error that ends the stream names the request it belongs to
+        in the ``lmscore-stream-index`` trailer (0-based; absent for the whole stream's)."""
         record = RequestRecord(ENDPOINTS["ScoreTextStream"], "grpc")
         backlog = StreamBacklog()
         in_order: asyncio.Queue[asyncio.Task[pb.ScoreTextResponse] | None] = asyncio.Queue()
@@ -144,12 +145,17 @@ class ScorerServicer(pb_grpc.ScorerServicer):
                 in_order.put_nowait(None)
 
         reader = asyncio.ensure_future(read_requests())
+        answered = 0
+        failing: tuple[tuple[str, str], ...] = ()  # the request whose answer is awaited
         try:
             self._authorize(context)
             while (task := await _before_deadline(in_order.get(), context)) is not None:
+                failing = (("lmscore-stream-index", str(answered)),)
                 response = await task
+                failing = ()
                 window.release()
                 yield response
+                answered += 1
             await reader
             remaining = context.time_remaining()
             if context.cancelled() or (remaining is not None and remaining <= 0):
@@ -160,11 +166,11 @@ class ScorerServicer(pb_grpc.ScorerServicer):
                 record.finish("OK")
         except LMScoreError as error:
             record.finish(grpc_code_name(error), error)
-            await _abort(context, error)
+            await _abort(context, error, failing)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await _internal("ScoreTextStream", record, context, exc)
+            await _internal("ScoreTextStream", record, context, exc, failing)
         finally:
             # Cancelled while awaiting (CancelledError), or closed while suspended at a
             # yield (GeneratorExit): either way the call ended early. A no-op once recorded.
@@ -242,14 +248,18 @@ async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitab
 
 
 async def _internal(
-    method: str, record: RequestRecord, context: grpc.aio.ServicerContext, exc: Exception
+    method: str,
+    record: RequestRecord,
+    context: grpc.aio.ServicerContext,
+    exc: Exception,
+    extra: tuple[tuple[str, str], ...] = (),
 ) -> None:
     """A bug of ours: logged with its traceback, recorded, and answered INTERNAL (not
     UNKNOWN with nothing logged)."""
     log.error("internal error in %s", method, exc_info=exc)
     internal = InternalError(f"internal error: {type(exc).__name__}")
     record.finish("INTERNAL", internal)
-    await _abort(context, internal)
+    await _abort(context, internal, extra)
 
 
 # The server's deadline starts when the call arrives, the client's when it was sent: the
@@ -285,11 +295,15 @@ def _finish_cancelled(record: RequestRecord, context: grpc.aio.ServicerContext) 
         record.finish("CANCELLED", CANCELLED)
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: LMScoreError) -> None:
+async def _abort(
+    context: grpc.aio.ServicerContext,
+    error: LMScoreError,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> None:
     """End the call with the error's status code, and its contract type and field as
     trailing metadata (``lmscore-error-type``, ``lmscore-param``: REST's ``type`` and
-    ``param``, machine-readable), ``retry-after`` when there is one."""
-    trailers = [("lmscore-error-type", error.type)]
+    ``param``, machine-readable), ``retry-after`` when there is one, then ``extra``."""
+    trailers = [("lmscore-error-type", error.type), *extra]
     if error.param:
         trailers.append(("lmscore-param", error.param))
     if error.retry_after_s is not None:

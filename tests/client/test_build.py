@@ -12,8 +12,17 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.protobuf.json_format import MessageToDict
 
-from lmscore_client import AsyncClient, Client, Distribution, GrpcClient, ScoreOptions, build
+from lmscore_client import (
+    AsyncClient,
+    Client,
+    Distribution,
+    GrpcClient,
+    InvalidRequestError,
+    ScoreOptions,
+    build,
+)
 from lmscore_client._pb.lmscore.v1 import scoring_pb2 as pb
 from lmscore_client._pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from lmscore_client.build import ChatFields, TextFields
@@ -129,3 +138,22 @@ def test_grpc_client_sends_the_same_fields(recording_grpc: tuple[_RecordingScore
     assert text.reference == "ref"
     assert chat.conversations[0].messages[0].content == "hi"
     assert list(chat.score_roles) == ["user"]
+
+
+def test_grpc_client_sends_a_messages_other_keys(
+    recording_grpc: tuple[_RecordingScorer, str],
+) -> None:
+    """Keys beside role and content (name, tool_calls...) go in ``extra``, as REST's JSON
+    carries them; a value JSON cannot hold is refused before sending."""
+    scorer, target = recording_grpc
+    call = {"id": "c1", "function": {"name": "f", "arguments": "{}"}}
+    message = {"role": "assistant", "content": "", "name": "bot", "tool_calls": [call]}
+    with GrpcClient(target, timeout=10) as client:
+        client.score_chat([{"role": "user", "content": "hi"}, message])
+        with pytest.raises(InvalidRequestError) as refused:
+            client.score_chat([{"role": "user", "content": "hi", "when": object()}])
+    (chat,) = scorer.requests
+    sent = chat.conversations[0].messages
+    assert not sent[0].HasField("extra")
+    assert MessageToDict(sent[1].extra) == {"name": "bot", "tool_calls": [call]}
+    assert refused.value.param == "conversations[0][0]"

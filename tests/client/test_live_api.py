@@ -245,3 +245,27 @@ def test_async_client_matches_the_blocking_one(server: RunningServer, client: Cl
 
     for text, got in zip(TEXTS, asyncio.run(score()), strict=True):
         assert_close(got.results, client.score_text([text]).results)
+
+
+def test_grpc_stream_answers_in_order_like_unary_calls(grpc_client: GrpcClient) -> None:
+    requests = [TEXTS[:2], TEXTS[2], [TEXTS[0]] * 3, TEXTS[1:]]
+    streamed = list(grpc_client.score_text_stream(iter(requests), return_tokens=True, top_k=2))
+    assert len(streamed) == len(requests)
+    for texts, response in zip(requests, streamed, strict=True):
+        unary = grpc_client.score_text(texts, return_tokens=True, top_k=2)
+        assert_close(response, unary)
+
+
+def test_grpc_stream_error_names_the_request_it_belongs_to(grpc_client: GrpcClient) -> None:
+    answered: list[ScoreResponse] = []
+    with pytest.raises(InvalidRequestError) as server_side:  # the server refuses the empty text
+        for response in grpc_client.score_text_stream([["a b"], ["c d"], ["fine", ""], ["e"]]):
+            answered.append(response)
+    assert len(answered) == 2
+    assert (server_side.value.stream_index, server_side.value.param) == (2, "texts[1]")
+    answered.clear()
+    with pytest.raises(InvalidRequestError) as client_side:  # not text: refused before sending
+        for response in grpc_client.score_text_stream([["a b"], [42], ["e"]]):  # type: ignore[list-item]
+            answered.append(response)
+    assert len(answered) == 1
+    assert (client_side.value.stream_index, client_side.value.param) == (1, "texts[0]")

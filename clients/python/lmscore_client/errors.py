@@ -15,7 +15,8 @@ class LMScoreError(Exception):
 
     ``status`` is the HTTP status (0 when no response arrived), ``type`` the contract's
     error type, ``param`` the offending request field (``"texts[3]"``) when known, and
-    ``retry_after_s`` the server's Retry-After in seconds when it sent one.
+    ``retry_after_s`` the server's Retry-After in seconds when it sent one. An error that
+    ended a gRPC stream has ``stream_index``, the position of the request it belongs to.
     """
 
     default_type = "internal"
@@ -37,6 +38,7 @@ class LMScoreError(Exception):
         self.param = param
         self.retry_after_s = retry_after_s
         self.grpc_code = grpc_code
+        self.stream_index: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description (what ``score-file`` writes to its rejects file)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Unpack
 
 import grpc
@@ -179,7 +179,21 @@ def error_from_rpc(error: grpc.RpcError) -> LMScoreError:
 _OVER_MESSAGE_LIMIT = "message larger than max"
 
 
-_RETRY_CODES = frozenset({"RESOURCE_EXHAUSTED", "UNAVAILABLE"})
+def _answered_by_server(error: grpc.RpcError) -> bool:
+    """Whether the server itself failed the call (it names the error type in a trailer),
+    as opposed to the transport (no connection) or this client's own deadline."""
+    if not isinstance(error, grpc.Call):
+        return False
+    return any(key == "lmscore-error-type" for key, _ in error.trailing_metadata() or ())
+
+
+def _stream_index(error: grpc.RpcError) -> int | None:
+    """Which request of a ScoreTextStream failed (the server's lmscore-stream-index)."""
+    if isinstance(error, grpc.Call):
+        for key, value in error.trailing_metadata() or ():
+            if key == "lmscore-stream-index" and str(value).isdigit():
+                return int(value)
+    return None
 
 
 class GrpcClient:
@@ -213,6 +227,9 @@ class GrpcClient:
         self._sleep: Callable[[float], None] = time.sleep
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        """One unary call, retried as ``self.retry`` says: a server's refusal whose REST
+        status is in ``retry_statuses`` (429 and 503 by default), and a failed connection
+        when ``retry_connection_errors``. ``timeout`` applies to each attempt."""
         started = time.monotonic()
         failures = 0
         while True:
@@ -220,17 +237,23 @@ class GrpcClient:
                 return method(request, timeout=self.timeout, metadata=self._metadata)
             except grpc.RpcError as rpc_error:
                 error = error_from_rpc(rpc_error)
+                retryable = self._retryable(error, _answered_by_server(rpc_error))
             failures += 1
             delay = self.retry.next_delay_s(
                 failures, time.monotonic() - started, error.retry_after_s
             )
-            if (
-                error.grpc_code not in _RETRY_CODES
-                or isinstance(error, TooLargeError)
-                or delay is None
-            ):
+            if not retryable or delay is None:
                 raise error
             self._sleep(delay)
+
+    def _retryable(self, error: LMScoreError, answered: bool) -> bool:
+        if isinstance(error, TooLargeError):  # the same message cannot fit next time
+            return False
+        if not answered and error.grpc_code == "UNAVAILABLE":  # no connection
+            return self.retry.retry_connection_errors
+        if not answered and error.grpc_code == "DEADLINE_EXCEEDED":
+            return False  # this client's own deadline: the server may still be working
+        return error.status in self.retry.retry_statuses
 
     def score_text(
         self,
@@ -253,13 +276,11 @@ class GrpcClient:
     def score(self, api_call: build.ApiCall[ScoreResponse]) -> ScoreResponse:
         """Send a built text or chat scoring request (``lmscore_client.build``)."""
         body = dict(api_call.body or {})
-        body["overflow"] = OVERFLOW[body["overflow"]]
         top_k = int(body["top_k"])
         if "conversations" not in body:
-            for i, text in enumerate(body["texts"]):
-                _require_string(text, f"texts[{i}]")
-            reply = self._call(self._stub.ScoreText, pb.ScoreTextRequest(**body))
+            reply = self._call(self._stub.ScoreText, _text_message(api_call))
             return response_from_pb(reply, top_k)
+        body["overflow"] = OVERFLOW[body["overflow"]]
         body["conversations"] = [
             pb.Conversation(
                 messages=[_message(m, f"conversations[{i}][{j}]") for j, m in enumerate(conv)]
@@ -268,6 +289,52 @@ class GrpcClient:
         ]
         reply = self._call(self._stub.ScoreChat, pb.ScoreChatRequest(**body))
         return response_from_pb(reply, top_k, chat=True)
+
+    def score_text_stream(
+        self,
+        requests: Iterable[str | Sequence[str]],
+        options: ScoreOptions | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[TextFields],
+    ) -> Iterator[ScoreResponse]:
+        """Score many requests over one ``ScoreTextStream`` call: each item of ``requests``
+        (a text, or a list of texts) is one request, with the same options; the answers
+        come back one per request, in order, while later requests are still being sent.
+        ``requests`` is read lazily, so a corpus need not fit in memory.
+
+        ``timeout`` is a deadline in seconds for the whole stream (default none: a stream
+        may run as long as it has requests). The server paces a stream by its own
+        backlog, so there are no retries here. An error ends the stream and is raised with
+        ``stream_index``, the position of the request it belongs to (None when it belongs
+        to the whole stream, like a missing key); the answers before it were yielded.
+        Closing the generator early cancels the call.
+        """
+        opts = build.options_with(options, fields)
+        refused: list[LMScoreError] = []
+
+        def messages() -> Iterator[pb.ScoreTextRequest]:
+            for i, texts in enumerate(requests):
+                try:
+                    message = _text_message(build.score_text(texts, opts))
+                except LMScoreError as error:  # refused here, as the server would refuse it
+                    error.stream_index = i
+                    refused.append(error)
+                    return
+                yield message
+
+        call = self._stub.ScoreTextStream(messages(), timeout=timeout, metadata=self._metadata)
+        try:
+            for reply in call:
+                yield response_from_pb(reply, opts.top_k)
+        except grpc.RpcError as rpc_error:
+            error = error_from_rpc(rpc_error)
+            error.stream_index = _stream_index(rpc_error)
+            raise error from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended
+        if refused:
+            raise refused[0]
 
     def score_continuations(
         self,
@@ -345,6 +412,15 @@ def _require_string(value: Any, param: str) -> None:
     raise InvalidRequestError(message, status=422, param=param, grpc_code="INVALID_ARGUMENT")
 
 
+def _text_message(api_call: build.ApiCall[ScoreResponse]) -> pb.ScoreTextRequest:
+    """A built score/text request as its protobuf message (texts checked as REST would)."""
+    body = dict(api_call.body or {})
+    body["overflow"] = OVERFLOW[body["overflow"]]
+    for i, text in enumerate(body["texts"]):
+        _require_string(text, f"texts[{i}]")
+    return pb.ScoreTextRequest(**body)
+
+
 def _message(message: Any, param: str) -> pb.ChatMessage:
     if not isinstance(message, Mapping):
         raise InvalidRequestError(
@@ -355,4 +431,16 @@ def _message(message: Any, param: str) -> pb.ChatMessage:
         )
     for key in ("role", "content"):
         _require_string(message.get(key), f"{param}.{key}")
-    return pb.ChatMessage(role=message["role"], content=message["content"])
+    chat_message = pb.ChatMessage(role=message["role"], content=message["content"])
+    extra = {k: v for k, v in message.items() if k not in ("role", "content")}
+    if extra:  # name, tool_calls...: the template reads them, as over REST
+        try:
+            chat_message.extra.update(extra)
+        except (TypeError, ValueError) as error:
+            raise InvalidRequestError(
+                f"a message's other keys must be JSON values: {error}",
+                status=422,
+                param=param,
+                grpc_code="INVALID_ARGUMENT",
+            ) from None
+    return chat_message

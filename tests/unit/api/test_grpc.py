@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
+from tiny_engines import asgi_client
 from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL
 
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
@@ -138,6 +139,43 @@ async def test_score_chat_parity_with_rest(grpc_served: Served, client: httpx.As
     assert 0 < len(with_index) < len(result.tokens)  # template text has no message
     assert {t.message_index for t in with_index} == set(range(len(CHAT)))
     assert sum(t.logprob for t in result.tokens if t.scored) == pytest.approx(result.sum_logprob)
+
+
+# A template that reads a message key besides role and content.
+NAMED_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}{% if m.name %} {{ m.name }}"
+    "{% endif %}{% if m.turn %} #{{ m.turn }}{% endif %}\n{{ m.content }}<|im_end|>\n"
+    "{% endfor %}"
+)
+
+
+async def test_a_messages_other_keys_reach_the_template_as_over_rest(
+    grpc_factory: Factory,
+) -> None:
+    served = await grpc_factory()
+    served.engine.registry.get("default").backend.tokenizer.chat_template = NAMED_TEMPLATE
+    extra = {"name": "Ada Lovelace", "turn": 2}
+    messages = [{"role": r, "content": c} for r, c in CHAT]
+    named = [messages[0] | extra, *messages[1:]]
+    body = {"conversations": [named], "return_tokens": True}
+    async with asgi_client(served.engine) as client:
+        rest = await client.post("/v1/score/chat", json=body)
+        plain = await client.post("/v1/score/chat", json={"conversations": [messages]})
+    assert rest.status_code == 200, rest.text
+    assert "Ada Lovelace #2" in "".join(t["text"] for t in rest.json()["results"][0]["tokens"])
+    assert plain.json()["results"][0]["num_tokens"] < rest.json()["results"][0]["num_tokens"]
+
+    request = pb.ScoreChatRequest(conversations=[conversation(CHAT)], return_tokens=True)
+    request.conversations[0].messages[0].extra.update(extra)  # 2 travels as the double 2.0
+    got = await served.stub.ScoreChat(request, timeout=T)
+    assert_close(as_dict(got), normal(rest.json()))
+
+    request.conversations[0].messages[1].extra.update({"content": "forged"})
+    with pytest.raises(grpc.aio.AioRpcError) as clash:
+        await served.stub.ScoreChat(request, timeout=T)
+    assert clash.value.code() == Code.INVALID_ARGUMENT
+    trailers = dict(clash.value.trailing_metadata() or ())
+    assert trailers["lmscore-param"] == "conversations[0][1].extra"
 
 
 async def test_text_tokens(grpc_served: Served, tokenizer: Any) -> None:
@@ -371,6 +409,9 @@ async def test_stream_ends_at_bad_request(grpc_served: Served) -> None:
             received.append(response)
     assert info.value.code() == Code.INVALID_ARGUMENT and "top_k" in (info.value.details() or "")
     assert len(received) == 3  # the responses before the bad request, in order
+    trailers = dict(info.value.trailing_metadata() or ())
+    assert trailers["lmscore-stream-index"] == "3"  # which request: its param is its own
+    assert trailers["lmscore-param"] == "top_k"
     for request, response in zip(requests, received, strict=False):
         unary = await grpc_served.stub.ScoreText(request, timeout=T)
         assert_close(as_dict(response), as_dict(unary))
@@ -404,6 +445,7 @@ async def test_a_bug_in_a_stream_is_internal_and_recorded(
             received.append(response)
     assert info.value.code() == Code.INTERNAL and "RuntimeError" in (info.value.details() or "")
     assert len(received) == 1
+    assert dict(info.value.trailing_metadata() or ())["lmscore-stream-index"] == "1"
     await eventually(
         lambda: sample("lmscore_requests_total", **labels, code="INTERNAL") == internal + 1
     )

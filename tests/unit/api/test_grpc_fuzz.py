@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import pytest
 from fuzzing import fuzz_settings
-from google.protobuf import message_factory
+from google.protobuf import message_factory, struct_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -131,10 +131,29 @@ def requests(descriptor: Descriptor) -> st.SearchStrategy[Message]:
     return messages(descriptor, plausible=True) | messages(descriptor, plausible=False)
 
 
+# A Struct (a chat message's extra keys): JSON objects with odd keys and values, nested.
+json_values = st.recursive(
+    st.none() | st.booleans() | doubles.filter(math.isfinite) | strings,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(strings, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    made = struct_pb2.Struct()
+    made.update(values)
+    return made
+
+
+structs = st.dictionaries(strings, json_values, max_size=4).map(_struct)
+
+
 def field_values(field: FieldDescriptor, plausible: bool) -> st.SearchStrategy[Any]:
     """Values for ``field``: its type's extremes, enums out of range, lists of any length."""
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        one: st.SearchStrategy[Any] = st.deferred(lambda: messages(field.message_type, plausible))
+    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Struct":
+        one: st.SearchStrategy[Any] = structs
+    elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        one = st.deferred(lambda: messages(field.message_type, plausible))
     elif field.type == FieldDescriptor.TYPE_ENUM:
         known = [value.number for value in field.enum_type.values]
         one = st.sampled_from(known) | st.integers(*INT32)  # proto3 enums keep unknown values

@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -47,12 +48,14 @@ class ScoreTextRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., top_k: _Optional[int] = ..., prepend_bos: _Optional[bool] = ..., overflow: _Optional[_Union[Overflow, str]] = ..., stride: _Optional[int] = ..., reference: _Optional[str] = ..., return_entropy: _Optional[bool] = ..., min_k: _Optional[bool] = ..., min_k_percent: _Optional[float] = ..., words: _Optional[bool] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
-    __slots__ = ("role", "content")
+    __slots__ = ("role", "content", "extra")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
     role: str
     content: str
-    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+    extra: _struct_pb2.Struct
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., extra: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("messages",)
