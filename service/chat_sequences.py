@@ -29,11 +29,9 @@ def chat_sequence(
     encoded = _encode_rendered_chat(tokenizer, chat)
     owner: list[int | None] = []
     scored: list[bool] = []
-    markup: list[bool] = []
     for start, end in encoded.offsets:
         index, in_content = _owner(chat, start, end)
         owner.append(index)
-        markup.append(not in_content)
         counts = index is not None and messages[index]["role"] in score_roles
         scored.append(counts and (in_content or include_end_of_turn) and len(owner) > 1)
     return ScoredSequence(
@@ -44,7 +42,6 @@ def chat_sequence(
         None,
         owner,
         token_bytes=encoded.token_bytes,
-        markup=markup,
     )
 
 

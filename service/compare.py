@@ -27,6 +27,7 @@ from service.scoring.windows import Window
 from service.sequences import (
     RunOptions,
     ScoredSequence,
+    checked,
     encode,
     fit_to_context,
     forward_items,
@@ -107,7 +108,9 @@ async def score_with(
     items = [forward_items(s, w, options) for s, w in zip(seqs, windows, strict=True)]
     scored = await model.scheduler.submit([i for group in items for i in group], deadline)
     results = iter(s.result for s in scored)
-    outputs = [[next(results) for _ in group] for group in items]
+    outputs = [
+        [checked(next(results), f"texts[{i}]") for _ in group] for i, group in enumerate(items)
+    ]
     return Scored(seqs, windows, outputs, RequestTiming.of(scored))
 
 

@@ -26,6 +26,7 @@ from service.schemas import (
     ContinuationToken,
     Usage,
 )
+from service.sequences import checked
 from service.served import ContinuationOutcome, RequestTiming, ServedModel
 
 
@@ -185,7 +186,8 @@ async def score(
     else:
         items = pair_items(pairs)
     scored = await model.scheduler.submit(items, deadline)
-    scores = split_results(pairs, [s.result for s in scored])
+    parts = split_results(pairs, [s.result for s in scored])
+    scores = [checked(part, f"continuations[{i}]") for i, part in enumerate(parts)]
     token_text = model.token_text if req.return_tokens else None
     response = build_response(
         model.name, model.revision, req.continuations, pairs, scores, token_text

@@ -55,10 +55,8 @@ def build_result(
     nbytes = 0
     for j, counted in enumerate(seq.scored):
         if counted:
-            positions.append(j + seq.shift)
-            if seq.markup is not None and seq.markup[j]:
-                continue  # an end-of-turn marker: bits, but no characters of text
             start, end = seq.offsets[j]
+            positions.append(j + seq.shift)
             chars += end - start
             if seq.token_bytes is not None:
                 nbytes += seq.token_bytes[j]

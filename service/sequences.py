@@ -7,9 +7,10 @@ fits it into the model's context; ``stitch`` puts the windows' scores back in pl
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -29,9 +30,7 @@ class ScoredSequence:
 
     ``offsets`` are tiled character offsets of ``token_ids`` into ``text``; ``scored[j]``
     says whether token j counts in the aggregates; ``message_index[j]`` (chats only) is
-    the message token j belongs to, or None for template text; ``markup[j]`` (chats only)
-    says token j is template markup, not text: an end-of-turn token scored with
-    ``include_end_of_turn`` adds its logprob but no characters or bytes.
+    the message token j belongs to, or None for template text.
     """
 
     text: str
@@ -44,7 +43,6 @@ class ScoredSequence:
     # UTF-8 bytes each token holds where a token holds part of a character (byte-level
     # and byte-fallback tokenizers); None: each token holds the bytes of its offsets' text.
     token_bytes: list[int] | None = None
-    markup: list[bool] | None = None
 
     def keep_first(self, count: int) -> None:
         """Truncate to the first ``count`` tokens (every per-token list alike)."""
@@ -55,8 +53,6 @@ class ScoredSequence:
             self.token_bytes = self.token_bytes[:count]
         if self.message_index is not None:
             self.message_index = self.message_index[:count]
-        if self.markup is not None:
-            self.markup = self.markup[:count]
         self.truncated = True
 
     @property
@@ -227,9 +223,7 @@ def stitch(
 ) -> SequenceScores:
     """Per-position scores of ``seq`` from its active windows' results.
 
-    A -inf logprob (a token the model rules out) is reported as ``LOWEST_LOGPROB``; a NaN
-    (a numerical overflow in the model) fails this sequence, naming ``param``, rather
-    than being passed off as a score.
+    Each window's result is ``checked`` (naming ``param`` on a NaN).
     """
     top_k = options.top_k
     n = len(seq.input_ids)
@@ -240,19 +234,14 @@ def stitch(
     entropy = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
     std = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
     bow = np.full(n + 1, np.nan, dtype=np.float32) if options.with_bow else None
+    results = [checked(result, param) for result in results]
     for window, result in zip(active_windows(windows, options), results, strict=True):
-        if np.isnan(result.logprobs).any():
-            raise InternalError(
-                "the model's scores are not numbers (NaN): a numerical overflow inside the "
-                "model, most often in float16; --dtype float32 avoids it",
-                param=param,
-            )
         span = slice(window.score_from, window.end)
-        logprobs[span] = np.maximum(result.logprobs, LOWEST_LOGPROB)
+        logprobs[span] = result.logprobs
         ranks[span] = result.ranks
         if top_k:
             top_ids[span] = result.top_ids
-            top_lps[span] = np.maximum(result.top_logprobs, LOWEST_LOGPROB)
+            top_lps[span] = result.top_logprobs
         if entropy is not None and std is not None:
             entropy[span] = result.entropy
             std[span] = result.logprob_std
@@ -267,13 +256,37 @@ def stitch(
         top_ids,
         top_lps,
         last.next_top_ids if last is not None else None,
-        _floored(last.next_top_logprobs) if last is not None else None,
+        last.next_top_logprobs if last is not None else None,
         entropy,
         std,
         bow,
     )
 
 
+def checked(result: ForwardResult, param: str | None) -> ForwardResult:
+    """``result`` with every -inf logprob (a token the model rules out) raised to
+    ``LOWEST_LOGPROB``, as JSON has no infinity; a NaN (a numerical overflow inside the
+    model) fails the request holding it, naming ``param``, rather than pass for a score."""
+    finite = [result.logprobs, result.top_logprobs, result.next_top_logprobs]
+    if any(lps is not None and np.isnan(lps).any() for lps in finite):
+        raise InternalError(
+            "the model's scores are not numbers (NaN): a numerical overflow inside the "
+            "model, most often in float16; --dtype float32 avoids it",
+            param=param,
+        )
+    return dataclasses.replace(
+        result,
+        logprobs=_floored(result.logprobs),
+        top_logprobs=_floored(result.top_logprobs),
+        next_top_logprobs=_floored(result.next_top_logprobs),
+        full_logprobs=_floored(result.full_logprobs),
+    )
+
+
+@overload
+def _floored(logprobs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+@overload
+def _floored(logprobs: None) -> None: ...
 def _floored(logprobs: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float32] | None:
     return None if logprobs is None else np.maximum(logprobs, LOWEST_LOGPROB)
 

@@ -88,7 +88,10 @@ def chat_request(message: pb.ScoreChatRequest) -> ChatScoreRequest:
 def _chat_message(message: pb.ChatMessage, param: str) -> dict[str, Any]:
     """A message as REST's JSON object: role, content and the keys of ``extra`` beside them
     (for the chat template: name, tool_calls...)."""
-    extra: dict[str, Any] = _whole_numbers(json_format.MessageToDict(message.extra))
+    try:
+        extra: dict[str, Any] = _whole_numbers(json_format.MessageToDict(message.extra))
+    except ValueError as exc:  # NaN or infinity: JSON has neither
+        raise InvalidRequest(f"extra is not JSON: {exc}", param=f"{param}.extra") from exc
     clash = sorted(extra.keys() & {"role", "content"})
     if clash:
         raise InvalidRequest(f"extra must not hold {', '.join(clash)}", param=f"{param}.extra")

@@ -13,13 +13,14 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -30,22 +31,53 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
-    """The CPU quota in CPUs (quota / period, e.g. 2.5), or None when unlimited or unknown.
+def cgroup_cpu_limit(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> float | None:
+    """The CPU quota in CPUs (quota / period, e.g. 2.5), or None when unlimited or unknown:
+    the smallest quota of this process's cgroup (named in ``membership``) and its
+    ancestors under the mount ``root``, so a limit set on a parent (a pod, a systemd
+    slice) counts too.
 
     Reads cgroup v2's ``cpu.max`` ("max 100000" or "250000 100000"), else cgroup v1's
     ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1 means unlimited).
     """
-    v2 = _read(root / "cpu.max")
+    limits = [limit for folder in _cpu_folders(root, membership) if (limit := _limit(folder))]
+    return min(limits) if limits else None
+
+
+def _limit(folder: Path) -> float | None:
+    v2 = _read(folder / "cpu.max")
     if v2 is not None:
         quota, _, period = v2.partition(" ")
         return _ratio(quota, period or "100000")
-    for folder in (root / "cpu", root / "cpu,cpuacct", root):
-        v1_quota = _read(folder / "cpu.cfs_quota_us")
-        v1_period = _read(folder / "cpu.cfs_period_us")
-        if v1_quota is not None and v1_period is not None:
-            return _ratio(v1_quota, v1_period)
+    v1_quota = _read(folder / "cpu.cfs_quota_us")
+    v1_period = _read(folder / "cpu.cfs_period_us")
+    if v1_quota is not None and v1_period is not None:
+        return _ratio(v1_quota, v1_period)
     return None
+
+
+def _cpu_folders(root: Path, membership: Path) -> list[Path]:
+    """The folders that may hold this process's CPU quota: its cgroup's (v2 ``0::PATH``, or
+    v1's line whose controllers include ``cpu``) and their ancestors, then the mount's own
+    (inside a container the mount is the container's cgroup)."""
+    places: list[tuple[Path, str]] = []
+    for line in (_read(membership) or "").splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:
+            places.append((root, path))
+        elif "cpu" in controllers.split(","):
+            mounts = {root / "cpu", root / "cpu,cpuacct", root / controllers}
+            places += [(mount, path) for mount in sorted(mounts)]
+    places += [(root, "/"), (root / "cpu", "/"), (root / "cpu,cpuacct", "/")]
+    folders: list[Path] = []
+    for mount, path in places:
+        parts = PurePosixPath(path.strip() or "/").parts[1:]  # without the leading "/"
+        for depth in range(len(parts), -1, -1):
+            folder = mount.joinpath(*parts[:depth])
+            if folder not in folders:
+                folders.append(folder)
+    return folders
 
 
 def _ratio(quota: str, period: str) -> float | None:
@@ -56,24 +88,28 @@ def _ratio(quota: str, period: str) -> float | None:
     return q / p if q > 0 and p > 0 else None
 
 
-def usable_cpus(root: Path = CGROUP_ROOT) -> int:
+def usable_cpus(root: Path = CGROUP_ROOT, membership: Path = PROC_CGROUP) -> int:
     """The CPUs this process may use: its affinity, capped by the cgroup quota (rounded up)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         cpus = os.cpu_count() or 1
-    limit = cgroup_cpu_limit(root)
+    limit = cgroup_cpu_limit(root, membership)
     if limit is not None:
         cpus = min(cpus, math.ceil(limit))
     return max(1, cpus)
 
 
-def fit_threads(environ: Mapping[str, str] = os.environ, root: Path = CGROUP_ROOT) -> int:
+def fit_threads(
+    environ: Mapping[str, str] = os.environ,
+    root: Path = CGROUP_ROOT,
+    membership: Path = PROC_CGROUP,
+) -> int:
     """Lower torch's intra-op threads to the usable CPUs; returns the thread count in use."""
     current = torch.get_num_threads()
     if any(environ.get(name) for name in THREAD_ENV_VARS):
         return current
-    wanted = usable_cpus(root)
+    wanted = usable_cpus(root, membership)
     if wanted < current:
         torch.set_num_threads(wanted)
         log.info(

@@ -269,3 +269,18 @@ def test_grpc_stream_error_names_the_request_it_belongs_to(grpc_client: GrpcClie
             answered.append(response)
     assert len(answered) == 1
     assert (client_side.value.stream_index, client_side.value.param) == (1, "texts[0]")
+
+
+def test_grpc_stream_raises_the_callers_own_error(grpc_client: GrpcClient) -> None:
+    """An error of the caller's iterator reaches the caller as itself, after the answers
+    to the requests before it (not as a server error)."""
+
+    def requests() -> Any:
+        yield ["a b"]
+        raise OSError("the corpus file went away")
+
+    answered = []
+    with pytest.raises(OSError, match="went away"):
+        for response in grpc_client.score_text_stream(requests()):
+            answered.append(response)
+    assert len(answered) == 1

@@ -135,22 +135,13 @@ async def test_include_end_of_turn_adds_one_token_per_scored_message(
     assert [m.num_scored_tokens for m in with_eot.messages] == [
         m.num_scored_tokens + (1 if m.scored else 0) for m in plain.messages
     ]
-    # The markers add bits but no characters or bytes of text: bits per char/byte divide
-    # the larger NLL by the same content, whatever the template names its end of turn.
-    content = "the quick dog. Grüße!the lazy fox 🚀"
-    assert plain.bits_per_char == pytest.approx(-plain.sum_logprob / LN2 / len(content))
-    assert with_eot.bits_per_char == pytest.approx(-with_eot.sum_logprob / LN2 / len(content))
-    content_bytes = len(content.encode())
-    assert with_eot.bits_per_byte == pytest.approx(-with_eot.sum_logprob / LN2 / content_bytes)
-
-
-async def test_end_of_turn_alone_has_no_characters(tiny_engine: Engine) -> None:
-    """An empty answer scored with its end of turn: one scored token, no text, so no rate
-    per character or byte (not the marker's spelling counted as text)."""
-    conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]
-    result = await score_chat(tiny_engine, conversation, include_end_of_turn=True)
-    assert result.num_scored_tokens == 1 and result.ppl is not None
-    assert result.bits_per_char is None and result.bits_per_byte is None
+    # The contract's rates: bits over the characters and bytes of the scored tokens' text,
+    # the markers' spelling included.
+    scored_text = "".join(t.text for t in with_eot.tokens if t.scored)
+    assert scored_text.count(END_OF_TURN) == 2
+    bits = -with_eot.sum_logprob / LN2
+    assert with_eot.bits_per_char == pytest.approx(bits / len(scored_text))
+    assert with_eot.bits_per_byte == pytest.approx(bits / len(scored_text.encode()))
 
 
 async def test_score_roles_user_and_assistant(

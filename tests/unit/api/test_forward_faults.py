@@ -61,23 +61,41 @@ async def test_a_failing_forward_fails_only_its_batch(
 
 
 def _with_last_logprob(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch, text: str, value: float, model_name: str
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str | None,
+    value: float,
+    model_name: str,
+    *,
+    next_token: bool = False,
 ) -> None:
-    """The backend's scores for ``text`` get ``value`` as the last token's logprob and as
-    the last of its alternatives' logprobs (the rest as the model gave them)."""
+    """The backend's scores for ``text`` (every window's when None) get ``value`` as the
+    last token's logprob and the last alternative's (the rest as the model gave them);
+    with ``next_token``, as the best next token's logprob instead."""
     model = engine.registry.get(model_name)
-    ids = tuple(model.backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids = (
+        None
+        if text is None
+        else tuple(model.backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+    )
     real_forward = model.backend.forward
 
     def forward(items: list[Any]) -> Any:
         results = real_forward(items)
         for i, item in enumerate(items):
-            if item.input_ids == ids:
-                logprobs, top = results[i].logprobs.copy(), results[i].top_logprobs.copy()
-                logprobs[-1] = value
-                if top.size:
-                    top[-1, -1] = value
-                results[i] = dataclasses.replace(results[i], logprobs=logprobs, top_logprobs=top)
+            if ids is not None and item.input_ids != ids:
+                continue
+            result = results[i]
+            if next_token and result.next_top_logprobs is not None:
+                following = result.next_top_logprobs.copy()
+                following[0] = value
+                results[i] = dataclasses.replace(result, next_top_logprobs=following)
+                continue
+            logprobs, top = result.logprobs.copy(), result.top_logprobs.copy()
+            logprobs[-1] = value
+            if top.size:
+                top[-1, -1] = value
+            results[i] = dataclasses.replace(result, logprobs=logprobs, top_logprobs=top)
         return results
 
     monkeypatch.setattr(model.backend, "forward", forward)
@@ -142,3 +160,70 @@ async def test_nan_scores_fail_their_request_naming_the_text(
     got, want = neighbour.json()["results"][0], alone.json()["results"][0]
     # Batched with others, float32 sums may round differently: the contract's tolerance.
     assert got["sum_logprob"] == pytest.approx(want["sum_logprob"], rel=1e-4)
+
+
+async def test_a_ruled_out_token_in_continuations_and_compare(
+    engine_factory: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_factory(names=("ruled-out", "other"))
+    body = {"models": ["ruled-out", "other"], "texts": ["a lazy dog"], "token_level": True}
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        _with_last_logprob(engine, monkeypatch, None, float("-inf"), "other")
+        answer = await client.post("/v1/score/compare", json=body)
+        continuation = await client.post(
+            "/v1/score/continuations",
+            json={"model": "other", "context": "a lazy", "continuations": [" dog", " cat"]},
+        )
+    assert continuation.status_code == 200, continuation.text
+    # One window holds both continuations (a token tree): its last token, the last of
+    # " cat", is the one ruled out.
+    dog, cat = (r["sum_logprob"] for r in continuation.json()["results"])
+    assert -100 < dog < 0 and -9999.0 - 100 < cat <= -9999.0
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["results"][0]
+    assert result["scores"][1]["sum_logprob"] <= -9999.0
+    assert result["binoculars"] is not None and result["kl_divergence"] is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (
+            "/v1/score/continuations",
+            {"context": "a lazy", "continuations": [" dog"]},
+            "continuations[0]",
+        ),
+        ("/v1/score/compare", {"models": ["default", "twin"], "texts": ["a lazy dog"]}, "texts[0]"),
+    ],
+)
+async def test_nan_scores_fail_every_endpoint_naming_the_input(
+    engine_factory: Callable[..., Engine],
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    body: dict[str, Any],
+    param: str,
+) -> None:
+    engine = engine_factory(names=("default", "twin"))
+    _with_last_logprob(engine, monkeypatch, None, float("nan"), "default")
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.post(path, json=body)
+    assert answer.status_code == 500, answer.text
+    assert answer.json()["error"]["param"] == param
+    assert "NaN" in answer.json()["error"]["message"]
+
+
+async def test_a_nan_next_token_fails_its_completion_naming_the_prompt(
+    engine_factory: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = engine_factory()
+    _with_last_logprob(engine, monkeypatch, None, float("nan"), "default", next_token=True)
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.post(
+            "/v1/completions", json={"prompt": ["hello", "a lazy dog"], "max_tokens": 1}
+        )
+    assert answer.status_code == 500, answer.text
+    assert "NaN" in answer.json()["error"]["message"]
+    assert answer.json()["error"]["param"] is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -170,6 +171,13 @@ async def test_a_messages_other_keys_reach_the_template_as_over_rest(
     got = await served.stub.ScoreChat(request, timeout=T)
     assert_close(as_dict(got), normal(rest.json()))
 
+    request.conversations[0].messages[0].extra.update({"score": math.nan})  # not JSON
+    with pytest.raises(grpc.aio.AioRpcError) as not_json:
+        await served.stub.ScoreChat(request, timeout=T)
+    assert not_json.value.code() == Code.INVALID_ARGUMENT
+    trailers = dict(not_json.value.trailing_metadata() or ())
+    assert trailers["lmscore-param"] == "conversations[0][0].extra"
+    del request.conversations[0].messages[0].extra["score"]
     request.conversations[0].messages[1].extra.update({"content": "forged"})
     with pytest.raises(grpc.aio.AioRpcError) as clash:
         await served.stub.ScoreChat(request, timeout=T)

@@ -84,3 +84,35 @@ def test_an_operators_thread_count_is_kept(tmp_path: Path, name: str) -> None:
     write(tmp_path / "cpu.max", "100000 100000")
     assert cpu_threads.fit_threads(environ={name: "2"}, root=tmp_path) == 2
     assert torch.get_num_threads() == 2
+
+
+def test_cgroup_v2_quota_of_the_process_cgroup_or_a_parent(tmp_path: Path) -> None:
+    """With the host's cgroup namespace the mount is the whole tree: the quota is found
+    under the path /proc/self/cgroup names, and a parent's (a pod's) tighter one wins."""
+    membership = tmp_path / "proc-cgroup"
+    membership.write_text("0::/kubepods/pod1/container2\n")
+    root = tmp_path / "cgroup"
+    write(root / "kubepods" / "pod1" / "container2" / "cpu.max", "max 100000")
+    assert cpu_threads.cgroup_cpu_limit(root, membership) is None
+    write(root / "kubepods" / "pod1" / "cpu.max", "300000 100000")
+    assert cpu_threads.cgroup_cpu_limit(root, membership) == 3.0
+    write(root / "kubepods" / "pod1" / "container2" / "cpu.max", "150000 100000")
+    assert cpu_threads.cgroup_cpu_limit(root, membership) == 1.5
+
+
+def test_cgroup_v1_quota_under_the_cpu_controllers_path(tmp_path: Path) -> None:
+    membership = tmp_path / "proc-cgroup"
+    membership.write_text("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n")
+    root = tmp_path / "cgroup"
+    write(root / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_quota_us", "200000")
+    write(root / "cpu,cpuacct" / "docker" / "abc" / "cpu.cfs_period_us", "100000")
+    write(root / "cpu,cpuacct" / "cpu.cfs_quota_us", "-1")  # the host's root: unlimited
+    write(root / "cpu,cpuacct" / "cpu.cfs_period_us", "100000")
+    assert cpu_threads.cgroup_cpu_limit(root, membership) == 2.0
+
+
+def test_inside_a_container_the_mount_is_its_own_cgroup(tmp_path: Path) -> None:
+    membership = tmp_path / "proc-cgroup"
+    membership.write_text("0::/\n")  # a private cgroup namespace
+    write(tmp_path / "cgroup" / "cpu.max", "400000 100000")
+    assert cpu_threads.cgroup_cpu_limit(tmp_path / "cgroup", membership) == 4.0
