@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -23,13 +22,21 @@ from pydantic import BaseModel
 
 from service.api import grpc_convert as convert
 from service.api.auth import KeyChecker
+from service.api.grpc_calls import (
+    ENDPOINTS,
+    abort,
+    before_deadline,
+    finish_cancelled,
+    internal,
+    observe,
+)
 from service.api.grpc_handlers import add_lenient_service
 from service.api.grpc_stream import StreamBacklog
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 from service.engine import Engine
-from service.errors import InternalError, LMScoreError, Timeout, TooLarge, grpc_code_name
-from service.request_metrics import CANCELLED, RequestRecord
+from service.errors import LMScoreError, TooLarge, grpc_code_name
+from service.request_metrics import RequestRecord
 from service.served import RequestTiming
 
 log = logging.getLogger(__name__)
@@ -51,14 +58,6 @@ class Answered(Protocol):
 STREAM_WINDOW = 64  # requests of one stream in flight ahead of the client's reading
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Scorer"].full_name
-ENDPOINTS = {
-    "ScoreText": "score_text",
-    "ScoreChat": "score_chat",
-    "ScoreContinuations": "score_continuations",
-    "CompareModels": "score_compare",
-    "ListModels": "list_models",
-    "ScoreTextStream": "score_text_stream",
-}
 
 
 class _Aborted(Exception):
@@ -78,7 +77,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         call = self._unary(
             context, request, convert.text_request, self.engine.score_text, pb.ScoreTextResponse
         )
-        return await _observe("ScoreText", context, call)
+        return await observe("ScoreText", context, call)
 
     async def ScoreChat(
         self, request: pb.ScoreChatRequest, context: grpc.aio.ServicerContext
@@ -86,7 +85,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         call = self._unary(
             context, request, convert.chat_request, self.engine.score_chat, pb.ScoreChatResponse
         )
-        return await _observe("ScoreChat", context, call)
+        return await observe("ScoreChat", context, call)
 
     async def ScoreContinuations(
         self, request: pb.ScoreContinuationsRequest, context: grpc.aio.ServicerContext
@@ -98,7 +97,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             self.engine.score_continuations,
             pb.ScoreContinuationsResponse,
         )
-        return await _observe("ScoreContinuations", context, call)
+        return await observe("ScoreContinuations", context, call)
 
     async def CompareModels(
         self, request: pb.CompareModelsRequest, context: grpc.aio.ServicerContext
@@ -110,7 +109,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             self.engine.compare_models,
             pb.CompareModelsResponse,
         )
-        return await _observe("CompareModels", context, call)
+        return await observe("CompareModels", context, call)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -119,7 +118,26 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             self._authorize(context)
             return convert.to_message(self.engine.list_models(), pb.ListModelsResponse)
 
-        return await _observe("ListModels", context, call())
+        return await observe("ListModels", context, call())
+
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelCard:
+        async def call() -> pb.ModelCard:
+            self._authorize(context)
+            return convert.to_message(self.engine.model_card(request.id), pb.ModelCard)
+
+        return await observe("GetModel", context, call())
+
+    async def ListReferences(
+        self, request: pb.ListReferencesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListReferencesResponse:
+        async def call() -> pb.ListReferencesResponse:
+            self._authorize(context)
+            references = self.engine.list_references()
+            return convert.to_message(references, pb.ListReferencesResponse)
+
+        return await observe("ListReferences", context, call())
 
     async def ScoreTextStream(
         self,
@@ -149,7 +167,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         failing: tuple[tuple[str, str], ...] = ()  # the request whose answer is awaited
         try:
             self._authorize(context)
-            while (task := await _before_deadline(in_order.get(), context)) is not None:
+            while (task := await before_deadline(in_order.get(), context)) is not None:
                 failing = (("lmscore-stream-index", str(answered)),)
                 response = await task
                 failing = ()
@@ -161,20 +179,20 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             if context.cancelled() or (remaining is not None and remaining <= 0):
                 # The reads also end quietly when the call itself ended (seen at the
                 # deadline): not an answered stream.
-                _finish_cancelled(record, context)
+                finish_cancelled(record, context)
             else:
                 record.finish("OK")
         except LMScoreError as error:
             record.finish(grpc_code_name(error), error)
-            await _abort(context, error, failing)
+            await abort(context, error, failing)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            await _internal("ScoreTextStream", record, context, exc, failing)
+            await internal("ScoreTextStream", record, context, exc, failing)
         finally:
             # Cancelled while awaiting (CancelledError), or closed while suspended at a
             # yield (GeneratorExit): either way the call ended early. A no-op once recorded.
-            _finish_cancelled(record, context)
+            finish_cancelled(record, context)
             reader.cancel()
             while not in_order.empty():
                 if (task := in_order.get_nowait()) is not None:
@@ -226,97 +244,6 @@ class ScorerServicer(pb_grpc.ScorerServicer):
             self.keys.check_all([value for key, value in metadata if key == "authorization"])
 
 
-async def _observe(method: str, context: grpc.aio.ServicerContext, call: Awaitable[T]) -> T:
-    """Await ``call``; turn our errors into statuses; record the request in the core."""
-    record = RequestRecord(ENDPOINTS[method], "grpc")
-    try:
-        response = await call
-    except LMScoreError as error:
-        record.finish(grpc_code_name(error), error)
-        await _abort(context, error)
-        raise  # not reached: abort raises
-    except asyncio.CancelledError:
-        _finish_cancelled(record, context)
-        raise
-    except Exception as exc:
-        if isinstance(exc, grpc.aio.AbortError):
-            raise
-        await _internal(method, record, context, exc)
-        raise  # not reached: abort raises
-    record.finish("OK")
-    return response
-
-
-async def _internal(
-    method: str,
-    record: RequestRecord,
-    context: grpc.aio.ServicerContext,
-    exc: Exception,
-    extra: tuple[tuple[str, str], ...] = (),
-) -> None:
-    """A bug of ours: logged with its traceback, recorded, and answered INTERNAL (not
-    UNKNOWN with nothing logged)."""
-    log.error("internal error in %s", method, exc_info=exc)
-    internal = InternalError(f"internal error: {type(exc).__name__}")
-    record.finish("INTERNAL", internal)
-    await _abort(context, internal, extra)
-
-
-# The server's deadline starts when the call arrives, the client's when it was sent: the
-# client gives up first and cancels, and the server sees that a little before its own
-# deadline. A cancel this close to the deadline is the deadline.
-_DEADLINE_SKEW_S = 0.5
-
-
-async def _before_deadline(next_up: Awaitable[T], context: grpc.aio.ServicerContext) -> T:
-    """Await what the client paces (a stream's next request) only until the call's
-    deadline: gRPC cancels the handler then, but not reliably enough to wait on (Timeout).
-    ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` swallows a cancel
-    that lands as its awaitable finishes, and gRPC's cancel of the handler would be lost."""
-    try:
-        async with asyncio.timeout(context.time_remaining()):  # None: no deadline
-            return await next_up
-    except TimeoutError:
-        raise Timeout("the call's deadline passed") from None
-
-
-def _deadline_passed(context: grpc.aio.ServicerContext) -> bool:
-    remaining = context.time_remaining()
-    return remaining is not None and remaining <= _DEADLINE_SKEW_S
-
-
-def _finish_cancelled(record: RequestRecord, context: grpc.aio.ServicerContext) -> None:
-    """Record a handler gRPC cancelled: its deadline passed (a timeout, as the unary calls
-    that end on the engine's own deadline record it), or the client cancelled the call."""
-    if _deadline_passed(context):
-        timeout = Timeout("the call's deadline passed")
-        record.finish(grpc_code_name(timeout), timeout)
-    else:
-        record.finish("CANCELLED", CANCELLED)
-
-
-async def _abort(
-    context: grpc.aio.ServicerContext,
-    error: LMScoreError,
-    extra: tuple[tuple[str, str], ...] = (),
-) -> None:
-    """End the call with the error's status code, and its contract type and field as
-    trailing metadata (``lmscore-error-type``, ``lmscore-param``: REST's ``type`` and
-    ``param``, machine-readable), ``retry-after`` when there is one, then ``extra``."""
-    trailers = [("lmscore-error-type", error.type), *extra]
-    if error.param:
-        trailers.append(("lmscore-param", error.param))
-    if error.retry_after_s is not None:
-        trailers.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
-    context.set_trailing_metadata(tuple(trailers))
-    message = (
-        f"{error.param}: {error.message}"
-        if error.param and error.param not in error.message
-        else error.message
-    )
-    await context.abort(grpc.StatusCode[grpc_code_name(error)], message)
-
-
 def _discard(task: asyncio.Task[pb.ScoreTextResponse]) -> None:
     """Cancel a stream's unsent work; read a finished task's error so none goes unseen."""
     if not task.done():
@@ -331,7 +258,7 @@ async def _refused(method: str, context: grpc.aio.ServicerContext, error: LMScor
     async def refuse() -> NoReturn:
         raise error
 
-    return await _observe(method, context, refuse())
+    return await observe(method, context, refuse())
 
 
 # grpcio-reflection serves only v1alpha; v1 is the same protocol (the same messages, field

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from tiny_engines import asgi_client
 
+from service.api.grpc_server import GrpcDoor
 from service.engine import Engine
 from service.references import check_profile, with_reference
 from service.schemas import TextScoreRequest
@@ -164,3 +166,28 @@ async def test_references_are_listed_over_rest(engine_factory: Callable[..., Eng
             }
         ],
     }
+
+
+@ASYNC
+async def test_references_are_listed_over_grpc_as_over_rest(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    from service.api.pb.lmscore.v1 import scoring_pb2 as pb
+    from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
+
+    engine = engine_factory()
+    engine.references["prose"] = profile()
+    async with asgi_client(engine) as client:
+        rest = (await client.get("/v1/references")).json()
+    door = GrpcDoor(engine)
+    port = door.bind("127.0.0.1", 0)
+    await door.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ScorerStub(channel)
+            listed = await stub.ListReferences(pb.ListReferencesRequest(), timeout=30)
+    finally:
+        await door.stop(grace_s=0.0)
+    assert MessageToDict(listed, preserving_proto_field_name=True) == rest

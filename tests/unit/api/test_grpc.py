@@ -231,6 +231,16 @@ async def test_list_models_mirrors_rest(grpc_served: Served, client: httpx.Async
     assert got.data[0].has_chat_template and got.data[0].max_context == 64
 
 
+async def test_get_model_mirrors_rest(grpc_served: Served, client: httpx.AsyncClient) -> None:
+    got = await grpc_served.stub.GetModel(pb.GetModelRequest(id="default"), timeout=T)
+    rest = (await client.get("/v1/models/default")).json()
+    assert_close(as_dict(got), normal(rest))
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await grpc_served.stub.GetModel(pb.GetModelRequest(id="nope"), timeout=T)
+    assert missing.value.code() == Code.NOT_FOUND
+    assert (await client.get("/v1/models/nope")).status_code == 404
+
+
 Text, Invalid = pb.ScoreTextRequest, Code.INVALID_ARGUMENT
 ERRORS: dict[str, tuple[Message, grpc.StatusCode, str | None]] = {
     "empty": (Text(), Invalid, "texts"),

@@ -281,6 +281,40 @@ class ListModelsResponse(_message.Message):
     data: _containers.RepeatedCompositeFieldContainer[ModelCard]
     def __init__(self, object: _Optional[str] = ..., data: _Optional[_Iterable[_Union[ModelCard, _Mapping]]] = ...) -> None: ...
 
+class GetModelRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListReferencesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReferenceCard(_message.Message):
+    __slots__ = ("name", "model", "revision", "metric", "threshold", "count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    revision: str
+    metric: str
+    threshold: float
+    count: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., revision: _Optional[str] = ..., metric: _Optional[str] = ..., threshold: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ListReferencesResponse(_message.Message):
+    __slots__ = ("object", "data")
+    OBJECT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    object: str
+    data: _containers.RepeatedCompositeFieldContainer[ReferenceCard]
+    def __init__(self, object: _Optional[str] = ..., data: _Optional[_Iterable[_Union[ReferenceCard, _Mapping]]] = ...) -> None: ...
+
 class ScoreContinuationsRequest(_message.Message):
     __slots__ = ("model", "context", "continuations", "return_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]

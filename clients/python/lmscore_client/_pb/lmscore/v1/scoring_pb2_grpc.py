@@ -49,6 +49,16 @@ class ScorerStub:
                 request_serializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/lmscore.v1.Scorer/GetModel',
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ModelCard.FromString,
+                _registered_method=True)
+        self.ListReferences = channel.unary_unary(
+                '/lmscore.v1.Scorer/ListReferences',
+                request_serializer=lmscore_dot_v1_dot_scoring__pb2.ListReferencesRequest.SerializeToString,
+                response_deserializer=lmscore_dot_v1_dot_scoring__pb2.ListReferencesResponse.FromString,
+                _registered_method=True)
         self.ScoreTextStream = channel.stream_stream(
                 '/lmscore.v1.Scorer/ScoreTextStream',
                 request_serializer=lmscore_dot_v1_dot_scoring__pb2.ScoreTextRequest.SerializeToString,
@@ -85,6 +95,20 @@ class ScorerServicer:
 
     def ListModels(self, request, context):
         """The served models.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """One served model's card (REST GET /v1/models/{id}); NOT_FOUND if unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReferences(self, request, context):
+        """The reference profiles requests may name (--reference; REST GET /v1/references).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +158,16 @@ def add_ScorerServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.FromString,
                     response_serializer=lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.GetModelRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.ModelCard.SerializeToString,
+            ),
+            'ListReferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReferences,
+                    request_deserializer=lmscore_dot_v1_dot_scoring__pb2.ListReferencesRequest.FromString,
+                    response_serializer=lmscore_dot_v1_dot_scoring__pb2.ListReferencesResponse.SerializeToString,
             ),
             'ScoreTextStream': grpc.stream_stream_rpc_method_handler(
                     servicer.ScoreTextStream,
@@ -232,6 +266,60 @@ class Scorer:
             '/lmscore.v1.Scorer/ListModels',
             lmscore_dot_v1_dot_scoring__pb2.ListModelsRequest.SerializeToString,
             lmscore_dot_v1_dot_scoring__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmscore.v1.Scorer/GetModel',
+            lmscore_dot_v1_dot_scoring__pb2.GetModelRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.ModelCard.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lmscore.v1.Scorer/ListReferences',
+            lmscore_dot_v1_dot_scoring__pb2.ListReferencesRequest.SerializeToString,
+            lmscore_dot_v1_dot_scoring__pb2.ListReferencesResponse.FromString,
             options,
             channel_credentials,
             insecure,
