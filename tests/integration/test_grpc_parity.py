@@ -26,14 +26,18 @@ TEXTS = ENGLISH + OTHER + GIBBERISH
 
 CLIENT = """
 import json, os, sys
+from importlib import resources
 import grpc
 from google.protobuf import json_format
 from grpc_tools import protoc
 
 out, proto_root, address, payload = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 os.makedirs(out, exist_ok=True)
-assert protoc.main(["protoc", f"-I{proto_root}", f"--python_out={out}", f"--grpc_python_out={out}",
-                    "lmscore/v1/scoring.proto"]) == 0
+# As `python -m grpc_tools.protoc` (and protoc's own include directory) do: the well-known
+# types (google/protobuf/struct.proto) come with the compiler.
+well_known = str(resources.files("grpc_tools") / "_proto")
+assert protoc.main(["protoc", f"-I{proto_root}", f"-I{well_known}", f"--python_out={out}",
+                    f"--grpc_python_out={out}", "lmscore/v1/scoring.proto"]) == 0
 sys.path.insert(0, out)
 from lmscore.v1 import scoring_pb2 as pb, scoring_pb2_grpc as rpc
 
