@@ -20,6 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from service import metrics
@@ -30,6 +31,18 @@ from service.errors import InternalError, Overloaded, Timeout, Unavailable
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
+
+
+@dataclass
+class _Recovery:
+    """How a failed batch's re-runs in halves are going: the extra passes left while no
+    part has passed, and whether one has (then the model works: no more cap)."""
+
+    retries: int
+    passed: bool = False
+
+    def may_retry(self) -> bool:
+        return self.passed or self.retries > 0
 
 
 class DynamicBatcher:
@@ -244,14 +257,17 @@ class DynamicBatcher:
             self._depth.set(len(keep))
         _fail(expired, Timeout("the request's deadline passed while queued"))
 
-    def _execute(self, batch: list[PendingItem], retries: int | None = None) -> int:
+    def _execute(self, batch: list[PendingItem], recovery: _Recovery | None = None) -> None:
         """Run ``batch`` and deliver its results. When the forward pass fails, its halves
-        run again, down to single items: an item the model cannot take (one bad input)
-        then fails alone, and the requests that shared its batch are still answered. The
-        extra passes are capped at what isolating one item takes (``retries``, returned
-        less what was used), so a model that fails every pass fails fast."""
-        if retries is None:
-            retries = 2 * math.ceil(math.log2(max(2, len(batch))))
+        run again, down to single items: an item the model cannot take (a bad input)
+        then fails alone, and the requests that shared its batch are still answered.
+
+        Until some part of the batch has passed, the extra passes are capped at what
+        isolating one item takes, so a model that fails every pass fails fast; once one
+        has passed the model works and the failures are the items', so every failing part
+        is split down to its bad items (however many there are)."""
+        if recovery is None:
+            recovery = _Recovery(retries=2 * math.ceil(math.log2(max(2, len(batch)))))
         started = time.monotonic()
         try:
             with self._forwarding:
@@ -260,25 +276,26 @@ class DynamicBatcher:
                 raise RuntimeError(f"{len(outputs)} results for {len(batch)} windows")
         except Exception as exc:  # a failing batch fails its own items, nothing else
             error = InternalError(f"inference failed: {type(exc).__name__}: {exc}")
-            if len(batch) == 1 or retries <= 0 or self._closed:
+            if len(batch) == 1 or not recovery.may_retry() or self._closed:
                 log.exception("forward pass of %d items failed", len(batch))
                 _fail(batch, error)
-                return retries
+                return
             log.warning("forward pass of %d items failed (%r); retrying in halves",
                         len(batch), exc)  # fmt: skip
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
                 if waiting := self._still_waited_for(part):
-                    if retries > 0:
-                        retries = self._execute(waiting, retries - 1)
+                    if recovery.may_retry() and not self._closed:
+                        recovery.retries -= 1
+                        self._execute(waiting, recovery)
                     else:
                         _fail(waiting, error)
-            return retries
+            return
+        recovery.passed = True
         elapsed = time.monotonic() - started
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
         self._record(batch, started, elapsed)
         _deliver(batch, outputs, started, elapsed, next(self._batches))
-        return retries
 
     def _still_waited_for(self, items: list[PendingItem]) -> list[PendingItem]:
         """Items whose callers still wait; those past their deadline fail with a timeout."""

@@ -41,7 +41,9 @@ class PendingItem:
 
     @property
     def length(self) -> int:
-        return len(self.item.input_ids)
+        """Tokens the forward pass runs for this window (``ForwardItem.model_input``): the
+        token budget and the batch metrics count these, not the window's last token."""
+        return len(self.item.model_input)
 
     def abandoned(self) -> bool:
         """The caller is gone: its future was cancelled (disconnect, timeout) or completed."""

@@ -219,11 +219,12 @@ async def test_ragged_budget_counts_real_tokens_in_arrival_order(make: Make) -> 
     backend.release()
     await asyncio.gather(blocker, *tasks)
     later = [[it.input_ids[0] - 200 for it in b] for b in backend.batches[1:]]
-    # Oldest first, skipping what does not fit: 5 + 100 + 5 + 5 + 5 = 120 (the second 100
-    # would not fit); a padded batch of those would have cost 5 x 100.
+    # Oldest first, skipping what does not fit. A window's last token is not run (it
+    # predicts nothing), so the budget counts 4 + 99 + 4 + 4 + 4 = 115 (the second 99
+    # would not fit); a padded batch of those would have cost 5 x 99.
     assert later == [[0, 1, 2, 3, 5], [4]]
     assert sample("lmscore_padding_ratio_sum", model="ragged") == 0.0
-    assert sample("lmscore_batch_tokens_sum", model="ragged") == 3 + 120 + 100
+    assert sample("lmscore_batch_tokens_sum", model="ragged") == 2 + 115 + 99
 
 
 async def test_worker_takes_the_next_batch_while_the_event_loop_is_busy(make: Make) -> None:
@@ -365,6 +366,36 @@ async def test_a_failing_item_fails_alone(make: Make) -> None:
     runs = [sorted(it.input_ids[0] for it in b) for b in backend.batches[1:]]
     assert runs == [[11, 12, 13, 999], [11, 999], [999], [11], [12, 13]]
     assert_scored([item(4, 14)], await batcher.submit([item(4, 14)]))  # the loop survived
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        (999, 11, 999, 12),  # a bad item in each half: the halves used to share one budget
+        (999, 999, 11, 12),
+        (11, 999, 12, 999, 13, 999, 14, 15),
+        (11, 12, 13, 14, 15, 16, 999, 999),
+    ],
+)
+async def test_every_bad_item_fails_alone_however_many(make: Make, order: tuple[int, ...]) -> None:
+    """Once a part of the failed batch has passed, the model works: every failing part is
+    split down to its bad items, and no request that shared their batch fails. (Before
+    any part passes the re-runs stay capped, so a batch whose first half is mostly bad
+    items can still fail an innocent one: the price of failing fast when the model, not
+    an item, is broken.)"""
+    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=len(order))
+    blocker = await occupy(batcher, backend)
+    callers = [submit_later(batcher, [item(4, tag)]) for tag in order]
+    await until(lambda: batcher.queue_depth == len(order))
+    backend.release()
+    await blocker
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    for tag, outcome in zip(order, outcomes, strict=True):
+        if tag == 999:
+            assert isinstance(outcome, InternalError), outcome
+        else:
+            assert not isinstance(outcome, BaseException), (tag, outcome)
+            assert_scored([item(4, tag)], outcome)
 
 
 async def test_a_model_failing_every_pass_fails_its_batch_fast(make: Make) -> None:
