@@ -167,10 +167,23 @@ class Engine:
     ) -> T:
         """Run admitted work under the request deadline, counted as in flight; record the
         PPL of every scored text for the drift histogram."""
+        model.scheduler.check_room()  # a full queue refuses now, not after tokenizing
+        outcome = await self._in_flight(work, timeout_s)
+        ppls = text_ppls(outcome)
+        if ppls:  # no empty series for endpoints that score no text's PPL
+            histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
+            for ppl in ppls:
+                histogram.observe(ppl)
+        return outcome
+
+    async def _in_flight(
+        self, work: Callable[[float], Awaitable[T]], timeout_s: float | None = None
+    ) -> T:
+        """``work(deadline)`` under the request timeout (or ``timeout_s`` when shorter),
+        counted as in flight: drain waits for it, the idle trimmer does not run under it."""
         timeout = self.settings.request_timeout_s
         if timeout_s is not None:
             timeout = max(0.0, min(timeout, timeout_s))
-        model.scheduler.check_room()  # a full queue refuses now, not after tokenizing
         self.inflight += 1
         self._idle.clear()
         metrics.INFLIGHT.inc()
@@ -178,7 +191,7 @@ class Engine:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a client's
             # cancel that lands just as the work finishes (counted then as answered).
             async with asyncio.timeout(timeout):
-                outcome = await work(time.monotonic() + timeout)
+                return await work(time.monotonic() + timeout)
         except TimeoutError as exc:
             raise Timeout(f"the request took longer than {timeout:g} s") from exc
         finally:
@@ -187,12 +200,16 @@ class Engine:
             if self.inflight == 0:
                 self._idle.set()
                 self.trimmer.idle()
-        ppls = text_ppls(outcome)
-        if ppls:  # no empty series for endpoints that score no text's PPL
-            histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
-            for ppl in ppls:
-                histogram.observe(ppl)
-        return outcome
+
+    async def tokenizer_call(self, model: ServedModel, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on ``model``'s tokenizer thread for the tokenizer routes
+        (``/tokenize``, ``/detokenize``): under the request timeout and counted in flight
+        like scoring work, since it holds the same thread scoring requests tokenize on."""
+
+        async def work(deadline: float) -> T:
+            return await model.prepare(fn, *args)
+
+        return await self._in_flight(work)
 
     async def _score_texts(
         self, model: ServedModel, req: TextScoreRequest, deadline: float

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from service.backends.base import ModelBackend
 from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, Unavailable
 from service.schemas import CompareResponse, ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
 from service.sequences import (
@@ -143,8 +143,20 @@ class ServedModel:
             )
 
     async def prepare(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run tokenizer work off the event loop, one call at a time per model."""
-        return await asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
+        """Run tokenizer work off the event loop, one call at a time per model. Work the
+        shutdown cancelled (the grace period ran out) is Unavailable, as queued windows
+        are, not a caller who left."""
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self.prep, fn, *args)
+        except RuntimeError as exc:  # the executor is shut down
+            raise Unavailable("the model is shutting down") from exc
+        try:
+            return await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and (task is None or task.cancelling() == 0):
+                raise Unavailable("the model is shutting down") from None
+            raise
 
     async def score_sequences(
         self,

@@ -3,6 +3,7 @@ the body size limit."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Set
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -10,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.auth import KeyChecker
 from service.api.errors_http import error_response
 from service.api.observe import note_error
-from service.errors import LMScoreError, TooLarge, Unauthorized
+from service.errors import LMScoreError, Timeout, TooLarge, Unauthorized
 
 
 async def _answer(error: LMScoreError, scope: Scope, receive: Receive, send: Send) -> None:
@@ -49,11 +50,15 @@ class ApiKeyMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming,
+    and bodies that have not all arrived ``read_timeout_s`` seconds after the request
+    began with 504: a client that declares a body and stops sending would otherwise hold
+    its connection for good (the request's own timeout starts once the body is read)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,12 +69,25 @@ class BodyLimitMiddleware:
             await self._refuse(scope, receive, send)
             return
         seen = 0
+        complete = False
+        loop = asyncio.get_running_loop()
+        deadline = None if self.read_timeout_s is None else loop.time() + self.read_timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # later reads wait for a disconnect: the client's to decide
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise Timeout(
+                    f"the request body did not arrive within {self.read_timeout_s:g} s",
+                    param="body",
+                ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.max_bytes:
                     raise TooLarge(self._message(), param="body")
             return message

@@ -65,7 +65,11 @@ def create_app(engine: Engine) -> FastAPI:
 def _add_middleware(app: FastAPI, settings: Settings, guarded_paths: set[str]) -> None:
     """The middleware stack; the last added runs first (CORS, then HEAD, then metrics...)."""
     app.add_middleware(JsonByDefaultMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        read_timeout_s=settings.request_timeout_s,
+    )
     app.add_middleware(ApiKeyMiddleware, keys=app.state.keys, guarded_paths=guarded_paths)
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(HeadAsGetMiddleware)

@@ -55,7 +55,7 @@ async def tokenize(body: TokenizeRequest, engine: EngineDep) -> TokenizeResponse
     """Token ids of a prompt, or of chat messages rendered with the model's template."""
     _check_tokenize_limits(body, engine.settings)
     model = engine.get_model(body.model)
-    return await model.prepare(_tokenize, model, body)
+    return await engine.tokenizer_call(model, _tokenize, model, body)
 
 
 async def detokenize(body: DetokenizeRequest, engine: EngineDep) -> DetokenizeResponse:
@@ -65,7 +65,7 @@ async def detokenize(body: DetokenizeRequest, engine: EngineDep) -> DetokenizeRe
     check_length(body.tokens, engine.settings.max_chars_per_text, "tokens")
     check_token_ids([body.tokens], len(tokenizer), params=["tokens"])
     decode = functools.partial(tokenizer.decode, clean_up_tokenization_spaces=False)
-    text = await model.prepare(decode, body.tokens)
+    text = await engine.tokenizer_call(model, decode, body.tokens)
     return DetokenizeResponse(prompt=str(text))
 
 

@@ -147,3 +147,31 @@ async def test_drain_when_idle_returns_at_once(held: Callable[[], Setup]) -> Non
     assert await asyncio.wait_for(engine.drain(30), 1) is True
     with pytest.raises(Unavailable):
         await engine.score_text(request("hello world"))
+
+
+async def test_work_waiting_to_tokenize_when_the_grace_ends_gets_503(
+    engine_factory: Callable[..., Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the model cancels what waits for its tokenizer thread: those requests are
+    unavailable (503, retryable elsewhere), not callers that left (an empty 499)."""
+    import service.engine as engine_module
+
+    engine = engine_factory()
+    real_encode = engine_module.encode
+
+    def slow_encode(*args: Any) -> Any:
+        time.sleep(0.3)
+        return real_encode(*args)
+
+    monkeypatch.setattr(engine_module, "encode", slow_encode)
+    transport = httpx.ASGITransport(app=create_app(engine))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        requests = [
+            asyncio.create_task(client.post("/v1/score/text", json={"texts": [f"text {i}"]}))
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.1)  # the first is tokenizing, the others wait for the thread
+        await engine.close(wait_s=0.0)  # as the server does when the grace period ends
+        answers = await asyncio.gather(*requests)
+    assert [a.status_code for a in answers][1:] == [503, 503]
+    assert all(a.json()["error"]["type"] == "unavailable" for a in answers[1:])

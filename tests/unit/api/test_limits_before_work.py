@@ -127,3 +127,48 @@ async def test_refusals_name_what_the_limit_counts(limited: Engine) -> None:
         answer = (await client.post("/v1/score/text", json={"texts": ["a", ""]})).json()["error"]
         assert answer["param"] == "texts[1]"
         assert answer["message"] == "texts[1]: String should have at least 1 character"
+
+
+@ASYNC
+async def test_a_body_that_stops_arriving_times_out(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """A client that declares a body and stops sending it is answered 504 once the
+    request timeout has passed, instead of holding its connection for good."""
+    import asyncio
+
+    from service.api.rest import create_app
+
+    app = create_app(engine_factory(request_timeout_s=0.3))
+    parts = [{"type": "http.request", "body": b'{"texts": ', "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if parts:
+            return parts.pop(0)
+        await asyncio.sleep(3600)  # the rest of the body never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/score/text",
+        "raw_path": b"/v1/score/text",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 504, body
+    error = json.loads(body)["error"]
+    assert error["type"] == "timeout" and error["param"] == "body"

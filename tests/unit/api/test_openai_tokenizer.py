@@ -169,3 +169,35 @@ async def test_api_keys(client_factory: ClientFactory) -> None:
             method, url, json=body, headers={"Authorization": "Bearer secret"}
         )
         assert allowed.status_code == 200, allowed.text
+
+
+async def test_tokenizer_routes_keep_the_request_timeout_and_count_in_flight(
+    engine_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/tokenize and /detokenize hold the tokenizer thread scoring requests tokenize on:
+    they answer 504 past --request-timeout-s and count in flight, so drain waits for them."""
+    import asyncio
+    import time
+
+    from tiny_engines import asgi_client
+
+    from service.api import tokenizer_routes
+
+    engine = engine_factory(request_timeout_s=0.3)
+    real = tokenizer_routes._tokenize
+    in_flight_seen: list[int] = []
+
+    def slow_tokenize(*args: Any) -> Any:
+        in_flight_seen.append(engine.inflight)
+        time.sleep(1.0)  # a very long text, say
+        return real(*args)
+
+    monkeypatch.setattr(tokenizer_routes, "_tokenize", slow_tokenize)
+    async with asgi_client(engine) as client:
+        answer = await client.post("/tokenize", json={"prompt": "hello world"})
+        await asyncio.sleep(1.0)  # the thread finishes the abandoned call
+        quick = await client.post("/detokenize", json={"tokens": [1, 2, 3]})
+    assert answer.status_code == 504, answer.text
+    assert answer.json()["error"]["type"] == "timeout"
+    assert in_flight_seen == [1] and engine.inflight == 0
+    assert quick.status_code == 200
