@@ -262,10 +262,10 @@ class DynamicBatcher:
         run again, down to single items: an item the model cannot take (a bad input)
         then fails alone, and the requests that shared its batch are still answered.
 
-        Until some part of the batch has passed, the extra passes are capped at what
-        isolating one item takes, so a model that fails every pass fails fast; once one
-        has passed the model works and the failures are the items', so every failing part
-        is split down to its bad items (however many there are)."""
+        Until some part of the batch has passed, splitting is capped at what isolating
+        one item takes, so a model that fails every pass fails fast (each half still runs
+        once); once one has passed the model works and the failures are the items', so
+        every failing part is split down to its bad items (however many there are)."""
         if recovery is None:
             recovery = _Recovery(retries=2 * math.ceil(math.log2(max(2, len(batch)))))
         started = time.monotonic()
@@ -284,12 +284,15 @@ class DynamicBatcher:
                         len(batch), exc)  # fmt: skip
             half = len(batch) // 2
             for part in (batch[:half], batch[half:]):
-                if waiting := self._still_waited_for(part):
-                    if recovery.may_retry() and not self._closed:
-                        recovery.retries -= 1
-                        self._execute(waiting, recovery)
-                    else:
-                        _fail(waiting, error)
+                # Each half runs at least once, even with the budget spent on the other
+                # (its bad items may be all in the first half); only the splitting stops.
+                if not (waiting := self._still_waited_for(part)):
+                    continue
+                if self._closed:
+                    _fail(waiting, error)
+                else:
+                    recovery.retries -= 1
+                    self._execute(waiting, recovery)
             return
         recovery.passed = True
         elapsed = time.monotonic() - started
