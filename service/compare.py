@@ -48,8 +48,7 @@ class Scored:
     timing: RequestTiming
 
     def text_result(self, model: ServedModel, i: int) -> TextResult:
-        options = RunOptions()
-        scores = stitch(self.seqs[i], self.windows[i], self.outputs[i], options, f"texts[{i}]")
+        scores = stitch(self.seqs[i], self.windows[i], self.outputs[i], RunOptions())
         return build_result(
             self.seqs[i], scores, return_tokens=False, top_k=0, token_text=model.token_text
         )

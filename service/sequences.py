@@ -215,16 +215,9 @@ def forward_items(
 
 
 def stitch(
-    seq: ScoredSequence,
-    windows: list[Window],
-    results: list[ForwardResult],
-    options: RunOptions,
-    param: str | None = None,
+    seq: ScoredSequence, windows: list[Window], results: list[ForwardResult], options: RunOptions
 ) -> SequenceScores:
-    """Per-position scores of ``seq`` from its active windows' results.
-
-    Each window's result is ``checked`` (naming ``param`` on a NaN).
-    """
+    """Per-position scores of ``seq`` from its active windows' (``checked``) results."""
     top_k = options.top_k
     n = len(seq.input_ids)
     logprobs = np.full(n, np.nan, dtype=np.float32)
@@ -234,7 +227,6 @@ def stitch(
     entropy = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
     std = np.full(n, np.nan, dtype=np.float32) if options.with_stats else None
     bow = np.full(n + 1, np.nan, dtype=np.float32) if options.with_bow else None
-    results = [checked(result, param) for result in results]
     for window, result in zip(active_windows(windows, options), results, strict=True):
         span = slice(window.score_from, window.end)
         logprobs[span] = result.logprobs
@@ -264,11 +256,13 @@ def stitch(
 
 
 def checked(result: ForwardResult, param: str | None) -> ForwardResult:
-    """``result`` with every -inf logprob (a token the model rules out) raised to
-    ``LOWEST_LOGPROB``, as JSON has no infinity; a NaN (a numerical overflow inside the
-    model) fails the request holding it, naming ``param``, rather than pass for a score."""
-    finite = [result.logprobs, result.top_logprobs, result.next_top_logprobs]
-    if any(lps is not None and np.isnan(lps).any() for lps in finite):
+    """``result`` as a scheduler returned it, with every -inf logprob (a token the model
+    rules out) raised to ``LOWEST_LOGPROB``, as JSON has no infinity; a NaN (a numerical
+    overflow inside the model) fails the request holding it, naming ``param``, rather
+    than pass for a score. Each result is checked once, where it comes back; the full
+    distributions (``full_logprobs``) are left to ``compare_positions``, which floors them."""
+    reported = [result.logprobs, result.top_logprobs, result.next_top_logprobs]
+    if any(lps is not None and np.isnan(lps).any() for lps in reported):
         raise InternalError(
             "the model's scores are not numbers (NaN): a numerical overflow inside the "
             "model, most often in float16; --dtype float32 avoids it",
@@ -279,7 +273,6 @@ def checked(result: ForwardResult, param: str | None) -> ForwardResult:
         logprobs=_floored(result.logprobs),
         top_logprobs=_floored(result.top_logprobs),
         next_top_logprobs=_floored(result.next_top_logprobs),
-        full_logprobs=_floored(result.full_logprobs),
     )
 
 

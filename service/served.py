@@ -23,6 +23,7 @@ from service.sequences import (
     RunOptions,
     ScoredSequence,
     SequenceScores,
+    checked,
     fit_to_context,
     forward_items,
     stitch,
@@ -188,8 +189,8 @@ class ServedModel:
         stitched: list[SequenceScores] = []
         offset = 0
         for seq, windows, group, param in zip(seqs, plans, items, params, strict=True):
-            results = outputs[offset : offset + len(group)]
-            stitched.append(stitch(seq, windows, results, options, param))
+            results = [checked(r, param) for r in outputs[offset : offset + len(group)]]
+            stitched.append(stitch(seq, windows, results, options))
             offset += len(group)
         return stitched, RequestTiming.of(scored)
 

@@ -114,30 +114,21 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        async def call() -> pb.ListModelsResponse:
-            self._authorize(context)
-            return convert.to_message(self.engine.list_models(), pb.ListModelsResponse)
-
-        return await observe("ListModels", context, call())
+        return await self._read(
+            "ListModels", context, self.engine.list_models, pb.ListModelsResponse
+        )
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelCard:
-        async def call() -> pb.ModelCard:
-            self._authorize(context)
-            return convert.to_message(self.engine.model_card(request.id), pb.ModelCard)
-
-        return await observe("GetModel", context, call())
+        card = functools.partial(self.engine.model_card, request.id)
+        return await self._read("GetModel", context, card, pb.ModelCard)
 
     async def ListReferences(
         self, request: pb.ListReferencesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListReferencesResponse:
-        async def call() -> pb.ListReferencesResponse:
-            self._authorize(context)
-            references = self.engine.list_references()
-            return convert.to_message(references, pb.ListReferencesResponse)
-
-        return await observe("ListReferences", context, call())
+        references = self.engine.list_references
+        return await self._read("ListReferences", context, references, pb.ListReferencesResponse)
 
     async def ScoreTextStream(
         self,
@@ -237,6 +228,21 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         limit = self.engine.settings.max_body_bytes
         if request.ByteSize() > limit:
             raise TooLarge(f"request message exceeds {limit} bytes", param="body")
+
+    async def _read(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        answer: Callable[[], BaseModel],
+        reply: type[M],
+    ) -> M:
+        """A read of the engine's catalogue (models, references): key, answer, convert."""
+
+        async def call() -> M:
+            self._authorize(context)
+            return convert.to_message(answer(), reply)
+
+        return await observe(method, context, call())
 
     def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if self.keys.enabled:
