@@ -144,7 +144,7 @@ class Engine:
         check_texts(req.texts, self.settings, "texts")
         profile = find_reference(self.references, req.reference, model.name)
         work = functools.partial(self._score_texts, model, for_profile(req, profile))
-        outcome = await self._admitted(work, model, "score_text", timeout_s)
+        outcome = await self._admitted(work, [model], "score_text", timeout_s, len(req.texts))
         return with_reference(outcome, profile)
 
     async def score_chat(
@@ -155,23 +155,30 @@ class Engine:
         validate_chat(req, model.backend.tokenizer, model.name, self.settings)
         profile = find_reference(self.references, req.reference, model.name)
         work = functools.partial(self._score_chats, model, for_profile(req, profile))
-        outcome = await self._admitted(work, model, "score_chat", timeout_s)
+        outcome = await self._admitted(
+            work, [model], "score_chat", timeout_s, len(req.conversations)
+        )
         return with_reference(outcome, profile)
 
     async def _admitted(
         self,
         work: Callable[[float], Awaitable[T]],
-        model: ServedModel,
+        models: Sequence[ServedModel],
         endpoint: str,
         timeout_s: float | None,
+        windows: int,
     ) -> T:
-        """Run admitted work under the request deadline, counted as in flight; record the
-        PPL of every scored text for the drift histogram."""
-        model.scheduler.check_room()  # a full queue refuses now, not after tokenizing
-        outcome = await self._in_flight(work, timeout_s)
+        """Run work under the request deadline, counted as in flight, once every model it
+        uses holds queue room for ``windows`` windows (the fewest the request can need:
+        Overloaded now, before tokenizing, if one has none); record the PPL of every scored
+        text, under the first model, for the drift histogram."""
+        with contextlib.ExitStack() as holds:
+            for model in models:
+                holds.enter_context(model.scheduler.reserve(max(1, windows)))
+            outcome = await self._in_flight(work, timeout_s)
         ppls = text_ppls(outcome)
         if ppls:  # no empty series for endpoints that score no text's PPL
-            histogram = metrics.TEXT_PPL.labels(model=model.name, endpoint=endpoint)
+            histogram = metrics.TEXT_PPL.labels(model=models[0].name, endpoint=endpoint)
             for ppl in ppls:
                 histogram.observe(ppl)
         return outcome
@@ -288,7 +295,7 @@ class Engine:
             prompt_sequences, model.backend.tokenizer, prompts, add_special_tokens
         )
         work = functools.partial(self._score_prompts, model, prepare, "prompt[{}]", options)
-        return await self._admitted(work, model, "completions", timeout_s)
+        return await self._admitted(work, [model], "completions", timeout_s, len(prompts))
 
     async def score_chat_prompt(
         self,
@@ -309,7 +316,7 @@ class Engine:
             return [chat_prompt_sequence(tokenizer, messages, template)]
 
         work = functools.partial(self._score_prompts, model, prepare, "messages", options)
-        return await self._admitted(work, model, "chat_completions", timeout_s)
+        return await self._admitted(work, [model], "chat_completions", timeout_s, 1)
 
     async def _score_prompts(
         self,
@@ -335,7 +342,8 @@ class Engine:
         check_length(req.context, self.settings.max_chars_per_text, "context")
         check_texts(req.continuations, self.settings, "continuations")
         work = functools.partial(continuations.score, model, req)
-        return await self._admitted(work, model, "score_continuations", timeout_s)
+        # One tree window where the backend takes token trees: the fewest it can need.
+        return await self._admitted(work, [model], "score_continuations", timeout_s, 1)
 
     async def compare_models(
         self, req: CompareRequest, timeout_s: float | None = None
@@ -345,9 +353,8 @@ class Engine:
         models = (self._compared(req, 0), self._compared(req, 1))
         check_texts(req.texts, self.settings, "texts")
         same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
-        models[1].scheduler.check_room()  # the first model's is checked on admission
         work = functools.partial(comparison.score_pair, req, models, same)
-        return await self._admitted(work, models[0], "score_compare", timeout_s)
+        return await self._admitted(work, models, "score_compare", timeout_s, len(req.texts))
 
     def _compared(self, req: CompareRequest, index: int) -> ServedModel:
         try:

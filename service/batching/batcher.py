@@ -20,6 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -27,6 +28,7 @@ from service import metrics
 from service.backends.base import BatchedBackend, ForwardItem, ForwardResult
 from service.batching.cost import BatchCost
 from service.batching.pending import PendingItem, ScoredItem, Timing
+from service.batching.reservations import HeldRoom
 from service.errors import InternalError, Overloaded, Timeout, Unavailable
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ class DynamicBatcher:
         self._max_wait_s = max_wait_ms / 1000.0
         self._max_queue = max_queue
         self._pending: list[PendingItem] = []
-        self._changed = threading.Condition()  # guards _pending and _closed
+        self._held = HeldRoom()  # room promised to admitted requests not yet submitted
+        self._changed = threading.Condition()  # guards _pending, _held and _closed
         self._forwarding = threading.Lock()  # one forward (or warm-up) at a time
         self._counter = itertools.count()
         self._batches = itertools.count()
@@ -97,7 +100,7 @@ class DynamicBatcher:
         with self._changed:
             if self._closed:
                 raise Unavailable("the model is shutting down")
-            self._drop_gone()  # work nobody waits for must not fill the queue
+            self._held.release_current()  # this request's hold becomes its queued windows
             self._admit(len(items))
             self._pending.extend(pending)
             self._depth.set(len(self._pending))
@@ -118,28 +121,29 @@ class DynamicBatcher:
             with self._changed:
                 self._drop_gone()
 
-    def check_room(self) -> None:
-        """Overloaded when ``max_queue`` items already wait."""
-        with self._changed:
-            self._drop_gone()
-            if len(self._pending) >= self._max_queue:
-                raise self._overloaded()
+    def reserve(self, windows: int) -> AbstractContextManager[None]:
+        """Hold room for ``windows`` windows until this task submits them or the block
+        ends; Overloaded when the queue, with the room other requests hold, has none."""
+        return self._held.holding(windows, self._admit, self._changed)
 
     def _admit(self, count: int) -> None:
         # A request larger than the whole queue is still admitted into an empty queue.
-        waiting = len(self._pending)
+        self._drop_gone()  # work nobody waits for must not fill the queue
+        waiting = len(self._pending) + self._held.windows
         if waiting and waiting + count > self._max_queue:
             raise self._overloaded()
 
     def _overloaded(self) -> Overloaded:
         return Overloaded(
-            f"the queue of model {self._model!r} is full ({len(self._pending)} items waiting)",
+            f"the queue of model {self._model!r} is full ({len(self._pending)} windows "
+            f"waiting, {self._held.windows} held for requests being tokenized)",
             retry_after_s=self.retry_after_s(),
         )
 
     def retry_after_s(self) -> float:
         """A guess of when the queue will have room: the batches ahead of a new item."""
-        batches_ahead = len(self._pending) / max(1, self._max_size) + 1
+        waiting = len(self._pending) + self._held.windows
+        batches_ahead = waiting / max(1, self._max_size) + 1
         return max(1.0, batches_ahead * self._recent_batch_s)
 
     @property

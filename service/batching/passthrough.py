@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 from service import metrics
 from service.backends.base import ForwardItem, SelfBatchingBackend
 from service.batching.pending import ScoredItem, Timing
+from service.batching.reservations import HeldRoom
 from service.errors import Overloaded, Timeout, Unavailable
 
 
@@ -21,6 +23,7 @@ class PassThroughScheduler:
         self._model = model
         self._max_queue = max_queue
         self._inflight = 0
+        self._held = HeldRoom()  # room promised to admitted requests not yet submitted
         self._closed = False
         self._depth = metrics.QUEUE_DEPTH.labels(model=model)
 
@@ -38,14 +41,22 @@ class PassThroughScheduler:
     def retry_after_s(self) -> float:
         return 1.0
 
-    def check_room(self) -> None:
-        """Overloaded when ``max_queue`` windows are already in flight."""
-        if self._inflight >= self._max_queue:
+    def reserve(self, windows: int) -> AbstractContextManager[None]:
+        """Hold room for ``windows`` windows until this task submits them or the block
+        ends; Overloaded when the windows in flight, with the room other requests hold,
+        leave none. (Everything here runs on the event loop: no lock.)"""
+        return self._held.holding(windows, self._admit)
+
+    def _admit(self, count: int) -> None:
+        # A request larger than the whole queue is still admitted when nothing is in flight.
+        waiting = self._inflight + self._held.windows
+        if waiting and waiting + count > self._max_queue:
             raise self._overloaded()
 
     def _overloaded(self) -> Overloaded:
         return Overloaded(
-            f"model {self._model!r} has {self._inflight} windows in flight",
+            f"model {self._model!r} has {self._inflight} windows in flight and "
+            f"{self._held.windows} held for requests being tokenized",
             retry_after_s=self.retry_after_s(),
         )
 
@@ -57,8 +68,8 @@ class PassThroughScheduler:
             raise Unavailable("the model is shutting down")
         if not items:
             return []
-        if self._inflight and self._inflight + len(items) > self._max_queue:
-            raise self._overloaded()
+        self._held.release_current()  # this request's hold becomes its windows in flight
+        self._admit(len(items))
         self._inflight += len(items)
         self._depth.set(self._inflight)
         started = time.monotonic()

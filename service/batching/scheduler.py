@@ -8,6 +8,7 @@ backend registry picks one per backend, so the engine never asks what it holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from service.backends.base import ForwardItem, ModelBackend
@@ -31,9 +32,14 @@ class Scheduler(Protocol):
         once closed. Cancelling the caller cancels its items."""
         ...
 
-    def check_room(self) -> None:
-        """Raise Overloaded when the queue is already full, so a request is refused before
-        it costs tokenizing; ``submit`` still checks the request's own windows."""
+    def reserve(self, windows: int) -> AbstractContextManager[None]:
+        """Hold room in the queue for ``windows`` windows (a request's fewest) from its
+        admission until this task (or one it starts) submits them, or the block ends.
+
+        Raises Overloaded at once when the queue, counting the room other admitted
+        requests hold, is full, so a request is refused before it costs tokenizing and a
+        burst is not tokenized only to be refused at ``submit``. ``submit`` turns the
+        hold into queued windows and still checks the request's own count."""
         ...
 
     async def warmup(self) -> None:

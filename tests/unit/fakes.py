@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from service.backends.base import BackendInfo, ForwardItem, ForwardResult
+from service.backends.base import BackendInfo, BatchLayout, ForwardItem, ForwardResult
 
 
 def fake_result(item: ForwardItem) -> ForwardResult:
@@ -65,3 +66,58 @@ class FakeSelfBatchingBackend:
 
     def close(self) -> None:
         self.closed += 1
+
+
+class FakeBatchedBackend:
+    """A backend we batch for (one batch at a time), scoring like ``fake_result``.
+    ``hold()`` keeps forward passes waiting (10 s at most) until ``release()``; a batch
+    holding token ``fail_on`` raises. Records its batches."""
+
+    layout = BatchLayout.PADDED
+
+    def __init__(
+        self,
+        tokenizer: Any = None,
+        *,
+        fail_on: int | None = None,
+        layout: BatchLayout | None = None,
+        max_context: int = 4096,
+    ) -> None:
+        if layout is not None:
+            self.layout = layout
+        self.info = BackendInfo("fake", "float32", "cpu", max_context)
+        self.tokenizer = tokenizer
+        self.batches: list[list[ForwardItem]] = []
+        self.fail_on = fail_on
+        self._gate = threading.Event()
+        self._gate.set()
+
+    @property
+    def calls(self) -> int:
+        return len(self.batches)
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        self.batches.append(list(items))
+        self._gate.wait(timeout=10)
+        if self.fail_on is not None and any(self.fail_on in it.input_ids for it in items):
+            raise RuntimeError("marker token")
+        return [fake_result(it) for it in items]
+
+    def warmup(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def bos_id(self) -> int:
+        return 1 if self.tokenizer is None else int(self.tokenizer.bos_token_id)
+
+    def tags(self) -> set[int]:
+        """The first token of every window it ran (tests tag windows by it)."""
+        return {it.input_ids[0] for batch in self.batches for it in batch}

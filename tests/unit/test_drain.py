@@ -7,7 +7,6 @@ held open, so "work still running" is a state the test controls, not a race.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,11 +14,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from fakes import fake_result
+from fakes import FakeBatchedBackend
 
 from service.api.rest import create_app
 from service.backends import dynamic_batcher
-from service.backends.base import BackendInfo, BatchLayout, ForwardItem, ForwardResult
 from service.engine import Engine
 from service.errors import Unavailable
 from service.schemas import TextScoreRequest
@@ -28,40 +26,7 @@ from service.settings import Settings
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-class HeldBackend:
-    """Scores every token ``t`` as ``-t / 1000``; ``hold`` keeps forward passes waiting."""
-
-    layout = BatchLayout.PADDED
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.info = BackendInfo("fake", "float32", "cpu", 64)
-        self.tokenizer = tokenizer
-        self.calls = 0
-        self._gate = threading.Event()
-        self._gate.set()
-
-    def hold(self) -> None:
-        self._gate.clear()
-
-    def release(self) -> None:
-        self._gate.set()
-
-    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        self.calls += 1
-        self._gate.wait(timeout=10)
-        return [fake_result(it) for it in items]
-
-    def warmup(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def bos_id(self) -> int:
-        return int(self.tokenizer.bos_token_id)
-
-
-Setup = tuple[Engine, HeldBackend]
+Setup = tuple[Engine, FakeBatchedBackend]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -71,7 +36,7 @@ async def held(tokenizer: Any) -> AsyncIterator[Callable[[], Setup]]:
     def factory() -> Setup:
         settings = Settings(max_wait_ms=0, request_timeout_s=30)
         engine = Engine(settings)
-        backend = HeldBackend(tokenizer)
+        backend = FakeBatchedBackend(tokenizer, max_context=64)
         engine.registry.add("default", "sha256:x", dynamic_batcher(backend, "default", settings))
         engine.registry.ready = True
         made.append((engine, backend))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -159,10 +160,10 @@ async def test_a_stream_refused_by_other_load_still_ends(
     served = await grpc_factory(max_queue=1)
     model = served.engine.registry.models["default"]
 
-    def always_full() -> None:
+    def always_full(windows: int) -> contextlib.AbstractContextManager[None]:
         raise Overloaded("the queue of model 'default' is full", retry_after_s=2.0)
 
-    monkeypatch.setattr(model.scheduler, "check_room", always_full)
+    monkeypatch.setattr(model.scheduler, "reserve", always_full)
     call = served.stub.ScoreTextStream(iter(stream_of_many_texts()[:2]), timeout=T)
     with pytest.raises(grpc.aio.AioRpcError) as info:
         _ = [response async for response in call]

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from fakes import fake_result
+from fakes import FakeBatchedBackend, fake_result
 from tolerances import BATCH_INVARIANCE_REL
 
 from service import metrics
-from service.backends.base import BackendInfo, BatchLayout, ForwardItem, ForwardResult
+from service.backends.base import BatchLayout, ForwardItem, ForwardResult
 from service.batching.batcher import DynamicBatcher
 from service.batching.pending import ScoredItem
 from service.engine import Engine
@@ -42,58 +42,17 @@ def expected(it: ForwardItem) -> np.ndarray:
     return fake_result(it).logprobs
 
 
-class FakeBackend:
-    """Deterministic scores; records batches; optionally held, slow or failing."""
-
-    layout = BatchLayout.PADDED
-
-    def __init__(self, *, fail_on: int | None = None, layout: BatchLayout | None = None) -> None:
-        if layout is not None:
-            self.layout = layout
-        self.info = BackendInfo("fake", "float32", "cpu", 4096)
-        self.tokenizer: Any = None
-        self.batches: list[list[ForwardItem]] = []
-        self.fail_on = fail_on
-        self._gate = threading.Event()
-        self._gate.set()
-
-    def hold(self) -> None:
-        self._gate.clear()
-
-    def release(self) -> None:
-        self._gate.set()
-
-    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        self.batches.append(list(items))
-        self._gate.wait(timeout=10)
-        if self.fail_on is not None and any(self.fail_on in it.input_ids for it in items):
-            raise RuntimeError("marker token")
-        return [fake_result(it) for it in items]
-
-    def warmup(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def bos_id(self) -> int:
-        return 1
-
-    def tags(self) -> set[int]:
-        return {it.input_ids[0] for batch in self.batches for it in batch}
-
-
-Make = Callable[..., tuple[DynamicBatcher, FakeBackend]]
+Make = Callable[..., tuple[DynamicBatcher, FakeBatchedBackend]]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def make() -> AsyncIterator[Make]:
-    made: list[tuple[DynamicBatcher, FakeBackend]] = []
+    made: list[tuple[DynamicBatcher, FakeBatchedBackend]] = []
 
     def factory(
-        backend: FakeBackend | None = None, model: str = "fake", **limits: Any
-    ) -> tuple[DynamicBatcher, FakeBackend]:
-        backend = backend or FakeBackend()
+        backend: FakeBatchedBackend | None = None, model: str = "fake", **limits: Any
+    ) -> tuple[DynamicBatcher, FakeBatchedBackend]:
+        backend = backend or FakeBatchedBackend()
         options = {
             "max_batch_tokens": 100_000,
             "max_batch_size": 64,
@@ -122,7 +81,7 @@ async def until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.005)
 
 
-async def occupy(batcher: DynamicBatcher, backend: FakeBackend) -> asyncio.Task[Any]:
+async def occupy(batcher: DynamicBatcher, backend: FakeBatchedBackend) -> asyncio.Task[Any]:
     """Hold the worker on a one-item batch (tag 1) so later submits wait in the queue."""
     backend.hold()
     task = asyncio.create_task(batcher.submit([item(3, 1)]))
@@ -207,7 +166,7 @@ async def test_length_grouping(make: Make) -> None:
 
 
 async def test_ragged_budget_counts_real_tokens_in_arrival_order(make: Make) -> None:
-    backend = FakeBackend(layout=BatchLayout.RAGGED)
+    backend = FakeBatchedBackend(layout=BatchLayout.RAGGED)
     batcher, _ = make(backend, model="ragged", max_batch_tokens=120, max_batch_size=8)
     blocker = await occupy(batcher, backend)
     lengths = [5, 100, 5, 5, 100, 5]
@@ -350,7 +309,7 @@ async def test_items_of_a_caller_that_left_free_the_queue_at_once(make: Make, ho
 async def test_a_failing_item_fails_alone(make: Make) -> None:
     # The failing batch runs again in halves: the item the model cannot take fails, the
     # requests that shared its batch are answered (they all failed before).
-    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=4)
+    batcher, backend = make(FakeBatchedBackend(fail_on=999), max_batch_size=4)
     blocker = await occupy(batcher, backend)
     bad = submit_later(batcher, [item(4, 999)])
     await until(lambda: batcher.queue_depth == 1)
@@ -383,7 +342,7 @@ async def test_every_bad_item_fails_alone_however_many(make: Make, order: tuple[
     split down to its bad items, and no request that shared their batch fails. Before any
     part passes, splitting is capped (a broken model fails fast), but every half still
     runs once: bad items filling the first half cannot fail the second unrun."""
-    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=len(order))
+    batcher, backend = make(FakeBatchedBackend(fail_on=999), max_batch_size=len(order))
     blocker = await occupy(batcher, backend)
     callers = [submit_later(batcher, [item(4, tag)]) for tag in order]
     await until(lambda: batcher.queue_depth == len(order))
@@ -401,7 +360,7 @@ async def test_every_bad_item_fails_alone_however_many(make: Make, order: tuple[
 async def test_a_model_failing_every_pass_fails_its_batch_fast(make: Make) -> None:
     # Halving without a cap ran 2N - 1 passes (15 for 8 items), each failing, while the
     # queue behind waited; the cap is what isolating one item takes: 2 per halving.
-    batcher, backend = make(FakeBackend(fail_on=999), max_batch_size=8)
+    batcher, backend = make(FakeBatchedBackend(fail_on=999), max_batch_size=8)
     blocker = await occupy(batcher, backend)
     callers = [submit_later(batcher, [item(4, 999)]) for _ in range(8)]
     await until(lambda: batcher.queue_depth == 8)
@@ -416,12 +375,12 @@ async def test_a_model_failing_every_pass_fails_its_batch_fast(make: Make) -> No
 
 
 async def test_a_failing_batch_of_one_request_fails_it(make: Make) -> None:
-    batcher, _ = make(FakeBackend(fail_on=999))
+    batcher, _ = make(FakeBatchedBackend(fail_on=999))
     with pytest.raises(InternalError, match="marker token"):
         await asyncio.wait_for(batcher.submit([item(4, 21), item(4, 999), item(4, 22)]), 5)
 
 
-class ShortBackend(FakeBackend):
+class ShortBackend(FakeBatchedBackend):
     """Returns one result too few: a backend bug must fail the batch, not hang it."""
 
     def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
@@ -441,15 +400,16 @@ async def test_overloaded_queue(make: Make) -> None:
     await until(lambda: sum(t.done() for t in burst) == 3)
     with pytest.raises(Overloaded):  # too large for a non-empty queue
         await batcher.submit([item(4, 40 + k) for k in range(5)])
-    with pytest.raises(Overloaded):  # the engine's check before it tokenizes a request
-        batcher.check_room()
+    with pytest.raises(Overloaded), batcher.reserve(1):  # the engine's hold before tokenizing
+        pass
     backend.release()
     outcomes = await asyncio.gather(blocker, *burst, return_exceptions=True)
     refused = [o for o in outcomes if isinstance(o, Overloaded)]
     assert len(refused) == 3
     assert all(e.retry_after_s is not None and e.retry_after_s >= 1 for e in refused)
     assert all(isinstance(o, list) for o in outcomes if o not in refused)
-    batcher.check_room()  # room again
+    with batcher.reserve(1):  # room again
+        pass
     big = [item(4, 50 + k) for k in range(5)]  # larger than max_queue, into an empty queue
     assert_scored(big, await batcher.submit(big))
 

@@ -65,12 +65,13 @@ async def test_a_full_queue_refuses_with_retry_after_and_a_lone_big_request_is_t
     with pytest.raises(Overloaded) as refused:
         await sched.submit([item(3, 1)])
     assert refused.value.retry_after_s is not None and refused.value.retry_after_s > 0
-    with pytest.raises(Overloaded):  # the engine's check before it tokenizes a request
-        sched.check_room()
+    with pytest.raises(Overloaded), sched.reserve(1):  # the engine's hold before tokenizing
+        pass
     backend.release()
     assert len(await big) == 6
     assert sched.queue_depth == 0
-    sched.check_room()  # room again
+    with sched.reserve(1):  # room again
+        pass
     assert len(await sched.submit([item(3, 1)] * 4)) == 4
 
 
