@@ -90,8 +90,9 @@ class ModelRegistry:
 
     def get(self, name: str | None) -> ServedModel:
         """A served, ready model (NotFound, or Unavailable while loading or draining).
-        No name (a request that names no model) means ``default_name``."""
-        name = self.default_name() if name is None else name
+        No name, or an empty one (a request that names no model; vLLM takes "" so too),
+        means ``default_name``."""
+        name = name or self.default_name()
         if self.draining:
             raise Unavailable("the server is shutting down")
         model = self.models.get(name)

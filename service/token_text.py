@@ -42,6 +42,14 @@ def next_piece(tokenizer: Any, ids: list[int], token: int, context: int = 6) -> 
     return after[len(stem) :] if after.startswith(stem) else after
 
 
+def shown_text(piece: str) -> str:
+    """What a generated token's ``piece`` adds to the output text: nothing while it ends
+    inside a multi-byte character (decoded as U+FFFD). Incremental detokenizers (vLLM's,
+    and the tokenizers library's ``DecodeStream``) hold such a character back until a
+    later token completes it; generation here ends after one token, so none does."""
+    return "" if piece.endswith("\ufffd") else piece
+
+
 def lone_token_text(tokenizer: Any, token_id: int) -> str:
     """One token's text on its own, with the leading spaces its piece holds. SentencePiece
     decoders with a dummy prefix (Llama 2, Mistral) drop the space of a word-initial "▁"

@@ -40,7 +40,7 @@ from service.api.responses import unless_disconnected
 from service.errors import InvalidRequest
 from service.sequences import RunOptions, ScoredSequence, SequenceScores
 from service.served import PromptOutcome, ServedModel
-from service.token_text import next_piece
+from service.token_text import next_piece, shown_text
 
 R = TypeVar("R", bound=BaseModel)
 FinishReason = Literal["length", "stop"]
@@ -310,7 +310,9 @@ def generation_end(
     ended, as vLLM decides: EOS (unless ``ignore_eos``) or a token of ``stop_token_ids``
     ends it with "stop" and keeps its text; else a stop string in the text ends it at its
     earliest occurrence (the order of the stops does not matter), the stop string itself
-    kept only with ``include_stop_str_in_output``."""
+    kept only with ``include_stop_str_in_output``. A piece ending inside a character adds
+    no text (``shown_text``), so no stop string is found in it."""
+    piece = shown_text(piece)
     eos = token == model.backend.tokenizer.eos_token_id and not body.ignore_eos
     if eos or token in (body.stop_token_ids or ()):
         return piece, "stop"

@@ -32,6 +32,16 @@ def test_an_unnamed_request_gets_default_else_the_only_model(
     assert registry_expecting(*served).default_name() == chosen
 
 
+@pytest.mark.parametrize("unnamed", [None, ""])
+def test_an_empty_model_name_gets_the_default_model(tokenizer: Any, unnamed: str | None) -> None:
+    # vLLM serves "" as the default model; lmscore answered 404 "unknown model ''".
+    registry = ModelRegistry(Settings())
+    backend = FakeSelfBatchingBackend(tokenizer)
+    served = registry.add("default", "sha256:x", pass_through(backend, "default", Settings()))
+    registry.ready = True
+    assert registry.get(unnamed) is served
+
+
 def test_several_models_without_a_default_must_be_named() -> None:
     with pytest.raises(InvalidRequest) as caught:
         registry_expecting("a", "b").default_name()

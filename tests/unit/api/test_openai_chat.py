@@ -17,7 +17,7 @@ import pytest
 from tiny_engines import asgi_client, make_engine
 from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL, batch_invariance_atol
 
-from service.token_text import next_piece
+from service.token_text import next_piece, shown_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -114,7 +114,7 @@ async def test_the_generated_token_is_the_greedy_one_with_its_logprobs(
     assert entry["logprob"] == top[0]["logprob"] and entry["token"] == top[0]["token"]
     best = order[0]
     special = best in tokenizer.all_special_ids
-    want = "" if special else next_piece(tokenizer, ids, best)
+    want = "" if special else shown_text(next_piece(tokenizer, ids, best))
     assert choice["message"]["content"] == want
     assert choice["finish_reason"] == ("stop" if best == tokenizer.eos_token_id else "length")
     assert body["usage"]["completion_tokens"] == 1
@@ -147,7 +147,8 @@ async def test_continue_final_message_leaves_it_open_and_echo_prepends_it(
     assert choice["prompt_token_ids"] == ids
     assert tokenizer.decode(ids).endswith("the quick brown")  # no end of turn after it
     (token,) = choice["token_ids"]
-    piece = "" if token in tokenizer.all_special_ids else next_piece(tokenizer, ids, token)
+    special = token in tokenizer.all_special_ids
+    piece = "" if special else shown_text(next_piece(tokenizer, ids, token))
     assert choice["message"]["content"] == "the quick brown" + piece
 
 
