@@ -76,6 +76,24 @@ def test_chat_body_wraps_one_conversation_and_leaves_out_text_fields() -> None:
     assert "prepend_bos" not in api_call.body
 
 
+def test_one_options_object_serves_texts_and_chats_words_going_to_texts_only(
+    recording_grpc: tuple[_RecordingScorer, str],
+) -> None:
+    # The server's chat request has no `words` (extra fields are refused with 422), and
+    # gRPC's ScoreChatRequest has no such field: chats with these options failed.
+    options = ScoreOptions(distribution=Distribution(entropy=True, words=True))
+    text_body = build.score_text(["a"], options).body
+    chat_body = build.score_chat([{"role": "user", "content": "hi"}], options).body
+    assert text_body is not None and chat_body is not None
+    assert text_body["words"] is True and text_body["return_entropy"] is True
+    assert "words" not in chat_body and chat_body["return_entropy"] is True
+    scorer, target = recording_grpc
+    with GrpcClient(target, timeout=10) as client:
+        client.score_chat([{"role": "user", "content": "hi"}], options)
+    (chat,) = scorer.requests
+    assert chat.return_entropy
+
+
 def _recording_transport(seen: list[dict[str, Any]]) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         seen.append(json.loads(request.content))

@@ -511,3 +511,21 @@ def test_a_run_that_stops_while_stdin_stays_open_exits_cleanly(tmp_path: Path) -
         process.stdin.close()
         if process.poll() is None:
             process.kill()
+
+
+def test_output_to_a_pipe_closed_early_stops_quietly(tmp_path: Path) -> None:
+    # `score-file IN -o - | head -1` ended in a BrokenPipeError traceback and status 1.
+    inp = write_jsonl(tmp_path / "in.jsonl", _rows(3000))
+    with FakeServer() as server:
+        command = [CLI, "score-file", str(inp), "-o", "-", "--url", server.url]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as process:
+            assert process.stdout is not None and process.stderr is not None
+            first = json.loads(process.stdout.readline())
+            process.stdout.close()  # as `head -1` does
+            stderr = process.stderr.read()
+            status = process.wait(timeout=120)
+    assert first["id"] == 0
+    assert status == 141, stderr  # a shell's status for a filter ended by SIGPIPE
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

@@ -27,6 +27,7 @@ from lmscore_client.errors import (
     TooLargeError,
     UnauthorizedError,
     UnavailableError,
+    UnexpectedResponseError,
 )
 from lmscore_client.grpc_client import GrpcClient
 from lmscore_client.results import (
@@ -75,6 +76,7 @@ __all__ = [
     "TopToken",
     "UnauthorizedError",
     "UnavailableError",
+    "UnexpectedResponseError",
     "Usage",
     "WordScore",
     "build",

@@ -36,15 +36,16 @@ class Distribution:
     min_k_percent: float = 20.0
     words: bool = False
 
-    def fields(self) -> dict[str, Any]:
-        """The request fields, only those that differ from the server's defaults."""
+    def fields(self, *, texts: bool = True) -> dict[str, Any]:
+        """The request fields, only those that differ from the server's defaults; for
+        chats (``texts=False``) without ``words``, which only texts take."""
         fields: dict[str, Any] = {}
         if self.entropy:
             fields["return_entropy"] = True
         if self.min_k:
             fields["min_k"] = True
             fields["min_k_percent"] = self.min_k_percent
-        if self.words:
+        if self.words and texts:
             fields["words"] = True
         return fields
 
@@ -126,7 +127,7 @@ def _model_field(model: str | None) -> dict[str, str]:
     return {} if model is None else {"model": model}
 
 
-def _common(options: ScoreOptions) -> dict[str, Any]:
+def _common(options: ScoreOptions, *, texts: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         **_model_field(options.model),
         "return_tokens": options.return_tokens,
@@ -138,7 +139,7 @@ def _common(options: ScoreOptions) -> dict[str, Any]:
     if options.reference is not None:
         body["reference"] = options.reference
     if options.distribution is not None:
-        body.update(options.distribution.fields())
+        body.update(options.distribution.fields(texts=texts))
     return body
 
 
@@ -147,7 +148,11 @@ def score_text(
 ) -> ApiCall[ScoreResponse]:
     """``POST /v1/score/text``: a single string is one text."""
     options = options or ScoreOptions()
-    body = {"texts": _text_list(texts), **_common(options), "prepend_bos": options.prepend_bos}
+    body = {
+        "texts": _text_list(texts),
+        **_common(options, texts=True),
+        "prepend_bos": options.prepend_bos,
+    }
     return ApiCall("POST", "/v1/score/text", body, ScoreResponse.from_json)
 
 
@@ -174,7 +179,7 @@ def score_chat(
     options = options or ScoreOptions()
     body = {
         "conversations": conversation_list(conversations),
-        **_common(options),
+        **_common(options, texts=False),
         "include_end_of_turn": options.include_end_of_turn,
     }
     if options.score_roles is not None:

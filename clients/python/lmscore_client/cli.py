@@ -67,7 +67,12 @@ def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
         help="rows with this field (a list of {role, content}) are scored as chats "
         "(default: messages; '' to disable)",
     )
-    p.add_argument("--concurrency", type=_positive, default=concurrency, help="requests in flight")
+    p.add_argument(
+        "--concurrency",
+        type=_positive,
+        default=concurrency,
+        help=f"requests in flight (default {concurrency})",
+    )
     p.add_argument(
         "--rows-per-request", type=_positive, default=16, help="rows per request (default 16)"
     )
@@ -90,7 +95,7 @@ def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
         "--max-attempts",
         type=_positive,
         default=5,
-        help="tries per request on 429/503/connection errors, with backoff (default 5)",
+        help="tries per request on 429/503/504/connection errors, with backoff (default 5)",
     )
 
 

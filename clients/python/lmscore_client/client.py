@@ -22,6 +22,7 @@ from lmscore_client.errors import (
     InvalidRequestError,
     LMScoreError,
     RequestTimeoutError,
+    UnexpectedResponseError,
     from_http,
 )
 from lmscore_client.results import ModelCard, ScoreResponse
@@ -51,6 +52,32 @@ def encode_body(body: Any) -> dict[str, Any]:
     return {"content": content, "headers": {"content-type": "application/json"}}
 
 
+def _json_of(response: httpx.Response) -> Any:
+    """The body of a success as JSON; UnexpectedResponseError when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError as exc:
+        kind = response.headers.get("content-type", "no content type")
+        raise UnexpectedResponseError(
+            f"the answer to {response.request.method} {response.request.url.path} is not "
+            f"JSON ({kind}): {response.text[:200]!r}",
+            status=response.status_code,
+        ) from exc
+
+
+def _parsed(api_call: build.ApiCall[T], body: Any) -> T:
+    """``api_call``'s answer parsed; UnexpectedResponseError when it lacks the route's
+    fields or holds the wrong types."""
+    try:
+        return api_call.parse(body)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnexpectedResponseError(
+            f"the answer to {api_call.method} {api_call.path} does not have the shape "
+            f"lmscore gives it ({type(exc).__name__}: {exc})",
+            status=200,
+        ) from exc
+
+
 def _error_of(response: httpx.Response) -> LMScoreError:
     try:
         body: Any = response.json()
@@ -77,9 +104,12 @@ class _Base:
         self.api_key = api_key if api_key is not None else os.environ.get("LMSCORE_API_KEY")
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.headers = {"user-agent": "lmscore-client", **(headers or {})}
+        # Case-insensitive, one value per name: the caller's own headers win over the
+        # defaults (two Authorization headers may be refused, or the wrong one read).
+        self.headers = httpx.Headers({"user-agent": "lmscore-client"})
         if self.api_key:
             self.headers["authorization"] = f"Bearer {self.api_key}"
+        self.headers.update(headers or {})
 
     def _failure(
         self, result: httpx.Response | httpx.TransportError
@@ -145,7 +175,7 @@ class Client(_Base):
             failure = self._failure(result)
             if failure is None:
                 assert isinstance(result, httpx.Response)
-                return result.json()
+                return _json_of(result)
             error, retryable = failure
             failures += 1
             delay = self.retry.next_delay_s(failures, self._clock() - started, error.retry_after_s)
@@ -155,7 +185,7 @@ class Client(_Base):
 
     def call(self, api_call: build.ApiCall[T]) -> T:
         """Send a built request (``lmscore_client.build``) and parse its answer."""
-        return api_call.parse(self.request(api_call.method, api_call.path, api_call.body))
+        return _parsed(api_call, self.request(api_call.method, api_call.path, api_call.body))
 
     def score_text(
         self,
@@ -273,7 +303,7 @@ class AsyncClient(_Base):
             failure = self._failure(result)
             if failure is None:
                 assert isinstance(result, httpx.Response)
-                return result.json()
+                return _json_of(result)
             error, retryable = failure
             failures += 1
             delay = self.retry.next_delay_s(failures, self._clock() - started, error.retry_after_s)
@@ -283,7 +313,8 @@ class AsyncClient(_Base):
 
     async def call(self, api_call: build.ApiCall[T]) -> T:
         """Send a built request (``lmscore_client.build``) and parse its answer."""
-        return api_call.parse(await self.request(api_call.method, api_call.path, api_call.body))
+        body = await self.request(api_call.method, api_call.path, api_call.body)
+        return _parsed(api_call, body)
 
     async def score_text(
         self,

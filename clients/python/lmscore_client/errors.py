@@ -103,6 +103,13 @@ class InternalServerError(LMScoreError):
     default_type = "internal"
 
 
+class UnexpectedResponseError(LMScoreError):
+    """A success status whose body is not the answer the route gives (not JSON, or not
+    its shape): something other than lmscore answered, such as a proxy's page."""
+
+    default_type = "unexpected_response"
+
+
 class ConnectionFailedError(LMScoreError):
     """No response at all: connection refused or reset, network timeout (after retries)."""
 

@@ -266,9 +266,14 @@ def _rejects_path(args: argparse.Namespace) -> Path | None:
     return None if args.output == STREAM else Path(f"{args.output}.rejects.jsonl")
 
 
+# The status of a process ended by SIGPIPE in a shell (128 + 13): OUT's reader went away.
+BROKEN_PIPE = 141
+
+
 def score_file(args: argparse.Namespace) -> int:
     """Run the subcommand; the exit status (0 done, 1 stopped early or nothing scored,
-    2 refused arguments). IN and OUT may be ``-``: standard input and output."""
+    2 refused arguments, 141 when the reader of ``-o -`` went away). IN and OUT may be
+    ``-``: standard input and output."""
     out, rejects = Path(args.output), _rejects_path(args)
     if refusal := _refusal(args, out, rejects):
         warn(f"lmscore-client: {refusal}")
@@ -295,6 +300,8 @@ def score_file(args: argparse.Namespace) -> int:
         )
         writer = Writer(args, out_file, rejects, progress, _bar(args.input, skip))
         status, fatal_error, stopped = _run(args, iter(lines), skip, writer)
+    if status == BROKEN_PIPE:  # ``-o - | head``: stop quietly, as Unix filters do
+        return status
     stats = writer.stats
     warn(report(stats, args.metric, time.monotonic() - writer.started))
     if status:
@@ -360,5 +367,16 @@ def _run(
         return 1, fatal.error, f"lmscore-client: stopped: {fatal.error}"
     except KeyboardInterrupt:
         return 130, None, "lmscore-client: interrupted"
+    except BrokenPipeError:
+        _detach_stdout()
+        return BROKEN_PIPE, None, ""
     finally:
         writer.close()
+
+
+def _detach_stdout() -> None:
+    """Point standard output at /dev/null: its reader is gone, and the interpreter's last
+    flush of what is still buffered would fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
