@@ -61,3 +61,20 @@ def test_a_success_that_is_not_lmscores_answer_is_an_lmscore_error(
     for caught in (from_blocking.value, from_async.value):
         assert isinstance(caught, LMScoreError)
         assert caught.status == 200 and "/v1/score/text" in caught.message
+
+
+@pytest.mark.parametrize(
+    "unreadable",
+    [httpx.DecodingError("bad gzip stream"), httpx.TooManyRedirects("redirect loop")],
+    ids=["decoding", "redirects"],
+)
+def test_an_answer_that_cannot_be_read_is_an_lmscore_error_not_retried(
+    unreadable: httpx.RequestError,
+) -> None:
+    # These httpx errors are not transport errors, and escaped the clients unwrapped.
+    script = Script(unreadable)
+    client = Client("http://lmscore.test", transport=httpx.MockTransport(script))
+    with client, pytest.raises(UnexpectedResponseError) as caught:
+        client.score_text("a b")
+    assert type(unreadable).__name__ in caught.value.message
+    assert len(script.requests) == 1

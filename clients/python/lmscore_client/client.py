@@ -112,7 +112,7 @@ class _Base:
         self.headers.update(headers or {})
 
     def _failure(
-        self, result: httpx.Response | httpx.TransportError
+        self, result: httpx.Response | httpx.RequestError
     ) -> tuple[LMScoreError, bool] | None:
         """None for a success; else the error and whether it may be retried."""
         if isinstance(result, httpx.ReadTimeout | httpx.WriteTimeout):
@@ -122,6 +122,11 @@ class _Base:
             return RequestTimeoutError(f"{message}{self.timeout:g} s; raise the timeout"), False
         if isinstance(result, httpx.UnsupportedProtocol):
             return ConnectionFailedError(f"cannot reach {self.base_url}: {result}"), False
+        if not isinstance(result, httpx.Response | httpx.TransportError):
+            # An answer arrived but could not be read (bad content encoding, a redirect
+            # loop): not lmscore's answer, and not worth repeating.
+            detail = f"{type(result).__name__}: {result}"
+            return UnexpectedResponseError(f"the answer from {self.base_url}: {detail}"), False
         if isinstance(result, httpx.TransportError):
             detail = f"{type(result).__name__}: {result}".rstrip(": ")
             error = ConnectionFailedError(f"cannot reach {self.base_url}: {detail}")
@@ -167,10 +172,10 @@ class Client(_Base):
         failures = 0
         while True:
             try:
-                result: httpx.Response | httpx.TransportError = self._http.request(
+                result: httpx.Response | httpx.RequestError = self._http.request(
                     method, path, **encode_body(json)
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 result = exc
             failure = self._failure(result)
             if failure is None:
@@ -295,10 +300,10 @@ class AsyncClient(_Base):
         failures = 0
         while True:
             try:
-                result: httpx.Response | httpx.TransportError = await self._http.request(
+                result: httpx.Response | httpx.RequestError = await self._http.request(
                     method, path, **encode_body(json)
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 result = exc
             failure = self._failure(result)
             if failure is None:
