@@ -279,6 +279,21 @@ def test_calibrate_on_fake_scores(tmp_path: Path) -> None:
     assert profile["threshold_quantile"] == 0.9 and profile["source"] == "ref.jsonl"
 
 
+def test_calibrate_writes_the_profile_to_stdout_with_o_dash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `-o -` wrote a file named "-" in the working directory.
+    monkeypatch.chdir(tmp_path)
+    inp = write_jsonl(tmp_path / "ref.jsonl", _rows(20))
+    with FakeServer() as server:
+        assert main(["calibrate", str(inp), "-o", "-", "--url", server.url]) == 0
+    captured = capsys.readouterr()
+    profile = json.loads(captured.out)
+    assert profile["format"] == "lmscore.reference.v1" and profile["count"] == 20
+    assert "profile written to standard output" in captured.err
+    assert not (tmp_path / "-").exists()
+
+
 def test_unreachable_server_exits_nonzero(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

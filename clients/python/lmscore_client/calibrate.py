@@ -47,13 +47,18 @@ class Collector:
                 self.stats.kept += 1
 
 
+# ``-o -``: the profile goes to standard output (the summary stays on standard error).
+STDOUT = "-"
+
+
 def calibrate(args: argparse.Namespace) -> int:
-    """Run the subcommand; the exit status (0 written, 1 failed)."""
+    """Run the subcommand; the exit status (0 written, 1 failed, 2 refused arguments,
+    130 interrupted)."""
     if not Path(args.input).is_file():
         print(f"lmscore-client: no input file {args.input}", file=sys.stderr)
         return 2
     output = Path(args.output)
-    if not output.resolve().parent.is_dir():
+    if args.output != STDOUT and not output.resolve().parent.is_dir():
         print(
             f"lmscore-client: no directory {output.parent} to write {output.name} in",
             file=sys.stderr,
@@ -95,6 +100,9 @@ def calibrate(args: argparse.Namespace) -> int:
     except pipeline.Fatal as fatal:
         print(f"lmscore-client: calibrate stopped: {fatal.error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("lmscore-client: calibrate interrupted; no profile written", file=sys.stderr)
+        return 130
     print(
         report(collector.stats, args.metric, time.monotonic() - started, "calibrate"),
         file=sys.stderr,
@@ -119,9 +127,14 @@ def calibrate(args: argparse.Namespace) -> int:
         skipped=collector.null,
     )
     profile["rejected"] = collector.stats.rejected
-    Path(args.output).write_text(json.dumps(profile, indent=1) + "\n")
+    text = json.dumps(profile, indent=1) + "\n"
+    if args.output == STDOUT:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+    where = "standard output" if args.output == STDOUT else args.output
     print(
-        f"profile written to {args.output}: {profile['count']} rows, {args.metric} threshold "
+        f"profile written to {where}: {profile['count']} rows, {args.metric} threshold "
         f"{profile['threshold']:.4g} at q={args.threshold_quantile}"
         + (f", {collector.null} rows without a {args.metric} skipped" if collector.null else ""),
         file=sys.stderr,

@@ -47,9 +47,7 @@ def _url(value: str) -> str:
 
 
 def _common(p: argparse.ArgumentParser, concurrency: int) -> None:
-    p.add_argument(
-        "-o", "--output", required=True, help="output file (score-file: '-' for standard output)"
-    )
+    p.add_argument("-o", "--output", required=True, help="output file ('-' for standard output)")
     p.add_argument(
         "--url",
         type=_url,
