@@ -12,7 +12,7 @@ import pytest
 
 pa = pytest.importorskip("pyarrow", reason="the Ray extra is not installed")
 
-from lmscore_client import ScoreOptions, build  # noqa: E402
+from lmscore_client import Distribution, ScoreOptions, build, pipeline  # noqa: E402
 from lmscore_client.errors import (  # noqa: E402
     ConnectionFailedError,
     InvalidRequestError,
@@ -20,12 +20,13 @@ from lmscore_client.errors import (  # noqa: E402
     OverloadedError,
     RequestTimeoutError,
 )
+from lmscore_client.pipeline import Item  # noqa: E402
 from lmscore_client.ray import RowFormat, score_schema  # noqa: E402
 from lmscore_client.ray.columns import block_items, with_scores  # noqa: E402
 from lmscore_client.ray.job import keep_band  # noqa: E402
 from lmscore_client.ray.resume import ShardWriter, written_ids  # noqa: E402
-from lmscore_client.ray.scorer import as_arrow  # noqa: E402
-from lmscore_client.ray.senders import FailoverSender  # noqa: E402
+from lmscore_client.ray.scorer import RemoteScorer, as_arrow  # noqa: E402
+from lmscore_client.ray.senders import FailoverSender, Servers  # noqa: E402
 from lmscore_client.results import TextResult  # noqa: E402
 from lmscore_client.retry import RetryPolicy  # noqa: E402
 
@@ -197,3 +198,83 @@ def test_shards_are_complete_files_and_stale_temporaries_go(tmp_path: Path) -> N
     (tmp_path / ".part-dead.jsonl.tmp").write_text('{"id": 4')  # a killed write
     assert sorted(written_ids(tmp_path, "jsonl", "id").to_pylist()) == [1, 2, 3]
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_missing_text_in_a_numpy_batch_is_a_row_error_not_a_failed_job() -> None:
+    # Ray's numpy batches hold a text column's nulls as NaN: the block failed (NaN is no
+    # JSON; or pyarrow refused a float among strings) where pandas/pyarrow marked the row.
+    np = pytest.importorskip("numpy")
+    mixed = {"id": np.array([1, 2]), "text": np.array(["a b", np.nan], dtype=object)}
+    all_null = {"id": np.array([1, 2]), "text": np.array([np.nan, np.nan], dtype=np.float32)}
+    for batch in (mixed, all_null):
+        items = block_items(as_arrow(batch), RowFormat())
+        assert [it.kind for it in items[1:]] == ["reject"]
+        assert items[1].error is not None and items[1].error["type"] == "missing_field"
+    numeric = {"id": np.array([1]), "x": np.array([np.nan], dtype=np.float64)}
+    assert np.isnan(as_arrow(numeric).column("x").to_pylist()[0])  # a number stays a number
+
+
+class CountingSender:
+    """Answers every scoring request with ``error`` (or scores, once it is None)."""
+
+    def __init__(self, error: LMScoreError | None, fail_texts: set[str] | None = None) -> None:
+        self.error = error
+        self.fail_texts = fail_texts
+        self.calls = 0
+
+    async def call(self, api_call: build.ApiCall[T]) -> T:
+        self.calls += 1
+        texts = (api_call.body or {})["texts"]
+        if self.error is not None and (self.fail_texts is None or self.fail_texts & set(texts)):
+            raise self.error
+        results = [
+            {"num_tokens": 2, "num_scored_tokens": 1, "sum_logprob": -1.0, "mean_nll": 1.0,
+             "ppl": 2.7, "bits_per_byte": 1.0, "bits_per_char": 1.0, "truncated": False}
+            for _ in texts
+        ]  # fmt: skip
+        return api_call.parse({**OK, "results": results})
+
+
+def _score(sender: CountingSender, texts: list[str]) -> list[Item]:
+    items = block_items(pa.table({"text": texts}), RowFormat())
+    opts = pipeline.Options(score=ScoreOptions(), timeout_is_rows_error=True)
+    asyncio.run(pipeline.score_items(sender, items, False, opts, pipeline.RunInfo()))
+    return items
+
+
+def test_a_504_is_the_rows_error_without_halving_the_request() -> None:
+    # 32 rows behind a 504 took 63 requests, each waiting out the server's deadline.
+    sender = CountingSender(RequestTimeoutError("deadline", status=504))
+    items = _score(sender, [f"row {i}" for i in range(32)])
+    assert sender.calls == 1
+    assert all(it.error is not None and it.error["status"] == 504 for it in items)
+
+
+def test_a_row_that_cannot_be_sent_as_json_fails_alone() -> None:
+    # The client refuses before sending (status 0): that is the rows', not an outage.
+    refused = InvalidRequestError("the request cannot be sent as JSON: NaN", status=0)
+    sender = CountingSender(refused, fail_texts={"row 5"})
+    items = _score(sender, [f"row {i}" for i in range(8)])
+    assert [it.error is not None for it in items] == [i == 5 for i in range(8)]
+    assert all(it.result is not None for i, it in enumerate(items) if i != 5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [ScoreOptions(return_tokens=True), ScoreOptions(distribution=Distribution(words=True))],
+    ids=["tokens", "words"],
+)
+def test_per_token_results_are_refused_rather_than_fetched_and_dropped(
+    options: ScoreOptions,
+) -> None:
+    with pytest.raises(ValueError, match="no column"):
+        RemoteScorer(Servers(["http://127.0.0.1:9"]), options)
+
+
+def test_servers_read_the_api_key_where_they_are_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read on each Ray worker, the driver's $LMSCORE_API_KEY was missed on a cluster.
+    monkeypatch.setenv("LMSCORE_API_KEY", "driver-key")
+    assert Servers(["http://a:8000"]).api_key == "driver-key"
+    assert Servers(["http://a:8000"], api_key="own").api_key == "own"
+    monkeypatch.delenv("LMSCORE_API_KEY")
+    assert Servers(["http://a:8000"]).api_key is None

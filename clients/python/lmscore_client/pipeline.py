@@ -28,6 +28,7 @@ from lmscore_client.client import AsyncClient
 from lmscore_client.compare import CompareResult
 from lmscore_client.errors import (
     ConnectionFailedError,
+    InvalidRequestError,
     LMScoreError,
     OverloadedError,
     RequestTimeoutError,
@@ -147,6 +148,8 @@ def classify_row(line_no: int, row: Any, text_field: str, chat_field: str | None
             return _rejected(line_no, row, "invalid_row", message, chat_field)
         return Item(line_no, "chat", row=row, payload=row[chat_field])
     text = row.get(text_field)
+    if isinstance(text, float) and math.isnan(text):  # pandas' and numpy's missing value
+        text = None
     if text is not None and not isinstance(text, JSON_VALUES):  # bytes from Parquet...
         message = f"{text_field!r} is a {type(text).__name__}, not a string"
         return _rejected(line_no, row, "invalid_row", message, text_field)
@@ -197,6 +200,8 @@ def _row_error(error: LMScoreError, opts: Options) -> bool:
         return False
     if isinstance(error, RequestTimeoutError):
         return opts.timeout_is_rows_error and error.status == 504
+    if isinstance(error, InvalidRequestError) and error.status == 0:
+        return True  # not sent: a row holds a value JSON cannot carry (NaN, infinity)
     if error.status not in _ROW_STATUSES:
         return False
     if error.status == 413:  # too many or too long rows: split the request
@@ -224,8 +229,11 @@ async def score_items(
             if not _row_error(error, opts):
                 raise Fatal(error) from error
             match = _ROW_PARAM.match(error.param or "")
-            if len(pending) == 1:
-                pending[0].error = error.to_dict()
+            if len(pending) == 1 or isinstance(error, RequestTimeoutError):
+                # A 504 is the server's deadline, not one row's fault: re-sending halves
+                # to an overloaded server would cost a deadline each, one after another.
+                for item in pending:
+                    item.error = error.to_dict()
                 return
             if match and int(match.group(1)) < len(pending):
                 pending.pop(int(match.group(1))).error = error.to_dict()

@@ -6,7 +6,7 @@ import ray.data
 
 from lmscore_client.build import ScoreOptions
 from lmscore_client.ray.columns import RowFormat
-from lmscore_client.ray.scorer import InProcess, InProcessScorer, RemoteScorer
+from lmscore_client.ray.scorer import InProcess, InProcessScorer, RemoteScorer, check_columns
 from lmscore_client.ray.senders import Servers
 
 
@@ -34,6 +34,7 @@ def score_dataset(
     always, and across blocks with ``preserve_order`` (Ray Data's execution option, set on
     this dataset's context; turn it off when order does not matter, for more overlap).
     """
+    options = check_columns(options or ScoreOptions())  # on the driver, before any actor
     if preserve_order:
         ds.context.execution_options.preserve_order = True
     scorer: type[RemoteScorer] | type[InProcessScorer]
@@ -41,7 +42,7 @@ def score_dataset(
     return ds.map_batches(
         scorer,
         fn_constructor_kwargs={
-            "options": options or ScoreOptions(),
+            "options": options,
             "rows": rows or RowFormat(),
             "rows_per_request": rows_per_request,
             "concurrency": concurrency,

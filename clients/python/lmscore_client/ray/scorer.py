@@ -45,8 +45,8 @@ class _BlockScorer:
     ) -> None:
         if rows_per_request < 1 or concurrency < 1:
             raise ValueError("rows_per_request and concurrency must be at least 1")
+        self.options = check_columns(options or ScoreOptions())
         self.sender = sender
-        self.options = options or ScoreOptions()
         self.rows = rows or RowFormat()
         self.rows_per_request = rows_per_request
         self.concurrency = concurrency
@@ -118,11 +118,31 @@ class InProcessScorer(_BlockScorer):
         super().__init__(sender, options, rows, rows_per_request, concurrency)
 
 
+def check_columns(options: ScoreOptions) -> ScoreOptions:
+    """``options``, unless they ask for what the Ray output has no column for (ValueError):
+    asked for, per-token and per-word results would be fetched and then dropped."""
+    words = options.distribution is not None and options.distribution.words
+    if options.return_tokens or words:
+        raise ValueError(
+            "per-token (return_tokens) and per-word (words) results have no column in "
+            "the Ray output; score those rows with Client or score-file"
+        )
+    return options
+
+
 def as_arrow(batch: Any) -> pa.Table:
     """A Ray Data batch as a pyarrow table: pyarrow as it is, a pandas DataFrame without
     its index, a dict of columns (numpy arrays or lists) column by column."""
     if isinstance(batch, pa.Table):
         return batch
     if isinstance(batch, dict):
-        return pa.table({name: pa.array(list(values)) for name, values in batch.items()})
+        return pa.table({name: _arrow_column(values) for name, values in batch.items()})
     return pa.Table.from_pandas(batch, preserve_index=False)
+
+
+def _arrow_column(values: Any) -> pa.Array:
+    """One column of a numpy batch. Its object columns mark a missing value as NaN, as
+    pandas does (Ray's numpy batches hold a text column with nulls so): those are nulls,
+    not floats among strings."""
+    holds_objects = getattr(getattr(values, "dtype", None), "kind", None) == "O"
+    return pa.array(list(values), from_pandas=holds_objects)

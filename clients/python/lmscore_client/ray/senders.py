@@ -4,6 +4,7 @@ engine embedded in the worker's own process. Both are ``pipeline.Sender``s."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import time
@@ -89,6 +90,12 @@ class Servers:
     timeout_s: float = 300.0
     resolve_dns: bool = False
     retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(max_attempts=20))
+
+    def __post_init__(self) -> None:
+        # Read $LMSCORE_API_KEY here, where Servers is built (the driver): the workers that
+        # send the requests may run on machines whose environment lacks it.
+        if self.api_key is None and os.environ.get("LMSCORE_API_KEY"):
+            object.__setattr__(self, "api_key", os.environ["LMSCORE_API_KEY"])
 
     def endpoints(self) -> list[Endpoint]:
         """One endpoint per server (per resolved address with ``resolve_dns``)."""
