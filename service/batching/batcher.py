@@ -129,7 +129,7 @@ class DynamicBatcher:
     def _admit(self, count: int) -> None:
         # A request larger than the whole queue is still admitted into an empty queue.
         self._drop_gone()  # work nobody waits for must not fill the queue
-        waiting = len(self._pending) + self._held.windows
+        waiting = self._waiting
         if waiting and waiting + count > self._max_queue:
             raise self._overloaded()
 
@@ -142,9 +142,13 @@ class DynamicBatcher:
 
     def retry_after_s(self) -> float:
         """A guess of when the queue will have room: the batches ahead of a new item."""
-        waiting = len(self._pending) + self._held.windows
-        batches_ahead = waiting / max(1, self._max_size) + 1
+        batches_ahead = self._waiting / max(1, self._max_size) + 1
         return max(1.0, batches_ahead * self._recent_batch_s)
+
+    @property
+    def _waiting(self) -> int:
+        """Windows queued, and those held for admitted requests still being tokenized."""
+        return len(self._pending) + self._held.windows
 
     @property
     def queue_depth(self) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from lmscore_client import pipeline
 from lmscore_client.build import Distribution, ScoreOptions
 from lmscore_client.profile import build_profile
+from lmscore_client.scorefile import STREAM  # '-': the profile goes to standard output
 from lmscore_client.summary import ENTROPY_METRICS, Stats, report
 
 
@@ -47,10 +48,6 @@ class Collector:
                 self.stats.kept += 1
 
 
-# ``-o -``: the profile goes to standard output (the summary stays on standard error).
-STDOUT = "-"
-
-
 def calibrate(args: argparse.Namespace) -> int:
     """Run the subcommand; the exit status (0 written, 1 failed, 2 refused arguments,
     130 interrupted)."""
@@ -58,7 +55,7 @@ def calibrate(args: argparse.Namespace) -> int:
         print(f"lmscore-client: no input file {args.input}", file=sys.stderr)
         return 2
     output = Path(args.output)
-    if args.output != STDOUT and not output.resolve().parent.is_dir():
+    if args.output != STREAM and not output.resolve().parent.is_dir():
         print(
             f"lmscore-client: no directory {output.parent} to write {output.name} in",
             file=sys.stderr,
@@ -128,11 +125,11 @@ def calibrate(args: argparse.Namespace) -> int:
     )
     profile["rejected"] = collector.stats.rejected
     text = json.dumps(profile, indent=1) + "\n"
-    if args.output == STDOUT:
+    if args.output == STREAM:
         sys.stdout.write(text)
     else:
         output.write_text(text)
-    where = "standard output" if args.output == STDOUT else args.output
+    where = "standard output" if args.output == STREAM else args.output
     print(
         f"profile written to {where}: {profile['count']} rows, {args.metric} threshold "
         f"{profile['threshold']:.4g} at q={args.threshold_quantile}"
