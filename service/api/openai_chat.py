@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
@@ -26,6 +26,7 @@ from service.api.errors_http import SCORING_ERRORS, error_responses
 from service.api.openai_chat_schemas import (
     AssistantMessage,
     ChatChoice,
+    ChatCompletionMessage,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChoiceLogprobs,
@@ -35,7 +36,6 @@ from service.api.openai_chat_schemas import (
 from service.api.openai_compat import STREAM_DOCUMENTED, generation_end, greedy_options, respond
 from service.api.openai_logprobs import finite, prompt_logprobs, token_id_name
 from service.api.openai_schemas import CompletionUsage, StreamOptions
-from service.chat_prompt import ChatPromptOptions
 from service.errors import InvalidRequest
 from service.sequences import ScoredSequence, SequenceScores
 from service.served import PromptOutcome, ServedModel
@@ -60,7 +60,7 @@ async def chat_completions(
 ) -> Response:
     """Chat completions: the conversation's logprobs (prompt_logprobs) and at most one
     greedy token with its logprobs."""
-    messages = chat_messages(body)
+    messages = chat_messages(body.messages, body.tools)
     options = greedy_options(
         body.generates,
         body.temperature,
@@ -69,30 +69,26 @@ async def chat_completions(
         top_k=(body.top_logprobs or 0) if body.logprobs else 0,
         prompt_k=body.prompt_logprobs,
     )
-    template = ChatPromptOptions(
-        add_generation_prompt=body.add_generation_prompt,
-        continue_final_message=body.continue_final_message,
-        add_special_tokens=body.add_special_tokens,
-        template_kwargs=body.chat_template_kwargs or {},
-        request_fields=frozenset(body.model_extra or {}),
-    )
+    template = body.rendering(body.add_special_tokens)
     work = engine.score_chat_prompt(body.model, messages, options, template)
     stream = (body.stream_options or StreamOptions()) if body.stream else None
     return await respond(request, work, functools.partial(chat_response, body), chat_events, stream)
 
 
-def chat_messages(body: ChatCompletionRequest) -> list[dict[str, str]]:
-    """The messages as the template takes them; refuses what this door does not render
-    (tools, roles no template knows)."""
-    if body.tools:
+def chat_messages(
+    messages: Sequence[ChatCompletionMessage], tools: list[Any] | None
+) -> list[dict[str, str]]:
+    """The messages as the template takes them; refuses what is not rendered here (tools,
+    roles no template knows). Shared with ``/tokenize``, so both count the same tokens."""
+    if tools:
         raise InvalidRequest("tools are not rendered here: leave them out", param="tools")
-    for j, message in enumerate(body.messages):
+    for j, message in enumerate(messages):
         if message.role not in KNOWN_ROLES:
             raise InvalidRequest(
                 f"unknown role {message.role!r}; known: {', '.join(sorted(KNOWN_ROLES))}",
                 param=f"messages[{j}].role",
             )
-    return [{"role": m.role, "content": m.text()} for m in body.messages]
+    return [{"role": m.role, "content": m.text()} for m in messages]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from service.api.openai_schemas import (
     TokenIdsIfAsked,
     check_stop,
 )
+from service.chat_prompt import ChatPromptOptions
 from service.schemas import MAX_TOP_K
 
 
@@ -49,7 +50,47 @@ class ChatCompletionMessage(OpenAIRequest):
         return "\n".join(part.text for part in self.content)
 
 
-class ChatCompletionRequest(OpenAIRequest):
+class ChatRendering(OpenAIRequest):
+    """How a request's messages are rendered by the model's own chat template: the fields
+    vLLM's chat requests share (``/v1/chat/completions``, ``/tokenize`` with messages)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    add_generation_prompt: bool = Field(
+        True, description="End the rendering with the template's cue for the assistant."
+    )
+    continue_final_message: bool = Field(
+        False,
+        description="Leave the final message open (no end of turn), to continue or score it.",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None, description="Extra variables for the model's own template (e.g. enable_thinking)."
+    )
+    tools: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_ending(self) -> ChatRendering:
+        if self.add_generation_prompt and self.continue_final_message:
+            raise PydanticCustomError(
+                "continue_final_message",
+                "continue_final_message and add_generation_prompt cannot both be true",
+                {"param": "continue_final_message"},
+            )
+        return self
+
+    def rendering(self, add_special_tokens: bool) -> ChatPromptOptions:
+        """The template options this request asks for; its undeclared fields are passed on
+        so that one steering the rendering (``chat_template``) is refused, not ignored."""
+        return ChatPromptOptions(
+            add_generation_prompt=self.add_generation_prompt,
+            continue_final_message=self.continue_final_message,
+            add_special_tokens=add_special_tokens,
+            template_kwargs=self.chat_template_kwargs or {},
+            request_fields=frozenset(self.model_extra or {}),
+        )
+
+
+class ChatCompletionRequest(ChatRendering):
     """``POST /v1/chat/completions``. Greedy only, at most one generated token: the point is
     the logprobs of the conversation (``prompt_logprobs``) and of the next token."""
 
@@ -75,7 +116,6 @@ class ChatCompletionRequest(OpenAIRequest):
     stop: str | list[str] | None = None
     seed: int | None = None
     user: str | None = None
-    tools: list[Any] | None = None
     # vLLM's extensions, in its shapes.
     stop_token_ids: StopTokenIds = None
     include_stop_str_in_output: IncludeStopString = False
@@ -93,18 +133,8 @@ class ChatCompletionRequest(OpenAIRequest):
         "and this many alternatives, in prompt_logprobs (nats; as vLLM, at the top level of "
         "the response, and in choices[0] as well).",
     )
-    add_generation_prompt: bool = Field(
-        True, description="End the rendering with the template's cue for the assistant."
-    )
-    continue_final_message: bool = Field(
-        False,
-        description="Leave the final message open (no end of turn), to continue or score it.",
-    )
     add_special_tokens: bool = Field(
         False, description="Also add the tokenizer's special tokens (the template has its own)."
-    )
-    chat_template_kwargs: dict[str, Any] | None = Field(
-        None, description="Extra variables for the model's own template (e.g. enable_thinking)."
     )
     return_token_ids: bool = Field(
         False, description="Also return prompt_token_ids and the generated token_ids."
@@ -125,11 +155,6 @@ class ChatCompletionRequest(OpenAIRequest):
             problem = ("stream_options", "stream_options can only be set when stream is true")
         elif self.top_logprobs is not None and not self.logprobs:
             problem = ("top_logprobs", "top_logprobs needs logprobs set to true")
-        elif self.add_generation_prompt and self.continue_final_message:
-            problem = (
-                "continue_final_message",
-                "continue_final_message and add_generation_prompt cannot both be true",
-            )
         if problem:
             raise PydanticCustomError(problem[0], problem[1], {"param": problem[0]})
         return self

@@ -238,30 +238,3 @@ class CompletionResponse(BaseModel):
     model: str
     choices: list[CompletionChoice]
     usage: CompletionUsage
-
-
-class TokenizeRequest(OpenAIRequest):
-    """``POST /tokenize``: a prompt, or chat messages rendered with the model's template."""
-
-    model: str | None = None  # omitted: "default", or the only model served (as vLLM)
-    prompt: StrictStr | None = None
-    messages: list[dict[str, Any]] | None = None
-    add_special_tokens: bool | None = None
-    add_generation_prompt: bool = True
-    return_token_strs: bool = False
-
-
-class TokenizeResponse(BaseModel):
-    count: int
-    max_model_len: int
-    tokens: list[int]
-    token_strs: list[str] | None = None
-
-
-class DetokenizeRequest(BaseModel):
-    model: str | None = None  # omitted: "default", or the only model served (as vLLM)
-    tokens: list[StrictInt]
-
-
-class DetokenizeResponse(BaseModel):
-    prompt: str

@@ -13,12 +13,15 @@ from fastapi.params import Depends
 
 from service.api.deps import EngineDep
 from service.api.errors_http import MODEL_LOOKUP_ERRORS, TOKENIZER_ERRORS, error_responses
-from service.api.openai_schemas import (
+from service.api.openai_chat import chat_messages
+from service.api.openai_chat_schemas import ChatCompletionMessage
+from service.api.tokenizer_schemas import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
 )
+from service.chat_prompt import chat_prompt_sequence
 from service.errors import InvalidRequest
 from service.served import ServedModel
 from service.settings import Settings
@@ -78,7 +81,7 @@ def _check_tokenize_limits(body: TokenizeRequest, settings: Settings) -> None:
     """The scoring routes' size limits, for a prompt or chat messages to tokenize."""
     if body.prompt is not None:
         check_length(body.prompt, settings.max_chars_per_text, "prompt")
-    contents = [str(message.get("content") or "") for message in body.messages or []]
+    contents = [message.text() for message in body.messages or []]
     check_conversation(contents, settings, "messages")
 
 
@@ -87,34 +90,32 @@ def _tokenize(model: ServedModel, body: TokenizeRequest) -> TokenizeResponse:
     if (body.prompt is None) == (body.messages is None):
         raise InvalidRequest("give exactly one of prompt or messages", param="prompt")
     if body.messages is not None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise InvalidRequest(f"model {model.name!r} has no chat template", param="messages")
-        try:
-            text = tokenizer.apply_chat_template(
-                body.messages, tokenize=False, add_generation_prompt=body.add_generation_prompt
-            )
-        except Exception as exc:
-            raise InvalidRequest(
-                f"the chat template rejected the messages: {exc}", param="messages"
-            ) from exc
-        special = bool(body.add_special_tokens)
+        ids = _chat_ids(tokenizer, body, body.messages)
     else:
-        text = body.prompt
-        special = True if body.add_special_tokens is None else body.add_special_tokens
-    try:  # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequest(
-            "not valid Unicode text (lone surrogate)",
-            param="prompt" if body.messages is None else "messages",
-        ) from exc
-    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
+        ids = _prompt_ids(tokenizer, body.prompt or "", body.add_special_tokens is not False)
     return TokenizeResponse(
         count=len(ids),
         max_model_len=model.context,
         tokens=ids,
         token_strs=tokenizer.convert_ids_to_tokens(ids) if body.return_token_strs else None,
     )
+
+
+def _chat_ids(
+    tokenizer: Any, body: TokenizeRequest, messages: list[ChatCompletionMessage]
+) -> list[int]:
+    """The ids of the messages as the chat door renders and tokenizes them."""
+    rendering = body.rendering(add_special_tokens=bool(body.add_special_tokens))
+    seq = chat_prompt_sequence(tokenizer, chat_messages(messages, body.tools), rendering)
+    return list(seq.token_ids)
+
+
+def _prompt_ids(tokenizer: Any, prompt: str, add_special_tokens: bool) -> list[int]:
+    try:  # JSON allows lone surrogates ("\ud800"); the tokenizer cannot take them
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest("not valid Unicode text (lone surrogate)", param="prompt") from exc
+    return list(tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"])
 
 
 def _tokenizer_info(model: ServedModel) -> dict[str, Any]:

@@ -72,6 +72,57 @@ async def test_tokenize_messages(
 
 
 @pytest.mark.parametrize(
+    "rendering",
+    [
+        {},
+        {"add_generation_prompt": False},
+        {"add_generation_prompt": False, "continue_final_message": True},
+        {"add_special_tokens": True},
+    ],
+)
+@pytest.mark.parametrize(
+    "messages",
+    [
+        CHAT,
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "hello"}, {"type": "text", "text": "you"}],
+            }
+        ],
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None}],
+    ],
+)
+async def test_tokenize_messages_counts_what_chat_completions_scores(
+    client: httpx.AsyncClient, messages: list[dict[str, Any]], rendering: dict[str, Any]
+) -> None:
+    """A vLLM client counts a conversation's tokens with /tokenize: the same ids as the chat
+    door renders and scores, for every rendering option and message shape it takes."""
+    body = {"messages": messages, **rendering}
+    counted = await post(client, "/tokenize", **body)
+    scored = await post(client, "/v1/chat/completions", max_tokens=0, return_token_ids=True, **body)
+    assert counted["tokens"] == scored["prompt_token_ids"]
+    assert counted["count"] == scored["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"messages": CHAT, "chat_template": "{{ 'X' }}"}, "chat_template"),
+        ({"messages": CHAT, "tools": [{"type": "function"}]}, "tools"),
+        ({"messages": CHAT, "continue_final_message": True}, "continue_final_message"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+    ],
+)
+async def test_tokenize_messages_refuses_what_is_not_rendered(
+    client: httpx.AsyncClient, body: dict[str, Any], param: str
+) -> None:
+    """What the chat door refuses (a request's own template, tools, both endings, unknown
+    roles) is refused here too, never silently left out of the count."""
+    assert assert_error(await client.post("/tokenize", json=body), 422, "invalid_request") == param
+
+
+@pytest.mark.parametrize(
     "body",
     [
         {},
@@ -81,7 +132,7 @@ async def test_tokenize_messages(
         {"messages": "hello"},
         {"messages": [5]},
         {"messages": []},
-        {"messages": [{"role": "user"}]},
+        {"messages": [{"role": 5, "content": "hi"}]},
         {"messages": [{"role": "user", "content": ["not", "text"]}]},
     ],
 )
