@@ -94,7 +94,8 @@ async def score_with(
     whose tokenizers differ would otherwise leave first tokens of different lengths
     unscored, and their bits per byte would cover different bytes of the text."""
     encoded = await model.prepare(encode, model.backend.tokenizer, list(texts))
-    bos = model.backend.bos_id() if every_byte else None
+    why = "scoring every byte with another tokenizer's model"
+    bos = model.start_token("models", why) if every_byte else None
     seqs = [text_sequence(text, one, bos) for text, one in zip(texts, encoded, strict=True)]
     model.check_vocabulary(
         [seq.token_ids for seq in seqs], [f"texts[{i}]" for i in range(len(seqs))]

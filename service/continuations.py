@@ -43,7 +43,7 @@ class EncodedPairs:
 
 
 def encode_pairs(
-    tokenizer: Any, context: str, continuations: Sequence[str], bos_id: int
+    tokenizer: Any, context: str, continuations: Sequence[str], bos_id: int | None
 ) -> EncodedPairs:
     """Token ids split at the context boundary as lm-evaluation-harness does: the
     continuation's tokens are those of context + continuation after the context's own.
@@ -67,7 +67,15 @@ def encode_pairs(
                 param=f"continuations[{i}]",
             )
         own.append(ids)
-    return EncodedPairs(list(context_ids) or [bos_id], own)
+    if context_ids:
+        return EncodedPairs(list(context_ids), own)
+    if bos_id is None:
+        raise InvalidRequest(
+            "an empty context needs the model's BOS (or EOS) token to condition on, and the "
+            "model has neither a BOS nor an EOS token",
+            param="context",
+        )
+    return EncodedPairs([bos_id], own)
 
 
 def _after_context(tokenizer: Any, context_ids: list[int], whole_text: str) -> list[int] | None:

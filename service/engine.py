@@ -221,7 +221,7 @@ class Engine:
     async def _score_texts(
         self, model: ServedModel, req: TextScoreRequest, deadline: float
     ) -> ScoreOutcome:
-        bos = model.backend.bos_id() if req.prepend_bos else None
+        bos = model.start_token("prepend_bos", "prepend_bos") if req.prepend_bos else None
         encoded = await model.prepare(encode, model.backend.tokenizer, list(req.texts))
         seqs = [text_sequence(text, one, bos) for text, one in zip(req.texts, encoded, strict=True)]
         params = [f"texts[{i}]" for i in range(len(seqs))]

@@ -126,6 +126,17 @@ class ServedModel:
         rows = self.backend.info.vocab_size
         return self.tokenizer_ids if rows is None else min(self.tokenizer_ids, rows)
 
+    def start_token(self, param: str, why: str) -> int:
+        """The token a sequence starts with when it has none of its own (BOS, else EOS);
+        a model with neither refuses the request (422 naming ``param``)."""
+        token = self.backend.bos_id()
+        if token is None:
+            raise InvalidRequest(
+                f"model {self.name!r} has neither a BOS nor an EOS token, which {why} needs",
+                param=param,
+            )
+        return token
+
     def check_vocabulary(self, token_lists: Sequence[Sequence[int]], params: Sequence[str]) -> None:
         """Refuse (422 naming ``params[i]``) a sequence holding a token the model has no
         embedding for (a tokenizer's added tokens): in a batch it would fail every request."""

@@ -128,8 +128,9 @@ class ModelBackend(Protocol):
     @property
     def tokenizer(self) -> Any: ...
 
-    def bos_id(self) -> int:
-        """Token id to prepend for ``prepend_bos``: BOS, or EOS if the model has none."""
+    def bos_id(self) -> int | None:
+        """Token id to prepend for ``prepend_bos``: BOS, or EOS if the model has none;
+        None if it has neither."""
         ...
 
     def close(self) -> None:
@@ -165,9 +166,10 @@ class SelfBatchingBackend(ModelBackend, Protocol):
         ...
 
 
-def bos_or_eos(tokenizer: Any) -> int:
-    """The token id ``prepend_bos`` puts first: BOS, or EOS if the tokenizer has none."""
+def bos_or_eos(tokenizer: Any) -> int | None:
+    """The token id ``prepend_bos`` puts first: BOS, or EOS if the tokenizer has none (None
+    if it has neither)."""
     for candidate in (tokenizer.bos_token_id, tokenizer.eos_token_id):
         if candidate is not None:
             return int(candidate)
-    raise ValueError("the model has neither a BOS nor an EOS token")
+    return None

@@ -144,7 +144,7 @@ class HFBackend:
                 return int(candidate)
         return 0
 
-    def bos_id(self) -> int:
+    def bos_id(self) -> int | None:
         """BOS, or EOS if the tokenizer has none."""
         return bos_or_eos(self.tokenizer)
 

@@ -92,7 +92,7 @@ class VLLMBackend:
         )
         self._aborted = metrics.BACKEND_ABORTS.labels(model=name)
 
-    def bos_id(self) -> int:
+    def bos_id(self) -> int | None:
         """BOS, or EOS if the tokenizer has none."""
         return bos_or_eos(self.tokenizer)
 
