@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from service.errors import InvalidRequest
 from service.schemas import ChatScoreRequest, ReferenceCard, ReferenceList, TextScoreRequest
@@ -15,7 +15,7 @@ from service.scoring.reference import (
     ReferenceProfile,
     load_profile,
 )
-from service.served import ScoreOutcome
+from service.served import ScoreOutcome, ServedModel
 
 
 def load_reference_arg(arg: str) -> ReferenceProfile:
@@ -26,8 +26,9 @@ def load_reference_arg(arg: str) -> ReferenceProfile:
     return load_profile(name.strip(), Path(path.strip()).expanduser())
 
 
-def check_profile(profile: ReferenceProfile, models: Mapping[str, Any]) -> None:
-    """Refuse a profile made with a model or revision that is not served."""
+def check_profile(profile: ReferenceProfile, models: Mapping[str, ServedModel]) -> None:
+    """Refuse a profile made with a model or revision that is not served, or on an entropy
+    metric its model's backend cannot compute (it sees only the top-k of a distribution)."""
     served = models.get(profile.model)
     if served is None:
         raise ProfileError(
@@ -37,6 +38,11 @@ def check_profile(profile: ReferenceProfile, models: Mapping[str, Any]) -> None:
         raise ProfileError(
             f"reference {profile.name!r} was made with {profile.model} {profile.revision}, "
             f"but the served revision is {served.revision}: calibrate it again"
+        )
+    if profile.metric in ENTROPY_METRICS and not served.backend.info.full_distribution:
+        raise ProfileError(
+            f"reference {profile.name!r} is on {profile.metric}, which model {profile.model!r} "
+            f"cannot compute on its {served.backend.info.backend} backend (no full distribution)"
         )
 
 

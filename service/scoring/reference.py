@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,10 @@ def load_profile(name: str, path: Path) -> ReferenceProfile:
         pairs = [(float(p), float(v)) for p, v in data["quantiles"]]
         points = tuple(p for p, _ in pairs)
         values = tuple(v for _, v in pairs)
-        if len(pairs) < 2 or list(points) != sorted(points) or list(values) != sorted(values):
-            raise ProfileError("quantiles must be at least two ascending [level, value] pairs")
+        _check_quantiles(points, values)
+        threshold = float(data.get("threshold", _value_at(points, values, 0.99)))
+        if not math.isfinite(threshold):
+            raise ProfileError("the threshold must be a finite number")
         return ReferenceProfile(
             name=name,
             model=str(data["model"]),
@@ -87,13 +90,25 @@ def load_profile(name: str, path: Path) -> ReferenceProfile:
             metric=metric,
             points=points,
             values=values,
-            threshold=float(data.get("threshold", _value_at(points, values, 0.99))),
+            threshold=threshold,
             count=int(data.get("count", 0)),
         )
     except ProfileError as exc:
         raise ProfileError(f"--reference {name}={path}: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ProfileError(f"--reference {name}={path}: malformed profile ({exc})") from exc
+
+
+def _check_quantiles(points: tuple[float, ...], values: tuple[float, ...]) -> None:
+    """Refuse quantiles a percentile cannot be read from: levels outside [0, 1] (percents
+    would give percentiles up to 10000), values that are not finite (NaN sorts anywhere
+    and would make every text an inlier)."""
+    if not all(math.isfinite(v) for v in values):
+        raise ProfileError("quantile values must be finite numbers")
+    if not all(0.0 <= p <= 1.0 for p in points):
+        raise ProfileError("quantile levels must be fractions between 0 and 1, not percents")
+    if len(points) < 2 or list(points) != sorted(points) or list(values) != sorted(values):
+        raise ProfileError("quantiles must be at least two ascending [level, value] pairs")
 
 
 def _value_at(points: tuple[float, ...], values: tuple[float, ...], level: float) -> float:

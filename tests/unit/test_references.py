@@ -4,6 +4,7 @@ another model or revision are refused."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -12,6 +13,7 @@ import pytest
 from tiny_engines import asgi_client
 
 from service.api.grpc_server import GrpcDoor
+from service.backends.base import BackendInfo
 from service.engine import Engine
 from service.references import check_profile, with_reference
 from service.schemas import TextScoreRequest
@@ -91,15 +93,28 @@ async def test_rest_reference_errors_and_fields(
     assert wrong.status_code == 422 and "another" in wrong.json()["error"]["message"]
 
 
-def test_profiles_from_another_model_or_revision_are_refused() -> None:
-    class Served:
-        revision = "sha256:test"
+def served(full_distribution: bool = True) -> Any:
+    """A served model as check_profile reads it: its revision and backend info."""
+    info = BackendInfo("vllm", "float32", "cpu", 64, full_distribution=full_distribution)
+    return SimpleNamespace(revision="sha256:test", backend=SimpleNamespace(info=info))
 
-    check_profile(profile(), {"default": Served()})
+
+def test_profiles_from_another_model_or_revision_are_refused() -> None:
+    check_profile(profile(), {"default": served()})
     with pytest.raises(ProfileError, match="not served"):
-        check_profile(profile(model="other"), {"default": Served()})
+        check_profile(profile(model="other"), {"default": served()})
     with pytest.raises(ProfileError, match="calibrate it again"):
-        check_profile(profile(revision="sha256:old"), {"default": Served()})
+        check_profile(profile(revision="sha256:old"), {"default": served()})
+
+
+@pytest.mark.parametrize("metric", ["entropy_bits_per_char", "mean_entropy"])
+def test_entropy_profiles_need_a_backend_that_sees_the_distribution(metric: str) -> None:
+    """A top-k backend (vLLM) cannot compute entropy: refused at start-up, not on every
+    request that names the profile."""
+    check_profile(profile(metric=metric), {"default": served()})
+    with pytest.raises(ProfileError, match="no full distribution"):
+        check_profile(profile(metric=metric), {"default": served(full_distribution=False)})
+    check_profile(profile(), {"default": served(full_distribution=False)})
 
 
 def test_no_profile_leaves_results_alone() -> None:

@@ -99,6 +99,12 @@ def test_threshold_defaults_to_the_99th_percentile(tmp_path: Path) -> None:
         ({"quantiles": [[0.0, 2.0], [1.0, 1.0]]}, "ascending"),
         ({"quantiles": [[0.0, 1.0]]}, "at least two"),
         ({"model": None, "quantiles": "x"}, "malformed"),
+        ({"quantiles": []}, "at least two"),
+        ({"quantiles": [[0, 1.0], [50, 2.0], [100, 3.0]]}, "not percents"),
+        ({"quantiles": [[0.0, 1.0], [-0.1, 2.0]]}, "between 0 and 1"),
+        ({"quantiles": [[0.0, 1.0], [0.5, float("nan")], [1.0, 3.0]]}, "finite"),
+        ({"quantiles": [[0.0, 1.0], [1.0, float("inf")]]}, "finite"),
+        ({"threshold": float("nan")}, "threshold must be a finite"),
     ],
 )
 def test_bad_profiles_are_refused(tmp_path: Path, change: dict[str, object], message: str) -> None:
