@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import time
 from collections.abc import Collection
 from typing import Any
 
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, Timeout
 from service.scoring.chat import ChatTemplateError, RenderedChat, render_with_spans
 from service.sequences import Encoded, ScoredSequence, encoded_from_offsets
 
@@ -25,7 +26,10 @@ def chat_sequence(
     def render(msgs: list[dict[str, str]]) -> str:
         return str(tokenizer.apply_chat_template(msgs, tokenize=False))
 
-    chat: RenderedChat = render_with_spans(messages, render)
+    # Only scored messages must be found: a template may drop or move another's content
+    # (Mistral v0.3 puts the system prompt in the last user turn, or leaves it out).
+    scored_messages = [i for i, m in enumerate(messages) if m["role"] in score_roles]
+    chat: RenderedChat = render_with_spans(messages, render, scored_messages)
     encoded = _encode_rendered_chat(tokenizer, chat)
     owner: list[int | None] = []
     scored: list[bool] = []
@@ -137,10 +141,15 @@ def chat_sequences(
     conversations: list[list[dict[str, str]]],
     score_roles: Collection[str],
     include_end_of_turn: bool,
+    deadline: float | None = None,
 ) -> list[ScoredSequence]:
-    """Every conversation as a sequence; a template failure is a 422 naming it."""
+    """Every conversation as a sequence; a template failure is a 422 naming it. Past
+    ``deadline`` (``time.monotonic()``) it stops between conversations: the request has
+    timed out, and the model's preparation thread is wanted by the requests after it."""
     seqs = []
     for i, messages in enumerate(conversations):
+        if deadline is not None and time.monotonic() > deadline:
+            raise Timeout("the request ran out of time while its conversations were rendered")
         try:
             seqs.append(chat_sequence(tokenizer, messages, score_roles, include_end_of_turn))
         except ChatTemplateError as exc:

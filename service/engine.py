@@ -252,6 +252,7 @@ class Engine:
             conversations,
             req.score_roles,
             req.include_end_of_turn,
+            deadline,
         )
         params = [f"conversations[{i}]" for i in range(len(seqs))]
         roles = [[m.role for m in conv] for conv in req.conversations]

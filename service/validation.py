@@ -9,7 +9,11 @@ from service.errors import InvalidRequest, TooLarge
 from service.schemas import ChatScoreRequest
 from service.settings import Settings
 
-KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# OpenAI's roles, and names some templates use themselves: Gemma's "model" (its
+# assistant), Llama 3.1's "ipython" (tool output).
+KNOWN_ROLES = frozenset(
+    {"system", "developer", "user", "assistant", "tool", "function", "model", "ipython"}
+)
 
 
 def check_count(count: int, limit: int, param: str, per: str = "request") -> None:

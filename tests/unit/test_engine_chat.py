@@ -364,3 +364,32 @@ async def test_content_holding_another_messages_probe_text_is_scored(tiny_engine
     ]
     result = await score_chat(tiny_engine, crafted, return_tokens=True)
     assert "".join(t.text for t in result.tokens or [] if t.scored) == "ok"
+
+
+async def test_rendering_stops_between_conversations_past_the_deadline(tokenizer: Any) -> None:
+    """A request that timed out does not keep the model's preparation thread rendering the
+    rest of its conversations (the requests after it wait on that thread)."""
+    import time
+
+    from service.chat_sequences import chat_sequences
+    from service.errors import Timeout
+
+    conversations = [CONVERSATION] * 3
+    seqs = chat_sequences(tokenizer, conversations, {"assistant"}, False, time.monotonic() + 60)
+    assert len(seqs) == 3
+    with pytest.raises(Timeout):
+        chat_sequences(tokenizer, conversations, {"assistant"}, False, time.monotonic() - 1)
+
+
+async def test_template_role_names_are_served(tiny_engine: Engine) -> None:
+    """Gemma's "model" turns and Llama 3.1's "ipython" outputs are roles, scored when asked."""
+    conversation = [
+        {"role": "user", "content": "2+2?"},
+        {"role": "model", "content": "four"},
+        {"role": "ipython", "content": "4"},
+    ]
+    plain = await score_chat(tiny_engine, conversation)
+    assert plain.num_scored_tokens == 0  # the default scores "assistant" only
+    model = await score_chat(tiny_engine, conversation, score_roles=["model"])
+    assert model.messages is not None and model.messages[1].scored
+    assert model.num_scored_tokens == model.messages[1].num_scored_tokens > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from service.scoring.chat import ChatTemplateError, Message, MessageSpan, render_with_spans
@@ -179,3 +181,110 @@ def test_turn_end_without_end_of_turn_text() -> None:
     chat = render_with_spans(_conv(("user", "a b"), ("assistant", "c")), plain)
     assert all(s.turn_end == s.end for s in chat.spans)
     assert chat.text[chat.spans[1].start : chat.spans[1].end] == "c"
+
+
+def counting(
+    render: Callable[[list[Message]], str],
+) -> tuple[Callable[[list[Message]], str], list[int]]:
+    calls: list[int] = []
+
+    def counted(messages: list[Message]) -> str:
+        calls.append(len(messages))
+        return render(messages)
+
+    return counted, calls
+
+
+def test_a_long_conversation_is_located_in_one_probe() -> None:
+    """Two renderings locate every content (the real one and one with every content
+    replaced), then one per message for its end of turn: not two per message, each of the
+    whole conversation, which made 512 messages take seconds on the model's thread."""
+    msgs = _conv(*[("user" if k % 2 == 0 else "assistant", f"turn {k}") for k in range(200)])
+    render, calls = counting(chatml)
+    chat = render_with_spans(msgs, render)
+    assert [chat.text[s.start : s.end] for s in chat.spans] == [m["content"] for m in msgs]
+    assert all(chat.text[s.end : s.turn_end] == "<|im_end|>" for s in chat.spans)
+    assert len(calls) == 2 + len(msgs)
+    assert sorted(calls[2:]) == list(range(1, len(msgs) + 1))  # the prefixes, once each
+
+
+def qwen3_like(messages: list[Message]) -> str:
+    """Qwen3's template: the last answer gets a reasoning block, its own when its content
+    holds one (rendered as written), an empty one otherwise."""
+    out = ""
+    for k, m in enumerate(messages):
+        content = m["content"]
+        if m["role"] == "assistant" and k == len(messages) - 1 and "</think>" not in content:
+            content = "<think>\n\n</think>\n\n" + content
+        out += f"<|im_start|>{m['role']}\n{content}<|im_end|>\n"
+    return out
+
+
+def test_an_answer_with_its_own_reasoning_is_located() -> None:
+    answer = "<think>\nadd them\n</think>\n\n4"
+    chat = render_with_spans(_conv(("user", "2+2?"), ("assistant", answer)), qwen3_like)
+    span = chat.spans[1]
+    assert chat.text[span.start : span.end] == answer
+    assert chat.text[span.end : span.turn_end] == "<|im_end|>"
+
+
+def test_an_earlier_answer_keeps_its_end_of_turn_when_the_last_is_rendered_otherwise() -> None:
+    """Cut after an earlier answer, Qwen3 renders that answer with a reasoning block the
+    whole conversation does not have: its end of turn is still found."""
+    msgs = _conv(("user", "hi"), ("assistant", "Hello"), ("user", "more"), ("assistant", "Sure"))
+    chat = render_with_spans(msgs, qwen3_like)
+    assert [chat.text[s.start : s.end] for s in chat.spans] == ["hi", "Hello", "more", "Sure"]
+    assert [chat.text[s.end : s.turn_end] for s in chat.spans] == ["<|im_end|>"] * 4
+
+
+def mistral_v3_like(messages: list[Message]) -> str:
+    """Mistral v0.3's template: the system prompt joins the last user turn only (and is
+    left out when the conversation ends with an answer)."""
+    system = [m["content"] for m in messages if m["role"] == "system"]
+    turns = [m for m in messages if m["role"] != "system"]
+    out = "<s>"
+    for k, m in enumerate(turns):
+        if m["role"] == "user":
+            head = f"{system[0]}\n\n" if system and k == len(turns) - 1 else ""
+            out += f"[INST] {head}{m['content']}[/INST]"
+        else:
+            out += f" {m['content']}</s>"
+    return out
+
+
+def test_unscored_content_the_template_drops_is_placed_nowhere() -> None:
+    msgs = _conv(("system", "Be brief."), ("user", "2+2?"), ("assistant", "4"))
+    with pytest.raises(ChatTemplateError) as info:
+        render_with_spans(msgs, mistral_v3_like)  # every message required
+    assert info.value.index == 0
+    chat = render_with_spans(msgs, mistral_v3_like, required=[2])
+    texts = [chat.text[s.start : s.end] for s in chat.spans]
+    assert texts == ["", "2+2?", "4"] and chat.spans[0].turn_end == 0
+    assert chat.text[chat.spans[2].end : chat.spans[2].turn_end] == "</s>"
+
+
+def test_content_the_template_moves_after_later_messages_is_located_there() -> None:
+    msgs = _conv(("system", "Be brief."), ("user", "2+2?"), ("assistant", "4"), ("user", "and?"))
+    chat = render_with_spans(msgs, mistral_v3_like)
+    texts = [chat.text[s.start : s.end] for s in chat.spans]
+    assert texts == ["Be brief.", "2+2?", "4", "and?"]
+    assert chat.spans[0].start > chat.spans[2].end  # in the last user turn
+
+
+def test_a_trailing_space_the_template_trims_is_not_content() -> None:
+    """Llama 2 writes ``content.strip()`` then a space: an answer's own trailing space is
+    trimmed, and the template's space is not taken for it."""
+
+    def llama2_like(messages: list[Message]) -> str:
+        return "".join(
+            f"[INST] {m['content'].strip()} [/INST]"
+            if m["role"] == "user"
+            else f" {m['content'].strip()} </s>"
+            for m in messages
+        )
+
+    for answer in ("Hello world", "Hello world ", " Hello world  "):
+        chat = render_with_spans(_conv(("user", "hi"), ("assistant", answer)), llama2_like)
+        span = chat.spans[1]
+        assert chat.text[span.start : span.end] == "Hello world"
+        assert chat.text[span.end : span.turn_end] == " </s>"
