@@ -5,6 +5,7 @@ browser logs no error, and screenshots are kept as test artifacts."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -164,6 +165,10 @@ def test_two_models_side_by_side_with_a_difference_panel(
     counts = {len(p.find_elements(By.CSS_SELECTOR, ".tok")) for p in panels}
     assert len(counts) == 1
     assert_no_difference(panels[2])  # the twin is the same model
+    # Its header gives differences, not the second model's own figures.
+    stats = panels[2].find_element(By.XPATH, "..").find_elements(By.CSS_SELECTOR, ".stat")
+    assert [s.get_attribute("data-stat") for s in stats] == ["bits_per_char_difference"]
+    assert abs(float(stats[0].get_attribute("data-value"))) < 1e-3
     screenshot(browser, "compare")
     # Whatever the view, the difference panel subtracts like from like.
     browser.find_element(By.ID, "colour-entropy").click()
@@ -215,9 +220,63 @@ def test_chat_mode_and_api_errors(server: RunningServer, browser: Any) -> None:
     error = browser.find_element(By.ID, "error")
     WebDriverWait(browser, 30).until(expected_conditions.visibility_of(error))
     assert "context" in error.text
+    assert not browser.find_element(By.ID, "results").is_displayed()  # not the last text's
     # The API answered 422 on purpose; the page logs no error of its own.
     own = [e for e in severe_console_entries(browser) if "422" not in e["message"]]
     assert own == []
+
+
+def test_a_character_split_across_tokens_is_one_span_with_their_summed_surprisal(
+    server: RunningServer, browser: Any
+) -> None:
+    """Byte-level BPE cuts 中 and 🚀 into pieces without text of their own: each character
+    is one visible span (none of zero width), coloured by the sum of its pieces' bits."""
+    text = "Hello 中文 and 🚀 rockets"
+    open_page(browser, server)
+    browser.execute_script("document.getElementById('text').value = arguments[0]", text)
+    browser.find_element(By.ID, "score").click()
+    panel = wait_rendered(browser, 1)[0]
+    tokens = httpx.post(
+        server.url + "/v1/score/text", json={"texts": [text], "return_tokens": True}
+    ).json()["results"][0]["tokens"]
+    assert any(t["text"] == "" for t in tokens)  # the embedded tokenizer does split them
+    expected, bits = [], 0.0
+    for token in tokens:
+        bits += -token["logprob"] / math.log(2) if token["logprob"] is not None else math.nan
+        if token["text"]:
+            expected.append((token["text"], bits))
+            bits = 0.0
+    spans = browser.execute_script(
+        "return [...arguments[0].querySelectorAll('.tok')].map(s =>"
+        " [s.textContent, s.dataset.value === undefined ? null : Number(s.dataset.value),"
+        "  s.getBoundingClientRect().width])",
+        panel,
+    )
+    assert [s[0] for s in spans] == [text for text, _ in expected]
+    assert all(width > 0 for _, _, width in spans)
+    for (_, value, _), (_, want) in zip(spans[1:], expected[1:], strict=True):
+        assert value == pytest.approx(want, rel=1e-6)
+    assert severe_console_entries(browser) == []
+
+
+def test_one_request_at_a_time(server: RunningServer, browser: Any) -> None:
+    """Ctrl+Enter while a request is out sends nothing more: two answers could come back
+    in either order and show an older text's scores."""
+    open_page(browser, server)
+    browser.execute_script(
+        "window.scoreCalls = 0; const real = window.fetch;"
+        " window.fetch = (path, init) => {"
+        "   if (String(path).startsWith('/v1/score')) window.scoreCalls += 1;"
+        "   return real(path, init); };"
+    )
+    box = browser.find_element(By.ID, "text")
+    box.send_keys(TEXT)
+    browser.find_element(By.ID, "score").click()
+    for _ in range(3):
+        box.send_keys(Keys.CONTROL, Keys.ENTER)
+    wait_rendered(browser, 1)
+    assert browser.execute_script("return window.scoreCalls") == 1
+    assert severe_console_entries(browser) == []
 
 
 def test_a_long_document_renders_every_token(server: RunningServer, browser: Any) -> None:

@@ -13,7 +13,7 @@ const VIRIDIS = [
 // Diverging blue-white-red for "second model minus first", in bits.
 const DIVERGING = [[33, 102, 172], [247, 247, 247], [178, 24, 43]];
 
-const state = { apiKey: "", models: [], references: [], last: null };
+const state = { apiKey: "", models: [], references: [], last: null, busy: false };
 const $ = (id) => document.getElementById(id);
 
 function interpolate(stops, t) {
@@ -75,7 +75,8 @@ async function loadModels() {
   try {
     state.models = (await api("/v1/models")).data;
   } catch (error) {
-    showError(`Could not list the models: ${error.message}${error.status === 401 ? " (enter the API key, then Score)" : ""}`);
+    const hint = state.apiKey ? " (check the API key, then Score)" : " (enter the API key, then Score)";
+    showError(`Could not list the models: ${error.message}${error.status === 401 ? hint : ""}`);
     return;
   }
   const first = $("model");
@@ -157,11 +158,22 @@ function requestFor(model) {
 }
 
 async function score() {
+  if (state.busy) return; // one request at a time: answers could come back out of order
+  state.busy = true;
+  const button = $("score");
+  button.disabled = true;
+  try {
+    await scoreOnce();
+  } finally {
+    state.busy = false;
+    button.disabled = false;
+  }
+}
+
+async function scoreOnce() {
   state.apiKey = $("api-key").value;
   if (!state.models.length) await loadModels();
   if (!state.models.length) return;
-  const button = $("score");
-  button.disabled = true;
   showError("");
   try {
     const models = [$("model").value, $("model-b").value].filter((m, i) => m && (i === 0 || m !== $("model").value));
@@ -173,9 +185,10 @@ async function score() {
     state.last = answers;
     render();
   } catch (error) {
+    state.last = null; // the results shown were for another text: do not leave them up
+    $("results").hidden = true;
+    hideTip();
     showError(error.message);
-  } finally {
-    button.disabled = false;
   }
 }
 
@@ -226,23 +239,67 @@ function header(answer, extra) {
   return h;
 }
 
+// The difference panel's own header: what is subtracted from what, and its scale. Its
+// numbers are differences, not the second model's own (its panel shows those).
+function differenceHeader(answer, base) {
+  const h = header(answer, ` − ${base.model}`);
+  for (const stat of h.querySelectorAll(".stat")) stat.remove();
+  const delta = answer.result.bits_per_char - base.result.bits_per_char;
+  const span = document.createElement("span");
+  span.className = "stat";
+  span.dataset.stat = "bits_per_char_difference";
+  if (Number.isFinite(delta)) span.dataset.value = String(delta);
+  span.append("Δ bits/char ");
+  const b = document.createElement("b");
+  b.textContent = fmt(delta);
+  span.append(b);
+  h.append(span);
+  const wrap = document.createElement("div");
+  const note = document.createElement("p");
+  note.className = "hint";
+  note.textContent = `Surprisal of ${answer.model} minus ${base.model}, in bits per unit: blue where ${answer.model} is less surprised, red where more (the colours saturate at ±4 bits).`;
+  wrap.append(h, note);
+  return wrap;
+}
+
 function units(answer) {
   const unit = document.querySelector("input[name=unit]:checked").value;
   if (unit === "word" && answer.result.words) {
     return answer.result.words.map((w) => ({ text: w.text, value: w.surprisal_bits, word: w }));
   }
   const colourBy = document.querySelector("input[name=colour]:checked").value;
-  return (answer.result.tokens || []).map((t) => ({
-    text: t.text,
-    value: colourBy === "entropy" && t.entropy !== null && t.entropy !== undefined ? t.entropy / LN2 : bits(t.logprob),
-    token: t,
-  }));
+  const out = [];
+  let pieces = [];
+  for (const token of answer.result.tokens || []) {
+    pieces.push(token);
+    if (token.text === "") continue; // part of a character: it joins the token completing it
+    out.push(tokenUnit(pieces, colourBy));
+    pieces = [];
+  }
+  if (pieces.length) out.push(tokenUnit([...(out.length ? out.pop().parts : []), ...pieces], colourBy));
+  return out;
+}
+
+// Byte-level tokenizers split a character over several tokens, all but the last without
+// text of their own: shown as one span, the character's surprisal is the sum of its
+// pieces' (bits), unknown if one of them is unscored.
+function tokenUnit(parts, colourBy) {
+  const first = parts[0];
+  let value;
+  if (colourBy === "entropy" && first.entropy !== null && first.entropy !== undefined) {
+    value = first.entropy / LN2; // the uncertainty where the character starts
+  } else {
+    value = parts.some((p) => p.logprob === null) ? null : parts.reduce((sum, p) => sum + bits(p.logprob), 0);
+  }
+  const token = parts[parts.length - 1];
+  const scored = parts.every((p) => p.scored !== false);
+  return { text: parts.map((p) => p.text).join(""), value, token, parts, scored };
 }
 
 function renderPanel(answer, items, container, diffAgainst) {
   const panel = document.createElement("section");
   panel.className = "panel";
-  panel.append(header(answer, diffAgainst ? " − " + diffAgainst.model + " (bits)" : ""));
+  panel.append(diffAgainst ? differenceHeader(answer, diffAgainst) : header(answer, ""));
   const body = document.createElement("div");
   body.className = "tokens";
   body.dataset.model = answer.model;
@@ -270,7 +327,7 @@ function renderPanel(answer, items, container, diffAgainst) {
       span.dataset.index = String(index);
       span.textContent = item.text;
       const value = item.value;
-      const unscored = value === null || (token && token.scored === false);
+      const unscored = value === null || item.scored === false;
       if (unscored) {
         span.classList.add("unscored");
       } else {
@@ -287,8 +344,8 @@ function renderPanel(answer, items, container, diffAgainst) {
     else body.dataset.rendered = "true";
   };
   step();
-  body.addEventListener("mouseover", (e) => showTip(e.target, answer, items));
-  body.addEventListener("focusin", (e) => showTip(e.target, answer, items));
+  body.addEventListener("mouseover", (e) => showTip(e.target, items, diffAgainst));
+  body.addEventListener("focusin", (e) => showTip(e.target, items, diffAgainst));
   body.addEventListener("mouseleave", hideTip);
   body.addEventListener("focusout", hideTip);
 }
@@ -332,7 +389,7 @@ function code(text) {
   return c;
 }
 
-function showTip(target, answer, items) {
+function showTip(target, items, diffAgainst) {
   if (!(target instanceof HTMLElement) || !target.classList.contains("tok")) return;
   const item = items[Number(target.dataset.index)];
   if (!item) return;
@@ -342,9 +399,19 @@ function showTip(target, answer, items) {
   title.append(code(item.text));
   tip.append(title);
   const table = document.createElement("table");
+  if (diffAgainst) {
+    table.append(row([`− ${diffAgainst.model}`, item.value === null ? "–" : `${fmt(item.value)} bits`]));
+  }
   if (item.word) {
     const w = item.word;
     table.append(row(["surprisal", `${fmt(w.surprisal_bits)} bits`]), row(["logprob", `${fmt(w.logprob)} nats`]), row(["tokens", String(w.num_tokens)]));
+  } else if (item.parts.length > 1) {
+    const known = item.parts.every((p) => p.logprob !== null);
+    const nats = item.parts.reduce((sum, p) => sum + (p.logprob || 0), 0);
+    table.append(row(["tokens", `${item.parts.length}, one character split across them`]));
+    table.append(row(["logprob", known ? `${fmt(nats)} nats (sum)` : "partly unscored"]));
+    if (known) table.append(row(["surprisal", `${fmt(bits(nats))} bits (${item.parts.map((p) => fmt(bits(p.logprob), 2)).join(" + ")})`]));
+    if (!item.scored) table.append(row(["", "not in a scored role"]));
   } else {
     const t = item.token;
     table.append(row(["logprob", t.logprob === null ? "unscored (nothing before it)" : `${fmt(t.logprob)} nats`]));
