@@ -45,7 +45,7 @@ from service.schemas import (
     TextScoreRequest,
     Usage,
 )
-from service.scoring.reference import ReferenceProfile
+from service.scoring.reference import ProfileError, ReferenceProfile
 from service.sequences import (
     RunOptions,
     ScoredSequence,
@@ -94,6 +94,8 @@ class Engine:
         await self.registry.load(specs)
         for profile in profiles:
             check_profile(profile, self.registry.models)
+            if profile.name in self.references:
+                raise ProfileError(f"two reference profiles are named {profile.name!r}")
             self.references[profile.name] = profile
         self.registry.ready = True
 

@@ -206,3 +206,31 @@ async def test_references_are_listed_over_grpc_as_over_rest(
     finally:
         await door.stop(grace_s=0.0)
     assert MessageToDict(listed, preserving_proto_field_name=True) == rest
+
+
+@ASYNC
+async def test_two_profiles_with_one_name_are_refused(
+    engine_factory: Callable[..., Engine], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two --reference flags naming the same profile: refused at start-up, not the last
+    one silently winning."""
+    import json
+
+    engine = engine_factory()
+    path = tmp_path / "prose.json"
+    quantiles = [[0.0, 1.0], [0.5, 2.0], [1.0, 3.0]]
+    fields = {"model": "default", "revision": "sha256:test", "metric": "bits_per_char"}
+    path.write_text(json.dumps({**fields, "quantiles": quantiles}))
+
+    async def already_loaded(specs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(engine.registry, "load", already_loaded)
+    engine.settings = engine.settings.model_copy(update={"reference": [f"prose={path}"]})
+    await engine.load([])
+    assert set(engine.references) == {"prose"}
+    engine.references.clear()
+    twice = [f"prose={path}", f"prose={path}"]
+    engine.settings = engine.settings.model_copy(update={"reference": twice})
+    with pytest.raises(ProfileError, match="two reference profiles"):
+        await engine.load([])
