@@ -40,7 +40,8 @@ class RaggedBatch:
     ``cu_seq_lens`` int32 ``[n + 1]`` (window i is ``[cu[i], cu[i + 1])``); ``starts`` and
     ``lengths`` the same on the host; ``max_length`` the longest window. ``masks`` holds,
     for the windows that are token trees, a boolean ``[length, length]`` mask (a token
-    attends to its ancestors and itself)."""
+    attends to its ancestors and itself), and ``depths`` their tokens' depths (position
+    ids), which a sliding window limits attention by."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
@@ -49,6 +50,7 @@ class RaggedBatch:
     lengths: tuple[int, ...]
     max_length: int
     masks: dict[int, torch.Tensor]
+    depths: dict[int, torch.Tensor]
 
     @functools.cached_property
     def groups(self) -> tuple[PaddedGroup, ...]:
@@ -69,11 +71,13 @@ class RaggedBatch:
         flat = [token for window in windows for token in window]
         positions: list[int] = []
         masks: dict[int, torch.Tensor] = {}
+        depths: dict[int, torch.Tensor] = {}
         for index, (length, parents) in enumerate(zip(lengths, trees, strict=True)):
             if parents is None:
                 positions.extend(range(length))
             else:
                 depth, masks[index] = tree_layout(parents, device)
+                depths[index] = torch.tensor(depth, dtype=torch.long, device=device)
                 positions.extend(depth)
         cu = torch.tensor((*starts, starts[-1] + lengths[-1]), dtype=torch.int32)
         return cls(
@@ -84,6 +88,7 @@ class RaggedBatch:
             lengths,
             max(lengths),
             masks,
+            depths,
         )
 
     def attention_kwargs(self) -> dict[str, Any]:
@@ -97,6 +102,17 @@ class RaggedBatch:
             # back from a device.
             "lmscore_batch": self,
         }
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Where one attention call's windows lie in the stream: ``starts`` and ``lengths``,
+    and for token trees their masks and depths (``RaggedBatch``'s, by window index)."""
+
+    starts: Sequence[int]
+    lengths: Sequence[int]
+    trees: dict[int, torch.Tensor]
+    depths: dict[int, torch.Tensor]
 
 
 def tree_layout(parents: Sequence[int], device: torch.device) -> tuple[list[int], torch.Tensor]:
@@ -130,13 +146,13 @@ def ragged_attention(
     Without window boundaries (one plain sequence) it is ordinary causal SDPA.
     """
     batch: RaggedBatch | None = kwargs.get("lmscore_batch")
-    windows: tuple[Sequence[int], Sequence[int], dict[int, torch.Tensor]] = (
-        ((0,), (query.shape[2],), {})
+    windows = (
+        Windows((0,), (query.shape[2],), {}, {})
         if batch is None
-        else (batch.starts, batch.lengths, batch.masks)
+        else Windows(batch.starts, batch.lengths, batch.masks, batch.depths)
     )
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
-    if sliding is not None and max(windows[1]) <= sliding:
+    if sliding is not None and max(windows.lengths) <= sliding:
         sliding = None  # no window reaches past it: plain causal attention
     extras = ScoreExtras(kwargs.get("softcap"), kwargs.get("s_aux"))
     stream = batch is not None and query.shape[0] == 1
@@ -147,7 +163,7 @@ def ragged_attention(
         query, key, value = (t.to(half) for t in (query, key, value))
     # One window is one SDPA call; several take one kernel for the whole stream where the
     # windows are plain causal sequences.
-    several = stream and len(windows[1]) > 1 and not windows[2] and extras.none
+    several = stream and len(windows.lengths) > 1 and not windows.trees and extras.none
     if several and _use_varlen(query, sliding, scaling):
         out = _varlen(query, key, value, kwargs, scaling)
     elif several and batch is not None and sliding is None and _groups_pay(query):
@@ -181,14 +197,14 @@ def _per_window(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    windows: tuple[Sequence[int], Sequence[int], dict[int, torch.Tensor]],
+    windows: Windows,
     scaling: float | None,
     sliding: int | None,
     extras: ScoreExtras,
 ) -> torch.Tensor:
     """One SDPA call per window (causal, or a token tree's mask), or attention written out
     where the model has score extras; output ``[1, total, heads, head_dim]``."""
-    starts, lengths, trees = windows
+    starts, lengths, trees = windows.starts, windows.lengths, windows.trees
     masked = sliding is not None or bool(trees)
     key, value, gqa = _heads_for_sdpa(query, key, value, masked)
     out = query.new_empty(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
@@ -197,8 +213,9 @@ def _per_window(
         mask = trees.get(index)
         if mask is None:
             mask = _sliding_mask(length, sliding, query.device)
-        elif sliding is not None:
-            raise NotImplementedError("token trees with sliding-window attention")
+        elif sliding is not None:  # along a branch, tokens lie as far back as depths say
+            depth = windows.depths[index]
+            mask = mask & (depth[:, None] - depth[None, :] < sliding)
         if extras.none:
             part = F.scaled_dot_product_attention(
                 query[:, :, span],

@@ -44,6 +44,25 @@ def test_attention_equals_a_block_diagonal_mask(window: int | None) -> None:
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("window", [2, 3, 6, 100])
+def test_a_token_tree_under_a_sliding_window_attends_like_each_branch_alone(window: int) -> None:
+    """Sliding-window models (Gemma 2/3, Mistral v0.1, gpt-oss) take token trees longer
+    than their window: along a branch a key lies as far back as the depths say."""
+    context = [-1, 0, 1, 2, 3]
+    parents = [*context, 4, 5, 6, 4, 8, 9, 10]  # two branches after a five-token context
+    branches = [[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 8, 9, 10, 11]]
+    q, k, v = random_stream([len(parents)])
+    batch = RaggedBatch.of([[0] * len(parents)], torch.device("cpu"), [parents])
+    out, _ = ragged_attention(
+        torch.nn.Module(), q, k, v, None, sliding_window=window, **batch.attention_kwargs()
+    )
+    for path in branches:
+        alone = block_causal_reference(
+            q[:, :, path], k[:, :, path], v[:, :, path], [len(path)], window
+        )
+        torch.testing.assert_close(out[:, path], alone, rtol=0, atol=1e-12)
+
+
 def test_the_varlen_kernel_gets_only_a_stream_with_window_boundaries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
