@@ -57,10 +57,10 @@ def parse_model_args(args: list[str]) -> list[ModelSpec]:
         return [ModelSpec("default", "default")]
     specs: list[ModelSpec] = []
     for arg in args:
-        name, sep, source = arg.partition("=")
+        head, _, query = arg.partition("?")  # options first: "default?dtype=float32"
+        name, sep, source = head.partition("=")
         if not sep:
-            name, source = ("default", arg) if arg == "default" else (Path(arg).name, arg)
-        source, _, query = source.partition("?")
+            name, source = ("default", head) if head == "default" else (Path(head).name, head)
         name, source = name.strip(), source.strip()
         if not name or not source:
             raise ModelSpecError(f"--model {arg!r}: expected NAME=SPEC")

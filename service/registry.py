@@ -78,6 +78,14 @@ class ModelRegistry:
                 info.max_context,
                 time.perf_counter() - started,
             )
+            if info.dtype != "float32":
+                log.warning(
+                    "model %s scores in %s: PPL moves by up to several percent from float32 "
+                    "on short texts; serve it with ?dtype=float32 (or --dtype float32) for "
+                    "reference numbers",
+                    spec.name,
+                    info.dtype,
+                )
 
     def add(self, name: str, revision: str, scheduler: Scheduler) -> ServedModel:
         """Serve a loaded model under ``name``."""

@@ -134,7 +134,8 @@ async def _run_until_stopped(
         return 1
     if load_task.done() and not shutdown.requested:
         await shutdown.grpc_door.set_serving(True)
-        log.info("%s", ready_line)
+        # At the level logs are kept at: the ready line (with the ports) always shows.
+        log.log(max(logging.INFO, log.getEffectiveLevel()), "%s", ready_line)
     await server_task
     load_task.cancel()
     return 0

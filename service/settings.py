@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# gRPC's message size options are C ints.
+GRPC_INT_MAX = 2**31 - 1
+
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -51,8 +54,8 @@ class Settings(BaseSettings):
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16", "bf16-mixed"] = Field(
         "auto",
-        description="Precision. 'auto' picks bfloat16 on CUDA and on CPUs with AMX or "
-        "AVX512-BF16, float32 elsewhere. bfloat16 moves per-text PPL by ~1% (median) and "
+        description="Precision. 'auto' picks bfloat16 on CUDA (float16 on GPUs without "
+        "bf16, such as T4 and V100) and on CPUs with AMX or AVX512-BF16, float32 elsewhere. bfloat16 moves per-text PPL by ~1% (median) and "
         "up to 15% on very short texts; 'bf16-mixed' (float32 weights, bf16 matmuls under "
         "autocast; transformers backend) about halves that; float32 is exact. "
         "Log-softmax is always float32.",
@@ -84,6 +87,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(
         5.0,
         ge=0,
+        le=600_000,
+        allow_inf_nan=False,
         description="Milliseconds a batch waits for company after its first item arrives.",
     )
     max_queue: int = Field(
@@ -117,6 +122,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024,
         ge=1024,
+        le=GRPC_INT_MAX // 2,  # gRPC takes twice this as a 32-bit limit
         description="Largest request body (REST) or message (gRPC) in bytes; more is 413 / "
         "INVALID_ARGUMENT (over twice this, gRPC itself answers RESOURCE_EXHAUSTED).",
     )
@@ -129,6 +135,7 @@ class Settings(BaseSettings):
     grpc_max_send_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,
+        le=GRPC_INT_MAX,
         description="Largest gRPC response in bytes (requests are capped by --max-body-bytes).",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
@@ -170,6 +177,20 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("api_keys", mode="after")
+    @classmethod
+    def _no_blank_key(cls, value: list[str]) -> list[str]:
+        # "--api-key $KEY" with KEY unset would turn auth on with a key any client sends.
+        keys = [key.strip() for key in value]
+        if not all(keys):
+            raise ValueError("an API key is empty or blank (an unset variable?)")
+        return keys
+
+    @field_validator("cache_dir", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
     @field_validator("cors_allow_origin", mode="after")
     @classmethod
     def _split_each_origin(cls, value: list[str]) -> list[str]:
@@ -203,7 +224,7 @@ class Settings(BaseSettings):
 def _keys_in(path: Path) -> list[str]:
     """The keys of a keys file: one per line, blank lines and # comments skipped."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no key's
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read {path}: {exc}") from exc
     return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]

@@ -231,3 +231,20 @@ def test_a_signal_while_a_model_loads_stops_the_process(tmp_path: Path) -> None:
                 process.wait()
             log.close()
     assert "Traceback" not in (tmp_path / "log").read_text()
+
+
+def test_the_ready_line_shows_at_any_log_level_and_bf16_says_what_it_costs(
+    tmp_path: Path,
+) -> None:
+    """With --log-level warning the ready line (the only place port 0's ports appear) is
+    still written, and a model served in bf16 says at start-up that its PPL moves."""
+    log = tmp_path / "server.log"
+    running = start_server(["--log-level", "warning", "--dtype", "bfloat16"], log)
+    try:
+        models = httpx.get(running.url + "/v1/models").json()["data"]
+        assert [m["dtype"] for m in models] == ["bfloat16"]
+    finally:
+        assert stop_server(running) == 0
+    text = log.read_text()
+    assert "scores in bfloat16: PPL moves by up to several percent" in text
+    assert " loaded from " not in text  # info lines stay out at this level

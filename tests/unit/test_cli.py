@@ -241,6 +241,48 @@ def test_per_model_options() -> None:
         Settings().for_model({"dtype": "float8"})
 
 
+@pytest.mark.parametrize("key", ["", "   "])
+def test_a_blank_api_key_is_refused(key: str) -> None:
+    """``--api-key "$KEY"`` with KEY unset turned auth on with a key any client sends
+    (``Authorization: Bearer``)."""
+    with pytest.raises(ValidationError, match="empty or blank"):
+        settings("--api-key", key)
+    assert settings("--api-key", "  k  ").api_keys == ["k"]  # the check trims what comes in
+
+
+def test_a_keys_file_saved_with_a_bom(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.txt"
+    keys.write_bytes("\ufefffirst\r\nsecond\r\n".encode())
+    assert settings("--api-keys-file", str(keys)).all_api_keys() == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--max-body-bytes", str(2**30)),  # gRPC takes twice this as a C int
+        ("--grpc-max-send-bytes", str(3 * 10**9)),
+        ("--max-wait-ms", "inf"),
+        ("--max-wait-ms", "1e13"),  # the batcher's timer overflowed, its thread died
+    ],
+)
+def test_values_that_would_fail_after_start_up_are_refused(flags: tuple[str, str]) -> None:
+    with pytest.raises(ValidationError):
+        settings(*flags)
+
+
+def test_cache_dir_expands_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert settings("--cache-dir", "~/models").cache_dir == tmp_path / "models"
+
+
+def test_a_name_less_spec_takes_options() -> None:
+    assert parse_model_args(["default?dtype=float32"]) == [
+        ModelSpec("default", "default", (("dtype", "float32"),))
+    ]
+    (spec,) = parse_model_args(["/models/tiny?max_context=32"])
+    assert (spec.name, spec.source) == ("tiny", "/models/tiny")
+
+
 def test_parse_model_args() -> None:
     assert parse_model_args([]) == [ModelSpec("default", "default")]
     assert parse_model_args(["default"]) == [ModelSpec("default", "default")]
