@@ -11,7 +11,7 @@ continuation attends to it and to itself. Elsewhere each pair is its own window.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +26,22 @@ from service.schemas import (
     ContinuationToken,
     Usage,
 )
-from service.sequences import checked
+from service.sequences import checked, encode
 from service.served import ContinuationOutcome, RequestTiming, ServedModel
+from service.token_text import token_pieces
+
+# Tokens of the context decoded before a continuation's, for its first token's text.
+CONTEXT_TOKENS = 6
 
 
 @dataclass(frozen=True)
 class EncodedPairs:
-    """The context's token ids and each continuation's own token ids."""
+    """The context's token ids and each continuation's own token ids; ``alone[i]``: the
+    continuation was tokenized on its own (no context, or one merging with it)."""
 
     context: list[int]
     continuations: list[list[int]]
+    alone: list[bool]
 
     @property
     def num_tokens(self) -> int:
@@ -57,10 +63,12 @@ def encode_pairs(
     context = context[: len(context) - spaces]
     context_ids = tokenizer.encode(context, add_special_tokens=False) if context else []
     own: list[list[int]] = []
+    alone: list[bool] = []
     for i, text in enumerate(continuations):
         ids = _after_context(tokenizer, context_ids, context + moved + text)
+        alone.append(ids is None)
         if ids is None:  # no context, or it merges with the continuation
-            ids = list(tokenizer.encode(moved + text, add_special_tokens=False))
+            ids = _own_tokens(tokenizer, moved + text)
         if not ids:
             raise InvalidRequest(
                 "the continuation has no token of its own after the context",
@@ -68,14 +76,26 @@ def encode_pairs(
             )
         own.append(ids)
     if context_ids:
-        return EncodedPairs(list(context_ids), own)
+        return EncodedPairs(list(context_ids), own, alone)
     if bos_id is None:
         raise InvalidRequest(
             "an empty context needs the model's BOS (or EOS) token to condition on, and the "
             "model has neither a BOS nor an EOS token",
             param="context",
         )
-    return EncodedPairs([bos_id], own)
+    return EncodedPairs([bos_id], own, alone)
+
+
+def _own_tokens(tokenizer: Any, text: str) -> list[int]:
+    """``text`` tokenized alone, less any leading token that holds none of its characters
+    (a SentencePiece tokenizer's dummy-prefix ``▁`` before a newline or a byte: a space
+    that is not in the text, and would be scored as the continuation's)."""
+    (encoded,) = encode(tokenizer, [text])
+    sizes = encoded.token_bytes or [end - start for start, end in encoded.offsets]
+    lead = 0
+    while lead < len(sizes) - 1 and sizes[lead] == 0:
+        lead += 1
+    return list(encoded.ids[lead:])
 
 
 def _after_context(tokenizer: Any, context_ids: list[int], whole_text: str) -> list[int] | None:
@@ -90,7 +110,14 @@ def _after_context(tokenizer: Any, context_ids: list[int], whole_text: str) -> l
 
 
 def check_fits(pairs: EncodedPairs, context_window: int) -> None:
-    """Each context + continuation must fit the model's context (422 naming it)."""
+    """Each context + continuation must fit the model's context (422 naming it: the
+    context where it leaves no room for any continuation token)."""
+    if len(pairs.context) >= context_window:
+        raise InvalidRequest(
+            f"the context's {len(pairs.context)} tokens leave no room for a continuation in "
+            f"the model's context of {context_window}",
+            param="context",
+        )
     for i, ids in enumerate(pairs.continuations):
         if len(pairs.context) + len(ids) > context_window:
             raise InvalidRequest(
@@ -141,22 +168,36 @@ def split_results(pairs: EncodedPairs, outputs: list[ForwardResult]) -> list[For
     return parts
 
 
+def token_texts(tokenizer: Any, pairs: EncodedPairs) -> list[list[str]]:
+    """Each continuation token's text: what it adds after the tokens before it, decoded as
+    it was tokenized (after the context's last few tokens, or alone: a dummy prefix is no
+    text), so a character split over tokens shows once, whole, on the token completing it,
+    and the texts join to the continuation."""
+    texts = []
+    for ids, alone in zip(pairs.continuations, pairs.alone, strict=True):
+        tail = [] if alone else pairs.context[-CONTEXT_TOKENS:]
+        texts.append(token_pieces(tokenizer, [*tail, *ids])[len(tail) :])
+    return texts
+
+
 def build_response(
     model: str,
     revision: str,
     texts: Sequence[str],
     pairs: EncodedPairs,
     scores: list[ForwardResult],
-    token_text: Callable[[int], str] | None,
+    pieces: list[list[str]] | None,
 ) -> ContinuationResponse:
-    """The response; token detail only with ``token_text`` (return_tokens)."""
+    """The response; token detail only with each token's text (``pieces``, return_tokens)."""
     results = []
-    for text, ids, score in zip(texts, pairs.continuations, scores, strict=True):
+    for k, (text, ids, score) in enumerate(zip(texts, pairs.continuations, scores, strict=True)):
         tokens = None
-        if token_text is not None:
+        if pieces is not None:
             tokens = [
-                ContinuationToken(id=t, text=token_text(t), logprob=float(lp), rank=int(rank))
-                for t, lp, rank in zip(ids, score.logprobs, score.ranks, strict=True)
+                ContinuationToken(id=t, text=piece, logprob=float(lp), rank=int(rank))
+                for t, piece, lp, rank in zip(
+                    ids, pieces[k], score.logprobs, score.ranks, strict=True
+                )
             ]
         results.append(
             ContinuationResult(
@@ -196,8 +237,6 @@ async def score(
     scored = await model.scheduler.submit(items, deadline)
     parts = split_results(pairs, [s.result for s in scored])
     scores = [checked(part, f"continuations[{i}]") for i, part in enumerate(parts)]
-    token_text = model.token_text if req.return_tokens else None
-    response = build_response(
-        model.name, model.revision, req.continuations, pairs, scores, token_text
-    )
+    pieces = await model.prepare(token_texts, tokenizer, pairs) if req.return_tokens else None
+    response = build_response(model.name, model.revision, req.continuations, pairs, scores, pieces)
     return ContinuationOutcome(response, RequestTiming.of(scored))

@@ -132,6 +132,7 @@ async def test_rest_and_bad_input(client_factory: Callable[..., httpx.AsyncClien
         ({"context": "a", "continuations": ["b", ""]}, 422, "continuations[1]"),
         ({"context": "a", "continuations": ["b"] * 4}, 413, "continuations"),
         ({"context": "a", "continuations": ["b " * 40]}, 422, "continuations[0]"),
+        ({"context": "b " * 40, "continuations": ["c"]}, 422, "context"),  # no room left
         ({"model": "nope", "context": "a", "continuations": ["b"]}, 404, "model"),
         ({"context": "a", "continuations": ["b"], "texts": ["x"]}, 422, "texts"),
     ]
@@ -154,3 +155,16 @@ async def test_many_continuations_beyond_the_context_fall_back_to_pairs(
     assert got.usage.prompt_tokens > 24  # the whole tree would not fit
     for a, b in zip(got.results, want.results, strict=True):
         assert a.sum_logprob == pytest.approx(b.sum_logprob, rel=BATCH_INVARIANCE_REL, abs=1e-4)
+
+
+@ASYNC
+async def test_token_texts_join_to_the_continuation(tiny_engine: Engine) -> None:
+    """A character split over byte-level tokens shows once, whole, on the token that
+    completes it (its other pieces ""), never as U+FFFD: the texts join to what was sent."""
+    continuations = [" 🚀🎉 Привет", " 日本語 text", " plain words"]
+    request = ContinuationRequest(context="We say", continuations=continuations, return_tokens=True)
+    response = (await tiny_engine.score_continuations(request)).response
+    for sent, result in zip(continuations, response.results, strict=True):
+        assert result.tokens is not None and len(result.tokens) == result.num_tokens
+        texts = [t.text for t in result.tokens]
+        assert "".join(texts) == sent and not any("\ufffd" in t for t in texts)

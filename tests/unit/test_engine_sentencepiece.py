@@ -22,7 +22,7 @@ import torch
 from tiny_engines import make_engine
 
 from service.engine import Engine
-from service.schemas import TextScoreRequest
+from service.schemas import ContinuationRequest, TextScoreRequest
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -159,3 +159,18 @@ async def test_alternatives_keep_the_space_their_piece_starts_with(
             assert alternative.text == after[len(before) :], piece
             spaced += piece.startswith("▁")
     assert spaced > 0, "no word-initial alternative: the check did not run"
+
+
+async def test_a_continuation_alone_scores_no_dummy_prefix(sp_engine: tuple[Engine, Any]) -> None:
+    """Tokenized alone (an empty context, or one merging with it), a continuation that a
+    dummy-prefix tokenizer starts with a bare "▁" (before a newline or a byte) does not
+    get that space scored: it is not in the text."""
+    engine, tokenizer = sp_engine
+    continuations = ["\nline", "日本語", "hello world"]
+    request = ContinuationRequest(context="", continuations=continuations, return_tokens=True)
+    response = (await engine.score_continuations(request)).response
+    for sent, result in zip(continuations, response.results, strict=True):
+        assert result.tokens is not None
+        assert "".join(t.text for t in result.tokens) == sent
+        pieces = tokenizer.convert_ids_to_tokens([t.id for t in result.tokens])
+        assert pieces[0] != "▁"
