@@ -49,7 +49,11 @@ class EncodedPairs:
 
 
 def encode_pairs(
-    tokenizer: Any, context: str, continuations: Sequence[str], bos_id: int | None
+    tokenizer: Any,
+    context: str,
+    continuations: Sequence[str],
+    bos_id: int | None,
+    prefix: int | None = None,
 ) -> EncodedPairs:
     """Token ids split at the context boundary as lm-evaluation-harness does: the
     continuation's tokens are those of context + continuation after the context's own.
@@ -75,6 +79,8 @@ def encode_pairs(
                 param=f"continuations[{i}]",
             )
         own.append(ids)
+    if prefix is not None:
+        return EncodedPairs([prefix, *context_ids], own, alone)
     if context_ids:
         return EncodedPairs(list(context_ids), own, alone)
     if bos_id is None:
@@ -84,6 +90,15 @@ def encode_pairs(
             param="context",
         )
     return EncodedPairs([bos_id], own, alone)
+
+
+def context_prefix(model: ServedModel, prepend_bos: bool | None) -> int | None:
+    """The token put before the context: the model's BOS (or EOS) when asked; unasked,
+    the BOS its tokenizer adds to a text by default (lm-evaluation-harness's hf backend
+    tokenizes contexts with the tokenizer's defaults); None: nothing."""
+    if prepend_bos:
+        return model.start_token("prepend_bos", "prepend_bos")
+    return model.default_bos if prepend_bos is None else None
 
 
 def _own_tokens(tokenizer: Any, text: str) -> list[int]:
@@ -224,7 +239,10 @@ async def score(
     where the backend takes token trees and it fits the context (its attention mask is
     length^2), else one window per pair."""
     tokenizer, bos = model.backend.tokenizer, model.backend.bos_id()
-    pairs = await model.prepare(encode_pairs, tokenizer, req.context, req.continuations, bos)
+    prefix = context_prefix(model, req.prepend_bos)
+    pairs = await model.prepare(
+        encode_pairs, tokenizer, req.context, req.continuations, bos, prefix
+    )
     model.check_vocabulary(
         [pairs.context, *pairs.continuations],
         ["context", *(f"continuations[{i}]" for i in range(len(pairs.continuations)))],

@@ -115,10 +115,20 @@ class ServedModel:
         tokenizer = self.backend.tokenizer
         return max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
 
+    @functools.cached_property
+    def default_bos(self) -> int | None:
+        """The BOS token the tokenizer puts before a text by default (Llama's and Gemma's
+        do, SmolLM2's does not); None when it adds none."""
+        tokenizer = self.backend.tokenizer
+        bos = tokenizer.bos_token_id
+        added = list(tokenizer("a")["input_ids"])
+        plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+        return int(bos) if bos is not None and added[:1] == [bos] != plain[:1] else None
+
     def read_vocabulary(self) -> None:
         """Read what requests check their token ids against now (a 256k vocabulary takes a
         while), so the first request does not do it on the event loop."""
-        _ = self.tokenizer_ids, self.special_ids
+        _ = self.tokenizer_ids, self.special_ids, self.default_bos
 
     @property
     def vocab_limit(self) -> int:

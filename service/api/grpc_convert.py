@@ -118,6 +118,8 @@ def continuations_request(message: pb.ScoreContinuationsRequest) -> Continuation
         "continuations": list(message.continuations),
         "return_tokens": message.return_tokens,
     }
+    if message.HasField("prepend_bos"):
+        fields["prepend_bos"] = message.prepend_bos
     result: ContinuationRequest = _validated(ContinuationRequest, fields)
     return result
 

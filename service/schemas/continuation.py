@@ -27,6 +27,13 @@ class ContinuationRequest(BaseModel):
         ..., min_length=1, description="Candidate continuations, each scored given the context."
     )
     return_tokens: bool = Field(False, description="Return each continuation's tokens.")
+    prepend_bos: bool | None = Field(
+        None,
+        description="Put the model's BOS (or EOS) token before the context. Unset: where the "
+        "tokenizer adds a BOS to a text by default (Llama, Gemma), as "
+        "lm-evaluation-harness's hf backend does; SmolLM2's does not. An empty context is "
+        "that token whatever this says.",
+    )
 
 
 class ContinuationToken(BaseModel):

@@ -175,3 +175,13 @@ def test_grpc_client_sends_a_messages_other_keys(
     assert not sent[0].HasField("extra")
     assert MessageToDict(sent[1].extra) == {"name": "bot", "tool_calls": [call]}
     assert refused.value.param == "conversations[0][0]"
+
+
+def test_continuations_send_prepend_bos_only_when_set() -> None:
+    unset = build.score_continuations("ctx", ["a"], model=None, return_tokens=False)
+    assert unset.body is not None and "prepend_bos" not in unset.body
+    for value in (True, False):
+        call = build.score_continuations(
+            "ctx", ["a"], model=None, return_tokens=False, prepend_bos=value
+        )
+        assert call.body is not None and call.body["prepend_bos"] is value

@@ -168,3 +168,28 @@ async def test_token_texts_join_to_the_continuation(tiny_engine: Engine) -> None
         assert result.tokens is not None and len(result.tokens) == result.num_tokens
         texts = [t.text for t in result.tokens]
         assert "".join(texts) == sent and not any("\ufffd" in t for t in texts)
+
+
+@ASYNC
+async def test_prepend_bos_puts_the_bos_before_the_context(
+    tiny_engine: Engine, tokenizer: Any, reference_logprobs: Callable[[list[int]], np.ndarray]
+) -> None:
+    """With prepend_bos the context starts with the model's BOS (lm-evaluation-harness's hf
+    backend with a tokenizer that adds one); unset, this tokenizer adds none."""
+    context, continuation = "The quick brown fox", " jumps over"
+    context_ids, own = lm_eval_pair(tokenizer, context, continuation)
+    rows = reference_logprobs([tokenizer.bos_token_id, *context_ids, *own])
+    at = len(context_ids) + np.arange(len(own))
+    want = rows[at, own].sum()
+    asked = ContinuationRequest(context=context, continuations=[continuation], prepend_bos=True)
+    response = (await tiny_engine.score_continuations(asked)).response
+    assert response.context_tokens == len(context_ids) + 1
+    assert response.results[0].sum_logprob == pytest.approx(
+        want, rel=BATCH_INVARIANCE_REL, abs=1e-4
+    )
+    for prepend_bos in (None, False):
+        request = ContinuationRequest(
+            context=context, continuations=[continuation], prepend_bos=prepend_bos
+        )
+        plain = (await tiny_engine.score_continuations(request)).response
+        assert plain.context_tokens == len(context_ids)

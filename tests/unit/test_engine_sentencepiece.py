@@ -174,3 +174,36 @@ async def test_a_continuation_alone_scores_no_dummy_prefix(sp_engine: tuple[Engi
         assert "".join(t.text for t in result.tokens) == sent
         pieces = tokenizer.convert_ids_to_tokens([t.id for t in result.tokens])
         assert pieces[0] != "▁"
+
+
+async def test_continuations_take_the_bos_a_tokenizer_adds_by_default(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A tokenizer that puts <s> before every text (Llama's, Gemma's) gets it before the
+    context unless the request says prepend_bos false: lm-evaluation-harness's hf
+    backend tokenizes contexts with the tokenizer's defaults."""
+    from tokenizers import processors
+    from transformers import AutoTokenizer
+
+    path = _build(tmp_path_factory.mktemp("adds-bos"), dummy_prefix=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    tokenizer.save_pretrained(path)
+    assert AutoTokenizer.from_pretrained(path)("hello")["input_ids"][0] == bos
+    engine = make_engine(path)
+    try:
+        counts = {}
+        for prepend_bos in (None, True, False):
+            request = ContinuationRequest(
+                context="hello world", continuations=[" text"], prepend_bos=prepend_bos
+            )
+            response = (await engine.score_continuations(request)).response
+            counts[prepend_bos] = (response.context_tokens, response.results[0].sum_logprob)
+        assert counts[None] == counts[True]
+        assert counts[False][0] == counts[True][0] - 1
+        assert counts[False][1] != counts[True][1]
+    finally:
+        await engine.close()

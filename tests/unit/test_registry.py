@@ -87,6 +87,9 @@ async def test_loading_reads_the_vocabulary_off_the_event_loop(
         def __len__(self) -> int:
             return len(self._inner)
 
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self._inner(*args, **kwargs)
+
         def get_vocab(self) -> dict[str, int]:
             read_in.append(threading.current_thread())
             return dict(self._inner.get_vocab())

@@ -188,15 +188,23 @@ def score_chat(
 
 
 def score_continuations(
-    context: str, continuations: Sequence[str], *, model: str | None, return_tokens: bool
+    context: str,
+    continuations: Sequence[str],
+    *,
+    model: str | None,
+    return_tokens: bool,
+    prepend_bos: bool | None = None,
 ) -> ApiCall[ContinuationResponse]:
-    """``POST /v1/score/continuations``."""
-    body = {
+    """``POST /v1/score/continuations`` (``prepend_bos`` None: the server's default, the
+    BOS where the model's tokenizer adds one)."""
+    body: dict[str, Any] = {
         **_model_field(model),
         "context": context,
         "continuations": list(continuations),
         "return_tokens": return_tokens,
     }
+    if prepend_bos is not None:
+        body["prepend_bos"] = prepend_bos
     return ApiCall("POST", "/v1/score/continuations", body, ContinuationResponse.from_json)
 
 

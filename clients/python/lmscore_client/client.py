@@ -219,11 +219,18 @@ class Client(_Base):
         *,
         model: str | None = None,
         return_tokens: bool = False,
+        prepend_bos: bool | None = None,
     ) -> ContinuationResponse:
-        """Each continuation's log-likelihood given ``context`` (computed once)."""
+        """Each continuation's log-likelihood given ``context`` (computed once); with
+        ``prepend_bos`` the model's BOS before the context (unset: where its tokenizer adds
+        one by default)."""
         return self.call(
             build.score_continuations(
-                context, continuations, model=model, return_tokens=return_tokens
+                context,
+                continuations,
+                model=model,
+                return_tokens=return_tokens,
+                prepend_bos=prepend_bos,
             )
         )
 
@@ -348,11 +355,18 @@ class AsyncClient(_Base):
         *,
         model: str | None = None,
         return_tokens: bool = False,
+        prepend_bos: bool | None = None,
     ) -> ContinuationResponse:
-        """Each continuation's log-likelihood given ``context`` (computed once)."""
+        """Each continuation's log-likelihood given ``context`` (computed once); with
+        ``prepend_bos`` the model's BOS before the context (unset: where its tokenizer adds
+        one by default)."""
         return await self.call(
             build.score_continuations(
-                context, continuations, model=model, return_tokens=return_tokens
+                context,
+                continuations,
+                model=model,
+                return_tokens=return_tokens,
+                prepend_bos=prepend_bos,
             )
         )
 

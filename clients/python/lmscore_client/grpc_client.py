@@ -189,10 +189,17 @@ class GrpcClient:
         *,
         model: str | None = None,
         return_tokens: bool = False,
+        prepend_bos: bool | None = None,
     ) -> ContinuationResponse:
-        """Each continuation's log-likelihood given ``context`` (computed once)."""
+        """Each continuation's log-likelihood given ``context`` (computed once); with
+        ``prepend_bos`` the model's BOS before the context (unset: where its tokenizer adds
+        one by default)."""
         api_call = build.score_continuations(
-            context, continuations, model=model, return_tokens=return_tokens
+            context,
+            continuations,
+            model=model,
+            return_tokens=return_tokens,
+            prepend_bos=prepend_bos,
         )
         request = pb.ScoreContinuationsRequest(**(api_call.body or {}))
         return api_call.parse(as_json(self._call(self._stub.ScoreContinuations, request)))

@@ -541,6 +541,13 @@ async def test_continuations_parity_with_rest(
     assert rest.status_code == 200, rest.text
     got = await grpc_served.stub.ScoreContinuations(pb.ScoreContinuationsRequest(**body), timeout=T)
     assert_close(as_dict(got), normal(rest.json()))
+    with_bos = {**body, "prepend_bos": True}
+    rest = await client.post("/v1/score/continuations", json=with_bos)
+    assert rest.json()["context_tokens"] == got.context_tokens + 1
+    got = await grpc_served.stub.ScoreContinuations(
+        pb.ScoreContinuationsRequest(**with_bos), timeout=T
+    )
+    assert_close(as_dict(got), normal(rest.json()))
     bad = pb.ScoreContinuationsRequest(context="a", continuations=["b", ""])
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await grpc_served.stub.ScoreContinuations(bad, timeout=T)

@@ -316,16 +316,18 @@ class ListReferencesResponse(_message.Message):
     def __init__(self, object: _Optional[str] = ..., data: _Optional[_Iterable[_Union[ReferenceCard, _Mapping]]] = ...) -> None: ...
 
 class ScoreContinuationsRequest(_message.Message):
-    __slots__ = ("model", "context", "continuations", "return_tokens")
+    __slots__ = ("model", "context", "continuations", "return_tokens", "prepend_bos")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CONTINUATIONS_FIELD_NUMBER: _ClassVar[int]
     RETURN_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PREPEND_BOS_FIELD_NUMBER: _ClassVar[int]
     model: str
     context: str
     continuations: _containers.RepeatedScalarFieldContainer[str]
     return_tokens: bool
-    def __init__(self, model: _Optional[str] = ..., context: _Optional[str] = ..., continuations: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ...) -> None: ...
+    prepend_bos: bool
+    def __init__(self, model: _Optional[str] = ..., context: _Optional[str] = ..., continuations: _Optional[_Iterable[str]] = ..., return_tokens: _Optional[bool] = ..., prepend_bos: _Optional[bool] = ...) -> None: ...
 
 class ContinuationToken(_message.Message):
     __slots__ = ("id", "text", "logprob", "rank")
