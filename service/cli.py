@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import sys
@@ -56,9 +57,17 @@ def _add_field(parser: argparse.ArgumentParser, name: str, info: Any) -> None:
         parser.add_argument(_flag(name), dest=name, choices=choices, default=None, help=help_text)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lmscore")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``lmscore`` with its ``serve`` subcommand."""
     parser = argparse.ArgumentParser(prog="lmscore", description="Language-model scoring service.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",
@@ -105,10 +114,10 @@ def warn_about_env(environ: Mapping[str, str], settings: Settings) -> None:
 
 def prepare(settings: Settings) -> int:
     """Resolve every model into the cache and print where it lives."""
-    from service.models import ModelSpecError, parse_model_args, resolve
+    from service.models import ModelSpecError, checked_specs, resolve
 
     try:
-        for spec in parse_model_args(settings.model):
+        for spec in checked_specs(settings):
             resolved = resolve(spec, settings.cache_dir)
             print(f"{resolved.name}\t{resolved.revision}\t{resolved.path}")
     except ModelSpecError as exc:

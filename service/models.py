@@ -15,6 +15,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,32 @@ def embedded_gguf_path() -> Path:
     raise ModelSpecError(f"{EMBEDDED_DISTRIBUTION} does not contain {EMBEDDED_FILE}")
 
 
+def checked_specs(settings: Settings) -> list[ModelSpec]:
+    """The ``--model`` specs, each one's options and local path checked before anything
+    loads or binds (ModelSpecError naming the spec): a typo in the second model's path is
+    not found after the first model has loaded."""
+    specs = parse_model_args(settings.model)
+    for spec in specs:
+        try:
+            settings.for_model(dict(spec.options))
+        except ValueError as exc:
+            raise ModelSpecError(f"--model {spec.name}={spec.source}: {exc}") from exc
+        _check_local(spec)
+    return specs
+
+
+def _check_local(spec: ModelSpec) -> None:
+    """A path-like source must be a directory or a .gguf file (a hub id is fetched later)."""
+    source = spec.source
+    if source == "default":
+        return
+    path = Path(source).expanduser()
+    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+        return
+    if path.exists() or source.startswith(("/", ".", "~")):
+        raise ModelSpecError(f"--model {spec.name}={source}: not a directory or a .gguf file")
+
+
 def resolve(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
     """Turn a spec into a directory transformers can load, with its revision."""
     source = spec.source
@@ -109,8 +139,7 @@ def resolve(spec: ModelSpec, cache_dir: Path) -> ResolvedModel:
         return _resolve_gguf(spec.name, path, cache_dir)
     if path.is_dir():
         return ResolvedModel(spec.name, path, _directory_revision(path, cache_dir))
-    if path.exists() or source.startswith(("/", ".", "~")):
-        raise ModelSpecError(f"--model {spec.name}={source}: not a directory or a .gguf file")
+    _check_local(spec)
     return _resolve_hub(spec.name, source, cache_dir)
 
 

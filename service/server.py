@@ -21,7 +21,7 @@ import uvicorn
 from service.api.grpc_server import GrpcDoor
 from service.api.rest import create_app
 from service.engine import Engine
-from service.models import ModelSpecError, parse_model_args
+from service.models import ModelSpecError, checked_specs
 from service.settings import Settings
 
 log = logging.getLogger("service.server")
@@ -52,10 +52,8 @@ class _Server(uvicorn.Server):
 async def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     try:
-        specs = parse_model_args(settings.model)
-        for spec in specs:  # refuse a bad per-model option before binding anything
-            settings.for_model(dict(spec.options))
-    except (ModelSpecError, ValueError) as exc:
+        specs = checked_specs(settings)  # before binding anything
+    except ModelSpecError as exc:
         log.error("%s", exc)
         return 2
     engine = Engine(settings)

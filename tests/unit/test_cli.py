@@ -341,3 +341,27 @@ def test_directory_without_weights_and_missing_paths(tmp_path: Path) -> None:
         _directory_revision(tmp_path, tmp_path / "cache")
     with pytest.raises(ModelSpecError, match="not a directory"):
         resolve(ModelSpec("x", str(tmp_path / "missing")), tmp_path / "cache")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert re.fullmatch(r"lmscore \S+\n", capsys.readouterr().out)
+
+
+def test_a_bad_model_is_refused_before_anything_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second model's missing path, or a bad value of its options, stops start-up at
+    once (exit 2, naming the spec), not after the first model has loaded."""
+    missing = str(tmp_path / "nope")
+    for flags in (
+        ["--model", "a=default", "--model", f"b={missing}"],
+        ["--model", "a=default", "--model", "b=default?dtype=fp8"],
+    ):
+        caplog.clear()
+        assert cli.main(["serve", "--http-port", "0", "--grpc-port", "0", *flags]) == 2
+        assert "--model b=" in caplog.text
+        assert cli.main(["prepare", *flags]) == 2
+        assert "--model b=" in capsys.readouterr().err
