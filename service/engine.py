@@ -284,20 +284,25 @@ class Engine:
         options: RunOptions,
         timeout_s: float | None = None,
         add_special_tokens: bool = True,
+        params: Sequence[str] | None = None,
     ) -> PromptOutcome:
         """Score raw prompts (texts or token ids) for the OpenAI-compatible door: every
         token given the ones before it, plus the distribution after the last token when
         ``options.next_token``. Text prompts get the special tokens their tokenizer adds
         (a BOS) unless ``add_special_tokens`` is False, as in vLLM; token ids are taken as
-        given. Prompts must fit the context (``prompt[i]`` otherwise)."""
+        given. Prompts must fit the context. ``params`` name the prompts in errors
+        (default ``prompt[i]``)."""
         model = self.registry.get(model_name)
-        check_texts(prompts, self.settings, "prompt")
-        check_token_ids(prompts, model.vocab_limit)
+        names = (
+            list(params) if params is not None else [f"prompt[{i}]" for i in range(len(prompts))]
+        )
+        check_texts(prompts, self.settings, "prompt", names)
+        check_token_ids(prompts, model.vocab_limit, names)
 
         prepare = functools.partial(
             prompt_sequences, model.backend.tokenizer, prompts, add_special_tokens
         )
-        work = functools.partial(self._score_prompts, model, prepare, "prompt[{}]", options)
+        work = functools.partial(self._score_prompts, model, prepare, names, options)
         return await self._admitted(work, [model], "completions", timeout_s, len(prompts))
 
     async def score_chat_prompt(
@@ -318,21 +323,20 @@ class Engine:
         def prepare() -> list[ScoredSequence]:
             return [chat_prompt_sequence(tokenizer, messages, template)]
 
-        work = functools.partial(self._score_prompts, model, prepare, "messages", options)
+        work = functools.partial(self._score_prompts, model, prepare, ["messages"], options)
         return await self._admitted(work, [model], "chat_completions", timeout_s, 1)
 
     async def _score_prompts(
         self,
         model: ServedModel,
         prepare: Callable[[], list[ScoredSequence]],
-        param: str,
+        params: list[str],
         options: RunOptions,
         deadline: float,
     ) -> PromptOutcome:
         """Sequences made on the model's preparation thread, scored as they are; a sequence
-        over the context is refused, naming ``param.format(its index)``."""
+        over the context is refused, naming its ``params`` entry."""
         seqs = await model.prepare(prepare)
-        params = [param.format(i) for i in range(len(seqs))]
         scores, timing = await model.score_sequences(seqs, params, options, deadline)
         return PromptOutcome(model, seqs, scores, timing)
 

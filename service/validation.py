@@ -29,11 +29,17 @@ def check_length(text: str | Sequence[int], limit: int, param: str) -> None:
         raise TooLarge(f"{len(text)} characters exceed the limit of {limit} per text", param=param)
 
 
-def check_texts(texts: Sequence[str | Sequence[int]], settings: Settings, name: str) -> None:
-    """Texts per request, then characters per text (each named ``name[i]``)."""
+def check_texts(
+    texts: Sequence[str | Sequence[int]],
+    settings: Settings,
+    name: str,
+    params: Sequence[str] | None = None,
+) -> None:
+    """Texts per request, then characters per text (each named ``params[i]``, by default
+    ``name[i]``)."""
     check_count(len(texts), settings.max_texts_per_request, name)
     for i, text in enumerate(texts):
-        check_length(text, settings.max_chars_per_text, f"{name}[{i}]")
+        check_length(text, settings.max_chars_per_text, params[i] if params else f"{name}[{i}]")
 
 
 def check_conversation(contents: Sequence[str], settings: Settings, name: str) -> None:

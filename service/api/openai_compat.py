@@ -81,7 +81,10 @@ async def completions(body: CompletionRequest, request: Request, engine: EngineD
     options = completion_options(body)
     prompts = prompt_list(body.prompt)
     special = body.add_special_tokens
-    work = engine.score_prompts(body.model, prompts, options, add_special_tokens=special)
+    params = prompt_params(body.prompt, len(prompts))
+    work = engine.score_prompts(
+        body.model, prompts, options, add_special_tokens=special, params=params
+    )
     stream = (body.stream_options or StreamOptions()) if body.stream else None
     return await respond(
         request, work, functools.partial(completion_response, body), completion_events, stream
@@ -116,6 +119,13 @@ def prompt_list(prompt: Any) -> list[str | list[int]]:
     if prompt and all(isinstance(t, int) for t in prompt):
         return [list(prompt)]
     return list(prompt)
+
+
+def prompt_params(prompt: Any, count: int) -> list[str]:
+    """How errors name each prompt: ``prompt`` for one text or one id list as sent (its
+    ids then ``prompt[j]``), ``prompt[i]`` in a list of them."""
+    single = isinstance(prompt, str) or (bool(prompt) and all(isinstance(t, int) for t in prompt))
+    return ["prompt"] if single else [f"prompt[{i}]" for i in range(count)]
 
 
 def completion_options(body: CompletionRequest) -> RunOptions:

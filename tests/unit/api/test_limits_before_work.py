@@ -33,7 +33,7 @@ REFUSED = [  # (path, body, status, the refused field)
      "texts[1]"),
     ("/v1/completions", {"prompt": ["a", "b", "c"], "max_tokens": 0, "echo": True}, 413,
      "prompt"),
-    ("/v1/completions", {"prompt": LONG, "max_tokens": 0, "echo": True}, 413, "prompt[0]"),
+    ("/v1/completions", {"prompt": LONG, "max_tokens": 0, "echo": True}, 413, "prompt"),
     ("/v1/completions", {"prompt": [list(range(LONG_CHARS))], "max_tokens": 0, "echo": True},
      413, "prompt[0]"),
     ("/v1/completions", {"prompt": "a", "max_tokens": 0, "echo": True, "logprobs": 21}, 422,
