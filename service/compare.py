@@ -87,13 +87,23 @@ async def score_with(
     deadline: float,
     *,
     every_byte: bool,
+    max_positions: int | None = None,
 ) -> Scored:
     """Tokenize and score ``texts`` under ``model``; one window each (over-long: 422).
 
     With ``every_byte`` the first token is scored too, given the model's BOS: two models
     whose tokenizers differ would otherwise leave first tokens of different lengths
-    unscored, and their bits per byte would cover different bytes of the text."""
+    unscored, and their bits per byte would cover different bytes of the text.
+    ``max_positions``: at most this many tokens in all (token level: memory grows with
+    positions x vocabulary, and a character may be four tokens)."""
     encoded = await model.prepare(encode, model.backend.tokenizer, list(texts))
+    positions = sum(len(one.ids) for one in encoded)
+    if token_level and max_positions is not None and positions > max_positions:
+        raise TooLarge(
+            f"token-level comparison keeps both models' full distributions: the texts are "
+            f"{positions} tokens, at most {max_positions} per request",
+            param="texts",
+        )
     why = "scoring every byte with another tokenizer's model"
     bos = model.start_token("models", why) if every_byte else None
     seqs = [text_sequence(text, one, bos) for text, one in zip(texts, encoded, strict=True)]
@@ -115,12 +125,26 @@ async def score_with(
 
 
 async def score_pair(
-    req: CompareRequest, models: tuple[ServedModel, ServedModel], same: bool, deadline: float
+    req: CompareRequest,
+    models: tuple[ServedModel, ServedModel],
+    same: bool,
+    max_positions: int,
+    deadline: float,
 ) -> CompareOutcome:
     """The texts of ``req`` under both models at once (each through its own scheduler),
     compared; ``same``: the tokenizers are identical (see ``check_pair``)."""
     a, b = await gather_or_cancel(
-        *(score_with(m, req.texts, req.token_level, deadline, every_byte=not same) for m in models)
+        *(
+            score_with(
+                m,
+                req.texts,
+                req.token_level,
+                deadline,
+                every_byte=not same,
+                max_positions=max_positions,
+            )
+            for m in models
+        )
     )
     # Off the event loop: token-level comparison walks [positions, vocabulary] arrays in
     # float64 (hundreds of MB per long text) that would stall every request. On the first

@@ -49,6 +49,7 @@ from service.scoring.reference import ProfileError, ReferenceProfile
 from service.sequences import (
     RunOptions,
     ScoredSequence,
+    context_exceeded,
     encode,
     prompt_sequences,
     text_sequence,
@@ -298,6 +299,10 @@ class Engine:
         )
         check_texts(prompts, self.settings, "prompt", names)
         check_token_ids(prompts, model.vocab_limit, names)
+        for name, prompt in zip(names, prompts, strict=True):
+            # Before its sequence is built: that decodes every id on the model's thread.
+            if not isinstance(prompt, str) and len(prompt) > model.context:
+                raise context_exceeded(len(prompt), model.context, name, offer_overflow=False)
 
         prepare = functools.partial(
             prompt_sequences, model.backend.tokenizer, prompts, add_special_tokens
@@ -360,7 +365,8 @@ class Engine:
         models = (self._compared(req, 0), self._compared(req, 1))
         check_texts(req.texts, self.settings, "texts")
         same = comparison.check_pair(req, *models, self.settings.max_compare_chars)
-        work = functools.partial(comparison.score_pair, req, models, same)
+        limit = self.settings.max_compare_chars  # tokens too: a character may be several
+        work = functools.partial(comparison.score_pair, req, models, same, limit)
         return await self._admitted(work, models, "score_compare", timeout_s, len(req.texts))
 
     def _compared(self, req: CompareRequest, index: int) -> ServedModel:

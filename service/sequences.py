@@ -162,10 +162,7 @@ def fit_to_context(
         stride = _stride(stride, context)  # refuse a bad stride even when this text fits
     if n > context:
         if overflow == "error":
-            hint = "; use overflow='truncate' or 'sliding_window'" if offer_overflow else ""
-            raise InvalidRequest(
-                f"{n} tokens exceed the model's context of {context}{hint}", param=param
-            )
+            raise context_exceeded(n, context, param, offer_overflow=offer_overflow)
         if overflow == "truncate":
             seq.keep_first(context - seq.shift)
             n = context
@@ -282,6 +279,15 @@ def _floored(logprobs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
 def _floored(logprobs: None) -> None: ...
 def _floored(logprobs: npt.NDArray[np.float32] | None) -> npt.NDArray[np.float32] | None:
     return None if logprobs is None else np.maximum(logprobs, LOWEST_LOGPROB)
+
+
+def context_exceeded(
+    n: int, context: int, param: str, *, offer_overflow: bool = True
+) -> InvalidRequest:
+    """The 422 for ``n`` tokens over the model's ``context`` (suggesting the overflow
+    modes where the caller's door has them)."""
+    hint = "; use overflow='truncate' or 'sliding_window'" if offer_overflow else ""
+    return InvalidRequest(f"{n} tokens exceed the model's context of {context}{hint}", param=param)
 
 
 def ids_sequence(tokenizer: Any, ids: list[int]) -> ScoredSequence:

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     max_compare_chars: int = Field(
         4000,
         ge=1,
-        description="Characters of text one token-level /v1/score/compare request may carry: "
+        description="Characters (and tokens) of text one token-level /v1/score/compare request may carry: "
         "it holds both models' full float32 distributions at every position (~200 kB per "
         "token per model with a 49k vocabulary); more is 413.",
     )

@@ -183,6 +183,24 @@ async def test_bad_comparisons(engine: Engine) -> None:
 
 
 @ASYNC
+async def test_token_level_limits_tokens_as_well_as_characters(
+    engine_factory: Any, other_model_dir: Path
+) -> None:
+    """A character may be four byte-level tokens (CJK Extension B): memory grows with
+    positions x vocabulary, so the limit counts tokens as well."""
+    engine = engine_factory(max_compare_chars=20)
+    backend = HFBackend(other_model_dir, dtype="float32", device="cpu")
+    engine.registry.add("b", "sha256:b", dynamic_batcher(backend, "b", engine.settings))
+    rare = "\U00020000\U00020001" * 5  # 10 characters, about 40 tokens
+    request = CompareRequest(models=["default", "b"], texts=[rare], token_level=True)
+    with pytest.raises(TooLarge, match="tokens") as caught:
+        await engine.compare_models(request)
+    assert caught.value.param == "texts"
+    plain = CompareRequest(models=["default", "b"], texts=[rare])  # no distributions kept
+    assert (await engine.compare_models(plain)).response.results[0].bits_per_byte_ratio
+
+
+@ASYNC
 async def test_rest(engine: Engine) -> None:
     async with asgi_client(engine) as http:
         ok = await http.post("/v1/score/compare", json={"models": ["default", "b"], "texts": TEXTS})

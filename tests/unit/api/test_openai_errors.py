@@ -278,3 +278,21 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     ppls.append(dog.json()["results"][0]["ppl"])
     grown = after.value(total_ppl, **ppl) - before.value(total_ppl, **ppl)
     assert grown == pytest.approx(sum(ppls), rel=1e-5)
+
+
+async def test_token_ids_over_the_context_are_refused_before_any_decoding(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long id prompt is refused from its length alone: building its sequence decodes
+    every id on the model's one preparation thread (a million ids held every request to
+    that model for seconds)."""
+    from service import sequences
+
+    def never(*args: Any) -> Any:
+        raise AssertionError("the ids were decoded")
+
+    monkeypatch.setattr(sequences, "ids_sequence", never)
+    for prompt, param in (([7] * 100_000, "prompt"), ([[5, 6], [7] * 100_000], "prompt[1]")):
+        answer = await client.post(URL, json={"prompt": prompt, "max_tokens": 0})
+        assert_error(answer, 422, "invalid_request", param)
+        assert "exceed the model's context of 64" in answer.json()["error"]["message"]
