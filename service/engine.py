@@ -68,6 +68,7 @@ from service.validation import (
     check_conversation,
     check_length,
     check_texts,
+    check_token_details,
     check_token_ids,
     validate_chat,
 )
@@ -392,6 +393,11 @@ class Engine:
                 "transformers)",
                 param="return_entropy" if req.return_entropy else "min_k" if req.min_k else "words",
             )
+        if req.return_tokens:
+            truncated = req.overflow == "truncate"
+            counts = [min(len(s.token_ids), model.context) if truncated else len(s.token_ids)
+                      for s in seqs]  # fmt: skip
+            check_token_details(counts, req.top_k, self.settings.max_token_details)
         options = RunOptions(
             req.overflow,
             req.stride,

@@ -106,9 +106,16 @@ class Settings(BaseSettings):
     max_compare_chars: int = Field(
         4000,
         ge=1,
-        description="Characters (and tokens) of text one token-level /v1/score/compare request may carry: "
-        "it holds both models' full float32 distributions at every position (~200 kB per "
-        "token per model with a 49k vocabulary); more is 413.",
+        description="Characters (and tokens) of text one token-level /v1/score/compare "
+        "request may carry: it holds both models' full float32 distributions at every "
+        "position (~200 kB per token per model with a 49k vocabulary); more is 413.",
+    )
+    max_token_details: int = Field(
+        500_000,
+        ge=1,
+        description="Per-token entries one /v1/score/text or /v1/score/chat request may "
+        "return (return_tokens: tokens x (1 + top_k)); each takes about a kilobyte while the "
+        "answer is built; more is 413 naming return_tokens.",
     )
     max_chars_per_text: int = Field(
         1_000_000,

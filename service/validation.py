@@ -42,6 +42,19 @@ def check_texts(
         check_length(text, settings.max_chars_per_text, params[i] if params else f"{name}[{i}]")
 
 
+def check_token_details(counts: Sequence[int], top_k: int, limit: int) -> None:
+    """TooLarge (naming ``return_tokens``) when the texts' ``counts`` of tokens, each with
+    ``top_k`` alternatives, make more per-token entries than ``limit``."""
+    entries = sum(counts) * (1 + top_k)
+    if entries > limit:
+        raise TooLarge(
+            f"return_tokens would return {entries} per-token entries ({sum(counts)} tokens x "
+            f"{1 + top_k}); at most {limit} per request (--max-token-details): send fewer or "
+            "shorter texts, or a smaller top_k",
+            param="return_tokens",
+        )
+
+
 def check_conversation(contents: Sequence[str], settings: Settings, name: str) -> None:
     """Messages per conversation, then characters per message content
     (``name[j].content``)."""

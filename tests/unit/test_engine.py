@@ -272,3 +272,29 @@ async def test_more_history_approaches_the_full_context(
     with pytest.raises(InvalidRequest) as info:
         await score(engine, [text], overflow="sliding_window", stride=16)
     assert info.value.param == "stride"
+
+
+async def test_per_token_answers_are_bounded(
+    engine_factory: Callable[..., Engine], tokenizer: Any
+) -> None:
+    """return_tokens with top_k 20 on a long text built gigabytes of per-token objects:
+    tokens x (1 + top_k) is bounded by --max-token-details (413 naming return_tokens)."""
+    from service.errors import TooLarge
+
+    engine = engine_factory(max_token_details=100)
+    text = "the model scores every token of this text " * 3
+    n = len(tokenizer.encode(text, add_special_tokens=False))
+    assert 20 < n <= 64
+    fits = await engine.score_text(TextScoreRequest(texts=[text], return_tokens=True))
+    assert fits.response.results[0].tokens is not None
+    with pytest.raises(TooLarge, match="per-token entries") as caught:
+        await engine.score_text(TextScoreRequest(texts=[text], return_tokens=True, top_k=5))
+    assert caught.value.param == "return_tokens"
+    plain = await engine.score_text(TextScoreRequest(texts=[text], top_k=5))  # no tokens
+    assert plain.response.results[0].tokens is None
+    long = text * 20  # truncated to the 64-token context: 64 entries
+    kept = TextScoreRequest(texts=[long], return_tokens=True, overflow="truncate")
+    assert len((await engine.score_text(kept)).response.results[0].tokens or []) == 64
+    windows = TextScoreRequest(texts=[long], return_tokens=True, overflow="sliding_window")
+    with pytest.raises(TooLarge):
+        await engine.score_text(windows)
