@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from service.backends.base import ModelBackend
 from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
-from service.errors import InvalidRequest, Unavailable
+from service.errors import InvalidRequest, TooLarge, Unavailable
 from service.schemas import CompareResponse, ContinuationResponse, ModelCard, ScoreResponse
 from service.scoring.aggregates import safe_exp
 from service.sequences import (
@@ -202,6 +202,7 @@ class ServedModel:
             )
             for seq, param in zip(seqs, params, strict=True)
         ]
+        self._check_capacity(sum(len(windows) for windows in plans), params, options)
         items = [
             forward_items(seq, windows, options) for seq, windows in zip(seqs, plans, strict=True)
         ]
@@ -214,6 +215,22 @@ class ServedModel:
             stitched.append(stitch(seq, windows, results, options))
             offset += len(group)
         return stitched, RequestTiming.of(scored)
+
+    def _check_capacity(self, windows: int, params: list[str], options: RunOptions) -> None:
+        """TooLarge for a request needing more windows than the model's whole queue holds
+        (sliding windows with a tiny stride): admitted into an empty queue, it kept every
+        other client at 429 for as long as it ran. Checked before the windows' tokens are
+        copied out."""
+        capacity = self.scheduler.capacity
+        if windows <= capacity:
+            return
+        sliding = options.overflow == "sliding_window"
+        raise TooLarge(
+            f"the request needs {windows} forward windows and model {self.name!r} queues at "
+            f"most {capacity} (--max-queue): send fewer texts"
+            + (", or use a larger stride" if sliding else ""),
+            param="stride" if sliding else params[0].split("[")[0],
+        )
 
     def card(self) -> ModelCard:
         info = self.backend.info

@@ -154,6 +154,10 @@ class DynamicBatcher:
     def queue_depth(self) -> int:
         return len(self._pending)
 
+    @property
+    def capacity(self) -> int:
+        return self._max_queue
+
     # ---- lifecycle -------------------------------------------------------------------
     def _ensure_worker(self) -> None:
         if self._thread is None or not self._thread.is_alive():

@@ -35,6 +35,10 @@ class PassThroughScheduler:
     def queue_depth(self) -> int:
         return self._inflight
 
+    @property
+    def capacity(self) -> int:
+        return self._max_queue
+
     async def warmup(self) -> None:
         await self._backend.warmup()
 

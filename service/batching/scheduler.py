@@ -55,3 +55,8 @@ class Scheduler(Protocol):
     def queue_depth(self) -> int:
         """Windows admitted and not yet finished or taken into a batch."""
         ...
+
+    @property
+    def capacity(self) -> int:
+        """Windows the queue holds (``--max-queue``): a request needing more never fits."""
+        ...

@@ -298,3 +298,25 @@ async def test_per_token_answers_are_bounded(
     windows = TextScoreRequest(texts=[long], return_tokens=True, overflow="sliding_window")
     with pytest.raises(TooLarge):
         await engine.score_text(windows)
+
+
+async def test_a_request_needing_more_windows_than_the_queue_holds_is_too_large(
+    engine_factory: Callable[..., Engine],
+) -> None:
+    """Sliding windows with stride 1 made one request ~37k windows: admitted into an empty
+    queue, it kept every other client at 429 until it timed out. Refused (413) now,
+    before its windows' tokens are copied out."""
+    from service.errors import TooLarge
+
+    engine = engine_factory(max_queue=8)
+    long = "the model scores every token of this text " * 12  # past the 64-token context
+    request = TextScoreRequest(texts=[long], overflow="sliding_window", stride=2)
+    with pytest.raises(TooLarge, match="forward windows") as caught:
+        await engine.score_text(request)
+    assert caught.value.param == "stride"
+    wide = TextScoreRequest(texts=[long], overflow="sliding_window", stride=48)
+    assert (await engine.score_text(wide)).response.results[0].num_scored_tokens > 64
+    with pytest.raises(TooLarge) as caught:
+        await engine.score_text(TextScoreRequest(texts=["a b"] * 9))
+    assert caught.value.param == "texts"
+    assert len((await engine.score_text(TextScoreRequest(texts=["a b"] * 8))).response.results) == 8
