@@ -194,7 +194,7 @@ class ScorerServicer(pb_grpc.ScorerServicer):
     ) -> pb.ScoreTextResponse:
         """One request of a stream (its timing has no metadata of its own to go in)."""
         outcome = await self._score(context, request, convert.text_request, self.engine.score_text)
-        return convert.to_message(outcome.response, pb.ScoreTextResponse)
+        return self._sendable(convert.to_message(outcome.response, pb.ScoreTextResponse))
 
     async def _unary(
         self,
@@ -207,8 +207,9 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         """One scoring call: score it, send its timing as initial metadata (the REST
         door's headers), convert back."""
         outcome = await self._score(context, request, parse, score)
+        message = self._sendable(convert.to_message(outcome.response, reply))
         await context.send_initial_metadata(tuple(outcome.timing.headers().items()))
-        return convert.to_message(outcome.response, reply)
+        return message
 
     async def _score(
         self,
@@ -228,6 +229,19 @@ class ScorerServicer(pb_grpc.ScorerServicer):
         limit = self.engine.settings.max_body_bytes
         if request.ByteSize() > limit:
             raise TooLarge(f"request message exceeds {limit} bytes", param="body")
+
+    def _sendable(self, message: M) -> M:
+        """The reply, or TooLarge where the transport would refuse to send it (after all
+        the work, as RESOURCE_EXHAUSTED, which clients read as "retry later")."""
+        limit = self.engine.settings.grpc_max_send_bytes
+        size = message.ByteSize()
+        if size > limit:
+            raise TooLarge(
+                f"the answer is {size} bytes, over --grpc-max-send-bytes {limit}: ask for "
+                "fewer texts, tokens or top_k",
+                param="return_tokens",
+            )
+        return message
 
     async def _read(
         self,

@@ -331,6 +331,21 @@ async def test_message_over_max_body_bytes_is_too_large(grpc_factory: Factory) -
     await assert_answers(served)
 
 
+async def test_an_answer_over_the_send_limit_is_too_large(grpc_factory: Factory) -> None:
+    """An answer the transport would refuse to send (RESOURCE_EXHAUSTED after all the
+    work, which clients read as "retry later") is the contract's too_large, unary or in a
+    stream, and the door keeps answering."""
+    served = await grpc_factory(grpc_max_send_bytes=1024)
+    big = pb.ScoreTextRequest(texts=TEXTS[:2], return_tokens=True, top_k=5)
+    await assert_code(served.stub.ScoreText(big, timeout=T), Code.INVALID_ARGUMENT, "1024")
+    stream = served.stub.ScoreTextStream(iter([big]), timeout=T)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stream:
+            pass
+    assert info.value.code() == Code.INVALID_ARGUMENT
+    await assert_answers(served)
+
+
 async def test_message_far_over_the_limit_is_refused_by_the_transport(
     grpc_factory: Factory,
 ) -> None:
