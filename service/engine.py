@@ -408,10 +408,14 @@ class Engine:
             with_bow=words,
         )
         stitched, timing = await model.score_sequences(seqs, params, options, deadline)
-        results = [
-            build(seq, scores, i)
-            for i, (seq, scores) in enumerate(zip(seqs, stitched, strict=True))
-        ]
+
+        def build_all() -> list[TextResult]:
+            pairs = enumerate(zip(seqs, stitched, strict=True))
+            return [build(seq, scores, i) for i, (seq, scores) in pairs]
+
+        # Per-token results are many Python objects (a long text's take seconds): built on
+        # the model's preparation thread, so the event loop keeps answering meanwhile.
+        results = await model.prepare(build_all) if req.return_tokens else build_all()
         return results, timing
 
     def _response(

@@ -320,3 +320,28 @@ async def test_a_request_needing_more_windows_than_the_queue_holds_is_too_large(
         await engine.score_text(TextScoreRequest(texts=["a b"] * 9))
     assert caught.value.param == "texts"
     assert len((await engine.score_text(TextScoreRequest(texts=["a b"] * 8))).response.results) == 8
+
+
+async def test_per_token_results_are_built_off_the_event_loop(
+    tiny_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long text's per-token results took seconds to build on the event loop, stalling
+    every other client (health checks included); they are built on the model's thread."""
+    import threading
+
+    from service import engine as engine_module
+
+    built_on: list[threading.Thread] = []
+    real = engine_module.build_result
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        built_on.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "build_result", watched)
+    loop_thread = threading.current_thread()
+    await tiny_engine.score_text(TextScoreRequest(texts=["hello world"], return_tokens=True))
+    assert built_on and loop_thread not in built_on
+    built_on.clear()
+    await tiny_engine.score_text(TextScoreRequest(texts=["hello world"]))  # a few numbers
+    assert built_on == [loop_thread]
