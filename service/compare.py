@@ -87,7 +87,7 @@ async def score_with(
     deadline: float,
     *,
     every_byte: bool,
-    max_positions: int | None = None,
+    max_positions: int,
 ) -> Scored:
     """Tokenize and score ``texts`` under ``model``; one window each (over-long: 422).
 
@@ -98,7 +98,7 @@ async def score_with(
     positions x vocabulary, and a character may be four tokens)."""
     encoded = await model.prepare(encode, model.backend.tokenizer, list(texts))
     positions = sum(len(one.ids) for one in encoded)
-    if token_level and max_positions is not None and positions > max_positions:
+    if token_level and positions > max_positions:
         raise TooLarge(
             f"token-level comparison keeps both models' full distributions: the texts are "
             f"{positions} tokens, at most {max_positions} per request",

@@ -114,18 +114,20 @@ async def respond(
 
 def prompt_list(prompt: Any) -> list[str | list[int]]:
     """OpenAI's four prompt shapes as a list of prompts (texts or token-id lists)."""
-    if isinstance(prompt, str):
-        return [prompt]
-    if prompt and all(isinstance(t, int) for t in prompt):
-        return [list(prompt)]
+    if _one_prompt(prompt):
+        return [prompt if isinstance(prompt, str) else list(prompt)]
     return list(prompt)
+
+
+def _one_prompt(prompt: Any) -> bool:
+    """Whether ``prompt`` is one prompt (a text, or one list of token ids), not a list."""
+    return isinstance(prompt, str) or (bool(prompt) and all(isinstance(t, int) for t in prompt))
 
 
 def prompt_params(prompt: Any, count: int) -> list[str]:
     """How errors name each prompt: ``prompt`` for one text or one id list as sent (its
     ids then ``prompt[j]``), ``prompt[i]`` in a list of them."""
-    single = isinstance(prompt, str) or (bool(prompt) and all(isinstance(t, int) for t in prompt))
-    return ["prompt"] if single else [f"prompt[{i}]" for i in range(count)]
+    return ["prompt"] if _one_prompt(prompt) else [f"prompt[{i}]" for i in range(count)]
 
 
 def completion_options(body: CompletionRequest) -> RunOptions:

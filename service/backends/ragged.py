@@ -40,8 +40,7 @@ class RaggedBatch:
     ``cu_seq_lens`` int32 ``[n + 1]`` (window i is ``[cu[i], cu[i + 1])``); ``starts`` and
     ``lengths`` the same on the host; ``max_length`` the longest window. ``masks`` holds,
     for the windows that are token trees, a boolean ``[length, length]`` mask (a token
-    attends to its ancestors and itself), and ``depths`` their tokens' depths (position
-    ids), which a sliding window limits attention by."""
+    attends to its ancestors and itself); a tree's position ids are its tokens' depths."""
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
@@ -50,7 +49,6 @@ class RaggedBatch:
     lengths: tuple[int, ...]
     max_length: int
     masks: dict[int, torch.Tensor]
-    depths: dict[int, torch.Tensor]
 
     @functools.cached_property
     def groups(self) -> tuple[PaddedGroup, ...]:
@@ -71,13 +69,11 @@ class RaggedBatch:
         flat = [token for window in windows for token in window]
         positions: list[int] = []
         masks: dict[int, torch.Tensor] = {}
-        depths: dict[int, torch.Tensor] = {}
         for index, (length, parents) in enumerate(zip(lengths, trees, strict=True)):
             if parents is None:
                 positions.extend(range(length))
             else:
                 depth, masks[index] = tree_layout(parents, device)
-                depths[index] = torch.tensor(depth, dtype=torch.long, device=device)
                 positions.extend(depth)
         cu = torch.tensor((*starts, starts[-1] + lengths[-1]), dtype=torch.int32)
         return cls(
@@ -88,7 +84,6 @@ class RaggedBatch:
             lengths,
             max(lengths),
             masks,
-            depths,
         )
 
     def attention_kwargs(self) -> dict[str, Any]:
@@ -107,12 +102,13 @@ class RaggedBatch:
 @dataclass(frozen=True)
 class Windows:
     """Where one attention call's windows lie in the stream: ``starts`` and ``lengths``,
-    and for token trees their masks and depths (``RaggedBatch``'s, by window index)."""
+    token trees' masks by window index, and the stream's position ids (a tree's are its
+    depths), all ``RaggedBatch``'s."""
 
     starts: Sequence[int]
     lengths: Sequence[int]
     trees: dict[int, torch.Tensor]
-    depths: dict[int, torch.Tensor]
+    positions: torch.Tensor | None
 
 
 def tree_layout(parents: Sequence[int], device: torch.device) -> tuple[list[int], torch.Tensor]:
@@ -147,9 +143,9 @@ def ragged_attention(
     """
     batch: RaggedBatch | None = kwargs.get("lmscore_batch")
     windows = (
-        Windows((0,), (query.shape[2],), {}, {})
+        Windows((0,), (query.shape[2],), {}, None)
         if batch is None
-        else Windows(batch.starts, batch.lengths, batch.masks, batch.depths)
+        else Windows(batch.starts, batch.lengths, batch.masks, batch.position_ids[0])
     )
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
     if sliding is not None and max(windows.lengths) <= sliding:
@@ -213,8 +209,8 @@ def _per_window(
         mask = trees.get(index)
         if mask is None:
             mask = _sliding_mask(length, sliding, query.device)
-        elif sliding is not None:  # along a branch, tokens lie as far back as depths say
-            depth = windows.depths[index]
+        elif sliding is not None and windows.positions is not None:
+            depth = windows.positions[span]  # along a branch, as far back as depths say
             mask = mask & (depth[:, None] - depth[None, :] < sliding)
         if extras.none:
             part = F.scaled_dot_product_attention(
