@@ -65,6 +65,7 @@ from service.served import (
 )
 from service.settings import Settings
 from service.validation import (
+    TokenDetails,
     check_conversation,
     check_length,
     check_texts,
@@ -287,13 +288,15 @@ class Engine:
         timeout_s: float | None = None,
         add_special_tokens: bool = True,
         params: Sequence[str] | None = None,
+        details: TokenDetails | None = None,
     ) -> PromptOutcome:
         """Score raw prompts (texts or token ids) for the OpenAI-compatible door: every
         token given the ones before it, plus the distribution after the last token when
         ``options.next_token``. Text prompts get the special tokens their tokenizer adds
         (a BOS) unless ``add_special_tokens`` is False, as in vLLM; token ids are taken as
         given. Prompts must fit the context. ``params`` name the prompts in errors
-        (default ``prompt[i]``)."""
+        (default ``prompt[i]``); ``details`` is what the answer holds per prompt token
+        (bounded by ``--max-token-details``)."""
         model = self.registry.get(model_name)
         names = (
             list(params) if params is not None else [f"prompt[{i}]" for i in range(len(prompts))]
@@ -308,7 +311,7 @@ class Engine:
         prepare = functools.partial(
             prompt_sequences, model.backend.tokenizer, prompts, add_special_tokens
         )
-        work = functools.partial(self._score_prompts, model, prepare, names, options)
+        work = functools.partial(self._score_prompts, model, prepare, names, options, details)
         return await self._admitted(work, [model], "completions", timeout_s, len(prompts))
 
     async def score_chat_prompt(
@@ -318,10 +321,12 @@ class Engine:
         options: RunOptions,
         template: ChatPromptOptions,
         timeout_s: float | None = None,
+        details: TokenDetails | None = None,
     ) -> PromptOutcome:
         """Score a conversation rendered by the model's chat template as one prompt, for the
         OpenAI-compatible chat door: every token given the ones before it (nothing masked),
-        plus the distribution after it when ``options.next_token``."""
+        plus the distribution after it when ``options.next_token``; ``details`` as in
+        ``score_prompts``."""
         model = self.registry.get(model_name)
         check_conversation([m["content"] for m in messages], self.settings, "messages")
         tokenizer = model.backend.tokenizer
@@ -329,7 +334,9 @@ class Engine:
         def prepare() -> list[ScoredSequence]:
             return [chat_prompt_sequence(tokenizer, messages, template)]
 
-        work = functools.partial(self._score_prompts, model, prepare, ["messages"], options)
+        work = functools.partial(
+            self._score_prompts, model, prepare, ["messages"], options, details
+        )
         return await self._admitted(work, [model], "chat_completions", timeout_s, 1)
 
     async def _score_prompts(
@@ -338,11 +345,16 @@ class Engine:
         prepare: Callable[[], list[ScoredSequence]],
         params: list[str],
         options: RunOptions,
+        details: TokenDetails | None,
         deadline: float,
     ) -> PromptOutcome:
         """Sequences made on the model's preparation thread, scored as they are; a sequence
-        over the context is refused, naming its ``params`` entry."""
+        over the context is refused, naming its ``params`` entry, and an answer with more
+        per-token ``details`` than ``--max-token-details`` before any forward pass."""
         seqs = await model.prepare(prepare)
+        if details is not None:
+            counts = [len(seq.input_ids) for seq in seqs]
+            check_token_details(counts, details, self.settings.max_token_details)
         scores, timing = await model.score_sequences(seqs, params, options, deadline)
         return PromptOutcome(model, seqs, scores, timing)
 
@@ -397,7 +409,8 @@ class Engine:
             truncated = req.overflow == "truncate"
             counts = [min(len(s.token_ids), model.context) if truncated else len(s.token_ids)
                       for s in seqs]  # fmt: skip
-            check_token_details(counts, req.top_k, self.settings.max_token_details)
+            details = TokenDetails(1 + req.top_k)
+            check_token_details(counts, details, self.settings.max_token_details)
         options = RunOptions(
             req.overflow,
             req.stride,

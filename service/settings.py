@@ -113,9 +113,10 @@ class Settings(BaseSettings):
     max_token_details: int = Field(
         500_000,
         ge=1,
-        description="Per-token entries one /v1/score/text or /v1/score/chat request may "
-        "return (return_tokens: tokens x (1 + top_k)); each takes about a kilobyte while the "
-        "answer is built; more is 413 naming return_tokens.",
+        description="Per-token entries one request may return (return_tokens: tokens x "
+        "(1 + top_k); on the OpenAI doors, prompt tokens x (1 + logprobs) with echo, plus "
+        "x (1 + prompt_logprobs)); each takes about a kilobyte while the answer is built; "
+        "more is 413 naming the field that asked.",
     )
     max_chars_per_text: int = Field(
         1_000_000,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from service.errors import InvalidRequest, TooLarge
@@ -42,16 +43,25 @@ def check_texts(
         check_length(text, settings.max_chars_per_text, params[i] if params else f"{name}[{i}]")
 
 
-def check_token_details(counts: Sequence[int], top_k: int, limit: int) -> None:
-    """TooLarge (naming ``return_tokens``) when the texts' ``counts`` of tokens, each with
-    ``top_k`` alternatives, make more per-token entries than ``limit``."""
-    entries = sum(counts) * (1 + top_k)
+@dataclass(frozen=True)
+class TokenDetails:
+    """What a request's answer holds per token: ``per_token`` entries (the token and its
+    alternatives) for every token scored, asked for by the field named ``param``."""
+
+    per_token: int
+    param: str = "return_tokens"
+
+
+def check_token_details(counts: Sequence[int], details: TokenDetails, limit: int) -> None:
+    """TooLarge (naming ``details.param``) when the texts' ``counts`` of tokens, each with
+    ``details.per_token`` entries, make more per-token entries than ``limit``."""
+    entries = sum(counts) * details.per_token
     if entries > limit:
         raise TooLarge(
-            f"return_tokens would return {entries} per-token entries ({sum(counts)} tokens x "
-            f"{1 + top_k}); at most {limit} per request (--max-token-details): send fewer or "
-            "shorter texts, or a smaller top_k",
-            param="return_tokens",
+            f"{details.param} would return {entries} per-token entries ({sum(counts)} tokens "
+            f"x {details.per_token}); at most {limit} per request (--max-token-details): send "
+            "fewer or shorter texts, or ask for fewer alternatives",
+            param=details.param,
         )
 
 

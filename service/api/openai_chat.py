@@ -23,6 +23,7 @@ from fastapi.responses import Response
 
 from service.api.deps import EngineDep
 from service.api.errors_http import SCORING_ERRORS, error_responses
+from service.api.json_body import encode
 from service.api.openai_chat_schemas import (
     AssistantMessage,
     ChatChoice,
@@ -33,7 +34,13 @@ from service.api.openai_chat_schemas import (
     TokenLogprob,
     TopLogprob,
 )
-from service.api.openai_compat import STREAM_DOCUMENTED, generation_end, greedy_options, respond
+from service.api.openai_compat import (
+    STREAM_DOCUMENTED,
+    generation_end,
+    greedy_options,
+    prompt_details,
+    respond,
+)
 from service.api.openai_logprobs import finite, prompt_logprobs, token_id_name
 from service.api.openai_schemas import CompletionUsage, StreamOptions
 from service.errors import InvalidRequest
@@ -70,9 +77,11 @@ async def chat_completions(
         prompt_k=body.prompt_logprobs,
     )
     template = body.rendering(body.add_special_tokens)
-    work = engine.score_chat_prompt(body.model, messages, options, template)
+    details = prompt_details(body.prompt_logprobs)
+    work = engine.score_chat_prompt(body.model, messages, options, template, details=details)
     stream = (body.stream_options or StreamOptions()) if body.stream else None
-    return await respond(request, work, functools.partial(chat_response, body), chat_events, stream)
+    build = functools.partial(chat_response, body)
+    return await respond(request, work, build, chat_events, stream, details is not None)
 
 
 def chat_messages(
@@ -183,11 +192,12 @@ def chat_events(response: ChatCompletionResponse, *, include_usage: bool) -> Ite
     head = response.model_dump(mode="json", exclude={"choices", "usage", "object", *prompt_fields})
     head["object"] = "chat.completion.chunk"
     usage = {"usage": None} if include_usage else {}
-    prompt = response.model_dump(mode="json", include=prompt_fields)  # the first chunk's
+    # The first chunk's; left as models, so a long prompt's are encoded in pieces.
+    prompt = {k: getattr(response, k) for k in prompt_fields if getattr(response, k) is not None}
     for choice in response.choices:
         delta = choice.model_dump(mode="json", exclude={"message"})
         delta["delta"] = choice.message.model_dump(mode="json")
-        yield f"data: {json.dumps({**head, **prompt, 'choices': [delta], **usage})}\n\n"
+        yield f"data: {encode({**head, **prompt, 'choices': [delta], **usage}).decode()}\n\n"
         prompt = {}
     if include_usage:
         last = {**head, "choices": [], "usage": response.usage.model_dump(mode="json")}

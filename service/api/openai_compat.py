@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from service.api.deps import EngineDep
@@ -27,6 +27,7 @@ from service.api.errors_http import (
     SCORING_ERRORS,
     error_responses,
 )
+from service.api.json_body import encode, json_response
 from service.api.observe import CLIENT_CLOSED
 from service.api.openai_logprobs import LegacyLogprobsBuilder, prompt_logprobs, token_id_name
 from service.api.openai_schemas import (
@@ -41,6 +42,7 @@ from service.errors import InvalidRequest
 from service.sequences import RunOptions, ScoredSequence, SequenceScores
 from service.served import PromptOutcome, ServedModel
 from service.token_text import next_piece, shown_text
+from service.validation import TokenDetails
 
 R = TypeVar("R", bound=BaseModel)
 FinishReason = Literal["length", "stop"]
@@ -82,13 +84,13 @@ async def completions(body: CompletionRequest, request: Request, engine: EngineD
     prompts = prompt_list(body.prompt)
     special = body.add_special_tokens
     params = prompt_params(body.prompt, len(prompts))
+    details = completion_details(body)
     work = engine.score_prompts(
-        body.model, prompts, options, add_special_tokens=special, params=params
+        body.model, prompts, options, add_special_tokens=special, params=params, details=details
     )
     stream = (body.stream_options or StreamOptions()) if body.stream else None
-    return await respond(
-        request, work, functools.partial(completion_response, body), completion_events, stream
-    )
+    build = functools.partial(completion_response, body)
+    return await respond(request, work, build, completion_events, stream, details is not None)
 
 
 async def respond(
@@ -97,19 +99,36 @@ async def respond(
     build: Callable[[PromptOutcome], R],
     events: Callable[..., Iterator[str]],
     stream: StreamOptions | None,
+    per_token: bool = False,
 ) -> Response:
     """The OpenAI-shaped answer to ``work``: ``build``'s response as JSON, or with
     ``stream`` as server-sent ``events``; timing headers either way (499 if the client
-    left meanwhile)."""
+    left meanwhile). An answer with entries ``per_token`` of the prompt is built on the
+    model's preparation thread: a long prompt's are many objects."""
     outcome = await unless_disconnected(request, work)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)
-    response = build(outcome)
+    response = await outcome.model.prepare(build, outcome) if per_token else build(outcome)
     headers = outcome.timing.headers()
     if stream is not None:
         chunks = events(response, include_usage=stream.include_usage)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=headers)
-    return JSONResponse(response.model_dump(mode="json"), headers=headers)
+    return await json_response(response, headers)
+
+
+def completion_details(body: CompletionRequest) -> TokenDetails | None:
+    """What the answer holds per prompt token (None: nothing): with echo and logprobs the
+    token and its alternatives, with prompt_logprobs the same again."""
+    echoed = 1 + body.logprobs if body.echo and body.logprobs is not None else 0
+    prompt = prompt_details(body.prompt_logprobs)
+    if prompt is None:
+        return TokenDetails(echoed, "echo") if echoed else None
+    return TokenDetails(echoed + prompt.per_token, "echo" if echoed else prompt.param)
+
+
+def prompt_details(prompt_logprobs: int | None) -> TokenDetails | None:
+    """vLLM's prompt_logprobs per prompt token: the token and this many alternatives."""
+    return None if prompt_logprobs is None else TokenDetails(1 + prompt_logprobs, "prompt_logprobs")
 
 
 def prompt_list(prompt: Any) -> list[str | list[int]]:
@@ -224,8 +243,8 @@ def completion_events(response: CompletionResponse, *, include_usage: bool) -> I
     head = response.model_dump(mode="json", exclude={"choices", "usage"})
     usage = {"usage": None} if include_usage else {}
     for choice in response.choices:
-        chunk = {**head, "choices": [choice.model_dump(mode="json")], **usage}
-        yield f"data: {json.dumps(chunk)}\n\n"
+        chunk = {**head, "choices": [choice], **usage}
+        yield f"data: {encode(chunk).decode()}\n\n"
     if include_usage:
         last = {**head, "choices": [], "usage": response.usage.model_dump(mode="json")}
         yield f"data: {json.dumps(last)}\n\n"

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from service.api.deps import EngineDep
 from service.api.errors_http import (
@@ -20,6 +20,7 @@ from service.api.errors_http import (
     SCORING_ERRORS,
     error_responses,
 )
+from service.api.json_body import json_response
 from service.api.observe import CLIENT_CLOSED
 from service.api.responses import unless_disconnected
 from service.schemas import (
@@ -112,4 +113,4 @@ async def _respond(
     outcome = await unless_disconnected(request, work)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)
-    return JSONResponse(outcome.response.model_dump(mode="json"), headers=outcome.timing.headers())
+    return await json_response(outcome.response, outcome.timing.headers())

@@ -10,9 +10,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.params import Depends
+from fastapi.responses import Response
 
 from service.api.deps import EngineDep
 from service.api.errors_http import MODEL_LOOKUP_ERRORS, TOKENIZER_ERRORS, error_responses
+from service.api.json_body import json_response
 from service.api.openai_chat import chat_messages
 from service.api.openai_chat_schemas import ChatCompletionMessage
 from service.api.tokenizer_schemas import (
@@ -54,11 +56,12 @@ def install(app: FastAPI, guarded: Sequence[Depends]) -> None:
     )
 
 
-async def tokenize(body: TokenizeRequest, engine: EngineDep) -> TokenizeResponse:
-    """Token ids of a prompt, or of chat messages rendered with the model's template."""
+async def tokenize(body: TokenizeRequest, engine: EngineDep) -> Response:
+    """Token ids of a prompt, or of chat messages rendered with the model's template
+    (a long text's many ids are encoded off the event loop)."""
     _check_tokenize_limits(body, engine.settings)
     model = engine.get_model(body.model)
-    return await engine.tokenizer_call(model, _tokenize, model, body)
+    return await json_response(await engine.tokenizer_call(model, _tokenize, model, body))
 
 
 async def detokenize(body: DetokenizeRequest, engine: EngineDep) -> DetokenizeResponse:
