@@ -12,6 +12,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel, ValidationError
 
+from service.api.json_body import json_data
 from service.api.pb.lmscore.v1 import scoring_pb2 as pb
 from service.errors import InvalidRequest, from_validation_errors
 from service.schemas import (
@@ -139,6 +140,8 @@ def compare_request(message: pb.CompareModelsRequest) -> CompareRequest:
 def to_message(model: BaseModel, message_type: type[M]) -> M:
     """A response model as the protobuf message that mirrors it field for field."""
     message = message_type()
-    # Nulls are skipped by ParseDict, which leaves proto3 optional fields unset.
-    json_format.ParseDict(model.model_dump(mode="json"), message)
+    # Nulls are skipped by ParseDict, which leaves proto3 optional fields unset. The data
+    # is made in pieces: this runs on a worker thread for a large answer, and one call
+    # making it all would hold the interpreter lock (the event loop) throughout.
+    json_format.ParseDict(json_data(model), message)
     return message

@@ -11,8 +11,8 @@ gives (keys of a split object may come in another order).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter
 from starlette.concurrency import run_in_threadpool
@@ -23,20 +23,28 @@ PIECE = 2048
 # Lists and mappings up to this long are weighed item by item; longer ones by a sample.
 _WEIGHED_WHOLE = 16
 _ANY = TypeAdapter(Any)
+V = TypeVar("V")
+R = TypeVar("R")
 
 
 async def json_response(value: BaseModel, headers: Mapping[str, str] | None = None) -> Response:
-    """``value`` as an ``application/json`` response; encoded on a worker thread in pieces
-    when it is large, at once on the loop when it is small (a thread hop would cost more)."""
-    if weight(value) <= PIECE:
-        body = value.model_dump_json().encode()
-    else:
-        body = await run_in_threadpool(encode, value)
+    """``value`` as an ``application/json`` response, encoded by ``off_loop_if_large``."""
+    body = await off_loop_if_large(value, encode)
     return Response(body, media_type="application/json", headers=dict(headers or {}))
 
 
+async def off_loop_if_large(value: V, convert: Callable[[V], R]) -> R:
+    """``convert(value)``: on a worker thread when ``value`` weighs more than ``PIECE``
+    (``convert`` should then work in pieces: see ``pieces`` and ``json_data``), at once on
+    the loop when it is small (a thread hop would cost more)."""
+    if weight(value) <= PIECE:
+        return convert(value)
+    return await run_in_threadpool(convert, value)
+
+
 def encode(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON, encoded in pieces of about ``PIECE`` values."""
+    """``value`` as compact UTF-8 JSON, encoded in pieces of about ``PIECE`` values
+    (one call when it is small)."""
     return b"".join(pieces(value))
 
 
@@ -79,10 +87,45 @@ def pieces(value: Any) -> Iterator[bytes]:
         yield _dump(value)
 
 
+def json_data(value: Any) -> Any:
+    """``value`` as ``model_dump(mode="json")`` gives it (dicts, lists, strings, numbers,
+    None), built in pieces of about ``PIECE`` values, cut as ``pieces`` cuts."""
+    if weight(value) <= PIECE:
+        return _ANY.dump_python(value, mode="json")
+    if isinstance(value, BaseModel):
+        heavy = _heavy_fields(value)
+        data = value.model_dump(mode="json", exclude=set(heavy))
+        data.update({name: json_data(getattr(value, name)) for name in heavy})
+        return data
+    if isinstance(value, (list, tuple)):
+        items: list[Any] = []
+        for run in _runs(value):
+            if len(run) == 1:
+                items.append(json_data(run[0]))
+            else:
+                items.extend(_ANY.dump_python(list(run), mode="json"))
+        return items
+    if isinstance(value, dict):
+        return {str(key): json_data(item) for key, item in value.items()}
+    return _ANY.dump_python(value, mode="json")
+
+
+def _heavy_fields(model: BaseModel) -> list[str]:
+    return [name for name, v in model.__dict__.items() if weight(v) > PIECE]
+
+
+def _runs(items: list[Any] | tuple[Any, ...]) -> Iterator[list[Any] | tuple[Any, ...]]:
+    """Consecutive items that weigh about ``PIECE`` together (one item at a time in a
+    short list, whose items may differ a lot)."""
+    per_run = 1 if len(items) <= _WEIGHED_WHOLE else max(1, PIECE // _item_weight(items))
+    for start in range(0, len(items), per_run):
+        yield items[start : start + per_run]
+
+
 def _model_pieces(model: BaseModel) -> Iterator[bytes]:
     """The model's light fields through its own serializer (which may leave some out),
     then each heavy one in pieces."""
-    heavy = [name for name, v in model.__dict__.items() if weight(v) > PIECE]
+    heavy = _heavy_fields(model)
     light = model.model_dump_json(exclude=set(heavy)).encode()
     yield light[:-1]
     for i, name in enumerate(heavy):
@@ -95,12 +138,10 @@ def _model_pieces(model: BaseModel) -> Iterator[bytes]:
 def _list_pieces(items: list[Any] | tuple[Any, ...]) -> Iterator[bytes]:
     """Runs of items that weigh about ``PIECE`` together, each encoded in one call; an
     item heavier than that on its own, in pieces."""
-    per_run = 1 if len(items) <= _WEIGHED_WHOLE else max(1, PIECE // _item_weight(items))
     yield b"["
-    for start in range(0, len(items), per_run):
-        if start:
+    for i, run in enumerate(_runs(items)):
+        if i:
             yield b","
-        run = items[start : start + per_run]
         if len(run) == 1:
             yield from pieces(run[0])
         else:

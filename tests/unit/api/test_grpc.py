@@ -102,6 +102,37 @@ async def assert_answers(served: Served) -> None:
     assert [r.num_scored_tokens > 0 for r in response.results] == [True, True]
 
 
+async def test_a_large_answer_is_converted_off_the_loop(
+    grpc_served: Served, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Converting a reply is Python (seconds for a long text's per-token entries): a large
+    one is converted on a worker thread, in pieces, to the same message; small ones on the
+    loop. (Unary and streamed replies alike.)"""
+    from service.api import grpc_convert
+
+    on_loop: list[bool] = []
+    original = grpc_convert.to_message
+
+    def spied(model: Any, message_type: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return original(model, message_type)
+
+    monkeypatch.setattr(grpc_convert, "to_message", spied)
+    large = {"texts": [LONG[:200]] * 3, "return_tokens": True, "top_k": 20}
+    rest = await client.post("/v1/score/text", json=large)
+    got = await grpc_served.stub.ScoreText(pb.ScoreTextRequest(**large), timeout=T)
+    assert_close(as_dict(got), normal(rest.json()))
+    assert all(len(t.top) == 20 for r in got.results for t in r.tokens[1:])
+    stream = grpc_served.stub.ScoreTextStream(iter([pb.ScoreTextRequest(**large)]), timeout=T)
+    assert [len(r.results) async for r in stream] == [3]
+    await grpc_served.stub.ScoreText(pb.ScoreTextRequest(texts=TEXTS), timeout=T)
+    assert on_loop == [False, False, True]
+
+
 async def test_score_text_parity_with_rest(grpc_served: Served, client: httpx.AsyncClient) -> None:
     distribution = {
         "return_tokens": True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from service.api.json_body import PIECE, encode, pieces, weight
+from service.api.json_body import PIECE, encode, json_data, pieces, weight
 from service.api.openai_schemas import (
     CompletionChoice,
     CompletionResponse,
@@ -62,6 +62,7 @@ def test_a_large_score_answer_is_the_same_json_in_small_pieces() -> None:
     assert json.loads(whole) == json.loads(response.model_dump_json())
     assert len(cut) > 10
     assert max(len(piece) for piece in cut) < len(whole) / 10
+    assert json_data(response) == response.model_dump(mode="json")  # for gRPC's ParseDict
 
 
 def test_a_small_answer_is_one_piece() -> None:
@@ -95,6 +96,7 @@ def test_prompt_logprobs_and_legacy_lists() -> None:
     cut = list(pieces(response))
     assert json.loads(b"".join(cut)) == json.loads(response.model_dump_json())
     assert max(len(piece) for piece in cut) < len(b"".join(cut)) / 10
+    assert json_data(response) == response.model_dump(mode="json")
     mapping = {"head": "x", "choices": [choice]}  # a streamed chunk: models in a dict
     assert json.loads(encode(mapping)) == json.loads(
         json.dumps({"head": "x", "choices": [choice.model_dump(mode="json")]})
