@@ -5,10 +5,19 @@ its own batches from the queue and runs them, so it never waits for the event lo
 work is queued: tokenizing, assembling results and encoding responses on the loop overlap
 the next forward pass. A batch closes when it is full (``max_batch_tokens`` counted by the
 backend's layout, see ``cost``; or ``max_batch_size``) or ``max_wait_ms`` after its oldest
-item arrived. Padded batches are built around the oldest item from the items nearest to it
-in length (less padding, no starvation); ragged batches in arrival order. Items whose caller
-is gone or whose deadline passed are dropped before they cost a forward pass. A failing
-batch runs again in halves, so the item that fails fails alone.
+item arrived. Items whose caller is gone or whose deadline passed are dropped before they
+cost a forward pass. A failing batch runs again in halves, so the item that fails fails
+alone.
+
+Order is fair between requests, not first come first served: a request of a thousand texts
+must not make a one-text request that arrives after it wait for all of them. Each request's
+windows are dealt into turns of ``max_batch_tokens`` tokens, counted from the turn being
+served when it arrives: a request that fits one batch is all in the next turn, a larger one
+spreads over as many turns as it fills batches. Batches take the earliest turn first, and
+within a turn the earliest arrival, so requests of up to a batch each are served in arrival
+order, as before, while one arriving behind a large request waits at most about two
+batches. Ragged batches take items in that order; padded ones are built around the first
+item in that order from the items nearest to it in length (less padding, no starvation).
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ class DynamicBatcher:
         self._batches = itertools.count()
         self._thread: threading.Thread | None = None
         self._running: list[PendingItem] = []  # the batch in the forward pass now
+        self._turn = 0  # the turn of fair order the last batch served (see the docstring)
         self._closed = False
         self._recent_batch_s = 0.05
         self._depth = metrics.QUEUE_DEPTH.labels(model=model)
@@ -102,6 +112,7 @@ class DynamicBatcher:
                 raise Unavailable("the model is shutting down")
             self._held.release_current()  # this request's hold becomes its queued windows
             self._admit(len(items))
+            self._deal_turns(pending)
             self._pending.extend(pending)
             self._depth.set(len(self._pending))
             self._ensure_worker()
@@ -110,6 +121,13 @@ class DynamicBatcher:
             return list(await asyncio.gather(*(p.future for p in pending)))
         finally:
             self._withdraw(pending)
+
+    def _deal_turns(self, pending: list[PendingItem]) -> None:
+        """One request's items into turns of ``max_batch_tokens`` tokens from the next one."""
+        before = 0  # tokens of this request's earlier items
+        for p in pending:
+            p.turn = self._turn + 1 + before // self._max_tokens
+            before += p.length
 
     def _withdraw(self, pending: list[PendingItem]) -> None:
         """A caller stopped waiting (timeout, disconnect, a sibling failed): its queued
@@ -226,13 +244,16 @@ class DynamicBatcher:
         return self._cost.tokens([p.length for p in self._pending]) >= self._max_tokens
 
     def _take(self) -> list[PendingItem]:
-        """The oldest item plus, within the budget, its nearest neighbours in length
-        (padded layouts) or the next arrivals (ragged layouts)."""
-        anchor = min(self._pending, key=lambda p: (p.enqueued_at, p.sequence))
+        """The first item in fair order plus, within the budget, its nearest neighbours in
+        length (padded layouts) or the items next in fair order (ragged layouts)."""
+        anchor = min(self._pending, key=PendingItem.fair_order)
+        self._turn = max(self._turn, anchor.turn)
         if self._cost.groups_by_length:
-            order = sorted(self._pending, key=lambda p: (abs(p.length - anchor.length), p.sequence))
+            order = sorted(
+                self._pending, key=lambda p: (abs(p.length - anchor.length), *p.fair_order())
+            )
         else:
-            order = sorted(self._pending, key=lambda p: (p.enqueued_at, p.sequence))
+            order = sorted(self._pending, key=PendingItem.fair_order)
         batch: list[PendingItem] = []
         total = longest = 0
         for candidate in order:

@@ -31,6 +31,8 @@ class PendingItem:
     """A window waiting for a forward pass.
 
     ``deadline`` is a ``time.monotonic()`` instant after which nobody waits for the result.
+    ``turn`` is its place in the batcher's fair order (see ``DynamicBatcher``): items of
+    earlier turns are taken first, items of one turn in arrival order (``sequence``).
     """
 
     item: ForwardItem
@@ -38,12 +40,17 @@ class PendingItem:
     enqueued_at: float
     deadline: float | None = None
     sequence: int = field(default=0)
+    turn: int = 0
 
     @property
     def length(self) -> int:
         """Tokens the forward pass runs for this window (``ForwardItem.model_input``): the
         token budget and the batch metrics count these, not the window's last token."""
         return len(self.item.model_input)
+
+    def fair_order(self) -> tuple[int, int]:
+        """Sorts items into the order batches take them: by turn, then by arrival."""
+        return (self.turn, self.sequence)
 
     def abandoned(self) -> bool:
         """The caller is gone: its future was cancelled (disconnect, timeout) or completed."""

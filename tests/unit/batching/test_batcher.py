@@ -186,6 +186,101 @@ async def test_ragged_budget_counts_real_tokens_in_arrival_order(make: Make) -> 
     assert sample("lmscore_batch_tokens_sum", model="ragged") == 2 + 115 + 99
 
 
+class SteppedBackend(FakeBatchedBackend):
+    """Runs one forward pass per ``step()``: the test decides what arrives between passes."""
+
+    def __init__(self, layout: BatchLayout) -> None:
+        super().__init__(layout=layout)
+        self._steps = threading.Semaphore(0)
+
+    def step(self) -> None:
+        self._steps.release()
+
+    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+        self.batches.append(list(items))
+        assert self._steps.acquire(timeout=10), "no step() within 10 s"
+        return [fake_result(it) for it in items]
+
+
+async def run_steps(backend: SteppedBackend, *tasks: asyncio.Task[Any], stepped: int = 0) -> None:
+    """Let each forward pass run in turn until ``tasks`` are done (``stepped`` passes have
+    been let through already)."""
+    while True:
+        await until(lambda s=stepped: len(backend.batches) > s or all(t.done() for t in tasks))  # type: ignore[misc]
+        if len(backend.batches) == stepped:
+            break
+        backend.step()
+        stepped += 1
+    await asyncio.gather(*tasks)
+
+
+def batch_tags(backend: FakeBatchedBackend) -> list[list[int]]:
+    return [[it.input_ids[0] for it in batch] for batch in backend.batches]
+
+
+@pytest.mark.parametrize("layout", [BatchLayout.RAGGED, BatchLayout.PADDED])
+async def test_a_small_request_does_not_wait_behind_a_large_one(
+    make: Make, layout: BatchLayout
+) -> None:
+    """Fair order: 40 windows of one request (four batches' worth) queued first, then a
+    one-window request: it runs in the first two batches, not after all 40; the large
+    request's windows still run in their own order."""
+    backend = SteppedBackend(layout)
+    batcher, _ = make(backend, max_batch_tokens=100, max_batch_size=64)
+    first = submit_later(batcher, [item(3, 1)])
+    await until(lambda: len(backend.batches) == 1)  # the worker is busy: the rest queues
+    large = [item(10, 100 + k) for k in range(40)]  # 9 tokens run each: 11 per batch
+    large_task = submit_later(batcher, large)
+    await until(lambda: batcher.queue_depth == 40)
+    small_task = submit_later(batcher, [item(10, 7)])
+    await until(lambda: batcher.queue_depth == 41)
+    await run_steps(backend, first, large_task, small_task)
+    served = batch_tags(backend)[1:]
+    assert any(7 in batch for batch in served[:2]), served
+    assert [t for batch in served for t in batch if t != 7] == list(range(100, 140))
+    assert sum(map(len, served)) == 41
+
+
+async def test_requests_of_up_to_a_batch_keep_their_arrival_order(make: Make) -> None:
+    """Fair order changes nothing while each request fits a batch: first come, first
+    served, a request's windows together."""
+    backend = SteppedBackend(BatchLayout.RAGGED)
+    batcher, _ = make(backend, max_batch_tokens=100, max_batch_size=64)
+    first = submit_later(batcher, [item(3, 1)])
+    await until(lambda: len(backend.batches) == 1)
+    tasks = []
+    for r in range(5):  # 4 windows of 9 tokens each: 36 tokens a request
+        tasks.append(submit_later(batcher, [item(10, 10 * r + k) for k in range(10, 14)]))
+        await until(lambda r=r: batcher.queue_depth == 4 * (r + 1))  # type: ignore[misc]
+    await run_steps(backend, first, *tasks)
+    served = [t for batch in batch_tags(backend)[1:] for t in batch]
+    assert served == [10 * r + k for r in range(5) for k in range(10, 14)]
+
+
+async def test_a_large_request_keeps_moving_under_a_stream_of_small_ones(make: Make) -> None:
+    """Small requests arriving before every batch do not starve a large one: it gets a
+    batch's worth at least every other batch."""
+    backend = SteppedBackend(BatchLayout.RAGGED)
+    batcher, _ = make(backend, max_batch_tokens=100, max_batch_size=64)
+    first = submit_later(batcher, [item(3, 1)])
+    await until(lambda: len(backend.batches) == 1)
+    large_task = submit_later(batcher, [item(10, 100 + k) for k in range(44)])  # 4 batches
+    await until(lambda: batcher.queue_depth == 44)
+    small: list[asyncio.Task[Any]] = []
+    stepped = 0
+    while not large_task.done() and stepped < 12:
+        queued = batcher.queue_depth
+        small += [submit_later(batcher, [item(10, 2 + j)]) for j in range(3)]  # 27 tokens
+        await until(lambda q=queued: batcher.queue_depth == q + 3)  # type: ignore[misc]
+        backend.step()  # the pass under way ends; the worker takes the next batch
+        stepped += 1
+        await until(lambda s=stepped: len(backend.batches) > s or large_task.done())  # type: ignore[misc]
+    await run_steps(backend, first, large_task, *small, stepped=stepped)
+    served = batch_tags(backend)[1:]
+    last = max(i for i, batch in enumerate(served) if any(t >= 100 for t in batch))
+    assert last < 8, served  # 44 windows at 11 a batch: 4 batches, 8 at most with company
+
+
 async def test_worker_takes_the_next_batch_while_the_event_loop_is_busy(make: Make) -> None:
     """The forward thread forms and runs the next batch by itself: a blocked event loop
     (say, encoding a large response) does not stall it."""
