@@ -11,13 +11,15 @@ alone.
 
 Order is fair between requests, not first come first served: a request of a thousand texts
 must not make a one-text request that arrives after it wait for all of them. Each request's
-windows are dealt into turns of ``max_batch_tokens`` tokens, counted from the turn being
-served when it arrives: a request that fits one batch is all in the next turn, a larger one
-spreads over as many turns as it fills batches. Batches take the earliest turn first, and
-within a turn the earliest arrival, so requests of up to a batch each are served in arrival
-order, as before, while one arriving behind a large request waits at most about two
-batches. Ragged batches take items in that order; padded ones are built around the first
-item in that order from the items nearest to it in length (less padding, no starvation).
+windows are dealt into turns of half a batch (half of ``max_batch_tokens`` and of
+``max_batch_size``), from the turn after the one being served when it arrives: a request
+of up to half a batch is all in one turn, a larger one spreads over as many turns as it
+fills. Batches take the earliest turn first, and within a turn the earliest arrival, so
+small requests are served in arrival order, as before, while one arriving behind a large
+request runs in the batch after the one in flight, next to half a batch of the large one
+(which thus never starves). Ragged batches take items in that order; padded ones are built
+around the first item in that order from the items nearest to it in length (less padding,
+no starvation).
 """
 
 from __future__ import annotations
@@ -85,6 +87,8 @@ class DynamicBatcher:
         self._thread: threading.Thread | None = None
         self._running: list[PendingItem] = []  # the batch in the forward pass now
         self._turn = 0  # the turn of fair order the last batch served (see the docstring)
+        self._turn_tokens = max(1, max_batch_tokens // 2)
+        self._turn_size = max(1, max_batch_size // 2)
         self._closed = False
         self._recent_batch_s = 0.05
         self._depth = metrics.QUEUE_DEPTH.labels(model=model)
@@ -123,11 +127,14 @@ class DynamicBatcher:
             self._withdraw(pending)
 
     def _deal_turns(self, pending: list[PendingItem]) -> None:
-        """One request's items into turns of ``max_batch_tokens`` tokens from the next one."""
-        before = 0  # tokens of this request's earlier items
+        """One request's items into turns of half a batch (tokens and sequences), from the
+        turn after the one being served."""
+        turn, tokens, count = self._turn + 1, 0, 0
         for p in pending:
-            p.turn = self._turn + 1 + before // self._max_tokens
-            before += p.length
+            if count and (tokens + p.length > self._turn_tokens or count >= self._turn_size):
+                turn, tokens, count = turn + 1, 0, 0
+            p.turn = turn
+            tokens, count = tokens + p.length, count + 1
 
     def _withdraw(self, pending: list[PendingItem]) -> None:
         """A caller stopped waiting (timeout, disconnect, a sibling failed): its queued
