@@ -77,12 +77,13 @@ def main() -> int:
     server = start_server([], work / "ood-server.log")
     try:
         reference = score(server.url, calibration)
-        revision = httpx.get(f"{server.url}/v1/models").json()["data"][0]["revision"]
+        card = httpx.get(f"{server.url}/v1/models").json()["data"][0]
         values = [r[args.metric] for r in reference]
         profile = {
             "format": "lmscore.reference.v1",
             "model": "default",
-            "revision": revision,
+            "revision": card["revision"],
+            "dtype": card["dtype"],
             "metric": args.metric,
             "count": len(values),
             "quantiles": quantile_table(values),

@@ -27,8 +27,11 @@ def load_reference_arg(arg: str) -> ReferenceProfile:
 
 
 def check_profile(profile: ReferenceProfile, models: Mapping[str, ServedModel]) -> None:
-    """Refuse a profile made with a model or revision that is not served, or on an entropy
-    metric its model's backend cannot compute (it sees only the top-k of a distribution)."""
+    """Refuse a profile made with a model or revision that is not served, in another dtype
+    (bf16 moves bits per char by up to several percent against float32: the percentiles
+    would be off), or on an entropy metric its model's backend cannot compute (it sees
+    only the top-k of a distribution). A profile that does not record its dtype (made by
+    an older client) is taken as it is."""
     served = models.get(profile.model)
     if served is None:
         raise ProfileError(
@@ -38,6 +41,13 @@ def check_profile(profile: ReferenceProfile, models: Mapping[str, ServedModel]) 
         raise ProfileError(
             f"reference {profile.name!r} was made with {profile.model} {profile.revision}, "
             f"but the served revision is {served.revision}: calibrate it again"
+        )
+    dtype = served.backend.info.dtype
+    if profile.dtype is not None and profile.dtype != dtype:
+        raise ProfileError(
+            f"reference {profile.name!r} was made with {profile.model} in {profile.dtype}, but "
+            f"it is served in {dtype} (scores differ by up to several percent between "
+            f"dtypes): calibrate it again, or serve it with ?dtype={profile.dtype}"
         )
     if profile.metric in ENTROPY_METRICS and not served.backend.info.full_distribution:
         raise ProfileError(

@@ -1,7 +1,7 @@
 """Reference profiles: where a score falls in the distribution of a reference corpus.
 
-A profile (made by ``lmscore-client calibrate``) records the model and revision it was
-made with, the metric (``bits_per_char`` by default: higher means more surprising), 101
+A profile (made by ``lmscore-client calibrate``) records the model, revision and dtype it
+was made with, the metric (``bits_per_char`` by default: higher means more surprising), 101
 quantiles of that metric over the reference rows, and an outlier threshold (by default
 its 99th percentile). The percentile of a score interpolates linearly between quantiles.
 """
@@ -44,6 +44,7 @@ class ReferenceProfile:
     values: tuple[float, ...]
     threshold: float
     count: int
+    dtype: str | None = None  # the served model's when it was made (None: not recorded)
 
     def percentile(self, value: float) -> float:
         """Where ``value`` falls in the reference distribution, 0-100 (clamped). A value
@@ -92,6 +93,7 @@ def load_profile(name: str, path: Path) -> ReferenceProfile:
             values=values,
             threshold=threshold,
             count=int(data.get("count", 0)),
+            dtype=str(data["dtype"]) if data.get("dtype") is not None else None,
         )
     except ProfileError as exc:
         raise ProfileError(f"--reference {name}={path}: {exc}") from exc

@@ -11,6 +11,13 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+# What GET /v1/models lists: one model, as a server in bf16 would describe it.
+FAKE_MODEL_CARD = {
+    "id": "default", "object": "model", "created": 0, "owned_by": "lmscore",
+    "backend": "transformers", "dtype": "bfloat16", "device": "cpu", "max_context": 8192,
+    "revision": "sha256:fake", "has_chat_template": True,
+}  # fmt: skip
+
 
 def fake_result(text: str) -> dict[str, Any]:
     """The fake scores of a text: ppl = 1 + len(text); one-word texts score nothing."""
@@ -145,10 +152,18 @@ class FakeServer:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                if self.path != "/v1/models":
+                    self.send_error(404)
+                    return
+                self._send(200, {"object": "list", "data": [FAKE_MODEL_CARD]})
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length))
-                status, payload = server.answer(self.path, body)
+                self._send(*server.answer(self.path, body))
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")

@@ -277,6 +277,8 @@ def test_calibrate_on_fake_scores(tmp_path: Path) -> None:
     assert [v for _, v in profile["quantiles"]] == pytest.approx([v for _, v in table])
     assert profile["threshold"] == pytest.approx(table[90][1])
     assert profile["threshold_quantile"] == 0.9 and profile["source"] == "ref.jsonl"
+    # The served model's dtype, from its card: a server in another dtype refuses the profile.
+    assert (profile["dtype"], profile["backend"]) == ("bfloat16", "transformers")
 
 
 def test_calibrate_writes_the_profile_to_stdout_with_o_dash(

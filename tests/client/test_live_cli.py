@@ -154,6 +154,7 @@ def test_calibrate_writes_a_profile(
     card = http.get("/v1/models").json()["data"][0]
     assert profile["format"] == "lmscore.reference.v1"
     assert (profile["model"], profile["revision"]) == ("default", card["revision"])
+    assert (profile["dtype"], profile["backend"]) == (card["dtype"], card["backend"])
     assert profile["metric"] == "bits_per_char"
     assert profile["count"] == len(rows) - 1 and profile["skipped"] == 1
     levels = [p for p, _ in profile["quantiles"]]

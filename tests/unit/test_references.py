@@ -1,9 +1,11 @@
 """Requests naming a reference profile get percentile and is_outlier; profiles made with
-another model or revision are refused."""
+another model, revision or dtype are refused."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +19,7 @@ from service.backends.base import BackendInfo
 from service.engine import Engine
 from service.references import check_profile, with_reference
 from service.schemas import TextScoreRequest
-from service.scoring.reference import ProfileError, ReferenceProfile
+from service.scoring.reference import ProfileError, ReferenceProfile, load_profile
 
 ASYNC = pytest.mark.asyncio(loop_scope="session")
 
@@ -25,7 +27,10 @@ TEXTS = ["the cat sat on the mat", "zq xv jj kk qq", "hello there"]
 
 
 def profile(
-    model: str = "default", revision: str = "sha256:test", metric: str = "bits_per_char"
+    model: str = "default",
+    revision: str = "sha256:test",
+    metric: str = "bits_per_char",
+    dtype: str | None = None,
 ) -> ReferenceProfile:
     return ReferenceProfile(
         name="prose",
@@ -36,6 +41,7 @@ def profile(
         values=(0.0, 4.0, 8.0),
         threshold=6.0,
         count=3,
+        dtype=dtype,
     )
 
 
@@ -105,6 +111,22 @@ def test_profiles_from_another_model_or_revision_are_refused() -> None:
         check_profile(profile(model="other"), {"default": served()})
     with pytest.raises(ProfileError, match="calibrate it again"):
         check_profile(profile(revision="sha256:old"), {"default": served()})
+
+
+def test_profiles_made_in_another_dtype_are_refused(tmp_path: Path) -> None:
+    """bf16 moves bits per char by up to several percent against float32: a profile made
+    on a float32 server would put a bf16 server's percentiles off. One without a dtype
+    (an older client's) is taken as it is."""
+    check_profile(profile(dtype="float32"), {"default": served()})
+    check_profile(profile(dtype=None), {"default": served()})
+    with pytest.raises(ProfileError, match=r"in bfloat16, but it is served in float32.*dtype="):
+        check_profile(profile(dtype="bfloat16"), {"default": served()})
+    fields = {"model": "default", "revision": "sha256:test", "metric": "bits_per_char",
+              "quantiles": [[0, 1.0], [1, 2.0]]}  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps({**fields, "dtype": "bfloat16"}))
+    (tmp_path / "b.json").write_text(json.dumps(fields))
+    assert load_profile("a", tmp_path / "a.json").dtype == "bfloat16"
+    assert load_profile("b", tmp_path / "b.json").dtype is None
 
 
 @pytest.mark.parametrize("metric", ["entropy_bits_per_char", "mean_entropy"])

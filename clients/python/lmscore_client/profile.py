@@ -75,21 +75,29 @@ def build_profile(
     source: str,
     threshold_quantile: float = 0.99,
     skipped: int = 0,
+    dtype: str | None = None,
+    backend: str | None = None,
 ) -> dict[str, Any]:
-    """The profile JSON ``lmscore-client calibrate`` writes (``count`` values used)."""
+    """The profile JSON ``lmscore-client calibrate`` writes (``count`` values used).
+    ``dtype`` and ``backend`` are the served model's, when known: a server refuses a
+    profile made in another dtype."""
     ordered = sorted(float(v) for v in values)
     if not ordered:
         raise ValueError("no reference values to calibrate on")
-    return {
-        "format": FORMAT,
-        "model": model,
-        "revision": revision,
-        "metric": metric,
-        "count": len(ordered),
-        "skipped": skipped,
-        "quantiles": quantiles(ordered),
-        "threshold": quantile(ordered, threshold_quantile),
-        "threshold_quantile": threshold_quantile,
-        "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "source": source,
-    }
+    return (
+        {
+            "format": FORMAT,
+            "model": model,
+            "revision": revision,
+            "metric": metric,
+            "count": len(ordered),
+            "skipped": skipped,
+            "quantiles": quantiles(ordered),
+            "threshold": quantile(ordered, threshold_quantile),
+            "threshold_quantile": threshold_quantile,
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "source": source,
+        }
+        | ({"dtype": dtype} if dtype else {})
+        | ({"backend": backend} if backend else {})
+    )
