@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -57,6 +58,7 @@ from service.sequences import (
 from service.served import (
     CompareOutcome,
     ContinuationOutcome,
+    PromptAnswer,
     PromptOutcome,
     RequestTiming,
     ScoreOutcome,
@@ -288,15 +290,14 @@ class Engine:
         timeout_s: float | None = None,
         add_special_tokens: bool = True,
         params: Sequence[str] | None = None,
-        details: TokenDetails | None = None,
+        answer: PromptAnswer | None = None,
     ) -> PromptOutcome:
         """Score raw prompts (texts or token ids) for the OpenAI-compatible door: every
         token given the ones before it, plus the distribution after the last token when
         ``options.next_token``. Text prompts get the special tokens their tokenizer adds
         (a BOS) unless ``add_special_tokens`` is False, as in vLLM; token ids are taken as
         given. Prompts must fit the context. ``params`` name the prompts in errors
-        (default ``prompt[i]``); ``details`` is what the answer holds per prompt token
-        (bounded by ``--max-token-details``)."""
+        (default ``prompt[i]``); the door's ``answer`` is built within the request."""
         model = self.registry.get(model_name)
         names = (
             list(params) if params is not None else [f"prompt[{i}]" for i in range(len(prompts))]
@@ -311,7 +312,7 @@ class Engine:
         prepare = functools.partial(
             prompt_sequences, model.backend.tokenizer, prompts, add_special_tokens
         )
-        work = functools.partial(self._score_prompts, model, prepare, names, options, details)
+        work = functools.partial(self._score_prompts, model, prepare, names, options, answer)
         return await self._admitted(work, [model], "completions", timeout_s, len(prompts))
 
     async def score_chat_prompt(
@@ -321,11 +322,11 @@ class Engine:
         options: RunOptions,
         template: ChatPromptOptions,
         timeout_s: float | None = None,
-        details: TokenDetails | None = None,
+        answer: PromptAnswer | None = None,
     ) -> PromptOutcome:
         """Score a conversation rendered by the model's chat template as one prompt, for the
         OpenAI-compatible chat door: every token given the ones before it (nothing masked),
-        plus the distribution after it when ``options.next_token``; ``details`` as in
+        plus the distribution after it when ``options.next_token``; ``answer`` as in
         ``score_prompts``."""
         model = self.registry.get(model_name)
         check_conversation([m["content"] for m in messages], self.settings, "messages")
@@ -334,9 +335,7 @@ class Engine:
         def prepare() -> list[ScoredSequence]:
             return [chat_prompt_sequence(tokenizer, messages, template)]
 
-        work = functools.partial(
-            self._score_prompts, model, prepare, ["messages"], options, details
-        )
+        work = functools.partial(self._score_prompts, model, prepare, ["messages"], options, answer)
         return await self._admitted(work, [model], "chat_completions", timeout_s, 1)
 
     async def _score_prompts(
@@ -345,18 +344,26 @@ class Engine:
         prepare: Callable[[], list[ScoredSequence]],
         params: list[str],
         options: RunOptions,
-        details: TokenDetails | None,
+        answer: PromptAnswer | None,
         deadline: float,
     ) -> PromptOutcome:
-        """Sequences made on the model's preparation thread, scored as they are; a sequence
-        over the context is refused, naming its ``params`` entry, and an answer with more
-        per-token ``details`` than ``--max-token-details`` before any forward pass."""
+        """Sequences made on the model's preparation thread, scored as they are, and the
+        door's answer built from them. A sequence over the context is refused, naming its
+        ``params`` entry; an answer with more per-token details than
+        ``--max-token-details``, before any forward pass."""
         seqs = await model.prepare(prepare)
-        if details is not None:
-            counts = [len(seq.input_ids) for seq in seqs]
+        details = answer.details if answer is not None else None
+        counts = [len(seq.input_ids) for seq in seqs]
+        # A prompt over the context is refused as such (422) by the scoring below.
+        if details is not None and max(counts, default=0) <= model.context:
             check_token_details(counts, details, self.settings.max_token_details)
         scores, timing = await model.score_sequences(seqs, params, options, deadline)
-        return PromptOutcome(model, seqs, scores, timing)
+        outcome = PromptOutcome(model, seqs, scores, timing)
+        if answer is None:
+            return outcome
+        build = answer.build
+        built = await model.prepare(build, outcome) if details is not None else build(outcome)
+        return dataclasses.replace(outcome, answer=built)
 
     async def score_continuations(
         self, req: ContinuationRequest, timeout_s: float | None = None

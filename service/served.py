@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
 from service.backends.base import ModelBackend
 from service.batching.pending import ScoredItem
 from service.batching.scheduler import Scheduler
@@ -29,6 +31,7 @@ from service.sequences import (
     stitch,
 )
 from service.token_text import lone_token_text
+from service.validation import TokenDetails
 
 T = TypeVar("T")
 
@@ -264,12 +267,25 @@ class ContinuationOutcome:
 
 @dataclass(frozen=True)
 class PromptOutcome:
-    """Raw prompts scored: each prompt's sequence and per-position scores."""
+    """Raw prompts scored: each prompt's sequence and per-position scores, and the door's
+    ``answer`` built from them within the request (see ``PromptAnswer``)."""
 
     model: ServedModel
     sequences: list[ScoredSequence]
     scores: list[SequenceScores]
     timing: RequestTiming
+    answer: BaseModel | None = None
+
+
+@dataclass(frozen=True)
+class PromptAnswer:
+    """How a door turns scored prompts into its answer, as part of the request (under its
+    deadline, counted in flight, cancelled with it): ``build`` runs on the model's
+    preparation thread when the answer holds ``details`` per prompt token (many objects
+    for a long prompt), which also bound it by ``--max-token-details``."""
+
+    build: Callable[[PromptOutcome], BaseModel]
+    details: TokenDetails | None = None
 
 
 def text_ppls(outcome: object) -> list[float]:

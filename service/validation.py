@@ -60,7 +60,7 @@ def check_token_details(counts: Sequence[int], details: TokenDetails, limit: int
         raise TooLarge(
             f"{details.param} would return {entries} per-token entries ({sum(counts)} tokens "
             f"x {details.per_token}); at most {limit} per request (--max-token-details): send "
-            "fewer or shorter texts, or ask for fewer alternatives",
+            "less text, or ask for fewer alternatives",
             param=details.param,
         )
 

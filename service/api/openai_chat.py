@@ -45,7 +45,7 @@ from service.api.openai_logprobs import finite, prompt_logprobs, token_id_name
 from service.api.openai_schemas import CompletionUsage, StreamOptions
 from service.errors import InvalidRequest
 from service.sequences import ScoredSequence, SequenceScores
-from service.served import PromptOutcome, ServedModel
+from service.served import PromptAnswer, PromptOutcome, ServedModel
 from service.token_text import next_piece
 from service.validation import KNOWN_ROLES
 
@@ -77,11 +77,12 @@ async def chat_completions(
         prompt_k=body.prompt_logprobs,
     )
     template = body.rendering(body.add_special_tokens)
-    details = prompt_details(body.prompt_logprobs)
-    work = engine.score_chat_prompt(body.model, messages, options, template, details=details)
+    # vLLM's chat answer holds prompt_logprobs twice: at the top level and in the choice.
+    details = prompt_details(body.prompt_logprobs, copies=2)
+    answer = PromptAnswer(functools.partial(chat_response, body), details)
+    work = engine.score_chat_prompt(body.model, messages, options, template, answer=answer)
     stream = (body.stream_options or StreamOptions()) if body.stream else None
-    build = functools.partial(chat_response, body)
-    return await respond(request, work, build, chat_events, stream, details is not None)
+    return await respond(request, work, chat_events, stream)
 
 
 def chat_messages(
@@ -195,7 +196,11 @@ def chat_events(response: ChatCompletionResponse, *, include_usage: bool) -> Ite
     # The first chunk's; left as models, so a long prompt's are encoded in pieces.
     prompt = {k: getattr(response, k) for k in prompt_fields if getattr(response, k) is not None}
     for choice in response.choices:
-        delta = choice.model_dump(mode="json", exclude={"message"})
+        delta: dict[str, Any] = choice.model_dump(
+            mode="json", exclude={"message", "prompt_logprobs"}
+        )
+        if choice.prompt_logprobs is not None:  # as models: encode cuts a long list
+            delta["prompt_logprobs"] = choice.prompt_logprobs
         delta["delta"] = choice.message.model_dump(mode="json")
         yield f"data: {encode({**head, **prompt, 'choices': [delta], **usage}).decode()}\n\n"
         prompt = {}

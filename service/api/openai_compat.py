@@ -40,7 +40,7 @@ from service.api.openai_schemas import (
 from service.api.responses import unless_disconnected
 from service.errors import InvalidRequest
 from service.sequences import RunOptions, ScoredSequence, SequenceScores
-from service.served import PromptOutcome, ServedModel
+from service.served import PromptAnswer, PromptOutcome, ServedModel
 from service.token_text import next_piece, shown_text
 from service.validation import TokenDetails
 
@@ -84,31 +84,28 @@ async def completions(body: CompletionRequest, request: Request, engine: EngineD
     prompts = prompt_list(body.prompt)
     special = body.add_special_tokens
     params = prompt_params(body.prompt, len(prompts))
-    details = completion_details(body)
+    answer = PromptAnswer(functools.partial(completion_response, body), completion_details(body))
     work = engine.score_prompts(
-        body.model, prompts, options, add_special_tokens=special, params=params, details=details
+        body.model, prompts, options, add_special_tokens=special, params=params, answer=answer
     )
     stream = (body.stream_options or StreamOptions()) if body.stream else None
-    build = functools.partial(completion_response, body)
-    return await respond(request, work, build, completion_events, stream, details is not None)
+    return await respond(request, work, completion_events, stream)
 
 
 async def respond(
     request: Request,
     work: Awaitable[PromptOutcome],
-    build: Callable[[PromptOutcome], R],
     events: Callable[..., Iterator[str]],
     stream: StreamOptions | None,
-    per_token: bool = False,
 ) -> Response:
-    """The OpenAI-shaped answer to ``work``: ``build``'s response as JSON, or with
+    """``work``'s answer (the door's, built within the request) as JSON, or with
     ``stream`` as server-sent ``events``; timing headers either way (499 if the client
-    left meanwhile). An answer with entries ``per_token`` of the prompt is built on the
-    model's preparation thread: a long prompt's are many objects."""
+    left meanwhile)."""
     outcome = await unless_disconnected(request, work)
     if outcome is None:
         return Response(status_code=CLIENT_CLOSED)
-    response = await outcome.model.prepare(build, outcome) if per_token else build(outcome)
+    response = outcome.answer
+    assert response is not None, "the door gave the engine no PromptAnswer"
     headers = outcome.timing.headers()
     if stream is not None:
         chunks = events(response, include_usage=stream.include_usage)
@@ -126,9 +123,12 @@ def completion_details(body: CompletionRequest) -> TokenDetails | None:
     return TokenDetails(echoed + prompt.per_token, "echo" if echoed else prompt.param)
 
 
-def prompt_details(prompt_logprobs: int | None) -> TokenDetails | None:
-    """vLLM's prompt_logprobs per prompt token: the token and this many alternatives."""
-    return None if prompt_logprobs is None else TokenDetails(1 + prompt_logprobs, "prompt_logprobs")
+def prompt_details(prompt_logprobs: int | None, copies: int = 1) -> TokenDetails | None:
+    """vLLM's prompt_logprobs per prompt token: the token and this many alternatives, in
+    ``copies`` places of the answer."""
+    if prompt_logprobs is None:
+        return None
+    return TokenDetails(copies * (1 + prompt_logprobs), "prompt_logprobs")
 
 
 def prompt_list(prompt: Any) -> list[str | list[int]]:

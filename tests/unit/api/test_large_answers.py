@@ -13,6 +13,7 @@ import pytest
 
 from service.api import json_body, openai_chat, openai_compat
 from service.api.json_body import PIECE
+from service.engine import Engine
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -23,14 +24,21 @@ MESSAGES = [{"role": "user", "content": "hi there"}, {"role": "assistant", "cont
 
 class ThreadSpy:
     """Wraps a module function; records whether each call ran with an event loop running
-    in its thread (on the loop) and the thread's name."""
+    in its thread (on the loop) and the thread's name, and calls ``also`` on each call."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> None:
+    def __init__(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        module: Any,
+        name: str,
+        also: Callable[[], None] = lambda: None,
+    ) -> None:
         self.calls: list[tuple[bool, str]] = []
         original = getattr(module, name)
 
         def spied(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((_on_a_loop(), threading.current_thread().name))
+            also()
             return original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, spied)
@@ -72,11 +80,19 @@ async def test_a_large_score_answer_is_encoded_off_the_loop(
 
 
 async def test_echoed_logprobs_are_built_on_the_preparation_thread(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, tiny_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Echo with logprobs makes an entry per prompt token: the answer is built on the
-    model's preparation thread and encoded off the loop; without echo it is built on it."""
-    built = ThreadSpy(monkeypatch, openai_compat, "completion_response")
+    model's preparation thread and encoded off the loop; without echo it is built on it.
+    Either way it is built within the request (counted in flight: a drain waits for it,
+    the request's deadline covers it)."""
+    in_flight: list[int] = []
+    built = ThreadSpy(
+        monkeypatch,
+        openai_compat,
+        "completion_response",
+        also=lambda: in_flight.append(tiny_engine.inflight),
+    )
     encoded = ThreadSpy(monkeypatch, json_body, "encode")
     request = {"prompt": [TEXT] * 3, "echo": True, "logprobs": 20, "max_tokens": 0}
     body = await post(client, "/v1/completions", request)
@@ -87,6 +103,7 @@ async def test_echoed_logprobs_are_built_on_the_preparation_thread(
     built.calls.clear()
     await post(client, "/v1/completions", {"prompt": TEXT, "max_tokens": 1})
     assert built.calls and built.calls[0][0]  # nothing per token: built on the loop
+    assert len(in_flight) == 2 and min(in_flight) >= 1
 
 
 async def test_prompt_logprobs_of_a_conversation_are_built_off_the_loop(
@@ -120,6 +137,9 @@ DETAILED = [  # (path, body, the field that asked for per-token entries)
      "max_tokens": 0}, "echo"),
     ("/v1/chat/completions", {"messages": MESSAGES, "prompt_logprobs": 5, "max_tokens": 0},
      "prompt_logprobs"),
+    # Twice in a chat answer (top level and in the choice): 2 x 20 tokens x 3 > 100.
+    ("/v1/chat/completions", {"messages": MESSAGES, "prompt_logprobs": 2, "max_tokens": 0},
+     "prompt_logprobs"),
 ]  # fmt: skip
 
 
@@ -143,3 +163,15 @@ async def test_per_token_entries_are_bounded_on_the_openai_doors(
     assert (await roomy.post(path, json=body)).status_code == 200
     echo_only = {"prompt": TEXT, "echo": True, "max_tokens": 0}  # text only: nothing per token
     assert (await limited.post("/v1/completions", json=echo_only)).status_code == 200
+
+
+async def test_a_prompt_over_the_context_is_refused_as_such(
+    client_factory: Callable[..., httpx.AsyncClient],
+) -> None:
+    """Over the context and over the detail limit: the context is what to fix (422
+    naming the prompt), not the number of alternatives."""
+    limited = client_factory(max_token_details=100)
+    body = {"prompt": TEXT * 4, "echo": True, "logprobs": 5, "max_tokens": 0}
+    answer = await limited.post("/v1/completions", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["param"] == "prompt"
