@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
 from service.api.json_body import PIECE, encode, json_data, pieces, weight
 from service.api.openai_schemas import (
     CompletionChoice,
@@ -55,7 +57,7 @@ def test_a_large_score_answer_is_the_same_json_in_small_pieces() -> None:
     response = _response(
         _result(3, 0), _result(2000, 5, asked=True), _result(0, 0), _result(1500, 0)
     )
-    assert weight(response) > 10 * PIECE
+    assert weight(response, cap=10**6) > 10 * PIECE
     cut = list(pieces(response))
     whole = b"".join(cut)
     assert whole == encode(response)
@@ -103,12 +105,49 @@ def test_prompt_logprobs_and_legacy_lists() -> None:
     )
 
 
-def test_weight_counts_values() -> None:
-    """Exact for short lists; long ones are weighed by their heaviest of three samples (a
-    text's first token has no alternatives, the others do)."""
+def test_weight_counts_values_up_to_its_cap() -> None:
+    """Every field, item and entry counts; past the cap the count stops, so a large
+    answer is known large after about a piece's worth of steps."""
     assert weight(TopToken(id=1, text="a", logprob=-1.0)) == 4
     assert weight([1, 2, 3]) == 4
     assert weight({"a": [1, 2], "b": 3}) == 1 + 3 + 1
     tokens = [_token(i, 4) for i in range(100)]
-    assert weight(tokens) == 1 + 100 * weight(tokens[1])
-    assert weight(tokens[1]) > weight(tokens[0])
+    assert weight(tokens[1]) > weight(tokens[0])  # the first token has no alternatives
+    exact = weight(tokens, cap=10**6)
+    assert exact == 1 + weight(tokens[0]) + 99 * weight(tokens[1])
+    assert weight(tokens, cap=100) == 101
+
+
+def test_one_heavy_item_among_light_ones_is_cut() -> None:
+    """Seventeen one-token results and one of 20,000 tokens: the heavy one is found (no
+    sampling that could miss it) and cut, the answer is not one piece."""
+    results = [_result(2, 0) for _ in range(17)]
+    results[1] = _result(20_000, 3)
+    response = _response(*results)
+    assert weight(response) > PIECE
+    cut = list(pieces(response))
+    assert json.loads(b"".join(cut)) == json.loads(response.model_dump_json())
+    assert max(len(piece) for piece in cut) < len(b"".join(cut)) / 10
+
+
+class _Renamed(BaseModel):
+    """Fields pydantic does not write as their value's own JSON."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    shown: list[int] = Field(alias="aliased")
+    hidden: list[int] = Field(default_factory=list, exclude=True)
+    doubled: list[int] = Field(default_factory=list)
+    plain: list[int] = []
+
+    @field_serializer("doubled")
+    def _double(self, value: list[int]) -> list[int]:
+        return [2 * v for v in value]
+
+
+def test_fields_with_their_own_serialization_are_not_cut() -> None:
+    many = list(range(3 * PIECE))
+    model = _Renamed(aliased=many, hidden=many, doubled=many, plain=many)
+    assert json.loads(encode(model)) == json.loads(model.model_dump_json())
+    assert json_data(model) == model.model_dump(mode="json")
+    assert len(list(pieces(model))) > 3  # ``plain`` still is
