@@ -27,6 +27,7 @@ import torch
 from service import metrics
 from service.backends.base import BackendInfo, ForwardItem, ForwardResult, bos_or_eos
 from service.backends.precision import MIXED, model_context, pick_device, pick_dtype
+from service.errors import InvalidRequest, Unavailable
 from service.tasks import gather_or_cancel
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,17 @@ class VLLMBackend:
         self.name = name
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
         config = AutoConfig.from_pretrained(path)
-        context = model_context(config)
-        if max_context is not None:
-            context = min(context, max_context)
+        native = model_context(config)
+        context = native if max_context is None else min(native, max_context)
+        # vLLM keeps room for the one token it generates after a prompt, so it refuses a
+        # prompt of max_model_len tokens: windows of ``context`` tokens fit where the model
+        # allows one more position; at the model's own length they are one token shorter.
+        model_len = context + 1 if context < native else context
+        context = model_len - 1
         args = AsyncEngineArgs(
             model=str(path),
             dtype=vllm_dtype,
-            max_model_len=context,
+            max_model_len=model_len,
             enable_prefix_caching=False,
             enforce_eager=(not on_cuda) if enforce_eager is None else enforce_eager,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -129,6 +134,11 @@ class VLLMBackend:
         except asyncio.CancelledError:
             await asyncio.shield(self._abort(request_id))
             raise
+        except Exception as exc:
+            ours = _translated(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
         if final is None or final.prompt_logprobs is None:
             raise RuntimeError("vLLM returned no prompt logprobs")
         return convert_output(item, final)
@@ -143,6 +153,19 @@ class VLLMBackend:
     def close(self) -> None:
         """Stop vLLM's engine core processes."""
         self.engine.shutdown()
+
+
+def _translated(exc: Exception) -> Exception:
+    """vLLM's refusal of a window as a 422 (the input's fault), its dead engine as a 503;
+    anything else as it is (a 500)."""
+    from vllm.exceptions import VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    if isinstance(exc, EngineDeadError):
+        return Unavailable(f"the vLLM engine has stopped: {exc}")
+    if isinstance(exc, VLLMClientError):
+        return InvalidRequest(f"vLLM refused the window: {exc}")
+    return exc
 
 
 def convert_output(item: ForwardItem, output: Any) -> ForwardResult:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from service import metrics
-from service.backends.base import ForwardItem, SelfBatchingBackend
+from service.backends.base import ForwardItem, ForwardResult, SelfBatchingBackend
 from service.batching.pending import ScoredItem, Timing
 from service.batching.reservations import HeldRoom
 from service.errors import Overloaded, Timeout, Unavailable
@@ -25,6 +25,7 @@ class PassThroughScheduler:
         self._inflight = 0
         self._held = HeldRoom()  # room promised to admitted requests not yet submitted
         self._closed = False
+        self._work: set[asyncio.Task[list[ForwardResult]]] = set()  # the backend's calls
         self._depth = metrics.QUEUE_DEPTH.labels(model=model)
 
     @property
@@ -78,14 +79,24 @@ class PassThroughScheduler:
         self._depth.set(self._inflight)
         started = time.monotonic()
         timeout = None if deadline is None else max(0.0, deadline - started)
+        # A task of its own, so that close() can stop it: cancelling it aborts its windows
+        # in the backend. Cancelling the caller (or its deadline) cancels it too.
+        work = asyncio.ensure_future(self._backend.score(list(items)))
+        self._work.add(work)
         try:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
             # that lands just as the backend finishes, and the caller would go on.
             async with asyncio.timeout(timeout):
-                outputs = await self._backend.score(list(items))
+                outputs = await work
         except TimeoutError as exc:
             raise Timeout("the request's deadline passed in the backend") from exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if work.cancelled() and (task is None or task.cancelling() == 0):
+                raise Unavailable("the model is shutting down") from None  # close() ended it
+            raise
         finally:
+            self._work.discard(work)
             self._inflight -= len(items)
             self._depth.set(self._inflight)
         elapsed = time.monotonic() - started
@@ -94,7 +105,15 @@ class PassThroughScheduler:
         return [ScoredItem(output, Timing(0.0, elapsed, batch=-1)) for output in outputs]
 
     async def close(self, wait_s: float = 30.0) -> None:
-        """Refuse new work and stop the backend (its own engine fails what it held; it
-        keeps its own shutdown time, whatever ``wait_s``)."""
+        """Refuse new work; give the work in flight ``wait_s`` seconds to finish, then stop
+        what is left (aborted in the backend; its callers get Unavailable); then stop the
+        backend. (Stopping vLLM's engine under work in flight left those calls waiting
+        for good.)"""
         self._closed = True
+        if self._work:
+            _, unfinished = await asyncio.wait(set(self._work), timeout=wait_s)
+            for work in unfinished:
+                work.cancel()
+            if unfinished:  # their aborts reach the backend before it stops
+                await asyncio.wait(unfinished, timeout=10.0)
         await asyncio.to_thread(self._backend.close)

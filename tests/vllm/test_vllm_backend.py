@@ -107,3 +107,20 @@ def test_a_request_whose_client_leaves_is_aborted_in_vllm(
         asyncio.run(asyncio.sleep(0.2))
     assert metric(vllm_server.url, "lmscore_backend_aborts_total") > before
     assert http.post("/v1/score/text", json={"texts": ["Still serving."]}).status_code == 200
+
+
+@pytest.mark.parametrize("overflow", ["truncate", "sliding_window"])
+def test_windows_of_the_whole_context(http: httpx.Client, overflow: str) -> None:
+    """A truncated text and each full sliding window are max_context tokens long, which
+    vLLM refuses as its max_model_len (it keeps room for the generated token): each was a
+    500. They are scored, with the context the models listing declares."""
+    (card,) = http.get("/v1/models").json()["data"]
+    long = " ".join(ENGLISH) * 13  # about 2,260 tokens: over the context of 2,048
+    answer = http.post("/v1/score/text", json={"texts": [long], "overflow": overflow})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["results"][0]
+    if overflow == "truncate":
+        assert result["truncated"] is True and result["num_tokens"] == card["max_context"]
+    else:
+        assert result["num_tokens"] > card["max_context"]
+        assert result["num_scored_tokens"] == result["num_tokens"] - 1

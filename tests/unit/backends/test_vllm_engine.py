@@ -16,11 +16,25 @@ from transformers import AutoConfig
 
 from service.backends.base import ForwardItem
 from service.backends.vllm_engine import VLLMBackend
+from service.errors import InvalidRequest, Unavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 FAIL = 3  # a prompt holding this token id fails in the stand-in engine
 HANG = 4  # one holding this id runs until it is aborted
+DEAD = 8  # one holding this id finds the engine dead
+
+
+class VLLMClientError(Exception):
+    """Stands in for ``vllm.exceptions.VLLMClientError``."""
+
+
+class VLLMValidationError(VLLMClientError):
+    """Stands in for ``vllm.exceptions.VLLMValidationError``."""
+
+
+class EngineDeadError(Exception):
+    """Stands in for ``vllm.v1.engine.exceptions.EngineDeadError``."""
 
 
 class Logprob:
@@ -30,17 +44,19 @@ class Logprob:
 
 class FakeAsyncLLM:
     """Answers each prompt token p with {p: -p/10 at rank 2, 1: -0.05 at rank 1}; the
-    generated token is 1, with its logprob unless ``drop_sampled``."""
+    generated token is 1, with its logprob unless ``drop_sampled``. As vLLM 0.32 does, it
+    refuses a prompt that leaves no room for the generated tokens in ``max_model_len``."""
 
-    def __init__(self) -> None:
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = args
         self.model_config = types.SimpleNamespace(dtype="torch.float32")
         self.aborted: list[str] = []
         self.started: list[str] = []
         self.drop_sampled = False
 
     @classmethod
-    def from_engine_args(cls, args: Any) -> FakeAsyncLLM:
-        return cls()
+    def from_engine_args(cls, args: dict[str, Any]) -> FakeAsyncLLM:
+        return cls(args)
 
     async def generate(
         self, prompt: dict[str, Any], params: Any, request_id: str
@@ -48,6 +64,10 @@ class FakeAsyncLLM:
         ids = prompt["prompt_token_ids"]
         self.started.append(request_id)
         await asyncio.sleep(0)
+        if len(ids) + params.max_tokens > self.args["max_model_len"]:
+            raise VLLMValidationError(f"{len(ids)} tokens plus {params.max_tokens} too long")
+        if DEAD in ids:
+            raise EngineDeadError("engine core died")
         if FAIL in ids:
             raise RuntimeError("engine error")
         if HANG in ids:
@@ -74,6 +94,8 @@ def backend(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> VLLMBacken
             "SamplingParams": lambda **kwargs: types.SimpleNamespace(**kwargs),
         },
         "vllm.inputs": {"TokensPrompt": lambda **kwargs: kwargs},
+        "vllm.exceptions": {"VLLMClientError": VLLMClientError},
+        "vllm.v1.engine.exceptions": {"EngineDeadError": EngineDeadError},
         "vllm.engine": {},
         "vllm.engine.arg_utils": {"AsyncEngineArgs": lambda **kwargs: kwargs},
         "vllm.v1": {},
@@ -85,6 +107,12 @@ def backend(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> VLLMBacken
         module.__dict__.update(attributes)
         monkeypatch.setitem(sys.modules, name, module)
     return VLLMBackend(tiny_model_dir, name="fake-vllm", device="cpu")
+
+
+@pytest.fixture
+def capped(backend: VLLMBackend, tiny_model_dir: Path) -> VLLMBackend:
+    """The same, built with ``--max-context 16`` (below the model's own length)."""
+    return VLLMBackend(tiny_model_dir, name="fake-vllm", device="cpu", max_context=16)
 
 
 async def test_the_model_declares_its_vocabulary(
@@ -120,3 +148,31 @@ async def test_a_generated_token_without_its_logprob_is_an_error(backend: VLLMBa
     engine.drop_sampled = True
     with pytest.raises(RuntimeError, match="no logprob for the generated token"):
         await backend.score([ForwardItem((5, 6), 1, next_token=True)])
+
+
+async def test_a_window_of_the_declared_context_is_scored(
+    backend: VLLMBackend, capped: VLLMBackend, tiny_model_dir: Path
+) -> None:
+    """vLLM refuses a prompt of max_model_len tokens (it needs room for the generated
+    one): every full sliding window and every truncated text failed with a 500. Windows
+    of the declared context now fit, at the model's own length and below it."""
+    native = AutoConfig.from_pretrained(tiny_model_dir).max_position_embeddings
+    assert backend.info.max_context == native - 1
+    assert backend.engine.args["max_model_len"] == native
+    assert capped.info.max_context == 16 and capped.engine.args["max_model_len"] == 17
+    for served in (backend, capped):
+        n = served.info.max_context
+        [result] = await served.score([ForwardItem((5,) * n, 1, next_token=True)])
+        assert len(result.logprobs) == n - 1
+
+
+async def test_vllm_errors_become_ours(backend: VLLMBackend) -> None:
+    """vLLM's refusal of a window is the input's fault (422), its dead engine a 503;
+    any other failure stays an internal error."""
+    too_long = (5,) * (backend.info.max_context + 1)
+    with pytest.raises(InvalidRequest, match="vLLM refused the window"):
+        await backend.score([ForwardItem(too_long, 1)])
+    with pytest.raises(Unavailable, match="engine has stopped"):
+        await backend.score([ForwardItem((5, DEAD), 1)])
+    with pytest.raises(RuntimeError, match="engine error"):
+        await backend.score([ForwardItem((5, FAIL), 1)])

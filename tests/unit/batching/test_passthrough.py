@@ -119,6 +119,37 @@ async def test_closed_refuses_and_closes_the_backend_once() -> None:
     assert backend.calls == []
 
 
+async def test_close_lets_work_in_flight_finish() -> None:
+    """Work in flight when the server stops is given the grace period to finish."""
+    sched, backend = scheduler("passthrough-drain")
+    backend.hold()
+    caller = asyncio.create_task(sched.submit([item(4, 2)]))
+    await asyncio.wait_for(backend.called.wait(), 5)
+    closing = asyncio.create_task(sched.close(wait_s=10))
+    await asyncio.sleep(0.05)
+    assert backend.closed == 0  # not under work in flight
+    backend.release()
+    [scored] = await asyncio.wait_for(caller, 5)
+    np.testing.assert_array_equal(scored.result.logprobs, fake_result(item(4, 2)).logprobs)
+    await asyncio.wait_for(closing, 5)
+    assert backend.closed == 1 and backend.aborted == 0
+
+
+async def test_close_stops_work_still_in_flight_after_the_grace_period() -> None:
+    """Stopping vLLM's engine under a call in flight left that call waiting for good
+    (its client until the connection was cut). After the grace period the work is
+    aborted in the backend and its caller told the model is shutting down."""
+    sched, backend = scheduler("passthrough-stop")
+    backend.hold()
+    caller = asyncio.create_task(sched.submit([item(4, 2), item(4, 3)]))
+    await asyncio.wait_for(backend.called.wait(), 5)
+    await asyncio.wait_for(sched.close(wait_s=0.05), 5)
+    with pytest.raises(Unavailable, match="shutting down"):
+        await asyncio.wait_for(caller, 5)
+    assert backend.aborted == 1 and backend.closed == 1
+    assert sched.queue_depth == 0
+
+
 async def test_nothing_to_score_never_reaches_the_backend() -> None:
     """A request with no window (every text too short to score) costs no engine call and
     is not counted as an inference, as with the dynamic batcher."""
