@@ -27,7 +27,7 @@ from service.api.pb.lmscore.v1 import scoring_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.integration
 
-LONG = " ".join(ENGLISH * 3)  # a few hundred tokens: slow enough to build a queue
+LONG = " ".join(ENGLISH * 6)  # about 1,000 tokens: slow enough to build a queue, even on a fast CPU
 # float32 whatever the CPU: a bf16 matrix unit would finish the queue before deadlines pass.
 ONE_AT_A_TIME = [
     *("--max-batch-size", "1", "--max-wait-ms", "0", "--request-timeout-s", "4"),

@@ -33,6 +33,11 @@ def test_text_ppl_matches_transformers(http: httpx.Client, reference: Any) -> No
 
 
 def test_known_values_on_the_embedded_model(http: httpx.Client) -> None:
+    """Pins the embedded model itself. The transformers reference above loads the same
+    dequantized GGUF cache as the server, so a change in how the GGUF is read (or in the
+    weights shipped) would move both together unseen; these PPLs were measured once with
+    plain transformers in float32, and the tolerances leave room for any CPU's rounding
+    (float32 agrees to 1e-3 across layouts and machines; 2e-3 and 5e-3 here)."""
     body = score_texts(http, [ENGLISH[3], GIBBERISH[0]])
     france, mash = body["results"]
     assert france["num_scored_tokens"] == 19

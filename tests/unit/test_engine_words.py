@@ -70,11 +70,27 @@ async def test_words_match_float64(
 
 
 @ASYNC
-async def test_first_word_after_bos_uses_no_denominator(tiny_engine: Engine) -> None:
-    request = TextScoreRequest(texts=["hello world"], words=True, prepend_bos=True)
+async def test_first_word_after_bos_uses_no_denominator(
+    tiny_engine: Engine, tokenizer: Any, reference_model: Any
+) -> None:
+    """After a BOS the first word starts a word for sure (B = 1 before it): its corrected
+    logprob is its plain one plus log B after it, with nothing divided out."""
+    text = "hello world"
+    request = TextScoreRequest(texts=[text], words=True, prepend_bos=True)
     (result,) = (await tiny_engine.score_text(request)).response.results
-    assert result.words is not None and result.words[0].logprob is not None
-    assert result.words[0].logprob_corrected is not None  # B(start of text) = 1
+    assert result.words is not None
+    first = result.words[0]
+    assert first.text == "hello" and first.logprob is not None
+    ids = [tokenizer.bos_token_id, *tokenizer.encode(text, add_special_tokens=False)]
+    rows = reference_rows(reference_model, ids)
+    mask = beginning_of_word_mask(tokenizer, len(tokenizer)).numpy()
+    n = first.num_tokens  # the word's tokens are ids[1 : 1 + n]
+    plain = math.fsum(rows[p - 1, ids[p]] for p in range(1, 1 + n))
+    after = float(np.logaddexp.reduce(rows[n, mask]))
+    assert first.logprob == pytest.approx(plain, rel=BATCH_INVARIANCE_REL, abs=1e-4)
+    assert first.logprob_corrected == pytest.approx(
+        plain + after, rel=BATCH_INVARIANCE_REL, abs=1e-4
+    )
 
 
 @ASYNC
