@@ -60,3 +60,29 @@ def batch_invariance_atol(reference: Any) -> float:
     For checks written as ``np.max(np.abs(got - want)) <= ...``."""
     largest = float(np.max(np.abs(np.asarray(reference, dtype=np.float64)), initial=0.0))
     return max(BATCH_INVARIANCE_REL * largest, BATCH_INVARIANCE_ABS)
+
+
+def assert_top_ids_agree(got_ids: Any, want_ids: Any, want_logprobs: Any, atol: float) -> None:
+    """Top-k lists ([positions, k], best first) from two forward passes: the same ids,
+    except two neighbours within ``atol`` of each other in ``want_logprobs`` may swap (a
+    near-tie the contract's rounding may reorder on another CPU: matmul reductions round
+    with the batch shape), and the last may be replaced by the next best (whose own
+    logprob the caller compares with ``atol`` as well)."""
+    got, want = np.asarray(got_ids), np.asarray(want_ids)
+    lps = np.asarray(want_logprobs, dtype=np.float64)
+    assert got.shape == want.shape == lps.shape and got.ndim == 2, (got.shape, lps.shape)
+    last = got.shape[1] - 1
+    for row, slot in zip(*np.nonzero(got != want), strict=True):
+        neighbours = [s for s in (slot - 1, slot + 1) if 0 <= s <= last]
+        tied = any(abs(lps[row, s] - lps[row, slot]) <= atol for s in neighbours)
+        assert tied or slot == last, (
+            f"position {row}: {got[row].tolist()} against {want[row].tolist()}, not a near-tie"
+        )
+
+
+def assert_ranks_agree(got_ranks: Any, want_ranks: Any) -> None:
+    """Ranks of the same tokens from two forward passes: equal, or one apart where the
+    target and a near-tied token swap places under the contract's rounding."""
+    got, want = np.asarray(got_ranks), np.asarray(want_ranks)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert np.all(np.abs(got - want) <= 1), (got, want)

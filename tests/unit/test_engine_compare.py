@@ -105,7 +105,12 @@ async def test_token_level_matches_float64(
         cross = -(pa * rb).sum(-1)
         rel = BATCH_INVARIANCE_REL
         assert result.kl_divergence == pytest.approx(kl.mean(), rel=rel, abs=1e-5)
-        assert result.top1_agreement == pytest.approx((ra.argmax(-1) == rb.argmax(-1)).mean())
+        # float32 may pick the other of two near-tied best tokens (float64 gap <= 1e-4).
+        near_tie = [np.diff(np.sort(r, axis=-1)[:, -2:], axis=-1)[:, 0] <= 1e-4 for r in (ra, rb)]
+        slack = float(np.mean(near_tie[0] | near_tie[1]))
+        exact = float((ra.argmax(-1) == rb.argmax(-1)).mean())
+        assert result.top1_agreement is not None
+        assert abs(result.top1_agreement - exact) <= slack + 1e-9
         assert result.binoculars == pytest.approx(nll_b.mean() / cross.mean(), rel=rel)
         nll_a = -ra[np.arange(len(ids) - 1), ids[1:]]
         assert result.bits_per_byte_ratio == pytest.approx(nll_a.sum() / nll_b.sum(), rel=rel)
