@@ -146,6 +146,13 @@ def test_openai_client_streams_the_same_choices(server: RunningServer) -> None:
     chunks = list(stream)
     texts = {c.choices[0].index: c.choices[0].text for c in chunks if c.choices}
     assert texts == {c.index: c.text for c in plain.choices}
+    streamed = {c.choices[0].index: c.choices[0].logprobs for c in chunks if c.choices}
+    for choice in plain.choices:  # the generated token's logprobs, the same both ways
+        got, want = streamed[choice.index], choice.logprobs
+        assert got is not None and want is not None and got.tokens == want.tokens
+        assert got.token_logprobs == pytest.approx(
+            want.token_logprobs, rel=BATCH_INVARIANCE_REL, abs=BATCH_INVARIANCE_ABS
+        )
     assert chunks[-1].usage is not None and plain.usage is not None
     assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens == 2
 

@@ -11,6 +11,8 @@ import pytest
 from corpus import ENGLISH, GIBBERISH, OTHER
 from server_process import start_server, stop_server
 
+from lmscore_client.profile import percentile
+
 pytestmark = pytest.mark.integration
 
 
@@ -54,7 +56,12 @@ def test_reference_flags_gibberish_and_refuses_other_revisions(
             f"{server.url}/v1/score/text", json={"texts": texts, "reference": "prose"}, timeout=120
         ).json()
         english, *odd = body["results"]
-        assert english["is_outlier"] is False and english["percentile"] <= 100.0
+        # Where its own score falls in the profile, by the client's implementation of the
+        # same formula (an independent one): the same number.
+        profile = json.loads(good.read_text())
+        want = percentile(profile, english["bits_per_char"])
+        assert english["is_outlier"] is False
+        assert english["percentile"] == pytest.approx(want, rel=1e-9, abs=1e-9)
         assert all(r["is_outlier"] is True and r["percentile"] == 100.0 for r in odd)
     finally:
         assert stop_server(server) == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL, ppl_rel
 
 from service.embedded import EmbeddedEngine
 
@@ -36,7 +37,14 @@ async def test_answers_equal_the_rest_doors(
         if b["ppl"] is None:
             assert a["ppl"] is None
         else:
-            assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-4)
+            assert a["ppl"] == pytest.approx(b["ppl"], rel=ppl_rel(b["ppl"]))
+        # The tokens asked for, with their alternatives: the same ids, the same logprobs.
+        assert [t["id"] for t in a["tokens"]] == [t["id"] for t in b["tokens"]]
+        for got, want in zip(a["tokens"][1:], b["tokens"][1:], strict=True):
+            assert got["logprob"] == pytest.approx(
+                want["logprob"], rel=BATCH_INVARIANCE_REL, abs=BATCH_INVARIANCE_ABS
+            )
+            assert len(got["top"]) == len(want["top"]) == 2
     models = await embedded.request("GET", "/v1/models")
     assert models.status == 200 and models.body["data"][0]["id"] == "default"
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from tolerances import BATCH_INVARIANCE_ABS, BATCH_INVARIANCE_REL, ppl_rel
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -157,12 +158,21 @@ async def test_a_steer_of_the_generated_token_is_refused(
     client: httpx.AsyncClient, extra: dict[str, Any]
 ) -> None:
     """Not applied here, so refused rather than answered with an unsteered token; with
-    nothing generated (max_tokens 0) it changes nothing and is accepted."""
+    nothing generated (max_tokens 0) it changes nothing (the same logprobs as without
+    it) and is accepted."""
     body = {"prompt": "hello world", "max_tokens": 1, **extra}
     response = await client.post(URL, json=body)
     assert_error(response, 422, "invalid_request", next(iter(extra)))
-    scoring = await client.post(URL, json=body | {"max_tokens": 0, "echo": True})
+    scoring = await client.post(URL, json=body | {"max_tokens": 0, "echo": True, "logprobs": 1})
     assert scoring.status_code == 200, scoring.text
+    plain = {"prompt": "hello world", "max_tokens": 0, "echo": True, "logprobs": 1}
+    unsteered = await client.post(URL, json=plain)
+    got, want = (r.json()["choices"][0]["logprobs"] for r in (scoring, unsteered))
+    assert got["tokens"] == want["tokens"]
+    assert got["token_logprobs"][0] is None is want["token_logprobs"][0]
+    assert got["token_logprobs"][1:] == pytest.approx(
+        want["token_logprobs"][1:], rel=BATCH_INVARIANCE_REL, abs=BATCH_INVARIANCE_ABS
+    )
 
 
 @pytest.mark.parametrize("extra", ACCEPTED)
@@ -277,7 +287,8 @@ async def test_metrics(client: httpx.AsyncClient) -> None:
     dog = await client.post("/v1/score/text", json={"texts": ["a lazy dog"]})
     ppls.append(dog.json()["results"][0]["ppl"])
     grown = after.value(total_ppl, **ppl) - before.value(total_ppl, **ppl)
-    assert grown == pytest.approx(sum(ppls), rel=1e-5)
+    # Separate requests (and logprobs rounded through JSON): the contract's tolerance.
+    assert grown == pytest.approx(sum(ppls), rel=ppl_rel(max(ppls)))
 
 
 async def test_token_ids_over_the_context_are_refused_before_any_decoding(

@@ -201,8 +201,9 @@ def test_logit_transform_read_from_config(
 
 def test_a_head_that_matches_passes_and_a_scaled_one_fails() -> None:
     """``check_head`` on a stand-in model: the tolerance scales with the largest logit."""
-    weight = torch.randn(11, 4, dtype=torch.float32)
-    hidden = torch.randn(5, 4)
+    seeded = torch.Generator().manual_seed(0)  # the same stand-in whatever ran before
+    weight = torch.randn(11, 4, dtype=torch.float32, generator=seeded)
+    hidden = torch.randn(5, 4, generator=seeded)
 
     class Model(torch.nn.Module):
         def forward(self, input_ids: torch.Tensor, use_cache: bool) -> Any:
