@@ -333,11 +333,14 @@ async def test_undecodable_message_is_invalid_argument(grpc_served: Served) -> N
     for garbage in UNDECODABLE:
         await assert_code(unary(garbage, timeout=T), Code.INVALID_ARGUMENT, "malformed")
     await eventually(lambda: sample("lmscore_requests_total", **labels) == before + 2)
+    streams = {**labels, "endpoint": "score_text_stream"}
+    streams_before = sample("lmscore_requests_total", **streams)
     call = grpc_served.channel.stream_stream("/lmscore.v1.Scorer/ScoreTextStream")(timeout=T)
     await call.write(pb.ScoreTextRequest(texts=TEXTS[:1]).SerializeToString())
     assert pb.ScoreTextResponse.FromString(await call.read()).results[0].num_tokens > 0
     await call.write(UNDECODABLE[0])
     await assert_code(call.read(), Code.INVALID_ARGUMENT, "malformed")
+    await eventually(lambda: sample("lmscore_requests_total", **streams) == streams_before + 1)
     await assert_answers(grpc_served)
 
 
