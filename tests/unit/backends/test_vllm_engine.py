@@ -52,6 +52,7 @@ class FakeAsyncLLM:
         self.model_config = types.SimpleNamespace(dtype="torch.float32")
         self.aborted: list[str] = []
         self.started: list[str] = []
+        self.params: list[Any] = []
         self.drop_sampled = False
 
     @classmethod
@@ -63,6 +64,7 @@ class FakeAsyncLLM:
     ) -> AsyncIterator[Any]:
         ids = prompt["prompt_token_ids"]
         self.started.append(request_id)
+        self.params.append(params)
         await asyncio.sleep(0)
         if len(ids) + params.max_tokens > self.args["max_model_len"]:
             raise VLLMValidationError(f"{len(ids)} tokens plus {params.max_tokens} too long")
@@ -176,3 +178,20 @@ async def test_vllm_errors_become_ours(backend: VLLMBackend) -> None:
         await backend.score([ForwardItem((5, DEAD), 1)])
     with pytest.raises(RuntimeError, match="engine error"):
         await backend.score([ForwardItem((5, FAIL), 1)])
+
+
+async def test_what_vllm_is_asked_for(backend: VLLMBackend) -> None:
+    """Each window: its prompt logprobs with top_k alternatives (0 still gives the token's
+    own), one greedy token (its logprobs only when the next token is asked for), no text;
+    the engine: no prefix caching (wrong prompt logprobs in some versions), 20 logprobs."""
+    engine: FakeAsyncLLM = backend.engine
+    await backend.score(
+        [ForwardItem((5, 6, 7), 1, top_k=3), ForwardItem((5, 6), 1, top_k=0, next_token=True)]
+    )
+    first, second = engine.params[-2:]
+    assert (first.prompt_logprobs, first.logprobs) == (3, None)
+    assert (second.prompt_logprobs, second.logprobs) == (0, 0)
+    for params in (first, second):
+        assert (params.max_tokens, params.temperature, params.detokenize) == (1, 0.0, False)
+    assert engine.args["enable_prefix_caching"] is False
+    assert engine.args["max_logprobs"] == 20
