@@ -30,6 +30,7 @@ from service.sequences import (
     forward_items,
     stitch,
 )
+from service.tasks import cancelled_under_us
 from service.token_text import lone_token_text
 from service.validation import TokenDetails
 
@@ -178,8 +179,7 @@ class ServedModel:
         try:
             return await future
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if future.cancelled() and (task is None or task.cancelling() == 0):
+            if cancelled_under_us(future):
                 raise Unavailable("the model is shutting down") from None
             raise
 

@@ -1,10 +1,11 @@
-"""Awaiting several pieces of one request's work together."""
+"""Awaiting several pieces of one request's work together, and telling whose cancel
+ended a piece."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -23,3 +24,11 @@ async def gather_or_cancel(*work: Awaitable[T]) -> list[T]:
             task.cancel()
         if unfinished:
             await asyncio.gather(*unfinished, return_exceptions=True)
+
+
+def cancelled_under_us(awaited: asyncio.Future[Any]) -> bool:
+    """Whether ``awaited`` was cancelled by someone else (a shutdown) while the current
+    task, itself not being cancelled, was waiting on it: then the current task's
+    CancelledError is that shutdown's, not its caller leaving."""
+    task = asyncio.current_task()
+    return awaited.cancelled() and (task is None or task.cancelling() == 0)

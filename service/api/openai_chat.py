@@ -10,7 +10,6 @@ chosen messages only (assistant turns, per-message aggregates) use ``/v1/score/c
 from __future__ import annotations
 
 import functools
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,6 @@ from fastapi.responses import Response
 
 from service.api.deps import EngineDep
 from service.api.errors_http import SCORING_ERRORS, error_responses
-from service.api.json_body import encode
 from service.api.openai_chat_schemas import (
     AssistantMessage,
     ChatChoice,
@@ -40,6 +38,7 @@ from service.api.openai_compat import (
     greedy_options,
     prompt_details,
     respond,
+    sse_event,
 )
 from service.api.openai_logprobs import finite, prompt_logprobs, token_id_name
 from service.api.openai_schemas import CompletionUsage, StreamOptions
@@ -202,9 +201,9 @@ def chat_events(response: ChatCompletionResponse, *, include_usage: bool) -> Ite
         if choice.prompt_logprobs is not None:  # as models: encode cuts a long list
             delta["prompt_logprobs"] = choice.prompt_logprobs
         delta["delta"] = choice.message.model_dump(mode="json")
-        yield f"data: {encode({**head, **prompt, 'choices': [delta], **usage}).decode()}\n\n"
+        yield sse_event({**head, **prompt, "choices": [delta], **usage})
         prompt = {}
     if include_usage:
         last = {**head, "choices": [], "usage": response.usage.model_dump(mode="json")}
-        yield f"data: {json.dumps(last)}\n\n"
+        yield sse_event(last)
     yield "data: [DONE]\n\n"

@@ -11,16 +11,14 @@ very float reported as its logprob, since harnesses test greediness by equality.
 from __future__ import annotations
 
 import functools
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.params import Depends
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
 
 from service.api.deps import EngineDep
 from service.api.errors_http import (
@@ -44,7 +42,6 @@ from service.served import PromptAnswer, PromptOutcome, ServedModel
 from service.token_text import next_piece, shown_text
 from service.validation import TokenDetails
 
-R = TypeVar("R", bound=BaseModel)
 FinishReason = Literal["length", "stop"]
 
 # With ``stream: true`` the 200 answer is server-sent events. Before OpenAPI 3.2 a stream's
@@ -243,12 +240,17 @@ def completion_events(response: CompletionResponse, *, include_usage: bool) -> I
     head = response.model_dump(mode="json", exclude={"choices", "usage"})
     usage = {"usage": None} if include_usage else {}
     for choice in response.choices:
-        chunk = {**head, "choices": [choice], **usage}
-        yield f"data: {encode(chunk).decode()}\n\n"
+        yield sse_event({**head, "choices": [choice], **usage})
     if include_usage:
         last = {**head, "choices": [], "usage": response.usage.model_dump(mode="json")}
-        yield f"data: {json.dumps(last)}\n\n"
+        yield sse_event(last)
     yield "data: [DONE]\n\n"
+
+
+def sse_event(data: dict[str, Any]) -> str:
+    """One server-sent event carrying ``data`` as JSON (models in it are encoded in
+    pieces, as a long prompt's logprobs need)."""
+    return f"data: {encode(data).decode()}\n\n"
 
 
 def _generates(body: CompletionRequest) -> bool:

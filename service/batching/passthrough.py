@@ -13,6 +13,7 @@ from service.backends.base import ForwardItem, ForwardResult, SelfBatchingBacken
 from service.batching.pending import ScoredItem, Timing
 from service.batching.reservations import HeldRoom
 from service.errors import Overloaded, Timeout, Unavailable
+from service.tasks import cancelled_under_us
 
 
 class PassThroughScheduler:
@@ -91,8 +92,7 @@ class PassThroughScheduler:
         except TimeoutError as exc:
             raise Timeout("the request's deadline passed in the backend") from exc
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if work.cancelled() and (task is None or task.cancelling() == 0):
+            if cancelled_under_us(work):
                 raise Unavailable("the model is shutting down") from None  # close() ended it
             raise
         finally:
