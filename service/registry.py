@@ -15,6 +15,7 @@ from service.models import ModelSpec, resolve
 from service.schemas import ModelCard, ModelList
 from service.served import ServedModel
 from service.settings import Settings
+from service.tasks import on_own_thread
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,11 @@ class ModelRegistry:
         self.expected = {spec.name for spec in specs}
         for spec in specs:
             started = time.perf_counter()
-            resolved = await asyncio.to_thread(resolve, spec, self.settings.cache_dir)
+            resolved = await on_own_thread(
+                f"resolve-{spec.name}", resolve, spec, self.settings.cache_dir
+            )
             settings = self.settings.for_model(dict(spec.options))
-            scheduler = await asyncio.to_thread(load_scheduler, resolved, settings)
+            scheduler = await on_own_thread(f"load-{spec.name}", load_scheduler, resolved, settings)
             await scheduler.warmup()
             served = self.add(spec.name, resolved.revision, scheduler)
             await asyncio.to_thread(served.read_vocabulary)

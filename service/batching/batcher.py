@@ -41,6 +41,7 @@ from service.batching.cost import BatchCost
 from service.batching.pending import PendingItem, ScoredItem, Timing
 from service.batching.reservations import HeldRoom
 from service.errors import InternalError, Overloaded, Timeout, Unavailable
+from service.tasks import on_own_thread
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
@@ -192,13 +193,15 @@ class DynamicBatcher:
             self._thread.start()
 
     async def warmup(self) -> None:
-        """The backend's warm-up forward, on a thread, never beside a real batch."""
+        """The backend's warm-up forward, never beside a real batch, on a thread that ends
+        with it (see ``on_own_thread``: no idle math-library pool stays beside the
+        forward thread)."""
 
         def run() -> None:
             with self._forwarding:
                 self._backend.warmup()
 
-        await asyncio.to_thread(run)
+        await on_own_thread(f"warmup-{self._model}", run)
 
     async def close(self, wait_s: float = 30.0) -> None:
         """Stop taking batches; fail what still waits (and the batch in flight); release

@@ -108,3 +108,51 @@ async def test_loading_reads_the_vocabulary_off_the_event_loop(
     assert "tokenizer_ids" in vars(served) and "special_ids" in vars(served)
     assert read_in and loop_thread not in read_in
     await registry.close()
+
+
+async def test_loading_and_warming_up_leave_no_thread_behind_but_the_forward_thread(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's OpenMP runtime keeps a worker pool for every thread that ever ran parallel
+    work, and more pools than CPUs slow every forward pass (``service.tasks``): the threads
+    that resolve, load and warm up a model have ended once it is served, and batches then
+    run on the one forward thread."""
+    from fakes import FakeBatchedBackend
+
+    from service import registry as registry_module
+    from service.backends import dynamic_batcher
+    from service.backends.base import ForwardItem
+    from service.models import ModelSpec, ResolvedModel
+
+    ran_on: dict[str, threading.Thread] = {}
+
+    class WatchedBackend(FakeBatchedBackend):
+        def __init__(self) -> None:
+            ran_on["load"] = threading.current_thread()
+            super().__init__(tokenizer)
+
+        def warmup(self) -> None:
+            ran_on["warmup"] = threading.current_thread()
+
+        def forward(self, items: list[ForwardItem]) -> Any:
+            ran_on["forward"] = threading.current_thread()
+            return super().forward(items)
+
+    def resolve(spec: ModelSpec, cache: Any) -> ResolvedModel:
+        ran_on["resolve"] = threading.current_thread()
+        return ResolvedModel("threads", Path("unused"), "sha256:x")
+
+    monkeypatch.setattr(registry_module, "resolve", resolve)
+    monkeypatch.setattr(
+        registry_module,
+        "load_scheduler",
+        lambda model, settings: dynamic_batcher(WatchedBackend(), model.name, settings),
+    )
+    registry = ModelRegistry(Settings())
+    await registry.load([ModelSpec("threads", "unused")])
+    one_off = [ran_on["resolve"], ran_on["load"], ran_on["warmup"]]
+    assert threading.current_thread() not in one_off
+    assert not any(thread.is_alive() for thread in one_off)
+    await registry.models["threads"].scheduler.submit([ForwardItem((1, 2, 3), 1)])
+    assert ran_on["forward"].is_alive() and ran_on["forward"] not in one_off
+    await registry.close()
