@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from service.engine import Engine
+from service import memory
 from service.memory import IdleTrimmer
 from service.schemas import TextScoreRequest
 
@@ -49,3 +50,48 @@ async def test_the_engine_trims_when_idle(engine_factory: Callable[..., Engine])
             break
         await asyncio.sleep(0.02)
     assert engine.trimmer.trims == 1
+
+
+class FakeGlibc:
+    """Records ``mallopt`` calls; glibc's answer is 1 (accepted)."""
+
+    def __init__(self) -> None:
+        self.options: list[tuple[int, int]] = []
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.options.append((param, value))
+        return 1
+
+    def malloc_trim(self, pad: int) -> int:
+        return 0
+
+
+@pytest.fixture
+def fake_glibc(monkeypatch: pytest.MonkeyPatch) -> FakeGlibc:
+    libc = FakeGlibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    return libc
+
+
+def test_a_trimming_server_keeps_freed_memory_while_busy(fake_glibc: FakeGlibc) -> None:
+    """Blocks up to 32 MiB from the heap and up to 1 GiB kept free at its top: a forward
+    pass's activations are not faulted in afresh on every pass (bench/NOTES.md)."""
+    trimmer = IdleTrimmer(0.5, lambda: True)
+    assert trimmer.keeps_freed_memory
+    assert fake_glibc.options == [
+        (memory.M_MMAP_THRESHOLD, 32 << 20),
+        (memory.M_TRIM_THRESHOLD, 1 << 30),
+    ]
+
+
+def test_a_server_that_never_trims_leaves_the_allocator_alone(fake_glibc: FakeGlibc) -> None:
+    """Memory kept while busy is handed back only by the idle trim: without it, glibc's own
+    giving back stays."""
+    assert not IdleTrimmer(0.0, lambda: True).keeps_freed_memory
+    assert not IdleTrimmer(0.5, lambda: True, trim=lambda: None).keeps_freed_memory
+    assert fake_glibc.options == []
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_glibc_takes_the_settings() -> None:
+    assert memory.keep_freed_memory()
