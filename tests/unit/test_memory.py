@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from service.engine import Engine
 from service import memory
+from service.engine import Engine
 from service.memory import IdleTrimmer
 from service.schemas import TextScoreRequest
 
