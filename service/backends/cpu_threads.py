@@ -1,4 +1,5 @@
-"""Fit torch's CPU thread pool to the CPUs this process may actually use.
+"""Fit torch's CPU thread pool to the CPUs this process may actually use, and run every CPU
+model's torch work on one thread (``CPU_COMPUTE``).
 
 torch sizes its intra-op pool from the machine's cores, not from the container's CPU quota
 or this process's affinity: a pod limited to 4 CPUs on a 64-core node would run a 32-thread
@@ -12,8 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
 
 import torch
 
@@ -119,3 +124,53 @@ def fit_threads(
             wanted,
         )
     return torch.get_num_threads()
+
+
+R = TypeVar("R")
+
+
+class ComputeThread:
+    """One daemon thread that runs the calls handed to it, in the order they came.
+
+    Every CPU model in the process runs its torch work here (``CPU_COMPUTE``). torch's
+    OpenMP runtime (libgomp) keeps a worker pool per thread that ever ran parallel work,
+    and once it manages more threads than there are CPUs it parks workers between
+    parallel regions instead of spinning. With one forward thread per model, a second
+    model that had run once made the first one's lone short forward pass 70 ms instead
+    of 41 on two cores (``bench/NOTES.md``). Models on one CPU gain nothing from running
+    at the same time: each pass already uses every core."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def run(self, fn: Callable[[], R]) -> R:
+        """``fn()`` on this thread (at once when called from it); its error is raised here."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        job: Future[R] = Future()
+        self._ensure_started()
+        self._jobs.put((job, fn))
+        return job.result()
+
+    def _ensure_started(self) -> None:
+        with self._start:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+                self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            job, fn = self._jobs.get()
+            if not job.set_running_or_notify_cancel():
+                continue
+            try:
+                job.set_result(fn())
+            except BaseException as exc:  # the caller raises it
+                job.set_exception(exc)
+
+
+CPU_COMPUTE = ComputeThread("cpu-compute")
+"""The process's one thread for CPU models' torch work."""

@@ -193,11 +193,18 @@ class HFBackend:
                 exact=self.precision.exact,
             )
 
-    @torch.inference_mode()
     def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        """Score a batch of windows in one forward pass (ragged or right-padded)."""
+        """Score a batch of windows in one forward pass (ragged or right-padded). On CPU the
+        pass runs on the process's one CPU compute thread (``cpu_threads.CPU_COMPUTE``),
+        whichever thread calls."""
         if not items:
             return []
+        if self.device.type == "cpu":
+            return cpu_threads.CPU_COMPUTE.run(lambda: self._forward(items))
+        return self._forward(items)
+
+    @torch.inference_mode()
+    def _forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
         windows = [item.model_input for item in items]
         trees = [item.parents for item in items]
         with self.precision.context(self.device):

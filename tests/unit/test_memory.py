@@ -73,7 +73,7 @@ def fake_glibc(monkeypatch: pytest.MonkeyPatch) -> FakeGlibc:
     return libc
 
 
-def test_a_trimming_server_keeps_freed_memory_while_busy(fake_glibc: FakeGlibc) -> None:
+async def test_a_trimming_server_keeps_freed_memory_while_busy(fake_glibc: FakeGlibc) -> None:
     """Blocks up to 32 MiB from the heap and up to 1 GiB kept free at its top: a forward
     pass's activations are not faulted in afresh on every pass (bench/NOTES.md)."""
     trimmer = IdleTrimmer(0.5, lambda: True)
@@ -84,7 +84,7 @@ def test_a_trimming_server_keeps_freed_memory_while_busy(fake_glibc: FakeGlibc) 
     ]
 
 
-def test_a_server_that_never_trims_leaves_the_allocator_alone(fake_glibc: FakeGlibc) -> None:
+async def test_a_server_that_never_trims_leaves_the_allocator_alone(fake_glibc: FakeGlibc) -> None:
     """Memory kept while busy is handed back only by the idle trim: without it, glibc's own
     giving back stays."""
     assert not IdleTrimmer(0.0, lambda: True).keeps_freed_memory
@@ -93,5 +93,5 @@ def test_a_server_that_never_trims_leaves_the_allocator_alone(fake_glibc: FakeGl
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_glibc_takes_the_settings() -> None:
+async def test_glibc_takes_the_settings() -> None:
     assert memory.keep_freed_memory()

@@ -1,16 +1,21 @@
 """Fitting torch's thread pool to the CPUs a container may use: the cgroup v1/v2 quota is
 read in CPUs, an unlimited quota and an operator's OMP_NUM_THREADS are respected, and the
-pool is only ever lowered."""
+pool is only ever lowered. And the one thread that runs every CPU model's torch work."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from service.backends import cpu_threads
+from service.backends.base import ForwardItem
+from service.backends.hf import HFBackend
 
 
 @pytest.fixture
@@ -116,3 +121,59 @@ def test_inside_a_container_the_mount_is_its_own_cgroup(tmp_path: Path) -> None:
     membership.write_text("0::/\n")  # a private cgroup namespace
     write(tmp_path / "cgroup" / "cpu.max", "400000 100000")
     assert cpu_threads.cgroup_cpu_limit(tmp_path / "cgroup", membership) == 4.0
+
+
+def test_a_compute_thread_runs_calls_in_order_on_one_thread() -> None:
+    compute = cpu_threads.ComputeThread("test-compute")
+    ran_on: list[threading.Thread] = []
+
+    def call(value: int) -> int:
+        ran_on.append(threading.current_thread())
+        return value * 2
+
+    with ThreadPoolExecutor(4) as callers:
+        results = list(callers.map(lambda v: compute.run(lambda: call(v)), range(20)))
+    assert results == [v * 2 for v in range(20)]
+    assert len(set(ran_on)) == 1 and ran_on[0].name == "test-compute"
+    assert ran_on[0] is not threading.current_thread()
+
+
+def test_a_compute_thread_raises_the_callers_error_and_keeps_working() -> None:
+    compute = cpu_threads.ComputeThread("test-compute-errors")
+
+    def fail() -> None:
+        raise ValueError("bad batch")
+
+    with pytest.raises(ValueError, match="bad batch"):
+        compute.run(fail)
+    assert compute.run(lambda: 7) == 7
+
+
+def test_a_call_from_the_compute_thread_runs_at_once() -> None:
+    """A backend that calls another CPU model from inside its work must not wait on itself."""
+    compute = cpu_threads.ComputeThread("test-compute-nested")
+    assert compute.run(lambda: compute.run(lambda: "inner")) == "inner"
+
+
+def test_every_cpu_model_runs_its_forward_passes_on_the_one_compute_thread(
+    tiny_model_dir: Path,
+) -> None:
+    """Two CPU models called from two threads (two batchers' forward threads) run their
+    passes on one thread: torch's OpenMP runtime then keeps one worker pool, not one per
+    model (two pools made a lone short pass 1.7x slower on two cores, bench/NOTES.md)."""
+    models = [HFBackend(tiny_model_dir, dtype="float32", device="cpu") for _ in range(2)]
+    ran_on: list[threading.Thread] = []
+    for model in models:
+        model_forward = model._forward
+
+        def recorded(items: list[ForwardItem], inner: Any = model_forward) -> Any:
+            ran_on.append(threading.current_thread())
+            return inner(items)
+
+        model._forward = recorded  # type: ignore[method-assign]
+    item = ForwardItem((1, 2, 3, 4), 1)
+    with ThreadPoolExecutor(2) as callers:
+        answers = list(callers.map(lambda model: model.forward([item]), models))
+    assert len(answers) == 2 and all(len(a) == 1 for a in answers)
+    assert [t.name for t in ran_on] == ["cpu-compute", "cpu-compute"]
+    assert ran_on[0] is ran_on[1]
