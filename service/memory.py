@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 from collections.abc import Callable
 
 # mallopt's parameters (glibc's malloc.h).
@@ -35,7 +36,10 @@ TRIM_THRESHOLD_BYTES = 1 << 30
 """Free memory the heap keeps at its top between idle trims."""
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
+    """glibc, set up for ``mallopt`` and ``malloc_trim`` (looked up once: ``find_library``
+    runs ``ldconfig``); None under another C library."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:

@@ -4,9 +4,9 @@ piece, and running heavy one-off work on a thread that ends with it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -46,30 +46,22 @@ async def on_own_thread(name: str, fn: Callable[..., T], *args: Any) -> T:
     futexes instead, and a lone short forward pass took 69 ms instead of 38 on two
     cores (``bench/NOTES.md``). A pooled executor thread would keep its pool for good;
     this thread takes its pool with it."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def run() -> None:
-        try:
-            outcome: tuple[Any, BaseException | None] = (fn(*args), None)
-        except BaseException as exc:  # raised in the awaiting task instead
-            outcome = (None, exc)
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_settle, done, *outcome)
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
+    job: Future[T] = Future()
+    thread = threading.Thread(target=fulfil, args=(job, lambda: fn(*args)), name=name, daemon=True)
     thread.start()
-    result = await done
+    result = await asyncio.wrap_future(job)
     # Its pool goes when the thread exits, just after ``fn`` returns: wait for that
     # (briefly) so that the forward thread never starts beside it.
     await asyncio.to_thread(thread.join, 5.0)
     return result
 
 
-def _settle(future: asyncio.Future[T], result: T, error: BaseException | None) -> None:
-    if future.done():  # its awaiter was cancelled
+def fulfil(job: Future[T], fn: Callable[[], T]) -> None:
+    """Run ``fn`` for ``job`` (unless it was cancelled first): its result or its error, which
+    the waiter then raises."""
+    if not job.set_running_or_notify_cancel():
         return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+    try:
+        job.set_result(fn())
+    except BaseException as exc:  # raised where the job is awaited
+        job.set_exception(exc)

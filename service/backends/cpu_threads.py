@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from service.tasks import fulfil
+
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -163,13 +165,7 @@ class ComputeThread:
 
     def _work(self) -> None:
         while True:
-            job, fn = self._jobs.get()
-            if not job.set_running_or_notify_cancel():
-                continue
-            try:
-                job.set_result(fn())
-            except BaseException as exc:  # the caller raises it
-                job.set_exception(exc)
+            fulfil(*self._jobs.get())
 
 
 CPU_COMPUTE = ComputeThread("cpu-compute")
