@@ -25,6 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import aiohttp
 import httpx
 from docstrings import stdlib_docstrings
 from peers import default_dtype, model_dir, naive_peer, tokenize, vllm_peer
@@ -86,7 +87,7 @@ def run_server(
         print(f"server ready ({server.url}, dtype {dtype}); measuring", flush=True)
         result = server_rows(server.url, server.process.pid, short, docs, rss_docs, args)
         return {"dtype": dtype, **result}
-    except (httpx.HTTPError, OSError, KeyError) as exc:
+    except (httpx.HTTPError, aiohttp.ClientError, OSError, KeyError) as exc:
         print(f"server run failed: {exc!r} (log: {log})", flush=True)
         return {"dtype": None, "error": f"server run failed: {exc!r}, see {log}"}
     finally:
