@@ -55,7 +55,8 @@ def _x(value: float | None) -> str:
 def print_table(summary: dict[str, Any]) -> None:
     """The runs (tok/s, req/s, latency ms, batch, padding), the ratios and the peak RSS."""
     config, corpus = summary["config"], summary["corpus"]
-    print(f"\nbackend {config['backend']}, dtype {config['dtype']}  ({config['machine']})")
+    layers = f", compile {config['compile']}" if "compile" in config else ""
+    print(f"\nbackend {config['backend']}, dtype {config['dtype']}{layers}  ({config['machine']})")
     print(
         f"corpus: {corpus['short_texts']} short texts ({corpus['short_tokens']} tokens), "
         f"{corpus['documents']} documents ({corpus['document_tokens']} tokens)"

@@ -49,6 +49,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"])
     parser.add_argument("--model", default="default", help="as lmscore serve --model takes it")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--compile", default="off", choices=["off", "on", "auto"], help="the server's --compile"
+    )
     parser.add_argument("--peer", action="append", choices=PEERS, help="repeatable")
     parser.add_argument("--peers", help="comma-separated, e.g. naive,vllm")
     parser.add_argument("--no-peers", action="store_true", help="measure only the server")
@@ -74,6 +77,7 @@ def run_server(
     log = args.out / "server.log"
     # Generous limits: the benchmark measures throughput, not admission control.
     flags = ["--dtype", args.dtype, "--backend", args.backend, "--device", args.device]
+    flags += ["--compile", args.compile]
     flags += ["--model", f"default={args.model}"]
     flags += ["--request-timeout-s", "900", "--max-queue", "100000"]
     try:
@@ -137,6 +141,7 @@ def main() -> int:
             "model": args.model,
             "device": args.device,
             "dtype": dtype,
+            "compile": args.compile,
             "machine": machine(),
             "concurrency": args.concurrency,
             "texts_per_request": args.texts_per_request,

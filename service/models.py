@@ -32,7 +32,14 @@ class ModelSpecError(ValueError):
 
 
 # Server settings one model may override in its spec: ``NAME=SPEC?dtype=bfloat16&...``.
-PER_MODEL_OPTIONS = ("dtype", "attention", "device", "max_context", "max_batch_tokens")
+PER_MODEL_OPTIONS = (
+    "dtype",
+    "attention",
+    "compile",
+    "device",
+    "max_context",
+    "max_batch_tokens",
+)
 
 
 @dataclass(frozen=True)

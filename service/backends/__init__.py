@@ -59,6 +59,7 @@ def _transformers(model: ResolvedModel, settings: Settings) -> Scheduler:
         device=settings.device,
         max_context=settings.max_context,
         attention=settings.attention,
+        compile_layers=settings.compile,
     )
     return dynamic_batcher(backend, model.name, settings)
 

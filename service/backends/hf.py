@@ -7,7 +7,8 @@ are right-padded with no attention mask: under causal attention a real token nev
 attends to the pads after it, and SDPA keeps its fast causal path. Only the hidden states
 of scored positions go through the vocabulary projection, a bounded chunk at a time (see
 ``scoring.logprobs``), with a float32 log-softmax; a linear head scoring only the targets
-is applied one vocabulary slice at a time (``scoring.projection``).
+is applied one vocabulary slice at a time (``scoring.projection``). With ``--compile`` the
+decoder layers run compiled by inductor, attention left eager (see ``compiled``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from service.backends.base import (
     ForwardResult,
     bos_or_eos,
 )
+from service.backends.compiled import CompiledLayers, compile_refusal, decoder_layers
 from service.backends.logit_head import LogitTransform, check_head
 from service.backends.precision import (
     Precision,
@@ -53,6 +55,7 @@ class HFBackend:
         device: str = "auto",
         max_context: int | None = None,
         attention: str = "auto",
+        compile_layers: str = "off",
         logits_chunk: int = 256,
         vocab_slice: int | None = DEFAULT_VOCAB_SLICE,
     ) -> None:
@@ -92,6 +95,21 @@ class HFBackend:
         if self.layout is BatchLayout.RAGGED:
             self.info = dataclasses.replace(self.info, token_trees=True)
         log.info("%s: %s batches", path.name, self.layout.value)
+        self.compiled = self._compile(compile_layers)
+
+    def _compile(self, requested: str) -> CompiledLayers | None:
+        """The decoder layers compiled (see ``compiled``), or None with the reason logged:
+        a warning when ``on`` was asked for."""
+        refusal = compile_refusal(requested, self.device, self.layout is BatchLayout.RAGGED)
+        layers = decoder_layers(self.model) if refusal is None else []
+        if refusal is None and not layers:
+            refusal = f"{type(self.model).__name__} names no decoder layers"
+        if refusal is not None:
+            say = log.warning if requested == "on" else log.info
+            say("decoder layers run eagerly: %s", refusal)
+            return None
+        log.info("compiling %d decoder layers (inductor) at warm-up", len(layers))
+        return CompiledLayers(layers)
 
     def _pick_layout(self, requested: str) -> BatchLayout:
         """Ragged when asked for or possible (``auto``), padded otherwise."""
@@ -159,13 +177,21 @@ class HFBackend:
         return self._bow
 
     def warmup(self) -> None:
-        """One small forward of two windows."""
+        """One small forward of two windows. Compiled layers get two more, so that they
+        compile every graph now rather than under a request: they specialise on the first
+        longest-window length they see until another one shows up, and on a stream of
+        one token."""
         ids = tuple(
             self.tokenizer.encode("Warm-up: the quick brown fox.", add_special_tokens=False)
         )
         self.forward(
             [ForwardItem(ids, 1, 2, True), ForwardItem(ids[: max(2, len(ids) // 2)], 1, 0)]
         )
+        if self.compiled is not None:
+            self.forward([ForwardItem(ids[:3], 1)])
+            self.forward([ForwardItem(ids[:1], 1, 1, next_token=True)])
+            if self.compiled.active:
+                log.info("decoder layers compiled")
 
     def _pick_projection(self, vocab_slice: int | None) -> Projection | VocabProjection:
         """A linear head as a ``VocabProjection`` (its vocabulary can be sliced), any other

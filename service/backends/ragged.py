@@ -407,6 +407,6 @@ def register() -> str:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    AttentionInterface.register(IMPLEMENTATION, ragged_attention)
+    AttentionInterface.register(IMPLEMENTATION, torch.compiler.disable(ragged_attention))
     AttentionMaskInterface.register(IMPLEMENTATION, _no_mask)
     return IMPLEMENTATION

@@ -227,11 +227,12 @@ def test_a_port_in_use_is_one_line_and_exit_1() -> None:
 
 def test_per_model_options() -> None:
     (fp32, bf16) = parse_model_args(
-        ["fp32=default", "bf16=default?dtype=bfloat16&attention=padded"]
+        ["fp32=default", "bf16=default?dtype=bfloat16&attention=padded&compile=on"]
     )
     assert fp32.options == () and bf16.source == "default"
     settings = Settings(dtype="float32").for_model(dict(bf16.options))
-    assert (settings.dtype, settings.attention) == ("bfloat16", "padded")
+    assert (settings.dtype, settings.attention, settings.compile) == ("bfloat16", "padded", "on")
+    assert Settings().compile == "off"
     assert Settings().for_model({}) == Settings()
     with pytest.raises(ModelSpecError, match="KEY=VALUE"):
         parse_model_args(["x=default?colour=blue"])
