@@ -245,6 +245,7 @@ class ServedModel:
             max_context=info.max_context,
             revision=self.revision,
             has_chat_template=bool(getattr(self.backend.tokenizer, "chat_template", None)),
+            compiled=info.compiled,
             created=self.created,
         )
 

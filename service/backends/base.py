@@ -107,6 +107,8 @@ class BackendInfo:
     # Token ids the model can take (rows of its input embedding); None: every id of its
     # tokenizer. A tokenizer may hold added tokens the model has no embedding for.
     vocab_size: int | None = None
+    # Whether the decoder layers run compiled (``--compile``), once warm-up has compiled them.
+    compiled: bool = False
 
 
 class BatchLayout(enum.Enum):

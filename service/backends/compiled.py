@@ -68,12 +68,16 @@ class CompiledLayers:
     """Compiled forwards installed on ``layers``. A call that fails compiled and then
     succeeds eagerly was compile's failure: every layer goes back to eager for good and
     ``active`` turns False. A call that fails eagerly too raises the eager error (the
-    model's own: out of memory, bad input), and the layers stay compiled."""
+    model's own: out of memory, bad input), and the layers stay compiled. ``on_fallback``
+    is called once the layers have gone back to eager."""
 
-    def __init__(self, layers: list[torch.nn.Module]) -> None:
+    def __init__(
+        self, layers: list[torch.nn.Module], on_fallback: Callable[[], None] | None = None
+    ) -> None:
         if not layers:
             raise ValueError("no decoder layers to compile")
         self.layers = layers
+        self._on_fallback = on_fallback
         self.active = True
         self.failure: str | None = None
         for layer in layers:
@@ -103,3 +107,5 @@ class CompiledLayers:
         for layer in self.layers:
             layer.__dict__.pop("forward", None)
         log.warning("compiling the decoder layers failed, running them eagerly: %s", reason)
+        if self._on_fallback is not None:
+            self._on_fallback()

@@ -109,7 +109,12 @@ class HFBackend:
             say("decoder layers run eagerly: %s", refusal)
             return None
         log.info("compiling %d decoder layers (inductor) at warm-up", len(layers))
-        return CompiledLayers(layers)
+        return CompiledLayers(layers, on_fallback=self._report_compiled)
+
+    def _report_compiled(self) -> None:
+        """``info.compiled`` follows whether the layers run compiled now."""
+        compiled = self.compiled is not None and self.compiled.active
+        self.info = dataclasses.replace(self.info, compiled=compiled)
 
     def _pick_layout(self, requested: str) -> BatchLayout:
         """Ragged when asked for or possible (``auto``), padded otherwise."""
@@ -190,6 +195,7 @@ class HFBackend:
         if self.compiled is not None:
             self.forward([ForwardItem(ids[:3], 1)])
             self.forward([ForwardItem(ids[:1], 1, 1, next_token=True)])
+            self._report_compiled()
             if self.compiled.active:
                 log.info("decoder layers compiled")
 

@@ -233,6 +233,7 @@ class GrpcClient:
                 max_context=m.max_context,
                 revision=m.revision,
                 has_chat_template=m.has_chat_template,
+                compiled=m.compiled,
                 object=m.object or "model",
                 created=m.created,
                 owned_by=m.owned_by or "lmscore",

@@ -231,6 +231,7 @@ class ModelCard:
     max_context: int
     revision: str
     has_chat_template: bool = True
+    compiled: bool = False  # the server's decoder layers run compiled (--compile)
     object: str = "model"
     created: int = 0  # Unix seconds the model was loaded (0 from servers that do not say)
     owned_by: str = "lmscore"
@@ -245,6 +246,7 @@ class ModelCard:
             max_context=data["max_context"],
             revision=data["revision"],
             has_chat_template=bool(data.get("has_chat_template", True)),
+            compiled=bool(data.get("compiled", False)),
             object=data.get("object", "model"),
             created=int(data.get("created", 0)),
             owned_by=str(data.get("owned_by", "lmscore")),

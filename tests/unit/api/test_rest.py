@@ -73,6 +73,7 @@ async def test_models_shape(client: httpx.AsyncClient) -> None:
     assert card["max_context"] == 64
     assert card["revision"] == "sha256:test"
     assert card["has_chat_template"] is True
+    assert card["compiled"] is False  # --compile is off by default
     # OpenAI's model object: when it was loaded (Unix seconds) and who owns it.
     assert isinstance(card["created"], int) and 1.7e9 < card["created"] <= time.time()
     assert card["owned_by"] == "lmscore"

@@ -85,7 +85,8 @@ def test_a_compile_failure_runs_every_layer_eagerly_for_good(
 ) -> None:
     monkeypatch.setattr(torch, "compile", failing_compile)
     layers: list[torch.nn.Module] = [Doubling(), Doubling()]
-    layers_compiled = CompiledLayers(layers)
+    fallbacks: list[bool] = []
+    layers_compiled = CompiledLayers(layers, on_fallback=lambda: fallbacks.append(True))
     x = torch.ones(3)
     with caplog.at_level(logging.WARNING, logger="service.backends.compiled"):
         assert torch.equal(layers[0](x), 2 * x)
@@ -94,6 +95,23 @@ def test_a_compile_failure_runs_every_layer_eagerly_for_good(
     assert "running them eagerly: RuntimeError: InductorError" in caplog.text
     assert all("forward" not in vars(layer) for layer in layers)  # the class's own again
     assert torch.equal(layers[1](x), 2 * x)
+    assert fallbacks == [True]
+
+
+def test_a_backend_whose_layers_fail_to_compile_serves_eager_scores(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tokenizer: Any
+) -> None:
+    """The model card says the layers are not compiled, and the scores are the eager ones
+    (the same code path: equal to the last bit)."""
+    monkeypatch.setattr(compiled, "cpp_compiler", lambda: "/usr/bin/g++")
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    backend = HFBackend(tiny_model_dir, dtype="float32", device="cpu", compile_layers="on")
+    assert backend.compiled is not None and backend.compiled.active
+    backend.warmup()
+    assert not backend.compiled.active and not backend.info.compiled
+    eager = HFBackend(tiny_model_dir, dtype="float32", device="cpu")
+    item = ForwardItem(tuple(tokenizer.encode(TEXTS[2], add_special_tokens=False)), 1)
+    assert np.array_equal(backend.forward([item])[0].logprobs, eager.forward([item])[0].logprobs)
 
 
 def test_an_error_of_the_model_itself_is_raised_and_compiling_stays(
@@ -122,8 +140,8 @@ def test_compiled_layers_are_the_model_s_decoder_layers(
     eager_and_compiled: tuple[HFBackend, HFBackend],
 ) -> None:
     eager, on = eager_and_compiled
-    assert eager.compiled is None
-    assert on.compiled is not None and on.compiled.active
+    assert eager.compiled is None and not eager.info.compiled
+    assert on.compiled is not None and on.compiled.active and on.info.compiled
     assert on.compiled.layers == decoder_layers(on.model)
     assert [type(layer).__name__ for layer in on.compiled.layers] == ["LlamaDecoderLayer"] * 2
 

@@ -250,7 +250,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelCard(_message.Message):
-    __slots__ = ("id", "object", "backend", "dtype", "device", "max_context", "revision", "has_chat_template", "created", "owned_by")
+    __slots__ = ("id", "object", "backend", "dtype", "device", "max_context", "revision", "has_chat_template", "created", "owned_by", "compiled")
     ID_FIELD_NUMBER: _ClassVar[int]
     OBJECT_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +261,7 @@ class ModelCard(_message.Message):
     HAS_CHAT_TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     OWNED_BY_FIELD_NUMBER: _ClassVar[int]
+    COMPILED_FIELD_NUMBER: _ClassVar[int]
     id: str
     object: str
     backend: str
@@ -271,7 +272,8 @@ class ModelCard(_message.Message):
     has_chat_template: bool
     created: int
     owned_by: str
-    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., backend: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., max_context: _Optional[int] = ..., revision: _Optional[str] = ..., has_chat_template: _Optional[bool] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ...) -> None: ...
+    compiled: bool
+    def __init__(self, id: _Optional[str] = ..., object: _Optional[str] = ..., backend: _Optional[str] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., max_context: _Optional[int] = ..., revision: _Optional[str] = ..., has_chat_template: _Optional[bool] = ..., created: _Optional[int] = ..., owned_by: _Optional[str] = ..., compiled: _Optional[bool] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("object", "data")
