@@ -183,9 +183,9 @@ class HFBackend:
 
     def warmup(self) -> None:
         """One small forward of two windows. Compiled layers get two more, so that they
-        compile every graph now rather than under a request: they specialise on the first
-        longest-window length they see until another one shows up, and on a stream of
-        one token."""
+        compile every graph now rather than under a request: dynamo's first trace ties
+        sizes that happen to be equal (duck sizing), and a one-token stream is a case of
+        its own."""
         ids = tuple(
             self.tokenizer.encode("Warm-up: the quick brown fox.", add_special_tokens=False)
         )
@@ -299,12 +299,10 @@ class HFBackend:
         """Final hidden states ``[total, H]`` of the windows as one token stream, and
         where each window starts in it."""
         batch = RaggedBatch.of(windows, self.device, trees)
-        out = self._body(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            use_cache=False,
-            **batch.attention_kwargs(),
-        )
+        with batch.attending():
+            out = self._body(
+                input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
+            )
         return out.last_hidden_state[0], list(batch.starts)
 
     def _padded_hidden(self, windows: list[tuple[int, ...]]) -> tuple[torch.Tensor, list[int]]:

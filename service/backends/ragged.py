@@ -4,8 +4,8 @@ A batch of windows runs as ONE token stream ``[1, total_tokens]``: the linear la
 pad at all, position ids restart at 0 for every window, and attention is computed per
 window (causal), so no window sees another. This is what vLLM and flash-attention's varlen
 kernels do. It plugs into transformers through its attention interface: the model's
-attention layers call ``ragged_attention`` with the window boundaries (``cu_seq_lens_q``,
-the keyword transformers uses for varlen kernels), and no mask is built.
+attention layers call ``ragged_attention``, which reads the window boundaries from the batch
+the running thread is ``attending`` to, and no mask is built.
 
 CPU: one causal SDPA call per window. CUDA with half-precision weights: one
 ``varlen_attn`` kernel for the whole stream (torch's flash-attention varlen), where it is
@@ -16,11 +16,13 @@ sink logits (gpt-oss) get attention written out per window, as their eager code 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import math
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ from service.backends.padded_groups import PaddedGroup, grouped_attention, padde
 log = logging.getLogger(__name__)
 
 IMPLEMENTATION = "lmscore_ragged"
+_ATTENDING = threading.local()
 
 
 @dataclass(frozen=True)
@@ -86,17 +89,24 @@ class RaggedBatch:
             masks,
         )
 
-    def attention_kwargs(self) -> dict[str, Any]:
-        """What the model's forward passes down to every attention call."""
-        return {
-            "cu_seq_lens_q": self.cu_seq_lens,
-            "cu_seq_lens_k": self.cu_seq_lens,
-            "max_length_q": self.max_length,
-            "max_length_k": self.max_length,
-            # Host copies of the boundaries ride along, so the CPU path never reads them
-            # back from a device.
-            "lmscore_batch": self,
-        }
+    @contextlib.contextmanager
+    def attending(self) -> Iterator[RaggedBatch]:
+        """This batch is the one this thread's ``ragged_attention`` calls read while the
+        block runs (the model's forward). It does not travel down as a keyword argument:
+        ``torch.compile`` guards on the Python values that pass through a compiled layer
+        (the window count, the longest window), so every new batch shape recompiled."""
+        previous = getattr(_ATTENDING, "batch", None)
+        _ATTENDING.batch = self
+        try:
+            yield self
+        finally:
+            _ATTENDING.batch = previous
+
+
+def attending_batch() -> RaggedBatch | None:
+    """The batch this thread's model is running (``RaggedBatch.attending``), if any."""
+    batch: RaggedBatch | None = getattr(_ATTENDING, "batch", None)
+    return batch
 
 
 @dataclass(frozen=True)
@@ -139,9 +149,10 @@ def ragged_attention(
     """Causal attention per window over a ``[1, heads, total, head_dim]`` token stream.
 
     Returns ``[1, total, heads, head_dim]`` as transformers' attention functions do.
-    Without window boundaries (one plain sequence) it is ordinary causal SDPA.
+    Outside a batch's ``attending`` block (one plain sequence per row) it is ordinary
+    causal SDPA.
     """
-    batch: RaggedBatch | None = kwargs.get("lmscore_batch")
+    batch = attending_batch()
     windows = (
         Windows((0,), (query.shape[2],), {}, None)
         if batch is None
@@ -161,7 +172,8 @@ def ragged_attention(
     # windows are plain causal sequences.
     several = stream and len(windows.lengths) > 1 and not windows.trees and extras.none
     if several and _use_varlen(query, sliding, scaling):
-        out = _varlen(query, key, value, kwargs, scaling)
+        assert batch is not None
+        out = _varlen(query, key, value, batch, scaling)
     elif several and batch is not None and sliding is None and _groups_pay(query):
         key, value, gqa = _heads_for_sdpa(query, key, value, masked=False)
         out = grouped_attention(query, key, value, batch.groups, scaling, gqa)
@@ -330,7 +342,7 @@ def _varlen(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    kwargs: dict[str, Any],
+    batch: RaggedBatch,
     scaling: float | None,
 ) -> torch.Tensor:
     """The whole stream in one flash-attention varlen kernel (CUDA, half precision)."""
@@ -348,9 +360,8 @@ def _varlen(
             options["enable_gqa"] = True
         else:
             k, v = _repeat_heads(q, k, v)  # heads are dim 1 here too
-    bounds = (kwargs["cu_seq_lens_q"], kwargs["cu_seq_lens_k"])
-    lengths = (int(kwargs["max_length_q"]), int(kwargs["max_length_k"]))
-    return _VARLEN.kernel(q, k, v, *bounds, *lengths, **options).unsqueeze(0)
+    bounds, longest = batch.cu_seq_lens, batch.max_length
+    return _VARLEN.kernel(q, k, v, bounds, bounds, longest, longest, **options).unsqueeze(0)
 
 
 @dataclass(frozen=True)

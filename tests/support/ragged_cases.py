@@ -10,11 +10,26 @@ import torch
 import torch.nn.functional as F
 
 from service.backends.base import ForwardItem
+from service.backends.ragged import RaggedBatch, ragged_attention
 
 
 def window_starts(lengths: list[int]) -> list[int]:
     """Where each window of that many tokens starts in a stream laid end to end."""
     return [0, *itertools.accumulate(lengths)][:-1]
+
+
+def attend(
+    batch: RaggedBatch,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    module: torch.nn.Module | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """``ragged_attention`` called as a model's attention layer calls it while ``batch``
+    runs through the model."""
+    with batch.attending():
+        return ragged_attention(module or torch.nn.Module(), q, k, v, None, **kwargs)
 
 
 def random_stream(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, ...]:

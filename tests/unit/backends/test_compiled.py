@@ -30,6 +30,9 @@ needs_compiler = pytest.mark.skipif(
     compiled.cpp_compiler() is None,
     reason="inductor needs a C++ compiler (g++, c++ or clang++) to compile for CPU",
 )
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+DEVICES = [pytest.param("cpu", marks=needs_compiler), pytest.param("cuda", marks=needs_cuda)]
+"""CPU compiles C++ loops, CUDA Triton kernels: each is checked against its own eager run."""
 
 
 def test_when_layers_are_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,17 +128,17 @@ def test_an_error_of_the_model_itself_is_raised_and_compiling_stays(
     assert layers_compiled.active
 
 
-@pytest.fixture(scope="module")
-def eager_and_compiled(tiny_model_dir: Path) -> tuple[HFBackend, HFBackend]:
-    if compiled.cpp_compiler() is None:
-        pytest.skip("inductor needs a C++ compiler (g++, c++ or clang++) to compile for CPU")
-    eager = HFBackend(tiny_model_dir, dtype="float32", device="cpu")
-    on = HFBackend(tiny_model_dir, dtype="float32", device="cpu", compile_layers="on")
+@pytest.fixture(scope="module", params=DEVICES)
+def eager_and_compiled(
+    tiny_model_dir: Path, request: pytest.FixtureRequest
+) -> tuple[HFBackend, HFBackend]:
+    device = request.param
+    eager = HFBackend(tiny_model_dir, dtype="float32", device=device)
+    on = HFBackend(tiny_model_dir, dtype="float32", device=device, compile_layers="on")
     on.warmup()
     return eager, on
 
 
-@needs_compiler
 def test_compiled_layers_are_the_model_s_decoder_layers(
     eager_and_compiled: tuple[HFBackend, HFBackend],
 ) -> None:
@@ -146,7 +149,6 @@ def test_compiled_layers_are_the_model_s_decoder_layers(
     assert [type(layer).__name__ for layer in on.compiled.layers] == ["LlamaDecoderLayer"] * 2
 
 
-@needs_compiler
 def test_compiled_float32_scores_equal_eager_ones(
     eager_and_compiled: tuple[HFBackend, HFBackend], tokenizer: Any
 ) -> None:
@@ -168,14 +170,16 @@ def test_compiled_float32_scores_equal_eager_ones(
     assert on.compiled is not None and on.compiled.active
 
 
-@needs_compiler
-def test_warm_up_leaves_nothing_to_compile_under_requests(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_warm_up_leaves_nothing_to_compile_under_requests(
+    tiny_model_dir: Path, device: str
+) -> None:
     """New window counts, new lengths and a one-token stream reuse the graphs warm-up
     compiled: a request never waits seconds for inductor."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()  # forget graphs other tests compiled for this model class
-    on = HFBackend(tiny_model_dir, dtype="float32", device="cpu", compile_layers="on")
+    on = HFBackend(tiny_model_dir, dtype="float32", device=device, compile_layers="on")
     on.warmup()
     before = counters["stats"]["unique_graphs"]
     assert before > 0

@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from ragged_cases import block_causal_reference, context_tree
+from ragged_cases import attend, block_causal_reference, context_tree
 from tiny_engines import asgi_client, make_engine
 from tolerances import BATCH_INVARIANCE_REL, batch_invariance_atol, ppl_rel
 
 from service.backends import ragged
 from service.backends.base import BatchLayout, ForwardItem
 from service.backends.hf import HFBackend
-from service.backends.ragged import RaggedBatch, ragged_attention
+from service.backends.ragged import RaggedBatch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -57,7 +57,7 @@ def test_the_varlen_kernel_equals_per_window_attention() -> None:
     k, v = (torch.randn(1, 2, total, 64, device=cuda, dtype=torch.bfloat16) for _ in range(2))
     batch = RaggedBatch.of([[0] * n for n in lengths], cuda)
     assert ragged._use_varlen(q, None, 64**-0.5)
-    out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs())
+    out, _ = attend(batch, q, k, v)
     want = block_causal_reference(*(t.float().cpu() for t in (q, k, v)), lengths).to(cuda)
     assert out.shape == want.shape and not out.isnan().any()
     assert _relative_error(out, want) < 1e-2

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from ragged_cases import block_causal_reference, random_stream, window_starts
+from ragged_cases import attend, block_causal_reference, random_stream, window_starts
 
 from service.backends import ragged
 from service.backends.padded_groups import (
@@ -18,7 +18,7 @@ from service.backends.padded_groups import (
     grouped_attention,
     padded_groups,
 )
-from service.backends.ragged import RaggedBatch, ragged_attention
+from service.backends.ragged import RaggedBatch
 
 CPU = torch.device("cpu")
 
@@ -89,13 +89,11 @@ def test_a_stream_takes_groups_where_they_pay(grouped_calls: list[int]) -> None:
     lengths = [7, 2, 3]
     q, k, v = random_stream(lengths, seed=1)
     batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
-    out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs())
+    out, _ = attend(batch, q, k, v)
     assert grouped_calls == [len(batch.groups)]
     torch.testing.assert_close(out, block_causal_reference(q, k, v, lengths), rtol=0, atol=1e-12)
     one = RaggedBatch.of([[0] * 7], CPU)
-    ragged_attention(
-        torch.nn.Module(), q[:, :, :7], k[:, :, :7], v[:, :, :7], None, **one.attention_kwargs()
-    )
+    attend(one, q[:, :, :7], k[:, :, :7], v[:, :, :7])
     assert grouped_calls == [len(batch.groups)]  # a lone window is one SDPA call anyway
 
 
@@ -121,7 +119,7 @@ def test_sliding_windows_and_score_extras_never_take_groups(
     lengths = [7, 2, 5]
     q, k, v = random_stream(lengths, seed=1)
     batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
-    out, _ = ragged_attention(torch.nn.Module(), q, k, v, None, **batch.attention_kwargs(), **extra)
+    out, _ = attend(batch, q, k, v, **extra)
     assert grouped_calls == []
     if "sliding_window" in extra:
         want = block_causal_reference(q, k, v, lengths, window=3)
@@ -136,8 +134,6 @@ def test_a_sliding_window_no_window_reaches_past_is_plain_causal(
     lengths = [7, 2, 5]
     q, k, v = random_stream(lengths, seed=1)
     batch = RaggedBatch.of([[0] * n for n in lengths], CPU)
-    out, _ = ragged_attention(
-        torch.nn.Module(), q, k, v, None, sliding_window=7, **batch.attention_kwargs()
-    )
+    out, _ = attend(batch, q, k, v, sliding_window=7)
     assert grouped_calls == [len(batch.groups)]
     torch.testing.assert_close(out, block_causal_reference(q, k, v, lengths), rtol=0, atol=1e-12)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from ragged_cases import block_causal_reference, context_tree, random_stream
+from ragged_cases import attend, block_causal_reference, context_tree, random_stream
 from tolerances import (
     BATCH_INVARIANCE_REL,
     assert_ranks_agree,
@@ -41,9 +41,7 @@ def test_attention_equals_a_block_diagonal_mask(window: int | None) -> None:
     q, k, v = random_stream(lengths)  # grouped-query: 2 kv heads
     batch = RaggedBatch.of([[0] * n for n in lengths], torch.device("cpu"))
     module = torch.nn.Module()
-    out, weights = ragged_attention(
-        module, q, k, v, None, sliding_window=window, **batch.attention_kwargs()
-    )
+    out, weights = attend(batch, q, k, v, module, sliding_window=window)
     assert weights is None and out.shape == (1, total, 4, 8)
     want = block_causal_reference(q, k, v, lengths, window)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
@@ -58,9 +56,7 @@ def test_a_token_tree_under_a_sliding_window_attends_like_each_branch_alone(wind
     branches = [[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 8, 9, 10, 11]]
     q, k, v = random_stream([len(parents)])
     batch = RaggedBatch.of([[0] * len(parents)], torch.device("cpu"), [parents])
-    out, _ = ragged_attention(
-        torch.nn.Module(), q, k, v, None, sliding_window=window, **batch.attention_kwargs()
-    )
+    out, _ = attend(batch, q, k, v, sliding_window=window)
     for path in branches:
         alone = block_causal_reference(
             q[:, :, path], k[:, :, path], v[:, :, path], [len(path)], window
@@ -90,7 +86,7 @@ def test_the_varlen_kernel_gets_only_a_stream_with_window_boundaries(
     torch.testing.assert_close(out, want.transpose(1, 2))
     assert calls == []
     batch = RaggedBatch.of([[0] * 3, [0] * 2], torch.device("cpu"))
-    ragged_attention(torch.nn.Module(), q[:1], kv[:1], kv[:1], None, **batch.attention_kwargs())
+    attend(batch, q[:1], kv[:1], kv[:1])
     assert calls == [(5, 4, 8)]
 
 
@@ -176,9 +172,7 @@ def test_both_varlen_kernel_signatures_compute_per_window_causal_attention(
     lengths = [5, 1, 9, 2]
     q, k, v = random_stream(lengths)
     batch = RaggedBatch.of([[0] * n for n in lengths], torch.device("cpu"))
-    out, _ = ragged_attention(
-        torch.nn.Module(), q, k, v, None, scaling=scaling, **batch.attention_kwargs()
-    )
+    out, _ = attend(batch, q, k, v, scaling=scaling)
     assert used == ([] if scaling == 0.3 and not varlen.takes_scale else [True])
     want = block_causal_reference(q * (scaling or 8**-0.5) * 8**0.5, k, v, lengths, None)
     torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
