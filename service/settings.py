@@ -97,11 +97,15 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(64, ge=1, description="Sequences one forward pass may hold.")
     max_wait_ms: float = Field(
-        5.0,
+        0.0,
         ge=0,
         le=600_000,
         allow_inf_nan=False,
-        description="Milliseconds a batch waits for company after its first item arrives.",
+        description="Milliseconds a batch waits for company after its first item arrives. "
+        "0 (as vLLM, TEI and Triton do by default): a batch closes as soon as the forward "
+        "thread is free, and what arrives during a pass makes the next batch, so a lone "
+        "request never waits for company that is not coming. Raise it where clients send "
+        "one text per request in bursts from an idle server.",
     )
     max_queue: int = Field(
         1024, ge=1, description="Items (texts, windows) that may wait per model; more is 429."
