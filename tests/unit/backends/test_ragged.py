@@ -24,6 +24,7 @@ from service.backends import ragged
 from service.backends.base import BatchLayout, ForwardItem
 from service.backends.hf import HFBackend
 from service.backends.ragged import RaggedBatch, ragged_attention
+from service.backends.varlen_kernel import VarlenKernel
 
 TEXTS = [
     "a",  # two tokens at most: the shortest window a batch can hold
@@ -77,7 +78,7 @@ def test_the_varlen_kernel_gets_only_a_stream_with_window_boundaries(
         calls.append(tuple(q.shape))
         return torch.zeros_like(q)
 
-    monkeypatch.setattr(ragged, "_VARLEN", ragged.VarlenKernel(fake_varlen, True, True, True))
+    monkeypatch.setattr(ragged, "_VARLEN", VarlenKernel(fake_varlen, True, True, True))
     monkeypatch.setattr(ragged, "_use_varlen", lambda *args: True)
     q = torch.randn(2, 4, 5, 8)
     kv = torch.randn(2, 2, 5, 8)
@@ -161,7 +162,7 @@ def test_both_varlen_kernel_signatures_compute_per_window_causal_attention(
     """torch's varlen kernel changed its signature; each one is driven to the same
     attention as per-window SDPA. The first takes no scale: a model with an unusual one
     (0.3 here) takes per-window SDPA instead. Run on CPU with the kernels stood in for."""
-    varlen = ragged.VarlenKernel.of(kernel)
+    varlen = VarlenKernel.of(kernel)
     assert varlen is not None and varlen.takes_scale == (kernel is not first_varlen_kernel)
     assert varlen.takes_gqa == (kernel is later_varlen_kernel)
     monkeypatch.setattr(ragged, "_VARLEN", varlen)
@@ -179,7 +180,7 @@ def test_both_varlen_kernel_signatures_compute_per_window_causal_attention(
 
 
 def test_a_varlen_kernel_of_unknown_signature_is_not_used() -> None:
-    assert ragged.VarlenKernel.of(lambda query, key, value: query) is None
+    assert VarlenKernel.of(lambda query, key, value: query) is None
 
 
 def test_ragged_batch_layout() -> None:
