@@ -18,10 +18,10 @@ work keeps an OpenMP pool, and a second live pool slows the forward passes (NOTE
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from peers import model_dir
 
 from service.backends.base import ForwardItem
 from service.backends.hf import HFBackend
+from service.tasks import on_own_thread
 
 
 def score(backend: HFBackend, items: list[ForwardItem], batch: int) -> tuple[list[float], float]:
@@ -49,20 +50,15 @@ def score(backend: HFBackend, items: list[ForwardItem], batch: int) -> tuple[lis
 
 
 def load(path: Path, **options: str) -> HFBackend:
-    """An ``HFBackend`` loaded and warmed up on a thread that then ends."""
-    loaded: list[HFBackend] = []
+    """An ``HFBackend`` loaded and warmed up on a thread that then ends, as the server
+    loads models (``service.tasks.on_own_thread``)."""
 
-    def run() -> None:
+    def run() -> HFBackend:
         backend = HFBackend(path, **options)
         backend.warmup()
-        loaded.append(backend)
+        return backend
 
-    thread = threading.Thread(target=run, name="load")
-    thread.start()
-    thread.join()
-    if not loaded:
-        raise RuntimeError("loading the model failed (see the traceback above)")
-    return loaded[0]
+    return asyncio.run(on_own_thread("load", run))
 
 
 def main() -> int:

@@ -72,12 +72,12 @@ class Settings(BaseSettings):
         description="transformers backend, ragged batches: compile each decoder layer with "
         "torch.compile (inductor) at warm-up, attention left eager. On a 2-core AMX CPU in "
         "bf16 batched passes ran 1.09x (short texts) to 1.13x (documents) faster and a lone "
-        "short text ~5% slower (dynamo's per-call overhead); start-up takes ~30 s more "
-        "the first time, ~6 s once inductor's on-disk cache holds the kernels. bf16 scores move against eager ones (median 1.4% of a "
-        "text's PPL): compare scores under one setting. 'auto' compiles on CPUs where a "
-        "C++ compiler is installed; 'on' also on CUDA, where it measured 0.94-0.99x eager "
-        "on an H100 (passes there are bound by kernel launches). If compiling fails "
-        "the layers run eagerly and the log says why.",
+        "short text ~5% slower (dynamo's per-call overhead); start-up takes ~30 s more the "
+        "first time, ~6 s once inductor's on-disk cache holds the kernels. bf16 scores move "
+        "against eager ones (median 1.4% of a text's PPL): compare scores under one "
+        "setting. 'auto' compiles on CPUs where a C++ compiler is installed; 'on' also on "
+        "CUDA, where it measured 0.94-0.99x eager on an H100 (passes there are bound by "
+        "kernel launches). If compiling fails the layers run eagerly and the log says why.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where models run; 'auto' is CUDA when available, else CPU."
