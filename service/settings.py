@@ -107,6 +107,18 @@ class Settings(BaseSettings):
         "request never waits for company that is not coming. Raise it where clients send "
         "one text per request in bursts from an idle server.",
     )
+    rejoin_wait: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="After a forward pass, the longest the next batch waits for the callers "
+        "that pass answered to send their next requests, as a share of a recent pass's "
+        "duration; it ends early once as many new requests have come in as the pass finished. "
+        "Callers that keep a fixed number of requests in flight (a pipeline with a "
+        "concurrency limit) then share one pass instead of splitting into halves that take "
+        "turns, each pass half full. A lone caller never waits; a caller that does not come "
+        "back costs the next batch at most this share of a pass. 0 turns it off.",
+    )
     max_queue: int = Field(
         1024, ge=1, description="Items (texts, windows) that may wait per model; more is 429."
     )

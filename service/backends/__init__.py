@@ -38,6 +38,7 @@ def dynamic_batcher(backend: BatchedBackend, name: str, settings: Settings) -> D
         max_batch_size=settings.max_batch_size,
         max_wait_ms=settings.max_wait_ms,
         max_queue=settings.max_queue,
+        rejoin_wait=settings.rejoin_wait,
     )
 
 

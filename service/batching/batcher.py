@@ -30,21 +30,26 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TypeVar
 
 from service import metrics
-from service.backends.base import BatchedBackend, ForwardItem, ForwardResult
+from service.backends.base import BatchedBackend, ForwardItem
 from service.batching.cost import BatchCost
-from service.batching.pending import PendingItem, ScoredItem, Timing
+from service.batching.pending import (
+    PendingItem,
+    RequestWindows,
+    ScoredItem,
+    deliver,
+    fail,
+)
+from service.batching.rejoin import RejoinWait
 from service.batching.reservations import HeldRoom
 from service.errors import InternalError, Overloaded, Timeout, Unavailable
 from service.tasks import on_own_thread
 
 log = logging.getLogger(__name__)
-V = TypeVar("V")
 
 
 @dataclass
@@ -71,6 +76,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_wait_ms: float,
         max_queue: int,
+        rejoin_wait: float = 0.0,
     ) -> None:
         self._backend = backend
         self._model = model
@@ -92,6 +98,7 @@ class DynamicBatcher:
         self._turn_size = max(1, max_batch_size // 2)
         self._closed = False
         self._recent_batch_s = 0.05
+        self._rejoin = RejoinWait(rejoin_wait)
         self._depth = metrics.QUEUE_DEPTH.labels(model=model)
 
     @property
@@ -108,8 +115,9 @@ class DynamicBatcher:
         """
         loop = asyncio.get_running_loop()
         now = time.monotonic()
+        request = RequestWindows(len(items))
         pending = [
-            PendingItem(item, loop.create_future(), now, deadline, next(self._counter))
+            PendingItem(item, loop.create_future(), now, deadline, next(self._counter), 0, request)
             for item in items
         ]
         with self._changed:
@@ -119,6 +127,7 @@ class DynamicBatcher:
             self._admit(len(items))
             self._deal_turns(pending)
             self._pending.extend(pending)
+            self._rejoin.request_arrived()
             self._depth.set(len(self._pending))
             self._ensure_worker()
             self._changed.notify()
@@ -214,7 +223,7 @@ class DynamicBatcher:
             self._changed.notify_all()
         # The batch in flight cannot be interrupted; its callers are told now, and its
         # results are dropped when it ends.
-        _fail(waiting, Unavailable("the model is shutting down"))
+        fail(waiting, Unavailable("the model is shutting down"))
         thread = self._thread
         if thread is not None and thread.is_alive():
             await asyncio.to_thread(thread.join, wait_s)
@@ -230,16 +239,20 @@ class DynamicBatcher:
                 self._running = []
 
     def _next_batch(self) -> list[PendingItem] | None:
-        """Block until a batch is due (full, or its oldest item waited ``max_wait_ms``);
-        None once closed."""
+        """Block until a batch is due (full, or its oldest item waited ``max_wait_ms`` and
+        the wait for the last pass's callers is over, see ``rejoin``); None once closed."""
         with self._changed:
             while not self._closed:
                 self._drop_gone()
                 if not self._pending:
                     self._changed.wait()
                     continue
+                now = time.monotonic()
                 oldest = min(p.enqueued_at for p in self._pending)
-                remaining = oldest + self._max_wait_s - time.monotonic()
+                remaining = max(
+                    oldest + self._max_wait_s - now,
+                    self._rejoin.remaining_s(self._recent_batch_s, now),
+                )
                 if remaining > 0 and not self._full():
                     self._changed.wait(remaining)
                     continue
@@ -298,7 +311,7 @@ class DynamicBatcher:
         if len(keep) != len(self._pending):
             self._pending = keep
             self._depth.set(len(keep))
-        _fail(expired, Timeout("the request's deadline passed while queued"))
+        fail(expired, Timeout("the request's deadline passed while queued"))
 
     def _execute(self, batch: list[PendingItem], recovery: _Recovery | None = None) -> None:
         """Run ``batch`` and deliver its results. When the forward pass fails, its halves
@@ -321,7 +334,8 @@ class DynamicBatcher:
             error = InternalError(f"inference failed: {type(exc).__name__}: {exc}")
             if len(batch) == 1 or not recovery.may_retry() or self._closed:
                 log.exception("forward pass of %d items failed", len(batch))
-                _fail(batch, error)
+                self._pass_ended(batch)
+                fail(batch, error)
                 return
             log.warning("forward pass of %d items failed (%r); retrying in halves",
                         len(batch), exc)  # fmt: skip
@@ -332,7 +346,7 @@ class DynamicBatcher:
                 if not (waiting := self._still_waited_for(part)):
                     continue
                 if self._closed:
-                    _fail(waiting, error)
+                    fail(waiting, error)
                 else:
                     recovery.retries -= 1
                     self._execute(waiting, recovery)
@@ -341,12 +355,20 @@ class DynamicBatcher:
         elapsed = time.monotonic() - started
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
         self._record(batch, started, elapsed)
-        _deliver(batch, outputs, started, elapsed, next(self._batches))
+        self._pass_ended(batch)
+        deliver(batch, outputs, started, elapsed, next(self._batches))
+
+    def _pass_ended(self, batch: list[PendingItem]) -> None:
+        """Tell the rejoin wait which requests this pass finished, before their callers
+        are answered (an answer may bring the next request back at once)."""
+        with self._changed:
+            finished = sum(p.request.one_done() for p in batch)
+            self._rejoin.pass_ended(finished, time.monotonic())
 
     def _still_waited_for(self, items: list[PendingItem]) -> list[PendingItem]:
         """Items whose callers still wait; those past their deadline fail with a timeout."""
         now = time.monotonic()
-        _fail([p for p in items if p.expired(now)], Timeout("the request's deadline passed"))
+        fail([p for p in items if p.expired(now)], Timeout("the request's deadline passed"))
         return [p for p in items if not p.abandoned() and not p.expired(now)]
 
     def _record(self, batch: list[PendingItem], started: float, elapsed: float) -> None:
@@ -369,50 +391,3 @@ class DynamicBatcher:
             computed,
             elapsed * 1000,
         )
-
-
-def _deliver(
-    batch: list[PendingItem],
-    outputs: list[ForwardResult],
-    started: float,
-    elapsed: float,
-    number: int,
-) -> None:
-    """Hand each item its result on its caller's event loop (one call per loop)."""
-    results = [
-        ScoredItem(output, Timing(started - p.enqueued_at, elapsed, number))
-        for p, output in zip(batch, outputs, strict=True)
-    ]
-
-    def resolve(pairs: list[tuple[PendingItem, ScoredItem]]) -> None:
-        for p, result in pairs:
-            if not p.future.done():
-                p.future.set_result(result)
-
-    _on_loops(list(zip(batch, results, strict=True)), resolve)
-
-
-def _fail(batch: list[PendingItem], error: Exception) -> None:
-    """Fail each item's future with ``error`` (those still waiting), on its own loop."""
-
-    def reject(pairs: list[tuple[PendingItem, Exception]]) -> None:
-        for p, exc in pairs:
-            if not p.future.done():
-                p.future.set_exception(exc)
-
-    _on_loops([(p, error) for p in batch], reject)
-
-
-def _on_loops(
-    pairs: list[tuple[PendingItem, V]], action: Callable[[list[tuple[PendingItem, V]]], None]
-) -> None:
-    """Run ``action`` on the pairs of each event loop, in that loop's thread (futures are
-    not thread-safe). A loop that is already closed has nobody left to tell."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[PendingItem, V]]] = {}
-    for pair in pairs:
-        by_loop.setdefault(pair[0].future.get_loop(), []).append(pair)
-    for loop, group in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(action, group)
-        except RuntimeError:
-            log.debug("event loop closed; %d results undelivered", len(group))

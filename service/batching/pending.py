@@ -1,11 +1,18 @@
-"""What waits in a batch queue: one forward window, the caller's future, and its clock."""
+"""What waits in a batch queue (one forward window, the caller's future, and its clock), and
+how results and errors reach the callers' event loops from the worker thread."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from service.backends.base import ForwardItem, ForwardResult
+
+log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -27,12 +34,25 @@ class ScoredItem:
 
 
 @dataclass(eq=False)
+class RequestWindows:
+    """The windows of one request (one ``submit``) not yet through a forward pass."""
+
+    left: int
+
+    def one_done(self) -> bool:
+        """One window went through a pass (or left the queue); True for the request's last."""
+        self.left -= 1
+        return self.left == 0
+
+
+@dataclass(eq=False)
 class PendingItem:
     """A window waiting for a forward pass.
 
     ``deadline`` is a ``time.monotonic()`` instant after which nobody waits for the result.
     ``turn`` is its place in the batcher's fair order (see ``DynamicBatcher``): items of
     earlier turns are taken first, items of one turn in arrival order (``sequence``).
+    ``request`` is shared by the windows of one ``submit``.
     """
 
     item: ForwardItem
@@ -41,6 +61,7 @@ class PendingItem:
     deadline: float | None = None
     sequence: int = field(default=0)
     turn: int = 0
+    request: RequestWindows = field(default_factory=lambda: RequestWindows(1))
 
     @property
     def length(self) -> int:
@@ -58,3 +79,50 @@ class PendingItem:
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
+
+
+def deliver(
+    batch: list[PendingItem],
+    outputs: list[ForwardResult],
+    started: float,
+    elapsed: float,
+    number: int,
+) -> None:
+    """Hand each item its result on its caller's event loop (one call per loop)."""
+    results = [
+        ScoredItem(output, Timing(started - p.enqueued_at, elapsed, number))
+        for p, output in zip(batch, outputs, strict=True)
+    ]
+
+    def resolve(pairs: list[tuple[PendingItem, ScoredItem]]) -> None:
+        for p, result in pairs:
+            if not p.future.done():
+                p.future.set_result(result)
+
+    _on_loops(list(zip(batch, results, strict=True)), resolve)
+
+
+def fail(batch: list[PendingItem], error: Exception) -> None:
+    """Fail each item's future with ``error`` (those still waiting), on its own loop."""
+
+    def reject(pairs: list[tuple[PendingItem, Exception]]) -> None:
+        for p, exc in pairs:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    _on_loops([(p, error) for p in batch], reject)
+
+
+def _on_loops(
+    pairs: list[tuple[PendingItem, V]], action: Callable[[list[tuple[PendingItem, V]]], None]
+) -> None:
+    """Run ``action`` on the pairs of each event loop, in that loop's thread (futures are
+    not thread-safe). A loop that is already closed has nobody left to tell."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[PendingItem, V]]] = {}
+    for pair in pairs:
+        by_loop.setdefault(pair[0].future.get_loop(), []).append(pair)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(action, group)
+        except RuntimeError:
+            log.debug("event loop closed; %d results undelivered", len(group))

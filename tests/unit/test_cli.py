@@ -264,6 +264,8 @@ def test_a_keys_file_saved_with_a_bom(tmp_path: Path) -> None:
         ("--grpc-max-send-bytes", str(3 * 10**9)),
         ("--max-wait-ms", "inf"),
         ("--max-wait-ms", "1e13"),  # the batcher's timer overflowed, its thread died
+        ("--rejoin-wait", "nan"),
+        ("--rejoin-wait", "2"),  # longer than a pass: more waiting than running
     ],
 )
 def test_values_that_would_fail_after_start_up_are_refused(flags: tuple[str, str]) -> None:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-import pytest_asyncio
 from fakes import FakeBatchedBackend, fake_result
 from tolerances import BATCH_INVARIANCE_REL
 
@@ -42,31 +41,7 @@ def expected(it: ForwardItem) -> np.ndarray:
     return fake_result(it).logprobs
 
 
-Make = Callable[..., tuple[DynamicBatcher, FakeBatchedBackend]]
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def make() -> AsyncIterator[Make]:
-    made: list[tuple[DynamicBatcher, FakeBatchedBackend]] = []
-
-    def factory(
-        backend: FakeBatchedBackend | None = None, model: str = "fake", **limits: Any
-    ) -> tuple[DynamicBatcher, FakeBatchedBackend]:
-        backend = backend or FakeBatchedBackend()
-        options = {
-            "max_batch_tokens": 100_000,
-            "max_batch_size": 64,
-            "max_wait_ms": 0,
-            "max_queue": 1000,
-        } | limits
-        batcher = DynamicBatcher(backend, model, **options)
-        made.append((batcher, backend))
-        return batcher, backend
-
-    yield factory
-    for batcher, backend in made:
-        backend.release()
-        await batcher.close()
+Make = Callable[..., tuple[DynamicBatcher, FakeBatchedBackend]]  # the conftest fixture
 
 
 def sample(name: str, **labels: str) -> float:
