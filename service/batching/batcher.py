@@ -5,7 +5,8 @@ its own batches from the queue and runs them, so it never waits for the event lo
 work is queued: tokenizing, assembling results and encoding responses on the loop overlap
 the next forward pass. A batch closes when it is full (``max_batch_tokens`` counted by the
 backend's layout, see ``cost``; or ``max_batch_size``) or ``max_wait_ms`` after its oldest
-item arrived. Items whose caller is gone or whose deadline passed are dropped before they
+item arrived, and, right after a pass, once the callers that pass answered have sent their
+next requests or a share of a pass has gone by (see ``rejoin``). Items whose caller is gone or whose deadline passed are dropped before they
 cost a forward pass. A failing batch runs again in halves, so the item that fails fails
 alone.
 
@@ -117,7 +118,9 @@ class DynamicBatcher:
         now = time.monotonic()
         request = RequestWindows(len(items))
         pending = [
-            PendingItem(item, loop.create_future(), now, deadline, next(self._counter), 0, request)
+            PendingItem(
+                item, loop.create_future(), now, deadline, next(self._counter), request=request
+            )
             for item in items
         ]
         with self._changed:
