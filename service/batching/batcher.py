@@ -6,9 +6,9 @@ work is queued: tokenizing, assembling results and encoding responses on the loo
 the next forward pass. A batch closes when it is full (``max_batch_tokens`` counted by the
 backend's layout, see ``cost``; or ``max_batch_size``) or ``max_wait_ms`` after its oldest
 item arrived, and, right after a pass, once the callers that pass answered have sent their
-next requests or a share of a pass has gone by (see ``rejoin``). Items whose caller is gone or whose deadline passed are dropped before they
-cost a forward pass. A failing batch runs again in halves, so the item that fails fails
-alone.
+next requests or a share of a pass has gone by (see ``rejoin``). Items whose caller is gone
+or whose deadline passed are dropped before they cost a forward pass. A failing batch runs
+again in halves, so the item that fails fails alone.
 
 Order is fair between requests, not first come first served: a request of a thousand texts
 must not make a one-text request that arrives after it wait for all of them. Each request's

@@ -40,7 +40,9 @@ class RequestWindows:
     left: int
 
     def one_done(self) -> bool:
-        """One window went through a pass (or left the queue); True for the request's last."""
+        """One window went through a pass (its results or its error handed out); True
+        for the request's last. Windows dropped from the queue are not counted: their
+        request never finishes in a pass."""
         self.left -= 1
         return self.left == 0
 
