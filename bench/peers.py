@@ -3,7 +3,9 @@
 - naive: the hand-rolled transformers loop the server replaces: one text per forward,
   ``model(input_ids, labels=input_ids)``, in the server's dtype, after a warm-up.
 - vllm: offline vLLM ``prompt_logprobs`` in its own venv (.venv-vllm), as a subprocess
-  running bench/vllm_peer.py (vLLM and the server's torch do not share one environment).
+  running bench/vllm_peer.py (vLLM and the server's torch do not share one environment),
+  in vLLM's default mode: on CPU that compiles the model (torch.compile) at start-up.
+- vllm-eager: the same with ``enforce_eager=True`` (no compile; slower here, see NOTES).
 
 Throughput is in tokens/s of the texts' token ids; per-text times in ms.
 """
@@ -120,15 +122,20 @@ def naive_peer(
 
 
 def vllm_peer(
-    path: Path, dtype: str, corpora: dict[str, list[list[int]]], out_dir: Path
+    path: Path,
+    dtype: str,
+    corpora: dict[str, list[list[int]]],
+    out_dir: Path,
+    enforce_eager: bool = False,
 ) -> dict[str, Any]:
-    """Offline vLLM over each corpus in a subprocess of .venv-vllm; ``{"skipped": why}`` if not."""
+    """Offline vLLM over each corpus in a subprocess of .venv-vllm, in its default
+    (compiled) mode or with ``enforce_eager``; ``{"skipped": why}`` if it cannot run."""
     if not VLLM_PYTHON.exists():
         return {"skipped": VLLM_MISSING}
     prompts = out_dir / "vllm-prompts.json"
     prompts.write_text(json.dumps(corpora))
     longest = max(len(ids) for corpus in corpora.values() for ids in corpus)
-    log = out_dir / "vllm-peer.log"
+    log = out_dir / ("vllm-eager-peer.log" if enforce_eager else "vllm-peer.log")
     command = [
         str(VLLM_PYTHON),
         str(VLLM_SCRIPT),
@@ -140,9 +147,11 @@ def vllm_peer(
         str(prompts),
         "--max-model-len",
         str(max(1024, 1 << longest.bit_length())),
+        *(["--enforce-eager"] if enforce_eager else []),
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")}
-    print(f"vLLM peer: running in .venv-vllm (log: {log})", flush=True)
+    mode = "eager" if enforce_eager else "default mode, compiled"
+    print(f"vLLM peer ({mode}): running in .venv-vllm (log: {log})", flush=True)
     with log.open("w") as handle:
         done = subprocess.run(
             command, stdout=handle, stderr=subprocess.STDOUT, env=env, timeout=1800, check=False

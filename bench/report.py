@@ -37,6 +37,8 @@ def ratios(summary: dict[str, Any]) -> dict[str, float | None]:
         "server_vs_naive_docs": ratio(docs, _tok_s(peers, "naive", "docs")),
         "server_vs_vllm_short": ratio(short, _tok_s(peers, "vllm", "short")),
         "server_vs_vllm_docs": ratio(docs, _tok_s(peers, "vllm", "docs")),
+        "server_vs_vllm_eager_short": ratio(short, _tok_s(peers, "vllm-eager", "short")),
+        "server_vs_vllm_eager_docs": ratio(docs, _tok_s(peers, "vllm-eager", "docs")),
         "many_vs_one_per_request_short": ratio(_tok_s(rows, "short_many_per_request"), short),
         "lone_p50_vs_naive_p50": ratio(lone_p50, naive_short.get("per_text_p50_ms")),
     }
@@ -118,6 +120,11 @@ def _print_ratios(summary: dict[str, Any]) -> None:
     print(
         f"server/vLLM:  short {_x(r['server_vs_vllm_short'])}, docs {_x(r['server_vs_vllm_docs'])}"
     )
+    if r.get("server_vs_vllm_eager_short") is not None:
+        print(
+            f"server/vLLM eager: short {_x(r['server_vs_vllm_eager_short'])}, "
+            f"docs {_x(r['server_vs_vllm_eager_docs'])}"
+        )
     print(
         f"short texts {summary['config']['texts_per_request']}/request vs 1/request: "
         f"{_x(r['many_vs_one_per_request_short'])}"

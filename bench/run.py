@@ -34,7 +34,8 @@ from server_process import start_server, stop_server
 from server_rows import server_rows
 from stats import ForeignLoad, machine
 
-PEERS = ("naive", "vllm")
+PEERS = ("naive", "vllm", "vllm-eager")
+DEFAULT_PEERS = ("naive", "vllm")
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,21 +54,24 @@ def parse_args() -> argparse.Namespace:
         "--compile", default="off", choices=["off", "on", "auto"], help="the server's --compile"
     )
     parser.add_argument("--peer", action="append", choices=PEERS, help="repeatable")
-    parser.add_argument("--peers", help="comma-separated, e.g. naive,vllm")
+    parser.add_argument(
+        "--peers", help="comma-separated, e.g. naive,vllm,vllm-eager (default: naive,vllm)"
+    )
     parser.add_argument("--no-peers", action="store_true", help="measure only the server")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     return parser.parse_args()
 
 
 def chosen_peers(args: argparse.Namespace) -> list[str]:
-    """The peers to run: none with --no-peers, else those named, else all (in PEERS order)."""
+    """The peers to run: none with --no-peers, else those named (in PEERS order), else
+    DEFAULT_PEERS."""
     if args.no_peers:
         return []
     named = set(args.peer or []) | {p.strip() for p in (args.peers or "").split(",") if p.strip()}
     unknown = named - set(PEERS)
     if unknown:
         raise SystemExit(f"unknown peer(s): {', '.join(sorted(unknown))}; known: {PEERS}")
-    return [p for p in PEERS if p in named] if named else list(PEERS)
+    return [p for p in PEERS if p in named] if named else list(DEFAULT_PEERS)
 
 
 def run_server(
@@ -113,7 +117,8 @@ def run_peers(
             if name == "naive":
                 results[name] = naive_peer(path, dtype, corpora, args.device)
             else:
-                results[name] = vllm_peer(path, dtype, corpora, args.out)
+                eager = name == "vllm-eager"
+                results[name] = vllm_peer(path, dtype, corpora, args.out, enforce_eager=eager)
         results[name]["foreign_cpu_share"] = load.share
         if "skipped" in results[name]:
             print(results[name]["skipped"], flush=True)
