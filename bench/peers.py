@@ -121,6 +121,31 @@ def naive_peer(
     return {"dtype": dtype, "device": str(where), **results}
 
 
+def vllm_command(
+    path: Path,
+    dtype: str,
+    corpora: dict[str, list[list[int]]],
+    prompts: Path,
+    enforce_eager: bool = False,
+) -> list[str]:
+    """The command line of the vLLM peer's subprocess: a context of at least 1024 tokens
+    and a power of two above the longest text; vLLM's default mode unless ``enforce_eager``."""
+    longest = max(len(ids) for corpus in corpora.values() for ids in corpus)
+    return [
+        str(VLLM_PYTHON),
+        str(VLLM_SCRIPT),
+        "--model",
+        str(path),
+        "--dtype",
+        "bfloat16" if dtype == MIXED else dtype,  # vLLM has no mixed mode: the closest
+        "--prompts",
+        str(prompts),
+        "--max-model-len",
+        str(max(1024, 1 << longest.bit_length())),
+        *(["--enforce-eager"] if enforce_eager else []),
+    ]
+
+
 def vllm_peer(
     path: Path,
     dtype: str,
@@ -134,21 +159,8 @@ def vllm_peer(
         return {"skipped": VLLM_MISSING}
     prompts = out_dir / "vllm-prompts.json"
     prompts.write_text(json.dumps(corpora))
-    longest = max(len(ids) for corpus in corpora.values() for ids in corpus)
     log = out_dir / ("vllm-eager-peer.log" if enforce_eager else "vllm-peer.log")
-    command = [
-        str(VLLM_PYTHON),
-        str(VLLM_SCRIPT),
-        "--model",
-        str(path),
-        "--dtype",
-        "bfloat16" if dtype == MIXED else dtype,  # vLLM has no mixed mode: the closest
-        "--prompts",
-        str(prompts),
-        "--max-model-len",
-        str(max(1024, 1 << longest.bit_length())),
-        *(["--enforce-eager"] if enforce_eager else []),
-    ]
+    command = vllm_command(path, dtype, corpora, prompts, enforce_eager)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "4")}
     mode = "eager" if enforce_eager else "default mode, compiled"
     print(f"vLLM peer ({mode}): running in .venv-vllm (log: {log})", flush=True)
