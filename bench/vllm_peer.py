@@ -7,8 +7,8 @@ PROMPTS.json maps a corpus name to lists of token ids (the ids the naive loop sc
 Loads ``LLM(model=DIR)`` in vLLM's default mode (on CPU it compiles the model with
 torch.compile at start-up; ``--enforce-eager`` runs it eagerly), warms up, then times one
 ``llm.generate`` per corpus with ``SamplingParams(max_tokens=1, prompt_logprobs=0)`` and
-prints one JSON line: per corpus tokens, seconds, tokens_per_s (prompt tokens per second) and mean_nll
-(nats per scored token). vLLM's engine core starts with spawn, hence the main guard.
+prints one JSON line: per corpus tokens, seconds, tokens_per_s (prompt tokens per second)
+and mean_nll (nats per scored token). vLLM's engine core starts with spawn, hence the main guard.
 """
 
 from __future__ import annotations

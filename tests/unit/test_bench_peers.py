@@ -1,4 +1,4 @@
-"""The benchmark's peers load the model the server serves, from the same ``--model`` value."""
+"""The benchmark's peers: the model the server serves, vLLM's two modes, the choice of peers."""
 
 from __future__ import annotations
 
@@ -12,24 +12,6 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-@pytest.fixture(scope="module")
-def peers() -> ModuleType:
-    """``bench/peers.py``, imported as the benchmark imports it (``bench`` on the path)."""
-    sys.path.insert(0, str(BENCH))
-    try:
-        return importlib.import_module("peers")
-    finally:
-        sys.path.remove(str(BENCH))
-
-
-def test_model_dir_takes_the_sources_the_server_takes(
-    peers: ModuleType, tiny_model_dir: Path
-) -> None:
-    """``SOURCE?dtype=...`` is the server's per-model option, not part of the path."""
-    assert peers.model_dir(str(tiny_model_dir)) == tiny_model_dir
-    assert peers.model_dir(f"{tiny_model_dir}?dtype=bfloat16&max_context=64") == tiny_model_dir
-
-
 def _bench_module(name: str) -> ModuleType:
     """A module of ``bench/`` imported as the benchmark imports it (``bench`` on the path);
     the path is left as it was (``run`` adds its own entries on import)."""
@@ -39,6 +21,20 @@ def _bench_module(name: str) -> ModuleType:
         return importlib.import_module(name)
     finally:
         sys.path[:] = saved
+
+
+@pytest.fixture(scope="module")
+def peers() -> ModuleType:
+    """``bench/peers.py``, imported as the benchmark imports it."""
+    return _bench_module("peers")
+
+
+def test_model_dir_takes_the_sources_the_server_takes(
+    peers: ModuleType, tiny_model_dir: Path
+) -> None:
+    """``SOURCE?dtype=...`` is the server's per-model option, not part of the path."""
+    assert peers.model_dir(str(tiny_model_dir)) == tiny_model_dir
+    assert peers.model_dir(f"{tiny_model_dir}?dtype=bfloat16&max_context=64") == tiny_model_dir
 
 
 def test_the_vllm_peer_runs_vllms_default_mode_unless_eager_is_named(
