@@ -69,6 +69,13 @@ BATCH_TOKENS = Histogram(
     buckets=_BATCH_TOKENS,
     registry=REGISTRY,
 )
+FORWARD_PASSES = Counter(
+    "lmscore_forward_passes_total",
+    "Forward passes by the share of the device they ran on: 'whole' (nothing beside it) "
+    "or 'lane' (beside passes on the other lanes, e.g. one core each of a small CPU).",
+    ["model", "share"],
+    registry=REGISTRY,
+)
 PADDING_RATIO = Histogram(
     "lmscore_padding_ratio",
     "Share of a batch's padded tokens that are padding.",
@@ -146,3 +153,5 @@ def start_model_series(model: str) -> None:
         per_model.labels(model=model)
     for reason in ("expired", "cancelled"):
         ITEMS_DROPPED.labels(model=model, reason=reason)
+    for share in ("whole", "lane"):
+        FORWARD_PASSES.labels(model=model, share=share)

@@ -79,6 +79,15 @@ class Settings(BaseSettings):
         "CUDA, where it measured 0.94-0.99x eager on an H100 (passes there are bound by "
         "kernel launches). If compiling fails the layers run eagerly and the log says why.",
     )
+    cpu_lanes: int | None = Field(
+        None,
+        ge=1,
+        description="transformers backend on CPU: forward passes that may run side by side, "
+        "each on an equal share of the cores; a pass alone still gets every core. Default: "
+        "2 where torch runs 2 threads (on a 2-core AMX CPU, bf16, short texts scored ~1.2x "
+        "faster under load; bench/NOTES.md), else 1 (passes take turns on all threads). "
+        "More lanes hold more passes' activations at once. Compiled layers use 1.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where models run; 'auto' is CUDA when available, else CPU."
     )

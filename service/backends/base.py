@@ -142,13 +142,22 @@ class ModelBackend(Protocol):
 
 class BatchedBackend(ModelBackend, Protocol):
     """A backend that scores one batch at a time, synchronously; our dynamic batcher forms
-    its batches. ``forward`` blocks: call it off the event loop, one batch at a time."""
+    its batches. ``forward`` blocks: call it off the event loop, one batch per lane at a
+    time."""
 
     @property
     def layout(self) -> BatchLayout: ...
 
-    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        """Score every item; results in the same order."""
+    @property
+    def lanes(self) -> int:
+        """Forward passes that may run side by side, each on an equal share of the device
+        (lanes of CPU cores, ``cpu_lanes``); 1 where passes take turns (a GPU)."""
+        ...
+
+    def forward(self, items: list[ForwardItem], lane: int | None = None) -> list[ForwardResult]:
+        """Score every item; results in the same order. ``lane=None``: the pass may use the
+        whole device, nothing runs beside it; a lane in ``range(lanes)``: the pass runs on
+        that lane's share, beside passes on the others. Scores do not depend on which."""
         ...
 
     def warmup(self) -> None:

@@ -1,5 +1,6 @@
-"""Fit torch's CPU thread pool to the CPUs this process may actually use, and run every CPU
-model's torch work on one thread (``CPU_COMPUTE``).
+"""Fit torch's CPU thread pool to the CPUs this process may actually use, and the thread a
+CPU model's torch work runs on (``ComputeThread``; the process's lanes of them are in
+``cpu_lanes``).
 
 torch sizes its intra-op pool from the machine's cores, not from the container's CPU quota
 or this process's affinity: a pod limited to 4 CPUs on a 64-core node would run a 32-thread
@@ -134,13 +135,12 @@ R = TypeVar("R")
 class ComputeThread:
     """One daemon thread that runs the calls handed to it, in the order they came.
 
-    Every CPU model in the process runs its torch work here (``CPU_COMPUTE``). torch's
-    OpenMP runtime (libgomp) keeps a worker pool per thread that ever ran parallel work,
-    and once it manages more threads than there are CPUs it parks workers between
-    parallel regions instead of spinning. With one forward thread per model, a second
-    model that had run once made the first one's lone short forward pass 70 ms instead
-    of 41 on two cores (``bench/NOTES.md``). Models on one CPU gain nothing from running
-    at the same time: each pass already uses every core."""
+    CPU models run their torch work on a few of these (``cpu_lanes.CPU_LANES``), never on
+    the threads that call them: torch's OpenMP runtime (libgomp) keeps a worker pool per
+    thread that ever ran parallel work, and once it manages more threads than there are
+    CPUs it parks workers between parallel regions instead of spinning. With one forward
+    thread per model, a second model that had run once made the first one's lone short
+    forward pass 70 ms instead of 41 on two cores (``bench/NOTES.md``)."""
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -150,12 +150,16 @@ class ComputeThread:
 
     def run(self, fn: Callable[[], R]) -> R:
         """``fn()`` on this thread (at once when called from it); its error is raised here."""
-        if threading.current_thread() is self._thread:
+        if self.owns_current():
             return fn()
         job: Future[R] = Future()
         self._ensure_started()
         self._jobs.put((job, fn))
         return job.result()
+
+    def owns_current(self) -> bool:
+        """Whether the calling thread is this one."""
+        return threading.current_thread() is self._thread
 
     def _ensure_started(self) -> None:
         with self._start:
@@ -166,7 +170,3 @@ class ComputeThread:
     def _work(self) -> None:
         while True:
             fulfil(*self._jobs.get())
-
-
-CPU_COMPUTE = ComputeThread("cpu-compute")
-"""The process's one thread for CPU models' torch work."""

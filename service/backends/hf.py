@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from service.backends import cpu_threads, ragged
+from service.backends import cpu_lanes, cpu_threads, ragged
 from service.backends.base import (
     BackendInfo,
     BatchLayout,
@@ -56,6 +56,7 @@ class HFBackend:
         max_context: int | None = None,
         attention: str = "auto",
         compile_layers: str = "off",
+        lane_count: int | None = None,
         logits_chunk: int = 256,
         vocab_slice: int | None = DEFAULT_VOCAB_SLICE,
     ) -> None:
@@ -67,6 +68,7 @@ class HFBackend:
         self.device = pick_device(device)
         if self.device.type == "cpu":
             cpu_threads.fit_threads()
+            cpu_lanes.CPU_LANES.configure(lane_count)
         skip_cudnn_attention(self.device)
         self.precision = Precision.pick(dtype, self.device)
         self.tokenizer: Any = AutoTokenizer.from_pretrained(path)
@@ -225,14 +227,23 @@ class HFBackend:
                 exact=self.precision.exact,
             )
 
-    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+    @property
+    def lanes(self) -> int:
+        """The process's CPU lanes (``cpu_lanes``) for an eager CPU model; 1 on CUDA, and
+        for compiled layers (inductor fixes their kernels' thread count when it compiles)."""
+        if self.device.type != "cpu" or self.compiled is not None:
+            return 1
+        return cpu_lanes.CPU_LANES.count
+
+    def forward(self, items: list[ForwardItem], lane: int | None = None) -> list[ForwardResult]:
         """Score a batch of windows in one forward pass (ragged or right-padded). On CPU the
-        pass runs on the process's one CPU compute thread (``cpu_threads.CPU_COMPUTE``),
-        whichever thread calls."""
+        pass runs on one of the process's CPU lanes (``cpu_lanes.CPU_LANES``): ``lane``'s
+        share of the threads, or with ``None`` every thread, whichever thread calls."""
         if not items:
             return []
         if self.device.type == "cpu":
-            return cpu_threads.CPU_COMPUTE.run(lambda: self._forward(items))
+            share = lane if self.lanes > 1 else None
+            return cpu_lanes.CPU_LANES.run(lambda: self._forward(items), share)
         return self._forward(items)
 
     @torch.inference_mode()

@@ -1,9 +1,11 @@
 """The dynamic batcher: merges windows from any number of callers into forward passes.
 
-One per model. Callers ``submit`` windows and await their futures. A worker thread takes
-its own batches from the queue and runs them, so it never waits for the event loop while
-work is queued: tokenizing, assembling results and encoding responses on the loop overlap
-the next forward pass. A batch closes when it is full (``max_batch_tokens`` counted by the
+One per model. Callers ``submit`` windows and await their futures. A worker thread per lane
+of the backend (``lanes``: passes side by side, e.g. one per core of a small CPU) takes its
+own batches from the queue and runs them, so none waits for the event loop while work is
+queued: tokenizing, assembling results and encoding responses on the loop overlap the next
+forward pass. Every lane is kept busy while work is queued; a pass gets the whole device
+when nothing else runs or waits and its batch does not split evenly (see ``lanes``). A batch closes when it is full (``max_batch_tokens`` counted by the
 backend's layout, see ``cost``; or ``max_batch_size``) or ``max_wait_ms`` after its oldest
 item arrived, and, right after a pass, once the callers that pass answered have sent their
 next requests or a share of a pass has gone by (see ``rejoin``). Items whose caller is gone
@@ -38,6 +40,8 @@ from dataclasses import dataclass
 from service import metrics
 from service.backends.base import BatchedBackend, ForwardItem
 from service.batching.cost import BatchCost
+from service.batching.lanes import LaneBoard, split_evenly
+from service.batching.pass_record import record_pass
 from service.batching.pending import (
     PendingItem,
     RequestWindows,
@@ -66,7 +70,7 @@ class _Recovery:
 
 
 class DynamicBatcher:
-    """Queue + batching worker thread in front of one batched backend."""
+    """Queue + batching worker threads (one per lane) in front of one batched backend."""
 
     def __init__(
         self,
@@ -88,12 +92,12 @@ class DynamicBatcher:
         self._max_queue = max_queue
         self._pending: list[PendingItem] = []
         self._held = HeldRoom()  # room promised to admitted requests not yet submitted
-        self._changed = threading.Condition()  # guards _pending, _held and _closed
-        self._forwarding = threading.Lock()  # one forward (or warm-up) at a time
+        self._changed = threading.Condition()  # guards _pending, _held, _board and _closed
         self._counter = itertools.count()
         self._batches = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._running: list[PendingItem] = []  # the batch in the forward pass now
+        self._lanes = max(1, backend.lanes)
+        self._threads: list[threading.Thread | None] = [None] * self._lanes
+        self._board = LaneBoard(self._lanes)  # the passes running now, by lane
         self._turn = 0  # the turn of fair order the last batch served (see the docstring)
         self._turn_tokens = max(1, max_batch_tokens // 2)
         self._turn_size = max(1, max_batch_size // 2)
@@ -132,7 +136,7 @@ class DynamicBatcher:
             self._pending.extend(pending)
             self._rejoin.request_arrived()
             self._depth.set(len(self._pending))
-            self._ensure_worker()
+            self._ensure_workers()
             self._changed.notify()
         try:
             return list(await asyncio.gather(*(p.future for p in pending)))
@@ -197,20 +201,24 @@ class DynamicBatcher:
         return self._max_queue
 
     # ---- lifecycle -------------------------------------------------------------------
-    def _ensure_worker(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._work, name=f"forward-{self._model}", daemon=True
-            )
-            self._thread.start()
+    def _ensure_workers(self) -> None:
+        for lane, thread in enumerate(self._threads):
+            if thread is None or not thread.is_alive():
+                suffix = f"-{lane}" if lane else ""
+                thread = threading.Thread(
+                    target=self._work, args=(lane,), name=f"forward-{self._model}{suffix}",
+                    daemon=True,
+                )  # fmt: skip
+                self._threads[lane] = thread
+                thread.start()
 
     async def warmup(self) -> None:
         """The backend's warm-up forward, never beside a real batch, on a thread that ends
         with it (see ``on_own_thread``: no idle math-library pool stays beside the
-        forward thread)."""
+        forward threads)."""
 
         def run() -> None:
-            with self._forwarding:
+            with self._board.holding_whole(self._changed):
                 self._backend.warmup()
 
         await on_own_thread(f"warmup-{self._model}", run)
@@ -221,33 +229,45 @@ class DynamicBatcher:
         worker is a daemon thread: a process that stops sooner does not wait for it)."""
         with self._changed:
             self._closed = True
-            waiting, self._pending = self._pending + self._running, []
+            waiting, self._pending = self._pending + self._board.items(), []
+            self._board.handed.clear()
             self._depth.set(0)
             self._changed.notify_all()
-        # The batch in flight cannot be interrupted; its callers are told now, and its
-        # results are dropped when it ends.
+        # The batches in flight cannot be interrupted; their callers are told now, and
+        # their results are dropped when they end.
         fail(waiting, Unavailable("the model is shutting down"))
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            await asyncio.to_thread(thread.join, wait_s)
-            if thread.is_alive():
-                return  # still in a forward pass: its backend cannot be released under it
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            if thread is not None and thread.is_alive():
+                await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    return  # still in a forward pass: its backend cannot be released
         self._backend.close()
 
     # ---- the worker thread -----------------------------------------------------------
-    def _work(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            self._execute(batch)
-            with self._changed:
-                self._running = []
+    def _work(self, lane: int) -> None:
+        while (taken := self._next_batch(lane)) is not None:
+            batch, share = taken
+            try:
+                self._execute(batch, share)
+            finally:
+                with self._changed:
+                    self._board.end(lane)
+                    self._changed.notify_all()
 
-    def _next_batch(self) -> list[PendingItem] | None:
-        """Block until a batch is due (full, or its oldest item waited ``max_wait_ms`` and
-        the wait for the last pass's callers is over, see ``rejoin``); None once closed."""
+    def _next_batch(self, lane: int) -> tuple[list[PendingItem], int | None] | None:
+        """Block until a batch is due for ``lane`` (a part handed to it, or a batch full,
+        or whose oldest item waited ``max_wait_ms`` with the wait for the last pass's
+        callers over, see ``rejoin``; never beside a pass that holds the whole device).
+        Returns it with the share of the device its pass gets (see ``_share``); None once
+        closed."""
         with self._changed:
             while not self._closed:
+                if (handed := self._board.handed.pop(lane, None)) is not None:
+                    self._board.start(lane, handed, whole=False)
+                    return handed, lane
                 self._drop_gone()
-                if not self._pending:
+                if not self._pending or self._board.whole:
                     self._changed.wait()
                     continue
                 now = time.monotonic()
@@ -259,9 +279,29 @@ class DynamicBatcher:
                 if remaining > 0 and not self._full():
                     self._changed.wait(remaining)
                     continue
-                self._running = self._take()
-                return self._running
+                batch, share = self._share(lane, self._take())
+                self._board.start(lane, batch, whole=share is None)
+                self._changed.notify_all()  # idle lanes: parts handed out, or work left
+                return batch, share
         return None
+
+    def _share(self, lane: int, batch: list[PendingItem]) -> tuple[list[PendingItem], int | None]:
+        """The part of ``batch`` that ``lane`` runs, and on what share of the device: its
+        lane's while other lanes are busy or the queue holds work for them; split evenly
+        with the idle lanes, parts handed to them, where that is worth it; otherwise the
+        whole device (None)."""
+        if self._lanes == 1:
+            return batch, None
+        idle = self._board.idle(besides=lane)
+        if len(idle) < self._lanes - 1 or self._pending:
+            return batch, lane
+        groups = split_evenly([p.length for p in batch], len(idle) + 1, self._cost)
+        if groups is None:
+            return batch, None
+        parts = [[batch[i] for i in group] for group in groups]
+        for other, part in zip(idle, parts[1:], strict=False):
+            self._board.handed[other] = part
+        return parts[0], lane
 
     def _full(self) -> bool:
         """Whether the waiting items already fill a batch."""
@@ -316,7 +356,9 @@ class DynamicBatcher:
             self._depth.set(len(keep))
         fail(expired, Timeout("the request's deadline passed while queued"))
 
-    def _execute(self, batch: list[PendingItem], recovery: _Recovery | None = None) -> None:
+    def _execute(
+        self, batch: list[PendingItem], share: int | None, recovery: _Recovery | None = None
+    ) -> None:
         """Run ``batch`` and deliver its results. When the forward pass fails, its halves
         run again, down to single items: an item the model cannot take (a bad input)
         then fails alone, and the requests that shared its batch are still answered.
@@ -329,8 +371,7 @@ class DynamicBatcher:
             recovery = _Recovery(retries=2 * math.ceil(math.log2(max(2, len(batch)))))
         started = time.monotonic()
         try:
-            with self._forwarding:
-                outputs = self._backend.forward([p.item for p in batch])
+            outputs = self._backend.forward([p.item for p in batch], share)
             if len(outputs) != len(batch):
                 raise RuntimeError(f"{len(outputs)} results for {len(batch)} windows")
         except Exception as exc:  # a failing batch fails its own items, nothing else
@@ -352,12 +393,12 @@ class DynamicBatcher:
                     fail(waiting, error)
                 else:
                     recovery.retries -= 1
-                    self._execute(waiting, recovery)
+                    self._execute(waiting, share, recovery)
             return
         recovery.passed = True
         elapsed = time.monotonic() - started
         self._recent_batch_s = 0.8 * self._recent_batch_s + 0.2 * elapsed
-        self._record(batch, started, elapsed)
+        record_pass(self._model, self._cost, batch, share, started, elapsed)
         self._pass_ended(batch)
         deliver(batch, outputs, started, elapsed, next(self._batches))
 
@@ -373,24 +414,3 @@ class DynamicBatcher:
         now = time.monotonic()
         fail([p for p in items if p.expired(now)], Timeout("the request's deadline passed"))
         return [p for p in items if not p.abandoned() and not p.expired(now)]
-
-    def _record(self, batch: list[PendingItem], started: float, elapsed: float) -> None:
-        model = self._model
-        lengths = [p.length for p in batch]
-        computed = self._cost.tokens(lengths)
-        metrics.INFERENCE_DURATION.labels(model=model).observe(elapsed)
-        metrics.BATCH_SIZE.labels(model=model).observe(len(batch))
-        metrics.BATCH_TOKENS.labels(model=model).observe(computed)
-        metrics.PADDING_RATIO.labels(model=model).observe(self._cost.padding_ratio(lengths))
-        metrics.TOKENS_SCORED.labels(model=model).inc(sum(p.item.num_scored for p in batch))
-        queue = metrics.QUEUE_DURATION.labels(model=model)
-        for p in batch:
-            queue.observe(started - p.enqueued_at)
-        log.debug(
-            "batch model=%s size=%d tokens=%d computed=%d forward_ms=%.1f",
-            model,
-            len(batch),
-            sum(lengths),
-            computed,
-            elapsed * 1000,
-        )

@@ -74,6 +74,7 @@ class FakeBatchedBackend:
     holding token ``fail_on`` raises. Records its batches."""
 
     layout = BatchLayout.PADDED
+    lanes = 1
 
     def __init__(
         self,
@@ -102,7 +103,7 @@ class FakeBatchedBackend:
     def release(self) -> None:
         self._gate.set()
 
-    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+    def forward(self, items: list[ForwardItem], lane: int | None = None) -> list[ForwardResult]:
         self.batches.append(list(items))
         self._gate.wait(timeout=10)
         if self.fail_on is not None and any(self.fail_on in it.input_ids for it in items):

@@ -134,9 +134,9 @@ async def test_loading_and_warming_up_leave_no_thread_behind_but_the_forward_thr
         def warmup(self) -> None:
             ran_on["warmup"] = threading.current_thread()
 
-        def forward(self, items: list[ForwardItem]) -> Any:
+        def forward(self, items: list[ForwardItem], lane: int | None = None) -> Any:
             ran_on["forward"] = threading.current_thread()
-            return super().forward(items)
+            return super().forward(items, lane)
 
     def resolve(spec: ModelSpec, cache: Any) -> ResolvedModel:
         ran_on["resolve"] = threading.current_thread()

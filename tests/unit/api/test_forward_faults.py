@@ -31,10 +31,10 @@ async def test_a_failing_forward_fails_only_its_batch(
     poison_ids = tuple(model.backend.tokenizer(POISON, add_special_tokens=False)["input_ids"])
     real_forward = model.backend.forward
 
-    def forward(items: list[Any]) -> Any:
+    def forward(items: list[Any], lane: int | None = None) -> Any:
         if any(item.input_ids == poison_ids for item in items):
             raise RuntimeError("the device fell over")
-        return real_forward(items)
+        return real_forward(items, lane)
 
     monkeypatch.setattr(model.backend, "forward", forward)
     labels = {"endpoint": "score_text", "protocol": "http", "code": "500"}
@@ -80,8 +80,8 @@ def _with_last_logprob(
     )
     real_forward = model.backend.forward
 
-    def forward(items: list[Any]) -> Any:
-        results = real_forward(items)
+    def forward(items: list[Any], lane: int | None = None) -> Any:
+        results = real_forward(items, lane)
         for i, item in enumerate(items):
             if ids is not None and item.input_ids != ids:
                 continue

@@ -529,10 +529,10 @@ async def test_abandoned_stream_is_cleaned_up(
     real_forward = model.backend.forward
     forwarded: list[int] = []
 
-    def slow_forward(items: Any) -> Any:
+    def slow_forward(items: Any, lane: int | None = None) -> Any:
         time.sleep(0.4)  # on the batcher's worker thread
         forwarded.append(len(items))
-        return real_forward(items)
+        return real_forward(items, lane)
 
     monkeypatch.setattr(model.backend, "forward", slow_forward)
     cancelled = {"endpoint": "score_text_stream", "protocol": "grpc", "code": "CANCELLED"}

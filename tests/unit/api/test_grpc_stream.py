@@ -137,9 +137,9 @@ async def test_a_stream_over_the_queue_limit_is_answered_in_full(
     model = served.engine.registry.models["default"]
     real_forward = model.backend.forward
 
-    def slow_forward(items: Any) -> Any:
+    def slow_forward(items: Any, lane: int | None = None) -> Any:
         time.sleep(0.05)  # on the batcher's worker thread: the queue fills meanwhile
-        return real_forward(items)
+        return real_forward(items, lane)
 
     monkeypatch.setattr(model.backend, "forward", slow_forward)
     requests = stream_of_many_texts()

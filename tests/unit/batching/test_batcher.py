@@ -171,7 +171,7 @@ class SteppedBackend(FakeBatchedBackend):
     def step(self) -> None:
         self._steps.release()
 
-    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
+    def forward(self, items: list[ForwardItem], lane: int | None = None) -> list[ForwardResult]:
         self.batches.append(list(items))
         assert self._steps.acquire(timeout=10), "no step() within 10 s"
         return [fake_result(it) for it in items]
@@ -454,8 +454,8 @@ async def test_a_failing_batch_of_one_request_fails_it(make: Make) -> None:
 class ShortBackend(FakeBatchedBackend):
     """Returns one result too few: a backend bug must fail the batch, not hang it."""
 
-    def forward(self, items: list[ForwardItem]) -> list[ForwardResult]:
-        return super().forward(items)[:-1]
+    def forward(self, items: list[ForwardItem], lane: int | None = None) -> list[ForwardResult]:
+        return super().forward(items, lane)[:-1]
 
 
 async def test_backend_returning_too_few_results_fails_the_batch(make: Make) -> None:
