@@ -84,8 +84,9 @@ class Settings(BaseSettings):
         ge=1,
         description="transformers backend on CPU: forward passes that may run side by side, "
         "each on an equal share of the cores; a pass alone still gets every core. Default: "
-        "2 where torch runs 2 threads (on a 2-core AMX CPU, bf16, short texts scored ~1.2x "
-        "faster under load; bench/NOTES.md), else 1 (passes take turns on all threads). "
+        "2 where torch runs 2 threads (on a 2-core AMX CPU, bf16, short texts under load "
+        "scored 1.13-1.21x faster than with 1; bench/NOTES.md), else 1 (passes take turns "
+        "on all threads). "
         "More lanes hold more passes' activations at once. Compiled layers use 1.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
