@@ -5,10 +5,12 @@ of the backend (``lanes``: passes side by side, e.g. one per core of a small CPU
 own batches from the queue and runs them, so none waits for the event loop while work is
 queued: tokenizing, assembling results and encoding responses on the loop overlap the next
 forward pass. Every lane is kept busy while work is queued; a pass gets the whole device
-when nothing else runs or waits and its batch does not split evenly (see ``lanes``). A batch closes when it is full (``max_batch_tokens`` counted by the
-backend's layout, see ``cost``; or ``max_batch_size``) or ``max_wait_ms`` after its oldest
-item arrived, and, right after a pass, once the callers that pass answered have sent their
-next requests or a share of a pass has gone by (see ``rejoin``). Items whose caller is gone
+when nothing else runs or waits and its batch does not split evenly (see ``lanes``).
+
+A batch closes when it is full (``max_batch_tokens`` counted by the backend's layout, see
+``cost``; or ``max_batch_size``) or ``max_wait_ms`` after its oldest item arrived, and,
+right after a pass, once the callers that pass answered have sent their next requests or a
+share of a pass has gone by (see ``rejoin``). Items whose caller is gone
 or whose deadline passed are dropped before they cost a forward pass. A failing batch runs
 again in halves, so the item that fails fails alone.
 

@@ -37,11 +37,14 @@ def split_evenly(lengths: Sequence[int], parts: int, cost: BatchCost) -> list[li
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for count in range(min(parts, len(lengths)), 1, -1):
         groups: list[list[int]] = [[] for _ in range(count)]
-        costs = [0] * count
+        costs, totals = [0] * count, [0] * count
         for i in order:
             cheapest = min(range(count), key=costs.__getitem__)
-            groups[cheapest].append(i)
-            costs[cheapest] = cost.tokens([lengths[j] for j in groups[cheapest]])
+            group = groups[cheapest]
+            group.append(i)
+            totals[cheapest] += lengths[i]
+            # Longest first: a group's first window is its longest.
+            costs[cheapest] = cost.tokens_of(len(group), totals[cheapest], lengths[group[0]])
         if min(costs) >= MIN_PART_TOKENS and max(costs) <= EVEN_SLACK * sum(costs) / count:
             return [sorted(group) for group in groups]
     return None
@@ -97,7 +100,3 @@ class LaneBoard:
     def items(self) -> list[PendingItem]:
         """Every item in a pass or handed to a lane."""
         return [p for batch in (*self.running.values(), *self.handed.values()) for p in batch]
-
-    def clear(self) -> None:
-        self.running.clear()
-        self.handed.clear()
