@@ -61,6 +61,7 @@ def _transformers(model: ResolvedModel, settings: Settings) -> Scheduler:
         max_context=settings.max_context,
         attention=settings.attention,
         compile_layers=settings.compile,
+        pack_weights=settings.pack_weights,
         lane_count=settings.cpu_lanes,
     )
     return dynamic_batcher(backend, model.name, settings)

@@ -31,6 +31,12 @@ from service.backends.base import (
 )
 from service.backends.compiled import CompiledLayers, compile_refusal, decoder_layers
 from service.backends.logit_head import LogitTransform, check_head
+from service.backends.packed_linear import (
+    PackedLayers,
+    largest_difference,
+    packing_refusal,
+    probe_tolerance,
+)
 from service.backends.precision import (
     Precision,
     model_context,
@@ -56,6 +62,7 @@ class HFBackend:
         max_context: int | None = None,
         attention: str = "auto",
         compile_layers: str = "off",
+        pack_weights: str = "auto",
         lane_count: int | None = None,
         logits_chunk: int = 256,
         vocab_slice: int | None = DEFAULT_VOCAB_SLICE,
@@ -98,6 +105,7 @@ class HFBackend:
             self.info = dataclasses.replace(self.info, token_trees=True)
         log.info("%s: %s batches", path.name, self.layout.value)
         self.compiled = self._compile(compile_layers)
+        self.packed_layers = self._pack_weights(pack_weights)
 
     def _compile(self, requested: str) -> CompiledLayers | None:
         """The decoder layers compiled (see ``compiled``), or None with the reason logged:
@@ -112,6 +120,44 @@ class HFBackend:
             return None
         log.info("compiling %d decoder layers (inductor) at warm-up", len(layers))
         return CompiledLayers(layers, on_fallback=self._report_compiled)
+
+    @torch.inference_mode()
+    def _pack_weights(self, requested: str) -> int:
+        """Pack the decoder layers' linear weights for oneDNN (see ``packed_linear``);
+        returns how many were packed. None are where refused, or where a probe's logits
+        moved: then the plain layers stay and a warning says why."""
+        refusal = packing_refusal(requested, self.device, self.precision.weights)
+        if refusal is None and self.compiled is not None:
+            refusal = "compiled layers run inductor's own kernels"
+        layers = decoder_layers(self.model) if refusal is None else []
+        if refusal is None and not layers:
+            refusal = f"{type(self.model).__name__} names no decoder layers"
+        if refusal is not None:
+            log.info("linear weights not packed: %s", refusal)
+            return 0
+        plain = self._probe_logits()
+        packed = PackedLayers(layers)
+        try:
+            worst = largest_difference(plain, self._probe_logits())
+        except Exception as exc:  # any layer code the packed op cannot take
+            worst, refusal = float("inf"), f"{type(exc).__name__}: {exc}"
+        if not worst <= probe_tolerance(plain):
+            packed.restore()
+            log.warning(
+                "linear weights not packed: %s",
+                refusal or f"a probe's logits moved by {worst:.3g} once packed",
+            )
+            return 0
+        packed.keep()
+        log.info("%d linear layers packed for oneDNN", packed.count)
+        return packed.count
+
+    def _probe_logits(self) -> torch.Tensor:
+        """Logits of a short probe text, one window, as a forward pass computes them."""
+        ids = self.tokenizer.encode("Probe: packed weights, same logits.", add_special_tokens=False)
+        with self.precision.context(self.device):
+            hidden, _ = self._padded_hidden([tuple(ids)])
+            return self._project(hidden)
 
     def _report_compiled(self) -> None:
         """``info.compiled`` follows whether the layers run compiled now."""

