@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         "(bench/NOTES.md). 'auto' packs where oneDNN has bf16 kernels and the layers are "
         "not compiled; 'off' keeps plain matmuls.",
     )
+    trace_body: Literal["auto", "off"] = Field(
+        "auto",
+        description="transformers backend on CPU, ragged batches: trace the model's body "
+        "with TorchScript at load, so a forward pass runs as one call that does not hold "
+        "Python's GIL (the event loop and a second lane no longer stall it). On a 2-core AMX "
+        "CPU, bf16, two lanes of 16 short texts a pass scored 1.18x eager (bench/NOTES.md). "
+        "'auto' traces models with plain causal attention and length-independent rotary "
+        "embeddings, where a probe of another shape matches the eager body; token trees, "
+        "compiled layers and bf16-mixed run eagerly. 'off' runs every pass eagerly.",
+    )
     cpu_lanes: int | None = Field(
         None,
         ge=1,

@@ -62,6 +62,7 @@ def _transformers(model: ResolvedModel, settings: Settings) -> Scheduler:
         attention=settings.attention,
         compile_layers=settings.compile,
         pack_weights=settings.pack_weights,
+        trace_body=settings.trace_body,
         lane_count=settings.cpu_lanes,
     )
     return dynamic_batcher(backend, model.name, settings)

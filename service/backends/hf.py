@@ -18,7 +18,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from service.backends import cpu_lanes, cpu_threads, ragged
@@ -30,13 +29,9 @@ from service.backends.base import (
     bos_or_eos,
 )
 from service.backends.compiled import CompiledLayers, compile_refusal, decoder_layers
+from service.backends.forward_results import split_scores
 from service.backends.logit_head import LogitTransform, check_head
-from service.backends.packed_linear import (
-    PackedLayers,
-    largest_difference,
-    packing_refusal,
-    probe_tolerance,
-)
+from service.backends.packed_linear import pack_decoder_layers, packing_refusal
 from service.backends.precision import (
     Precision,
     model_context,
@@ -44,7 +39,8 @@ from service.backends.precision import (
     skip_cudnn_attention,
 )
 from service.backends.ragged import RaggedBatch
-from service.scoring.logprobs import PositionScores, Projection, score_hidden_states
+from service.backends.traced_body import TracedBody, trace_body, tracing_refusal
+from service.scoring.logprobs import Projection, score_hidden_states
 from service.scoring.projection import DEFAULT_VOCAB_SLICE, VocabProjection, scale_and_cap
 
 log = logging.getLogger(__name__)
@@ -63,6 +59,7 @@ class HFBackend:
         attention: str = "auto",
         compile_layers: str = "off",
         pack_weights: str = "auto",
+        trace_body: str = "auto",
         lane_count: int | None = None,
         logits_chunk: int = 256,
         vocab_slice: int | None = DEFAULT_VOCAB_SLICE,
@@ -100,12 +97,14 @@ class HFBackend:
             max_context=context,
             vocab_size=int(self.model.get_input_embeddings().weight.shape[0]),
         )
+        self.traced: TracedBody | None = None  # set once the layout is known
         self.layout = self._pick_layout(attention)
         if self.layout is BatchLayout.RAGGED:
             self.info = dataclasses.replace(self.info, token_trees=True)
         log.info("%s: %s batches", path.name, self.layout.value)
         self.compiled = self._compile(compile_layers)
         self.packed_layers = self._pack_weights(pack_weights)
+        self.traced = self._trace_body(trace_body)
 
     def _compile(self, requested: str) -> CompiledLayers | None:
         """The decoder layers compiled (see ``compiled``), or None with the reason logged:
@@ -123,34 +122,25 @@ class HFBackend:
 
     @torch.inference_mode()
     def _pack_weights(self, requested: str) -> int:
-        """Pack the decoder layers' linear weights for oneDNN (see ``packed_linear``);
-        returns how many were packed. None are where refused, or where a probe's logits
-        moved: then the plain layers stay and a warning says why."""
+        """Pack the decoder layers' linear weights (see ``packed_linear``); how many."""
         refusal = packing_refusal(requested, self.device, self.precision.weights)
         if refusal is None and self.compiled is not None:
             refusal = "compiled layers run inductor's own kernels"
-        layers = decoder_layers(self.model) if refusal is None else []
-        if refusal is None and not layers:
-            refusal = f"{type(self.model).__name__} names no decoder layers"
-        if refusal is not None:
-            log.info("linear weights not packed: %s", refusal)
-            return 0
-        plain = self._probe_logits()
-        packed = PackedLayers(layers)
-        try:
-            worst = largest_difference(plain, self._probe_logits())
-        except Exception as exc:  # any layer code the packed op cannot take
-            worst, refusal = float("inf"), f"{type(exc).__name__}: {exc}"
-        if not worst <= probe_tolerance(plain):
-            packed.restore()
-            log.warning(
-                "linear weights not packed: %s",
-                refusal or f"a probe's logits moved by {worst:.3g} once packed",
-            )
-            return 0
-        packed.keep()
-        log.info("%d linear layers packed for oneDNN", packed.count)
-        return packed.count
+        return pack_decoder_layers(decoder_layers(self.model), self._probe_logits, refusal)
+
+    @torch.inference_mode()
+    def _trace_body(self, requested: str) -> TracedBody | None:
+        """The body traced for ragged CPU passes (see ``traced_body``), or None."""
+        refusal = tracing_refusal(
+            requested,
+            self.device,
+            ragged=self.layout is BatchLayout.RAGGED,
+            compiled=self.compiled is not None,
+            autocast=self.precision.autocast is not None,
+            config=self.model.config,
+        )
+        ids = self.tokenizer.encode("Trace: one stream of windows.", add_special_tokens=False)
+        return trace_body(self._body, tuple(ids), self.device, self.precision.exact, refusal)
 
     def _probe_logits(self) -> torch.Tensor:
         """Logits of a short probe text, one window, as a forward pass computes them."""
@@ -346,7 +336,7 @@ class HFBackend:
             bow_mask=self._bow_mask() if any(item.with_bow for item in items) else None,
             with_full=any(item.with_full for item in items),
         )
-        return _split(scores, items)
+        return split_scores(scores, items)
 
     def _ragged_hidden(
         self,
@@ -356,6 +346,8 @@ class HFBackend:
         """Final hidden states ``[total, H]`` of the windows as one token stream, and
         where each window starts in it."""
         batch = RaggedBatch.of(windows, self.device, trees)
+        if self.traced is not None and not batch.masks:
+            return self.traced(batch), list(batch.starts)
         with batch.attending():
             out = self._body(
                 input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
@@ -372,46 +364,6 @@ class HFBackend:
             ids[b, : len(window)] = torch.tensor(window, dtype=torch.long)
         hidden = self._body(input_ids=ids.to(self.device), use_cache=False).last_hidden_state
         return hidden.reshape(-1, hidden.shape[-1]), [b * width for b in range(len(windows))]
-
-
-def _split(scores: PositionScores, items: list[ForwardItem]) -> list[ForwardResult]:
-    logprobs = scores.logprobs.cpu().numpy()
-    ranks = scores.ranks.cpu().numpy()
-    top_ids = scores.top_ids.cpu().numpy()
-    top_lps = scores.top_logprobs.cpu().numpy()
-    entropy = None if scores.entropy is None else scores.entropy.cpu().numpy()
-    bow = None if scores.bow is None else scores.bow.cpu().numpy()
-    full = None if scores.full is None else scores.full.cpu().numpy()
-    std = None if scores.logprob_std is None else scores.logprob_std.cpu().numpy()
-    results: list[ForwardResult] = []
-    offset = 0
-    for item in items:
-        n, k = item.num_scored, item.top_k
-        span = slice(offset, offset + n)
-        result = ForwardResult(
-            logprobs[span],
-            ranks[span].astype(np.int64),
-            top_ids[span, :k].astype(np.int64),
-            top_lps[span, :k],
-        )
-        if item.with_stats and entropy is not None and std is not None:
-            result = dataclasses.replace(result, entropy=entropy[span], logprob_std=std[span])
-        if item.with_full and full is not None:
-            result = dataclasses.replace(result, full_logprobs=full[span])
-        if item.with_bow and bow is not None:
-            result = dataclasses.replace(result, bow=bow[span])
-            if item.next_token:
-                result = dataclasses.replace(result, next_bow=float(bow[offset + n]))
-        offset += n
-        if item.next_token:
-            result = dataclasses.replace(
-                result,
-                next_top_ids=top_ids[offset, :k].astype(np.int64),
-                next_top_logprobs=top_lps[offset, :k],
-            )
-            offset += 1
-        results.append(result)
-    return results
 
 
 def beginning_of_word_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:

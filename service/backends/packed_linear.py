@@ -15,9 +15,16 @@ CPU are packed (the case measured; float32 matmuls there run MKL's own GEMM).
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from service.backends.scripted_windows import quietly_script
+
+log = logging.getLogger(__name__)
 
 CHOICES = ("auto", "off")
 
@@ -39,25 +46,37 @@ def packing_refusal(requested: str, device: torch.device, dtype: torch.dtype) ->
     return None
 
 
+def packed_linear(
+    hidden: torch.Tensor, packed_weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``hidden @ weight.T + bias`` with ``weight`` packed by ``_reorder_linear_weight``."""
+    return torch.ops.mkldnn._linear_pointwise(hidden, packed_weight, bias, "none", [], "")
+
+
+@functools.cache
+def _linear() -> Callable[..., torch.Tensor]:
+    # Scripted, so that a traced body records one call (the tracer cannot record the op's
+    # empty list of optional scalars itself).
+    return quietly_script(packed_linear) or packed_linear
+
+
 class PackedLinear(torch.nn.Module):
     """``nn.Linear``'s forward on a weight packed by oneDNN. The packed weight is an opaque
-    oneDNN tensor: it is not a parameter or buffer, so ``state_dict`` and ``.to()`` never
-    see it; the plain layer is kept by ``PackedLayers`` to be put back."""
+    oneDNN tensor, held as a buffer that ``state_dict`` leaves out; the plain layer is kept
+    by ``PackedLayers`` to be put back."""
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         with torch.no_grad():
-            self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
-                linear.weight.detach(), None
-            )
+            packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), None)
+        self.packed_weight: torch.Tensor
+        self.register_buffer("packed_weight", packed, persistent=False)
         self.bias = None if linear.bias is None else linear.bias.detach()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(
-            hidden, self.packed_weight, self.bias, "none", [], ""
-        )
+        return _linear()(hidden, self.packed_weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed"
@@ -110,3 +129,34 @@ def probe_tolerance(logits: torch.Tensor) -> float:
     """What a packed probe may differ by: bf16 rounds a logit of 30 to 0.125, and a GEMM
     with another blocking may flip that rounding; a wrong matmul moves logits by units."""
     return 0.02 * max(1.0, float(logits.float().abs().max()))
+
+
+def pack_decoder_layers(
+    layers: list[torch.nn.Module],
+    probe: Callable[[], torch.Tensor],
+    refusal: str | None,
+) -> int:
+    """Pack the linear layers inside ``layers`` unless ``refusal`` says why not; returns
+    how many were packed. ``probe()`` gives a probe's logits: where they move once packed
+    by more than ``probe_tolerance`` (or the probe fails), the plain layers are put back
+    and a warning says why."""
+    if refusal is None and not layers:
+        refusal = "the model names no decoder layers"
+    if refusal is not None:
+        log.info("linear weights not packed: %s", refusal)
+        return 0
+    plain = probe()
+    packed = PackedLayers(layers)
+    failure: str | None = None
+    try:
+        worst = largest_difference(plain, probe())
+    except Exception as exc:  # any layer code the packed op cannot take
+        worst, failure = float("inf"), f"{type(exc).__name__}: {exc}"
+    if not worst <= probe_tolerance(plain):
+        packed.restore()
+        why = failure or f"a probe's logits moved by {worst:.3g} once packed"
+        log.warning("linear weights not packed: %s", why)
+        return 0
+    packed.keep()
+    log.info("%d linear layers packed for oneDNN", packed.count)
+    return packed.count

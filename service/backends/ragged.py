@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from service.backends.padded_groups import PaddedGroup, grouped_attention, padded_groups
+from service.backends.scripted_windows import traced_windows, windows_attention
 from service.backends.varlen_kernel import find_varlen
 
 log = logging.getLogger(__name__)
@@ -158,10 +159,12 @@ def ragged_attention(
         else Windows(batch.starts, batch.lengths, batch.masks, batch.position_ids[0])
     )
     sliding = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
-    if sliding is not None and max(windows.lengths) <= sliding:
-        sliding = None  # no window reaches past it: plain causal attention
     extras = ScoreExtras(kwargs.get("softcap"), kwargs.get("s_aux"))
     stream = batch is not None and query.shape[0] == 1
+    if torch.jit.is_tracing():
+        return traced_windows(query, key, value, batch, scaling, sliding, extras.none), None
+    if sliding is not None and max(windows.lengths) <= sliding:
+        sliding = None  # no window reaches past it: plain causal attention
     if query.is_cuda and torch.is_autocast_enabled("cuda"):
         # What autocast does to SDPA's inputs, done here so the varlen kernel (which
         # autocast does not know) takes them too: rotary embeddings leave float32 queries.
@@ -176,6 +179,10 @@ def ragged_attention(
     elif several and batch is not None and sliding is None and _groups_pay(query):
         key, value, gqa = _heads_for_sdpa(query, key, value, masked=False)
         out = grouped_attention(query, key, value, batch.groups, scaling, gqa)
+    elif several and sliding is None and not query.is_cuda:
+        key, value, gqa = _heads_for_sdpa(query, key, value, masked=False)
+        assert batch is not None
+        out = windows_attention()(query, key, value, batch.cu_seq_lens, scaling, gqa)
     else:
         out = _per_window(query, key, value, windows, scaling, sliding, extras)
     return out, None

@@ -128,7 +128,7 @@ def test_packed_weights_whose_probe_moves_are_put_back(
         "forward",
         lambda self, hidden: torch.zeros(*hidden.shape[:-1], self.out_features).to(hidden),
     )
-    with caplog.at_level(logging.WARNING, logger="service.backends.hf"):
+    with caplog.at_level(logging.WARNING, logger="service.backends.packed_linear"):
         backend = HFBackend(tiny_model_dir, dtype="bfloat16", device="cpu")
     assert backend.packed_layers == 0
     assert not any(isinstance(m, PackedLinear) for m in backend.model.modules())
@@ -143,7 +143,7 @@ def test_packed_weights_whose_probe_fails_are_put_back(
         raise RuntimeError("no kernel for this shape")
 
     monkeypatch.setattr(packed_linear.PackedLinear, "forward", refuse)
-    with caplog.at_level(logging.WARNING, logger="service.backends.hf"):
+    with caplog.at_level(logging.WARNING, logger="service.backends.packed_linear"):
         backend = HFBackend(tiny_model_dir, dtype="bfloat16", device="cpu")
     assert backend.packed_layers == 0
     assert "linear weights not packed: RuntimeError: no kernel for this shape" in caplog.text
