@@ -281,7 +281,9 @@ class DynamicBatcher:
                 if remaining > 0 and not self._full():
                     self._changed.wait(remaining)
                     continue
-                batch, share = self._share(lane, self._take())
+                queued = [p.length for p in self._pending]
+                cap = self._board.fair_share(lane, queued, self._cost, self._max_tokens)
+                batch, share = self._share(lane, self._take(cap))
                 self._board.start(lane, batch, whole=share is None)
                 self._changed.notify_all()  # idle lanes: parts handed out, or work left
                 return batch, share
@@ -311,9 +313,11 @@ class DynamicBatcher:
             return True
         return self._cost.tokens([p.length for p in self._pending]) >= self._max_tokens
 
-    def _take(self) -> list[PendingItem]:
-        """The first item in fair order plus, within the budget, its nearest neighbours in
-        length (padded layouts) or the items next in fair order (ragged layouts)."""
+    def _take(self, cap: int | None = None) -> list[PendingItem]:
+        """The first item in fair order plus, within the budget (and ``cap``, a cost in
+        tokens), its nearest neighbours in length (padded layouts) or the items next in
+        fair order (ragged layouts)."""
+        budget = self._max_tokens if cap is None else min(cap, self._max_tokens)
         anchor = min(self._pending, key=PendingItem.fair_order)
         self._turn = max(self._turn, anchor.turn)
         if self._cost.groups_by_length:
@@ -329,7 +333,7 @@ class DynamicBatcher:
                 break
             widest = max(longest, candidate.length)
             cost = self._cost.tokens_of(len(batch) + 1, total + candidate.length, widest)
-            if batch and cost > self._max_tokens:
+            if batch and cost > budget:
                 continue
             batch.append(candidate)
             total, longest = total + candidate.length, widest

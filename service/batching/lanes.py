@@ -97,6 +97,24 @@ class LaneBoard:
                 self.whole = False
                 changed.notify_all()
 
+    def fair_share(
+        self, lane: int, queued: Sequence[int], cost: BatchCost, budget: int
+    ) -> int | None:
+        """The most a batch for ``lane`` may cost (tokens) where it would otherwise take
+        more than its share: an even share of the work outstanding (queued, plus running
+        on the other lanes), at least ``MIN_PART_TOKENS``. A lane that took everything
+        queued would run one long pass on its core while the other lane, freed a moment
+        later, found nothing to do. None (no cap) with one lane, or when no other lane
+        runs and the queue fits one batch (``budget``): then ``split_evenly`` shares it."""
+        if self.lanes == 1:
+            return None
+        others = [batch for other, batch in self.running.items() if other != lane]
+        waiting = cost.tokens(queued)
+        if not others and waiting <= budget:
+            return None
+        running = sum(cost.tokens([p.length for p in batch]) for batch in others)
+        return max(MIN_PART_TOKENS, -(-(waiting + running) // self.lanes))
+
     def items(self) -> list[PendingItem]:
         """Every item in a pass or handed to a lane."""
         return [p for batch in (*self.running.values(), *self.handed.values()) for p in batch]

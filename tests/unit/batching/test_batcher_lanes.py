@@ -17,7 +17,9 @@ from fakes import FakeBatchedBackend
 from test_batcher import Make, assert_scored, item, sample, until
 
 from service.backends.base import BatchLayout, ForwardItem, ForwardResult
-from service.batching.lanes import MIN_PART_TOKENS
+from service.batching.cost import BatchCost
+from service.batching.lanes import MIN_PART_TOKENS, LaneBoard
+from service.batching.pending import PendingItem
 from service.errors import InternalError, Unavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -155,3 +157,40 @@ async def test_a_failing_part_fails_only_its_own_windows(make: Make) -> None:
     with pytest.raises(InternalError, match="marker token"):
         await asyncio.wait_for(failing, 5)
     assert backend.beside_whole == 0
+
+
+async def test_a_lane_may_take_an_even_share_of_the_outstanding_work() -> None:
+    ragged = BatchCost(BatchLayout.RAGGED)
+    board = LaneBoard(lanes=2)
+    assert LaneBoard(lanes=1).fair_share(0, [900] * 4, ragged, budget=1000) is None
+    # Nothing runs and the queue fits one batch: no cap (split_evenly shares it out).
+    assert board.fair_share(0, [300, 300, 300], ragged, budget=1000) is None
+    # More than one batch queued: half of it each.
+    assert board.fair_share(0, [300] * 5, ragged, budget=1000) == 750
+    board.start(1, [sample_item(400)], whole=False)
+    assert board.fair_share(0, [300, 300], ragged, budget=1000) == 500  # (600 + 400) / 2
+    small = LaneBoard(lanes=2)
+    small.start(1, [sample_item(50)], whole=False)
+    assert small.fair_share(0, [10], ragged, budget=1000) == MIN_PART_TOKENS  # not 30
+    # The lane's own pass does not count against it.
+    assert board.fair_share(1, [300, 300], ragged, budget=1000) is None
+
+
+def sample_item(length: int) -> PendingItem:
+    """A pending window whose pass runs ``length`` tokens (its last token is not run)."""
+    return PendingItem(item(length + 1, 0), asyncio.get_running_loop().create_future(), 0.0)
+
+
+async def test_a_queue_over_one_batch_is_shared_by_the_lanes_not_hoarded(make: Make) -> None:
+    """Both lanes idle and more queued than one pass holds: each lane takes half, where
+    the first would have taken a whole budget and left the other almost nothing."""
+    backend = LanedBackend()
+    batcher, _ = make(backend, max_batch_tokens=10 * MIN_PART_TOKENS)
+    backend.hold()
+    items = [long_enough(tag) for tag in range(80, 92)]  # 12 windows, 1.2 budgets
+    task = asyncio.create_task(batcher.submit(items))
+    await until(lambda: backend.inside == 2)
+    backend.release()
+    assert_scored(items, await asyncio.wait_for(task, 5))
+    assert [len(part) for _, part in backend.passes] == [6, 6]
+    assert all(lane is not None for lane, _ in backend.passes)
