@@ -179,7 +179,8 @@ def ragged_attention(
     elif several and batch is not None and sliding is None and _groups_pay(query):
         key, value, gqa = _heads_for_sdpa(query, key, value, masked=False)
         out = grouped_attention(query, key, value, batch.groups, scaling, gqa)
-    elif several and sliding is None and not query.is_cuda:
+    elif several and sliding is None and not query.is_cuda and not torch.is_autocast_enabled("cpu"):
+        # TorchScript applies autocast by its own pass; bf16-mixed keeps the eager loop.
         key, value, gqa = _heads_for_sdpa(query, key, value, masked=False)
         assert batch is not None
         out = windows_attention()(query, key, value, batch.cu_seq_lens, scaling, gqa)
