@@ -4,13 +4,15 @@
 weight, and oneDNN reorders it into the blocked layout its AMX / AVX-512 kernels read on
 every call. For the small matmuls of a scoring pass that reorder is a large share of the
 work: one thread, SmolLM2-135M's MLP shapes, a ``[40, 576] x [576, 1536]`` matmul took
-180 us plain and 91 us packed, ``[500, 576] x [576, 1536]`` 786 against 664 us
+180 us plain and 97 us packed, ``[500, 576] x [576, 1536]`` 786 against 664 us
 (2-core Intel Xeon with AMX; ``bench/NOTES.md``). Packing once at load is what inductor's
 ``freezing`` and vLLM-cpu do for the same reason.
 
-The packed op runs the same blocked GEMM, so scores do not move: ``HFBackend`` checks this
-on a probe when it packs and keeps the plain layers where they differ. Only bf16 weights on
-CPU are packed (the case measured; float32 matmuls there run MKL's own GEMM).
+The packed op blocks its float32 sums differently, so bf16 scores move by bf16 rounding, as
+they do between batches (measured against float32: PPL median 0.94% packed, 1.05% plain).
+A probe when packing checks the logits stay within that rounding and keeps the plain layers
+where they do not. Only bf16 weights on CPU are packed (the case measured; float32 matmuls
+there run MKL's own GEMM).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from service.backends.precision import largest_difference
 from service.backends.scripted_windows import quietly_script
 
 log = logging.getLogger(__name__)
@@ -115,14 +118,6 @@ class PackedLayers:
         for swap in self._swaps:
             setattr(swap.parent, swap.name, swap.plain)
         self._swaps = []
-
-
-def largest_difference(before: torch.Tensor, after: torch.Tensor) -> float:
-    """Largest absolute difference of two logit tensors, in float32 (``inf`` where their
-    shapes differ)."""
-    if before.shape != after.shape:
-        return float("inf")
-    return float((before.float() - after.float()).abs().max())
 
 
 def probe_tolerance(logits: torch.Tensor) -> float:

@@ -101,3 +101,11 @@ def model_context(config: Any) -> int:
         if isinstance(value, int) and value > 1:
             return value
     return 2048
+
+
+def largest_difference(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Largest absolute difference of two tensors (a probe's logits or hidden states, before
+    and after a load-time change), in float32; ``inf`` where their shapes differ."""
+    if before.shape != after.shape:
+        return float("inf")
+    return float((before.float() - after.float()).abs().max())

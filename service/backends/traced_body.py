@@ -7,7 +7,8 @@ for, and a thread that gives the GIL up for one op may wait a whole switch inter
 it back. With a thread beside them running Python a third of the time, two eager lanes lost
 35% of their tokens per second (2-core Intel Xeon with AMX, bf16, 16 short texts a pass);
 traced, they lost 20%, the share of the cores that thread took, and scored 1.18x eager with
-nothing beside them (``bench/NOTES.md``, "A traced body").
+nothing beside them (``bench/NOTES.md``, "Packed weights, a traced body, and lanes that
+share the queue").
 
 ``torch.jit.trace`` records the ops one pass runs. Every input that varies between batches
 must therefore be a tensor input: the token ids, the position ids, and the windows' bounds
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 
 from service.backends import scripted_windows
+from service.backends.precision import largest_difference
 from service.backends.ragged import RaggedBatch
 from service.backends.scripted_windows import Untraceable
 
@@ -168,7 +170,7 @@ def trace_body(
     except Exception as exc:  # any model code a trace cannot take
         log.warning("body not traced: %s: %s", type(exc).__name__, str(exc)[:300])
         return None
-    worst = float((got - want).abs().max()) if got.shape == want.shape else float("inf")
+    worst = largest_difference(want, got)
     if not worst <= (1e-4 if exact else 2e-2) * float(want.abs().max()):
         log.warning("body not traced: a probe moved by %.3g once traced", worst)
         return None
